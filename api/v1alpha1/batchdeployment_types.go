@@ -123,7 +123,7 @@ type RetrySettings struct {
 	// +kubebuilder:default="30s"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="retrySettings.timeout must be at least 1s"
 	// +optional
-	Timeout metav1.Duration `json:"timeout,omitempty"`
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
 }
 
 // BatchSettings are Azure ML's batch deployment settings.

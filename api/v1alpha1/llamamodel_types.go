@@ -145,14 +145,14 @@ type DownloadSettings struct {
 	// +kubebuilder:default="2h"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m')",message="download.timeout must be at least 1m"
 	// +optional
-	Timeout metav1.Duration `json:"timeout,omitempty"`
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
 
 	// stallTimeout restarts a transfer (from where it stopped) when no byte
 	// has arrived for this long.
 	// +kubebuilder:default="60s"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('5s')",message="download.stallTimeout must be at least 5s"
 	// +optional
-	StallTimeout metav1.Duration `json:"stallTimeout,omitempty"`
+	StallTimeout *metav1.Duration `json:"stallTimeout,omitempty"`
 
 	// retries is how many times a failed attempt is tried again, with
 	// backoff, before the model is Failed.

@@ -74,21 +74,21 @@ type ScaleSettings struct {
 	// +kubebuilder:default="1s"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('5m')",message="scaleSettings.pollingInterval must be between 1s and 5m"
 	// +optional
-	PollingInterval metav1.Duration `json:"pollingInterval,omitempty"`
+	PollingInterval *metav1.Duration `json:"pollingInterval,omitempty"`
 
 	// scaleDownDelay is how long the load must stay low before the
 	// autoscaler removes an instance (one at a time), so it does not flap.
 	// +kubebuilder:default="5m"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('24h')",message="scaleSettings.scaleDownDelay must be between 0s and 24h"
 	// +optional
-	ScaleDownDelay metav1.Duration `json:"scaleDownDelay,omitempty"`
+	ScaleDownDelay *metav1.Duration `json:"scaleDownDelay,omitempty"`
 
 	// scaleToZeroIdleTime is how long a deployment with minInstances 0 must
 	// receive no request before it is scaled to zero.
 	// +kubebuilder:default="15m"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('30s') && duration(self) <= duration('168h')",message="scaleSettings.scaleToZeroIdleTime must be between 30s and 168h"
 	// +optional
-	ScaleToZeroIdleTime metav1.Duration `json:"scaleToZeroIdleTime,omitempty"`
+	ScaleToZeroIdleTime *metav1.Duration `json:"scaleToZeroIdleTime,omitempty"`
 }
 
 // RequestSettings bound each request, as Azure ML's request_settings.

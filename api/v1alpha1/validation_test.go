@@ -457,7 +457,7 @@ func celRules(s *apiextensionsv1.JSONSchemaProps, out *[]apiextensionsv1.Validat
 
 // updateRules are transition rules, checked by TestImmutableFields.
 var updateRules = map[string]bool{
-	"source is immutable: create a new LlamaModel for other weights":                                         true,
+	"source is immutable: create a new LlamaModel for other weights":                                      true,
 	"the run has started: only spec.suspend may change; create a new BatchDeployment for a different run": true,
 }
 
@@ -603,8 +603,8 @@ func TestDefaults(t *testing.T) {
 		}
 		expect(t, "format", m.Spec.Format, servingv1alpha1.ModelFormatAuto)
 		expect(t, "quantization", m.Spec.Quantization, servingv1alpha1.QuantizationNone)
-		expect(t, "download.timeout", m.Spec.Download.Timeout.Duration, 2*time.Hour)
-		expect(t, "download.stallTimeout", m.Spec.Download.StallTimeout.Duration, time.Minute)
+		expect(t, "download.timeout", deref(m.Spec.Download.Timeout).Duration, 2*time.Hour)
+		expect(t, "download.stallTimeout", deref(m.Spec.Download.StallTimeout).Duration, time.Minute)
 		expect(t, "download.retries", deref(m.Spec.Download.Retries), int32(3))
 	})
 
@@ -625,9 +625,9 @@ func TestDefaults(t *testing.T) {
 		expect(t, "scaleSettings.minInstances", deref(d.ScaleSettings.MinInstances), int32(1))
 		expect(t, "scaleSettings.maxInstances", deref(d.ScaleSettings.MaxInstances), int32(1))
 		expect(t, "scaleSettings.targetUtilizationPercentage", d.ScaleSettings.TargetUtilizationPercentage, int32(70))
-		expect(t, "scaleSettings.pollingInterval", d.ScaleSettings.PollingInterval.Duration, time.Second)
-		expect(t, "scaleSettings.scaleDownDelay", d.ScaleSettings.ScaleDownDelay.Duration, 5*time.Minute)
-		expect(t, "scaleSettings.scaleToZeroIdleTime", d.ScaleSettings.ScaleToZeroIdleTime.Duration, 15*time.Minute)
+		expect(t, "scaleSettings.pollingInterval", deref(d.ScaleSettings.PollingInterval).Duration, time.Second)
+		expect(t, "scaleSettings.scaleDownDelay", deref(d.ScaleSettings.ScaleDownDelay).Duration, 5*time.Minute)
+		expect(t, "scaleSettings.scaleToZeroIdleTime", deref(d.ScaleSettings.ScaleToZeroIdleTime).Duration, 15*time.Minute)
 		expect(t, "requestSettings.requestTimeoutMs", d.RequestSettings.RequestTimeoutMs, int32(5000))
 		expect(t, "requestSettings.maxConcurrentRequestsPerInstance", d.RequestSettings.MaxConcurrentRequestsPerInstance, int32(1))
 		expect(t, "requestSettings.maxQueueWaitMs", deref(d.RequestSettings.MaxQueueWaitMs), int32(500))
@@ -665,7 +665,7 @@ func TestDefaults(t *testing.T) {
 		expect(t, "settings.outputAction", s.OutputAction, servingv1alpha1.OutputActionAppendRow)
 		expect(t, "settings.outputFileName", s.OutputFileName, "predictions.csv")
 		expect(t, "settings.retrySettings.maxRetries", deref(s.RetrySettings.MaxRetries), int32(3))
-		expect(t, "settings.retrySettings.timeout", s.RetrySettings.Timeout.Duration, 30*time.Second)
+		expect(t, "settings.retrySettings.timeout", deref(s.RetrySettings.Timeout).Duration, 30*time.Second)
 		expect(t, "settings.errorThreshold", deref(s.ErrorThreshold), int32(-1))
 		expect(t, "settings.loggingLevel", s.LoggingLevel, servingv1alpha1.LoggingLevelInfo)
 		expect(t, "parameters.maxNewTokens", b.Spec.Parameters.MaxNewTokens, int32(256))
