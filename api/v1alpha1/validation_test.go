@@ -6,11 +6,8 @@ package v1alpha1_test
 // fails when a CEL rule of a CRD has no rejected object here.
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -21,7 +18,6 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -97,40 +93,20 @@ func samples(t *testing.T) []*unstructured.Unstructured {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no samples in config/samples: %v", err)
 	}
-	var out []*unstructured.Unstructured
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(b)))
-		for {
-			doc, err := r.Read()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatalf("%s: %v", f, err)
-			}
-			if len(bytes.TrimSpace(doc)) == 0 {
-				continue
-			}
-			u := object(t, string(doc))
-			u.SetAnnotations(map[string]string{"test/sample-file": filepath.Base(f)})
-			out = append(out, u)
-		}
+	objs, err := testenv.ReadObjects(files...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	return objs
 }
 
 func TestSamplesAreAccepted(t *testing.T) {
 	kinds := map[string]int{}
 	for _, s := range samples(t) {
-		file := s.GetAnnotations()["test/sample-file"]
 		s.SetNamespace("samples-" + strings.ToLower(s.GetKind()))
 		ensureNamespace(t, s.GetNamespace())
 		if err := k8s.Create(ctx(t), s); err != nil {
-			t.Errorf("sample %s (%s %s) rejected: %v", file, s.GetKind(), s.GetName(), err)
+			t.Errorf("sample %s %s rejected: %v", s.GetKind(), s.GetName(), err)
 			continue
 		}
 		kinds[s.GetKind()]++

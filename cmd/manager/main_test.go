@@ -14,15 +14,18 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	servingv1alpha1 "github.com/leo-operator/leo/api/v1alpha1"
 	"github.com/leo-operator/leo/internal/testenv"
 )
 
@@ -71,11 +74,21 @@ func TestManagerBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = env.Stop() })
-	admin, err := env.AddUser(envtest.User{Name: "leo-test-admin", Groups: []string{"system:masters"}}, nil)
+	k8s, err := client.New(cfg, client.Options{Scheme: testenv.Scheme()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	kubeconfig, err := admin.KubeConfig()
+	installRBAC(t, k8s)
+	// The manager runs as its ServiceAccount with only the RBAC of
+	// config/rbac, so a missing permission fails this test.
+	sa, err := env.AddUser(envtest.User{
+		Name:   "system:serviceaccount:leo-system:leo-manager",
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:leo-system", "system:authenticated"},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig, err := sa.KubeConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +108,7 @@ func TestManagerBinary(t *testing.T) {
 		"--kubeconfig", kubeconfigPath,
 		"--metrics-bind-address", metrics,
 		"--health-probe-bind-address", probes,
-		"--leader-elect", "--leader-election-namespace", "default")
+		"--leader-elect", "--leader-election-namespace", "leo-system")
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -124,12 +137,8 @@ func TestManagerBinary(t *testing.T) {
 		})
 	}
 
-	k8s, err := client.New(cfg, client.Options{Scheme: testenv.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var lease coordinationv1.Lease
-	leaseKey := client.ObjectKey{Namespace: "default", Name: "leo-manager.serving.leo.dev"}
+	leaseKey := client.ObjectKey{Namespace: "leo-system", Name: "leo-manager.serving.leo.dev"}
 	waitFor(t, "leader election Lease", func() error {
 		if err := k8s.Get(context.Background(), leaseKey, &lease); err != nil {
 			return err
@@ -154,6 +163,24 @@ func TestManagerBinary(t *testing.T) {
 		return nil
 	})
 
+	// Its reconcilers may read the kinds and write their status.
+	m := &servingv1alpha1.LlamaModel{
+		ObjectMeta: metav1.ObjectMeta{Name: "rbac-check", Namespace: "default"},
+		Spec:       servingv1alpha1.LlamaModelSpec{Source: servingv1alpha1.ModelSource{URI: "hf://a/b"}},
+	}
+	if err := k8s.Create(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "status written by the manager", func() error {
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(m), m); err != nil {
+			return err
+		}
+		if m.Status.ObservedGeneration != m.Generation {
+			return fmt.Errorf("status not written: %+v", m.Status)
+		}
+		return nil
+	})
+
 	// SIGTERM: a clean exit that releases the Lease for the next leader.
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -171,6 +198,32 @@ func TestManagerBinary(t *testing.T) {
 	}
 	if lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity != "" {
 		t.Errorf("lease still held by %q after shutdown", *lease.Spec.HolderIdentity)
+	}
+}
+
+// installRBAC applies config/rbac and the leo-system namespace, as a user
+// installing leo would.
+func installRBAC(t *testing.T, k8s client.Client) {
+	t.Helper()
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(root, "config", "rbac", "*.yaml"))
+	files = append(files, filepath.Join(root, "config", "manager", "manager.yaml"))
+	objs, err := testenv.ReadObjects(files...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The namespace first; kustomization files are not objects.
+	sort.SliceStable(objs, func(i, j int) bool { return objs[i].GetKind() == "Namespace" && objs[j].GetKind() != "Namespace" })
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding":
+			if err := k8s.Create(context.Background(), o); err != nil {
+				t.Fatalf("applying %s %s: %v", o.GetKind(), o.GetName(), err)
+			}
+		}
 	}
 }
 

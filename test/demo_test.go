@@ -1,0 +1,34 @@
+package test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/leo-operator/leo/internal/testenv"
+)
+
+// TestDemo runs the README's main job (make demo) and checks what it shows.
+func TestDemo(t *testing.T) {
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "run", "./hack/demo")
+	cmd.Dir = root
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo failed: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"applied llamamodel/llama-2-7b-q4",
+		"applied onlineendpoint/llama-chat",
+		"applied batchdeployment/review-summaries",
+		"NotImplemented",
+		"traffic percentages must add up to 100",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+}
