@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -34,7 +35,7 @@ func (r *BatchDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	if b.Status.Phase == "" {
 		b.Status.Phase = servingv1alpha1.BatchPhasePending
 	}
-	setCondition(&b.Status.Conditions, notImplementedCondition(b.Generation, "run batch jobs"))
+	meta.SetStatusCondition(&b.Status.Conditions, notImplementedCondition(b.Generation, "run batch jobs"))
 	if equalStatus(before.Status, b.Status) {
 		return ctrl.Result{}, nil
 	}

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -34,7 +35,7 @@ func (r *LlamaModelReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if m.Status.Phase == "" {
 		m.Status.Phase = servingv1alpha1.ModelPhasePending
 	}
-	setCondition(&m.Status.Conditions, notImplementedCondition(m.Generation, "download models"))
+	meta.SetStatusCondition(&m.Status.Conditions, notImplementedCondition(m.Generation, "download models"))
 	if equalStatus(before.Status, m.Status) {
 		return ctrl.Result{}, nil
 	}

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -30,7 +31,7 @@ func (r *OnlineEndpointReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 	before := e.DeepCopy()
 	e.Status.ObservedGeneration = e.Generation
-	setCondition(&e.Status.Conditions, notImplementedCondition(e.Generation, "serve endpoints"))
+	meta.SetStatusCondition(&e.Status.Conditions, notImplementedCondition(e.Generation, "serve endpoints"))
 	if equalStatus(before.Status, e.Status) {
 		return ctrl.Result{}, nil
 	}

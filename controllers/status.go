@@ -10,7 +10,6 @@ import (
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/equality"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 
@@ -27,11 +26,6 @@ func notImplementedCondition(generation int64, what string) metav1.Condition {
 		Message:            "accepted, but this build of leo does not " + what + " yet",
 		ObservedGeneration: generation,
 	}
-}
-
-// setCondition sets c in conditions and reports whether anything changed.
-func setCondition(conditions *[]metav1.Condition, c metav1.Condition) bool {
-	return meta.SetStatusCondition(conditions, c)
 }
 
 // equalStatus reports whether two statuses are the same, so a reconcile that

@@ -326,7 +326,3 @@ type BatchDeploymentList struct {
 	// items are the BatchDeployments.
 	Items []BatchDeployment `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&BatchDeployment{}, &BatchDeploymentList{})
-}

@@ -29,7 +29,7 @@ const (
 	QuantizationF16  Quantization = "f16"
 	QuantizationQ8_0 Quantization = "q8_0"
 	QuantizationQ4_0 Quantization = "q4_0"
-	QuantizationQ4_K Quantization = "q4_k"
+	QuantizationQ4K  Quantization = "q4_k"
 )
 
 // ModelPhase is a one-word summary of where a LlamaModel is.
@@ -310,8 +310,4 @@ type LlamaModelList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	// items are the LlamaModels.
 	Items []LlamaModel `json:"items"`
-}
-
-func init() {
-	SchemeBuilder.Register(&LlamaModel{}, &LlamaModelList{})
 }

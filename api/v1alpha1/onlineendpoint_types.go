@@ -379,7 +379,3 @@ type OnlineEndpointList struct {
 	// items are the OnlineEndpoints.
 	Items []OnlineEndpoint `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&OnlineEndpoint{}, &OnlineEndpointList{})
-}
