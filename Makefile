@@ -28,10 +28,11 @@ generate: ## deepcopy functions of the API types
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
 .PHONY: manifests
-manifests: ## CRDs and RBAC from the +kubebuilder markers; CRDs copied into the Helm chart
+manifests: ## CRDs and RBAC from the +kubebuilder markers, copied into the Helm chart too
 	$(CONTROLLER_GEN) crd:allowDangerousTypes=true rbac:roleName=leo-manager paths=./api/... paths=./controllers/... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
-	mkdir -p charts/leo/crds && cp config/crd/bases/*.yaml charts/leo/crds/
+	mkdir -p charts/leo/crds charts/leo/files && cp config/crd/bases/*.yaml charts/leo/crds/
+	sed -n '/^rules:/,$$p' config/rbac/role.yaml > charts/leo/files/manager-rules.yaml
 
 ##@ Build
 

@@ -50,6 +50,19 @@ func TestGeneratedFilesAreCurrent(t *testing.T) {
 	}
 	compare(filepath.Join(out, "object", "zz_generated.deepcopy.go"), "api/v1alpha1/zz_generated.deepcopy.go")
 	compare(filepath.Join(out, "rbac", "role.yaml"), "config/rbac/role.yaml")
+	role, err := os.ReadFile(filepath.Join(out, "rbac", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(role, []byte("\nrules:\n"))
+	if i < 0 {
+		t.Fatal("generated role.yaml has no rules")
+	}
+	rules := filepath.Join(out, "manager-rules.yaml")
+	if err := os.WriteFile(rules, role[i+1:], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	compare(rules, "charts/leo/files/manager-rules.yaml")
 	crds, err := filepath.Glob(filepath.Join(out, "crd", "*.yaml"))
 	if err != nil || len(crds) != 3 {
 		t.Fatalf("controller-gen made %d CRDs, want 3 (%v)", len(crds), err)

@@ -442,17 +442,12 @@ func TestEveryCELRuleIsCovered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, _ := filepath.Glob(filepath.Join(root, "config", "crd", "bases", "*.yaml"))
+	crds, err := testenv.CRDs(root)
+	if err != nil {
+		t.Fatal(err)
+	}
 	total := 0
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var crd apiextensionsv1.CustomResourceDefinition
-		if err := yaml.Unmarshal(b, &crd); err != nil {
-			t.Fatal(err)
-		}
+	for _, crd := range crds {
 		kind := crd.Spec.Names.Kind
 		for _, v := range crd.Spec.Versions {
 			var rules []apiextensionsv1.ValidationRule
