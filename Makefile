@@ -15,6 +15,8 @@ GO ?= go
 CONTROLLER_GEN := $(GO) tool controller-gen
 GOLANGCI_LINT_VERSION := v2.15.0
 GOLANGCI_LINT := bin/golangci-lint-$(GOLANGCI_LINT_VERSION)
+HELM_VERSION := v4.3.1
+HELM := bin/helm-$(HELM_VERSION)
 # The kube-apiserver and etcd that envtest starts, built from source.
 KUBE_BIN_DIR = $(shell hack/kube/build.sh)
 
@@ -53,8 +55,8 @@ demo: kube-bins ## start a real control plane, install the CRDs, run the manager
 ##@ Test
 
 .PHONY: test
-test: kube-bins ## all tests, against a real kube-apiserver and etcd
-	KUBEBUILDER_ASSETS="$(KUBE_BIN_DIR)" $(GO) test -count=1 ./...
+test: kube-bins $(HELM) ## all tests, against a real kube-apiserver and etcd
+	KUBEBUILDER_ASSETS="$(KUBE_BIN_DIR)" HELM="$(CURDIR)/$(HELM)" $(GO) test -count=1 ./...
 
 .PHONY: lint
 lint: $(GOLANGCI_LINT) ## go vet and golangci-lint
@@ -64,6 +66,11 @@ lint: $(GOLANGCI_LINT) ## go vet and golangci-lint
 $(GOLANGCI_LINT):
 	GOBIN="$(CURDIR)/bin/tmp-golangci" $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	mv bin/tmp-golangci/golangci-lint $@ && rmdir bin/tmp-golangci
+
+# Helm renders and lints the chart in test/chart_test.go.
+$(HELM):
+	GOBIN="$(CURDIR)/bin/tmp-helm" $(GO) install -trimpath helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+	mv bin/tmp-helm/helm $@ && rmdir bin/tmp-helm
 
 .PHONY: clean
 clean: ## remove build outputs (keeps the Kubernetes binary cache; `rm -rf bin` drops it)

@@ -61,7 +61,13 @@ func runWithManager(m *testing.M) int {
 			fmt.Fprintln(os.Stderr, "manager:", err)
 		}
 	}()
-	k8s = mgr.GetClient()
+	// The tests read from the API server, not the manager's cache, so they
+	// never judge the reconcilers on a stale copy.
+	k8s, err = client.New(cfg, client.Options{Scheme: testenv.Scheme()})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	if !mgr.GetCache().WaitForCacheSync(ctx) {
 		fmt.Fprintln(os.Stderr, "manager cache did not sync")
 		return 1

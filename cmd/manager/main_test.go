@@ -65,19 +65,7 @@ func waitFor(t *testing.T, what string, check func() error) {
 }
 
 func TestManagerBinary(t *testing.T) {
-	env, err := testenv.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	k8s, err := client.New(cfg, client.Options{Scheme: testenv.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	env, _, k8s := testenv.StartForTest(t)
 	installRBAC(t, k8s)
 	// The manager runs as its ServiceAccount with only the RBAC of
 	// config/rbac, so a missing permission fails this test.

@@ -13,10 +13,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"testing"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	servingv1alpha1 "github.com/leo-operator/leo/api/v1alpha1"
@@ -103,4 +106,24 @@ func New() (*envtest.Environment, error) {
 		BinaryAssetsDirectory: bin,
 		Scheme:                Scheme(),
 	}, nil
+}
+
+// StartForTest starts a control plane with leo's CRDs for one test, stops
+// it when the test ends, and returns it with an admin client.
+func StartForTest(t testing.TB) (*envtest.Environment, *rest.Config, client.Client) {
+	t.Helper()
+	env, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatalf("starting kube-apiserver and etcd: %v", err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	k8s, err := client.New(cfg, client.Options{Scheme: Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env, cfg, k8s
 }

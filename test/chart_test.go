@@ -1,0 +1,130 @@
+package test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/leo-operator/leo/internal/testenv"
+)
+
+// helm is the Helm binary `make test` builds into bin/ (HELM names it).
+func helm(t *testing.T, root string, args ...string) string {
+	t.Helper()
+	bin := os.Getenv("HELM")
+	if bin == "" {
+		matches, _ := filepath.Glob(filepath.Join(root, "bin", "helm-*"))
+		if len(matches) == 0 {
+			t.Fatal("no Helm binary: run `make test`, which builds it into bin/ from the Go module proxy (or set HELM)")
+		}
+		bin = matches[len(matches)-1]
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
+	out, err := cmd.Output()
+	if err != nil {
+		stderr := ""
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			stderr = string(ee.Stderr)
+		}
+		t.Fatalf("helm %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr)
+	}
+	return string(out)
+}
+
+// TestHelmChart lints and renders charts/leo, installs what it renders on a
+// real kube-apiserver (which validates every object), and checks that the
+// manager's permissions are those of config/rbac, which the manager test
+// proves sufficient.
+func TestHelmChart(t *testing.T) {
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	helm(t, root, "lint", "--strict", "charts/leo")
+	rendered := helm(t, root, "template", "leo", "charts/leo", "--namespace", "leo-system", "--include-crds")
+	manifest := filepath.Join(t.TempDir(), "leo.yaml")
+	if err := os.WriteFile(manifest, []byte(rendered), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	objs, err := testenv.ReadObjects(manifest)
+	if err != nil {
+		t.Fatalf("helm template output: %v", err)
+	}
+	byKind := map[string][]*unstructured.Unstructured{}
+	for _, o := range objs {
+		byKind[o.GetKind()] = append(byKind[o.GetKind()], o)
+	}
+	for kind, n := range map[string]int{
+		"CustomResourceDefinition": 3, "ServiceAccount": 1, "ClusterRole": 1, "ClusterRoleBinding": 1,
+		"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1,
+	} {
+		if len(byKind[kind]) != n {
+			t.Errorf("chart renders %d %s, want %d", len(byKind[kind]), kind, n)
+		}
+	}
+
+	// Install on a real API server: CRDs come from config/ (the same files,
+	// checked by TestGeneratedFilesAreCurrent); everything else from Helm.
+	_, _, k8s := testenv.StartForTest(t)
+	ns := &unstructured.Unstructured{}
+	ns.SetAPIVersion("v1")
+	ns.SetKind("Namespace")
+	ns.SetName("leo-system")
+	if err := k8s.Create(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if o.GetKind() == "CustomResourceDefinition" {
+			continue
+		}
+		if err := k8s.Create(context.Background(), o); err != nil {
+			t.Errorf("installing %s %s: %v", o.GetKind(), o.GetName(), err)
+		}
+	}
+
+	// The ClusterRole grants what config/rbac/role.yaml grants.
+	generated, err := testenv.ReadObjects(filepath.Join(root, "config", "rbac", "role.yaml"))
+	if err != nil || len(generated) != 1 {
+		t.Fatalf("config/rbac/role.yaml: %v", err)
+	}
+	if got, want := rules(t, byKind["ClusterRole"][0]), rules(t, generated[0]); !reflect.DeepEqual(got, want) {
+		t.Errorf("chart ClusterRole rules\n  %+v\ndiffer from config/rbac/role.yaml\n  %+v", got, want)
+	}
+
+	// Every flag the chart passes exists in the manager.
+	helpCmd := exec.Command("go", "run", "./cmd/manager", "--help")
+	helpCmd.Dir = root
+	help, _ := helpCmd.CombinedOutput()
+	containers, _, _ := unstructured.NestedSlice(byKind["Deployment"][0].Object, "spec", "template", "spec", "containers")
+	args, _, _ := unstructured.NestedStringSlice(containers[0].(map[string]any), "args")
+	if len(args) == 0 {
+		t.Fatal("manager container has no args")
+	}
+	for _, a := range args {
+		flag := strings.SplitN(strings.TrimPrefix(a, "--"), "=", 2)[0]
+		if !strings.Contains(string(help), "-"+flag+" ") && !strings.Contains(string(help), "-"+flag+"\n") {
+			t.Errorf("chart passes --%s, which the manager does not know:\n%s", flag, help)
+		}
+	}
+}
+
+func rules(t *testing.T, u *unstructured.Unstructured) []rbacv1.PolicyRule {
+	t.Helper()
+	var r rbacv1.ClusterRole
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r.Rules
+}
