@@ -31,7 +31,7 @@ generate: ## deepcopy functions of the API types
 
 .PHONY: manifests
 manifests: ## CRDs and RBAC from the +kubebuilder markers, copied into the Helm chart too
-	$(CONTROLLER_GEN) crd:allowDangerousTypes=true rbac:roleName=leo-manager paths=./api/... paths=./controllers/... \
+	$(CONTROLLER_GEN) crd:allowDangerousTypes=true rbac:roleName=leo-manager paths=./api/... paths=./controllers/... paths=./cmd/... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	mkdir -p charts/leo/crds charts/leo/files && cp config/crd/bases/*.yaml charts/leo/crds/
 	sed -n '/^rules:/,$$p' config/rbac/role.yaml > charts/leo/files/manager-rules.yaml

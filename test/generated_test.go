@@ -30,7 +30,7 @@ func TestGeneratedFilesAreCurrent(t *testing.T) {
 		}
 	}
 	run("object:headerFile=hack/boilerplate.go.txt", "paths=./api/...", "output:object:dir="+filepath.Join(out, "object"))
-	run("crd:allowDangerousTypes=true", "rbac:roleName=leo-manager", "paths=./api/...", "paths=./controllers/...",
+	run("crd:allowDangerousTypes=true", "rbac:roleName=leo-manager", "paths=./api/...", "paths=./controllers/...", "paths=./cmd/...",
 		"output:crd:artifacts:config="+filepath.Join(out, "crd"), "output:rbac:artifacts:config="+filepath.Join(out, "rbac"))
 
 	compare := func(generated, committed string) {

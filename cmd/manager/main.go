@@ -14,6 +14,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	servingv1alpha1 "github.com/leo-operator/leo/api/v1alpha1"
@@ -27,6 +28,22 @@ func main() {
 	}
 }
 
+// metricsOptions serves metrics over plain HTTP by default (for a
+// Prometheus in the cluster network), or over HTTPS where every scrape is
+// authenticated and authorized by the API server (TokenReview and
+// SubjectAccessReview: the scraper needs `get` on the /metrics URL).
+func metricsOptions(addr string, secure bool) metricsserver.Options {
+	o := metricsserver.Options{BindAddress: addr, SecureServing: secure}
+	if secure {
+		o.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	return o
+}
+
+// The manager's own permissions for authenticating metrics scrapes.
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
 func run() error {
 	var (
 		metricsAddr   string
@@ -39,7 +56,7 @@ func run() error {
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	flag.BoolVar(&leaderElect, "leader-elect", true, "elect a leader so that only one of several replicas reconciles")
 	flag.StringVar(&leaderElectNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's namespace)")
-	flag.BoolVar(&secureMetrics, "metrics-secure", false, "serve metrics over HTTPS with authentication and authorization by the API server")
+	flag.BoolVar(&secureMetrics, "metrics-secure", false, "serve metrics over HTTPS (self-signed unless certificates are mounted), each scrape authenticated and authorized by the API server")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -57,7 +74,7 @@ func run() error {
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
-		Metrics:                 metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics},
+		Metrics:                 metricsOptions(metricsAddr, secureMetrics),
 		HealthProbeBindAddress:  probeAddr,
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "leo-manager.serving.leo.dev",
