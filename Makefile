@@ -2,7 +2,8 @@
 #
 #   make demo       set everything up and run the main job (see README.md)
 #   make test       everything CI checks: generated files, API validation
-#                   against a real kube-apiserver, controllers, runtime
+#                   against a real kube-apiserver, controllers, the manager
+#                   binary, the Helm chart, the demo
 #   make lint       go vet and golangci-lint
 #
 # Nothing is installed by hand: Kubernetes test binaries are built from the Go

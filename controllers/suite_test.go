@@ -32,12 +32,12 @@ func runWithManager(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "controller tests need a kube-apiserver:", err)
 		return 1
 	}
+	defer func() { _ = env.Stop() }() // also after a failed start: it may have left etcd running
 	cfg, err := env.Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "starting kube-apiserver and etcd:", err)
 		return 1
 	}
-	defer func() { _ = env.Stop() }()
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 testenv.Scheme(),
@@ -68,8 +68,10 @@ func runWithManager(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if !mgr.GetCache().WaitForCacheSync(ctx) {
-		fmt.Fprintln(os.Stderr, "manager cache did not sync")
+	syncCtx, cancelSync := context.WithTimeout(ctx, time.Minute)
+	defer cancelSync()
+	if !mgr.GetCache().WaitForCacheSync(syncCtx) {
+		fmt.Fprintln(os.Stderr, "manager cache did not sync within a minute")
 		return 1
 	}
 	return m.Run()

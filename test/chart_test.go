@@ -66,17 +66,22 @@ func TestHelmChart(t *testing.T) {
 	for _, o := range objs {
 		byKind[o.GetKind()] = append(byKind[o.GetKind()], o)
 	}
-	for kind, n := range map[string]int{
+	want := map[string]int{
 		"CustomResourceDefinition": 3, "ServiceAccount": 1, "ClusterRole": 1, "ClusterRoleBinding": 1,
 		"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1,
-	} {
+	}
+	for kind, n := range want {
 		if len(byKind[kind]) != n {
 			t.Errorf("chart renders %d %s, want %d", len(byKind[kind]), kind, n)
 		}
 	}
+	if t.Failed() {
+		t.FailNow()
+	}
 
-	// Install on a real API server: CRDs come from config/ (the same files,
-	// checked by TestGeneratedFilesAreCurrent); everything else from Helm.
+	// Install on a real API server. The CRDs come from config/ (testenv
+	// installs them; the chart's copies are the same files, checked by
+	// TestGeneratedFilesAreCurrent); everything else from Helm.
 	_, _, k8s := testenv.StartForTest(t)
 	ns := &unstructured.Unstructured{}
 	ns.SetAPIVersion("v1")
@@ -106,7 +111,10 @@ func TestHelmChart(t *testing.T) {
 	// Every flag the chart passes exists in the manager.
 	helpCmd := exec.Command("go", "run", "./cmd/manager", "--help")
 	helpCmd.Dir = root
-	help, _ := helpCmd.CombinedOutput()
+	help, err := helpCmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(help), "-leader-elect") {
+		t.Fatalf("go run ./cmd/manager --help: %v\n%s", err, help)
+	}
 	containers, _, _ := unstructured.NestedSlice(byKind["Deployment"][0].Object, "spec", "template", "spec", "containers")
 	args, _, _ := unstructured.NestedStringSlice(containers[0].(map[string]any), "args")
 	if len(args) == 0 {

@@ -33,7 +33,7 @@ type ComputeResources struct {
 	// as the cluster's device plugin names it.
 	// +kubebuilder:default="nvidia.com/gpu"
 	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:XValidation:rule="self.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')",message="gpuResourceName must be a resource name such as nvidia.com/gpu or amd.com/gpu"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')",message="gpuResourceName must be an extended resource name with a domain, such as nvidia.com/gpu or amd.com/gpu"
 	// +optional
 	GPUResourceName string `json:"gpuResourceName,omitempty"`
 
@@ -48,6 +48,16 @@ type ComputeResources struct {
 	// +optional
 	Memory *resource.Quantity `json:"memory,omitempty"`
 }
+
+// Duration is a length of time as Go writes it: a sequence of numbers with
+// units h, m, s or ms, e.g. "30s", "5m", "1h30m".
+//
+// It is a string, not a metav1.Duration, so that a client that reads and
+// writes an object back keeps it as the user wrote it ("300s" stays "300s"
+// rather than becoming "5m0s"): the rules that freeze fields compare text.
+// +kubebuilder:validation:Pattern=`^([0-9]{1,6}(\.[0-9]+)?(h|m|s|ms))+$`
+// +kubebuilder:validation:MaxLength=32
+type Duration string
 
 // Placement says which nodes may run the pods.
 type Placement struct {

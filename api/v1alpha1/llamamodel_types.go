@@ -62,7 +62,7 @@ type ModelSource struct {
 	//   https://host/path/file     one file over HTTPS
 	//   s3://bucket/key            an object or a prefix in S3 or an S3-compatible store
 	//   pvc://claim/path           a file or folder on a PersistentVolumeClaim in this namespace
-	// The source is immutable: create another LlamaModel for other weights.
+	// It is immutable: create another LlamaModel for other weights.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="self.startsWith('hf://') || self.startsWith('https://') || self.startsWith('http://') || self.startsWith('s3://') || self.startsWith('pvc://')",message="source.uri must start with hf://, https://, s3:// or pvc://"
@@ -145,14 +145,14 @@ type DownloadSettings struct {
 	// +kubebuilder:default="2h"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m')",message="download.timeout must be at least 1m"
 	// +optional
-	Timeout *metav1.Duration `json:"timeout,omitempty"`
+	Timeout Duration `json:"timeout,omitempty"`
 
 	// stallTimeout restarts a transfer (from where it stopped) when no byte
 	// has arrived for this long.
 	// +kubebuilder:default="60s"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('5s')",message="download.stallTimeout must be at least 5s"
 	// +optional
-	StallTimeout *metav1.Duration `json:"stallTimeout,omitempty"`
+	StallTimeout Duration `json:"stallTimeout,omitempty"`
 
 	// retries is how many times a failed attempt is tried again, with
 	// backoff, before the model is Failed.
@@ -165,8 +165,10 @@ type DownloadSettings struct {
 
 // LlamaModelSpec is what the user wants cached.
 type LlamaModelSpec struct {
-	// source says where the weights come from. It cannot change once set.
-	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="source is immutable: create a new LlamaModel for other weights"
+	// source says where the weights come from. Its uri, files and sha256
+	// cannot change once set; credentials, endpoint (a mirror) and
+	// allowInsecureHTTP may, as they do not change which weights these are.
+	// +kubebuilder:validation:XValidation:rule="self.uri == oldSelf.uri && (has(self.files) ? self.files : []) == (has(oldSelf.files) ? oldSelf.files : []) && (has(self.sha256) ? self.sha256 : '') == (has(oldSelf.sha256) ? oldSelf.sha256 : '')",message="source.uri, source.files and source.sha256 are immutable: create a new LlamaModel for other weights"
 	Source ModelSource `json:"source"`
 
 	// format of the weights at the source; auto detects it from the files.

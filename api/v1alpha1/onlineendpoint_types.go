@@ -38,7 +38,7 @@ const (
 )
 
 // ScaleSettings say how many instances a deployment runs.
-// +kubebuilder:validation:XValidation:rule="!has(self.minInstances) || !has(self.maxInstances) || self.minInstances <= self.maxInstances",message="scaleSettings.minInstances must not be greater than scaleSettings.maxInstances"
+// +kubebuilder:validation:XValidation:rule="self.type != 'target_utilization' || !has(self.minInstances) || !has(self.maxInstances) || self.minInstances <= self.maxInstances",message="scaleSettings.minInstances must not be greater than scaleSettings.maxInstances (which defaults to 1) for target_utilization"
 type ScaleSettings struct {
 	// type: default runs instanceCount instances; target_utilization lets
 	// the autoscaler choose between minInstances and maxInstances.
@@ -74,21 +74,21 @@ type ScaleSettings struct {
 	// +kubebuilder:default="1s"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('5m')",message="scaleSettings.pollingInterval must be between 1s and 5m"
 	// +optional
-	PollingInterval *metav1.Duration `json:"pollingInterval,omitempty"`
+	PollingInterval Duration `json:"pollingInterval,omitempty"`
 
 	// scaleDownDelay is how long the load must stay low before the
 	// autoscaler removes an instance (one at a time), so it does not flap.
 	// +kubebuilder:default="5m"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('24h')",message="scaleSettings.scaleDownDelay must be between 0s and 24h"
 	// +optional
-	ScaleDownDelay *metav1.Duration `json:"scaleDownDelay,omitempty"`
+	ScaleDownDelay Duration `json:"scaleDownDelay,omitempty"`
 
 	// scaleToZeroIdleTime is how long a deployment with minInstances 0 must
 	// receive no request before it is scaled to zero.
 	// +kubebuilder:default="15m"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('30s') && duration(self) <= duration('168h')",message="scaleSettings.scaleToZeroIdleTime must be between 30s and 168h"
 	// +optional
-	ScaleToZeroIdleTime *metav1.Duration `json:"scaleToZeroIdleTime,omitempty"`
+	ScaleToZeroIdleTime Duration `json:"scaleToZeroIdleTime,omitempty"`
 }
 
 // RequestSettings bound each request, as Azure ML's request_settings.
@@ -348,6 +348,7 @@ type OnlineEndpointStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=oe,categories=leo
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="an OnlineEndpoint's name must be lowercase letters, digits and '-', starting with a letter: it names Services"
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.deployments) || self.spec.deployments.all(d, size(self.metadata.name) + size(d.name) < 63)",message="endpoint name and deployment name together must be shorter than 63 characters: <endpoint>-<deployment> names the deployment's Service"
 // +kubebuilder:printcolumn:name="Auth",type=string,JSONPath=`.spec.authMode`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`

@@ -15,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -37,16 +39,17 @@ func runWithAPIServer(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "API validation tests need a kube-apiserver:", err)
 		return 1
 	}
-	cfg, err := env.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "starting kube-apiserver and etcd:", err)
-		return 1
-	}
+	// Stop also after a failed start: it may have left etcd running.
 	defer func() {
 		if err := env.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "stopping the control plane:", err)
 		}
 	}()
+	cfg, err := env.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting kube-apiserver and etcd:", err)
+		return 1
+	}
 	k8s, err = client.New(cfg, client.Options{Scheme: testenv.Scheme()})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -257,7 +260,7 @@ kind: OnlineEndpoint
 spec:
   deployments:
     - {name: blue, model: m, scaleSettings: {type: target_utilization, minInstances: 3, maxInstances: 2}}`,
-		"scaleSettings.minInstances must not be greater than scaleSettings.maxInstances"},
+		"scaleSettings.minInstances must not be greater than scaleSettings.maxInstances (which defaults to 1)"},
 	{"negative instance count", `
 kind: OnlineEndpoint
 spec:
@@ -297,11 +300,23 @@ spec:
 	{"bad GPU resource name", `
 kind: OnlineEndpoint
 spec:
-  deployments: [{name: blue, model: m, resources: {gpus: 1, gpuResourceName: "nvidia gpu"}}]`, "gpuResourceName must be a resource name such as nvidia.com/gpu"},
+  deployments: [{name: blue, model: m, resources: {gpus: 1, gpuResourceName: "nvidia gpu"}}]`, "gpuResourceName must be an extended resource name with a domain"},
 	{"bad environment variable name", `
 kind: OnlineEndpoint
 spec:
   deployments: [{name: blue, model: m, environmentVariables: {"1BAD": "x"}}]`, "environment variable names must start with a letter or _"},
+	{"GPU resource without a domain", `
+kind: OnlineEndpoint
+spec:
+  deployments: [{name: blue, model: m, resources: {gpus: 1, gpuResourceName: gpu}}]`, "gpuResourceName must be an extended resource name with a domain"},
+	{"endpoint name with a dot", `
+kind: OnlineEndpoint
+metadata: {name: chat.v2}
+spec:
+  deployments: [{name: blue, model: m}]`, "an OnlineEndpoint's name must be lowercase letters, digits and '-', starting with a letter"},
+	{"malformed duration", `
+kind: LlamaModel
+spec: {source: {uri: "hf://a/b"}, download: {timeout: "10 minutes"}}`, "spec.download.timeout in body should match"},
 	{"service name too long", `
 kind: OnlineEndpoint
 metadata: {name: an-endpoint-with-a-rather-long-name-for-its-own-good}
@@ -375,7 +390,7 @@ spec:
   model: m
   input: {uri: "pvc://data/in"}
   output: {uri: "pvc://data/out"}
-  resources: {gpuResourceName: "/gpu"}`, "gpuResourceName must be a resource name such as nvidia.com/gpu"},
+  resources: {gpuResourceName: "/gpu"}`, "gpuResourceName must be an extended resource name with a domain"},
 	{"batch environment variable name", `
 kind: BatchDeployment
 spec:
@@ -433,7 +448,7 @@ func celRules(s *apiextensionsv1.JSONSchemaProps, out *[]apiextensionsv1.Validat
 
 // updateRules are transition rules, checked by TestImmutableFields.
 var updateRules = map[string]bool{
-	"source is immutable: create a new LlamaModel for other weights":                                      true,
+	"source.uri, source.files and source.sha256 are immutable: create a new LlamaModel for other weights": true,
 	"the run has started: only spec.suspend may change; create a new BatchDeployment for a different run": true,
 }
 
@@ -489,7 +504,7 @@ func TestImmutableFields(t *testing.T) {
 			t.Fatal(err)
 		}
 		err := k8s.Update(ctx(t), m)
-		if err == nil || !strings.Contains(err.Error(), "source is immutable: create a new LlamaModel for other weights") {
+		if err == nil || !strings.Contains(err.Error(), "source.uri, source.files and source.sha256 are immutable: create a new LlamaModel for other weights") {
 			t.Fatalf("changing the source: got %v, want the immutability message", err)
 		}
 	})
@@ -538,6 +553,18 @@ func TestImmutableFields(t *testing.T) {
 			"parameters":    func(b *servingv1alpha1.BatchDeployment) { b.Spec.Parameters.MaxNewTokens = 7 },
 			"instanceCount": func(b *servingv1alpha1.BatchDeployment) { b.Spec.InstanceCount = 5 },
 			"nodeSelector":  func(b *servingv1alpha1.BatchDeployment) { b.Spec.NodeSelector = map[string]string{"a": "b"} },
+			"output":        func(b *servingv1alpha1.BatchDeployment) { b.Spec.Output.URI = "pvc://data/elsewhere" },
+			"stop":          func(b *servingv1alpha1.BatchDeployment) { b.Spec.Parameters.Stop = []string{"END"} },
+			"temperature":   func(b *servingv1alpha1.BatchDeployment) { v := 0.1; b.Spec.Parameters.Temperature = &v },
+			"memory":        func(b *servingv1alpha1.BatchDeployment) { q := resource.MustParse("1Gi"); b.Spec.Resources.Memory = &q },
+			"gpus":          func(b *servingv1alpha1.BatchDeployment) { b.Spec.Resources.GPUs = 2 },
+			"tolerations": func(b *servingv1alpha1.BatchDeployment) {
+				b.Spec.Tolerations = []corev1.Toleration{{Key: "gpu", Operator: corev1.TolerationOpExists}}
+			},
+			"runtimeClassName": func(b *servingv1alpha1.BatchDeployment) { n := "nvidia"; b.Spec.RuntimeClassName = &n },
+			"environment": func(b *servingv1alpha1.BatchDeployment) {
+				b.Spec.Settings.EnvironmentVariables = map[string]string{"A": "b"}
+			},
 		}
 		for field, change := range changes {
 			var cur servingv1alpha1.BatchDeployment
@@ -561,6 +588,84 @@ func TestImmutableFields(t *testing.T) {
 	})
 }
 
+// A Go client (as the operator will be) reads an object and writes it back
+// with values reformatted: "0.5" becomes "500m", empty lists and maps vanish,
+// false is left out. The immutability rules must not mistake that for a
+// change.
+func TestImmutableFieldsSurviveAGoClientRoundTrip(t *testing.T) {
+	t.Run("a started batch", func(t *testing.T) {
+		u := object(t, `
+apiVersion: serving.leo.dev/v1alpha1
+kind: BatchDeployment
+metadata: {name: roundtrip}
+spec:
+  model: m
+  input: {uri: "pvc://data/in"}
+  output: {uri: "pvc://data/out"}
+  settings: {retrySettings: {timeout: 300s}, environmentVariables: {}}
+  parameters: {stop: [], temperature: 0.6, topP: 1.0, doSample: false}
+  resources: {cpu: "0.5", memory: 24576Mi}
+  nodeSelector: {}
+  tolerations: []
+  suspend: false`)
+		if err := k8s.Create(ctx(t), u); err != nil {
+			t.Fatal(err)
+		}
+		var b servingv1alpha1.BatchDeployment
+		key := client.ObjectKeyFromObject(u)
+		if err := k8s.Get(ctx(t), key, &b); err != nil {
+			t.Fatal(err)
+		}
+		now := metav1.NewTime(time.Now().Truncate(time.Second))
+		b.Status.StartTime = &now
+		if err := k8s.Status().Update(ctx(t), &b); err != nil {
+			t.Fatal(err)
+		}
+		if err := k8s.Get(ctx(t), key, &b); err != nil {
+			t.Fatal(err)
+		}
+		b.Spec.Suspend = true
+		b.Labels = map[string]string{"team": "reviews"}
+		if err := k8s.Update(ctx(t), &b); err != nil {
+			t.Fatalf("suspending a started batch through a Go client: %v", err)
+		}
+		if err := k8s.Get(ctx(t), key, &b); err != nil {
+			t.Fatal(err)
+		}
+		if got := b.Spec.Resources.CPU.String(); got != "500m" {
+			t.Errorf("the round trip was meant to rewrite cpu 0.5 as 500m; got %s", got)
+		}
+	})
+
+	t.Run("a model's source", func(t *testing.T) {
+		u := object(t, `
+apiVersion: serving.leo.dev/v1alpha1
+kind: LlamaModel
+metadata: {name: roundtrip}
+spec:
+  source: {uri: "s3://models/llama/", files: [], allowInsecureHTTP: false}`)
+		if err := k8s.Create(ctx(t), u); err != nil {
+			t.Fatal(err)
+		}
+		var m servingv1alpha1.LlamaModel
+		key := client.ObjectKeyFromObject(u)
+		if err := k8s.Get(ctx(t), key, &m); err != nil {
+			t.Fatal(err)
+		}
+		m.Spec.Quantization = servingv1alpha1.QuantizationQ4_0
+		m.Spec.Source.CredentialsSecretRef = &corev1.LocalObjectReference{Name: "s3-reader"}
+		m.Spec.Source.Endpoint = "https://minio.storage:9000"
+		if err := k8s.Update(ctx(t), &m); err != nil {
+			t.Fatalf("changing quantization, credentials and endpoint through a Go client: %v", err)
+		}
+		m.Spec.Source.Files = []string{"*.gguf"}
+		err := k8s.Update(ctx(t), &m)
+		if err == nil || !strings.Contains(err.Error(), "source.uri, source.files and source.sha256 are immutable") {
+			t.Fatalf("changing source.files: got %v, want the immutability message", err)
+		}
+	})
+}
+
 func TestDefaults(t *testing.T) {
 	t.Run("LlamaModel", func(t *testing.T) {
 		u := object(t, minimalModel)
@@ -574,8 +679,8 @@ func TestDefaults(t *testing.T) {
 		}
 		expect(t, "format", m.Spec.Format, servingv1alpha1.ModelFormatAuto)
 		expect(t, "quantization", m.Spec.Quantization, servingv1alpha1.QuantizationNone)
-		expect(t, "download.timeout", deref(m.Spec.Download.Timeout).Duration, 2*time.Hour)
-		expect(t, "download.stallTimeout", deref(m.Spec.Download.StallTimeout).Duration, time.Minute)
+		expect(t, "download.timeout", string(m.Spec.Download.Timeout), "2h")
+		expect(t, "download.stallTimeout", string(m.Spec.Download.StallTimeout), "60s")
 		expect(t, "download.retries", deref(m.Spec.Download.Retries), int32(3))
 	})
 
@@ -596,9 +701,9 @@ func TestDefaults(t *testing.T) {
 		expect(t, "scaleSettings.minInstances", deref(d.ScaleSettings.MinInstances), int32(1))
 		expect(t, "scaleSettings.maxInstances", deref(d.ScaleSettings.MaxInstances), int32(1))
 		expect(t, "scaleSettings.targetUtilizationPercentage", d.ScaleSettings.TargetUtilizationPercentage, int32(70))
-		expect(t, "scaleSettings.pollingInterval", deref(d.ScaleSettings.PollingInterval).Duration, time.Second)
-		expect(t, "scaleSettings.scaleDownDelay", deref(d.ScaleSettings.ScaleDownDelay).Duration, 5*time.Minute)
-		expect(t, "scaleSettings.scaleToZeroIdleTime", deref(d.ScaleSettings.ScaleToZeroIdleTime).Duration, 15*time.Minute)
+		expect(t, "scaleSettings.pollingInterval", string(d.ScaleSettings.PollingInterval), "1s")
+		expect(t, "scaleSettings.scaleDownDelay", string(d.ScaleSettings.ScaleDownDelay), "5m")
+		expect(t, "scaleSettings.scaleToZeroIdleTime", string(d.ScaleSettings.ScaleToZeroIdleTime), "15m")
 		expect(t, "requestSettings.requestTimeoutMs", d.RequestSettings.RequestTimeoutMs, int32(5000))
 		expect(t, "requestSettings.maxConcurrentRequestsPerInstance", d.RequestSettings.MaxConcurrentRequestsPerInstance, int32(1))
 		expect(t, "requestSettings.maxQueueWaitMs", deref(d.RequestSettings.MaxQueueWaitMs), int32(500))
@@ -636,7 +741,7 @@ func TestDefaults(t *testing.T) {
 		expect(t, "settings.outputAction", s.OutputAction, servingv1alpha1.OutputActionAppendRow)
 		expect(t, "settings.outputFileName", s.OutputFileName, "predictions.csv")
 		expect(t, "settings.retrySettings.maxRetries", deref(s.RetrySettings.MaxRetries), int32(3))
-		expect(t, "settings.retrySettings.timeout", deref(s.RetrySettings.Timeout).Duration, 30*time.Second)
+		expect(t, "settings.retrySettings.timeout", string(s.RetrySettings.Timeout), "30s")
 		expect(t, "settings.errorThreshold", deref(s.ErrorThreshold), int32(-1))
 		expect(t, "settings.loggingLevel", s.LoggingLevel, servingv1alpha1.LoggingLevelInfo)
 		expect(t, "parameters.maxNewTokens", b.Spec.Parameters.MaxNewTokens, int32(256))
@@ -676,6 +781,10 @@ spec:
 kind: OnlineEndpoint
 spec:
   deployments: [{name: blue, model: m, instanceCount: 0, scaleSettings: {type: target_utilization, minInstances: 0, maxInstances: 3}}]`},
+	{"minInstances above the default maxInstances when not autoscaling", `
+kind: OnlineEndpoint
+spec:
+  deployments: [{name: blue, model: m, instanceCount: 3, scaleSettings: {minInstances: 2}}]`},
 	{"an endpoint with no deployments yet", `
 kind: OnlineEndpoint
 spec: {authMode: none}`},

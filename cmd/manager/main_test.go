@@ -70,6 +70,14 @@ func waitFor(t *testing.T, what string, check func() error) {
 	}
 }
 
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		_ = os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
 var (
 	buildOnce sync.Once
 	binPath   string
@@ -125,11 +133,18 @@ func startManager(t *testing.T, env *envtest.Environment, k8s client.Client, arg
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	done := make(chan struct{})
+	go func() {
+		err := cmd.Wait()
+		close(done)
+		exited <- err
+	}()
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
+		select {
+		case <-done:
+		default:
 			_ = cmd.Process.Kill()
-			<-exited //nolint:errcheck // a killed process always reports "signal: killed"
+			<-done
 		}
 		if t.Failed() {
 			t.Logf("manager logs:\n%s", logs.String())

@@ -57,11 +57,11 @@ func run(keep bool) error {
 		return err
 	}
 	step("starting kube-apiserver and etcd from %s", env.BinaryAssetsDirectory)
+	defer func() { _ = env.Stop() }() // also after a failed start: it may have left etcd running
 	cfg, err := env.Start()
 	if err != nil {
 		return fmt.Errorf("starting the control plane: %w", err)
 	}
-	defer func() { _ = env.Stop() }()
 	step("installed the CRDs: llamamodels, onlineendpoints, batchdeployments (serving.leo.dev/v1alpha1)")
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -76,8 +76,15 @@ func run(keep bool) error {
 		return err
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
-	go func() { _ = mgr.Start(ctx) }()
+	mgrDone := make(chan error, 1)
+	go func() { mgrDone <- mgr.Start(ctx) }()
+	// Stop the controllers before the control plane (deferred earlier, so run later).
+	defer func() {
+		cancel()
+		if err := <-mgrDone; err != nil {
+			fmt.Fprintln(os.Stderr, "demo: controllers:", err)
+		}
+	}()
 	step("started the LlamaModel, OnlineEndpoint and BatchDeployment controllers")
 
 	k8s, err := client.New(cfg, client.Options{Scheme: testenv.Scheme()})

@@ -116,11 +116,11 @@ func StartForTest(t testing.TB) (*envtest.Environment, *rest.Config, client.Clie
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = env.Stop() }) // also after a failed start: it may have left etcd running
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatalf("starting kube-apiserver and etcd: %v", err)
 	}
-	t.Cleanup(func() { _ = env.Stop() })
 	k8s, err := client.New(cfg, client.Options{Scheme: Scheme()})
 	if err != nil {
 		t.Fatal(err)
