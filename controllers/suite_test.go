@@ -77,18 +77,8 @@ func runWithManager(m *testing.M) int {
 	return m.Run()
 }
 
-// eventually polls check until it returns nil or the time is up.
+// eventually gives the reconcilers 20 seconds to reach a state.
 func eventually(t *testing.T, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.Eventually(t, 20*time.Second, what, check)
 }

@@ -55,19 +55,10 @@ func get(addr, path string) (int, string, error) {
 	return resp.StatusCode, string(b), err
 }
 
+// waitFor gives the manager process a minute to reach a state.
 func waitFor(t *testing.T, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testenv.Eventually(t, time.Minute, what, check)
 }
 
 func TestMain(m *testing.M) {
