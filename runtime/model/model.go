@@ -1,0 +1,362 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/leo-operator/leo/runtime/quant"
+)
+
+// Backend runs the heavy kernels of the forward pass. runtime/cpu provides
+// one; a GPU backend provides another.
+type Backend interface {
+	// MatMul computes dst[t*w.Rows+r] = Σ_c W[r][c]·x[t*w.Cols+c] for the n
+	// activation rows of x.
+	MatMul(dst []float32, w *Weight, x []float32, n int) error
+	// Parallel calls body.Range over disjoint pieces of [0, n) on all
+	// threads and returns when all are done.
+	Parallel(n int, body Ranger)
+	// Supports reports whether MatMul handles weights of type t.
+	Supports(t quant.Type) bool
+}
+
+// Ranger is a piece of parallel work over an index range.
+type Ranger interface{ Range(start, end int) }
+
+// Model is a loaded Llama model: its shape, its weights and the backend
+// that computes with them. It holds no per-sequence state, so several
+// States can share it (one at a time: a Model is not safe for concurrent
+// Forward calls on different States because they share the backend).
+type Model struct {
+	Config  Config
+	Weights Weights
+	backend Backend
+
+	// ropeCos and ropeSin hold cos(p·θ_i) and sin(p·θ_i) for every position
+	// p < ContextLength and frequency i < RopeDim/2, computed once.
+	ropeCos, ropeSin []float32
+}
+
+// New checks that the weights fit the shape and the backend, and returns
+// a model ready for Forward.
+func New(c Config, w Weights, b Backend) (*Model, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if len(w.Layers) != c.Layers {
+		return nil, fmt.Errorf("model has %d layers of weights, shape says %d", len(w.Layers), c.Layers)
+	}
+	if w.Output.Data == nil {
+		w.Output = w.TokenEmbedding // tied embeddings: the classifier is the embedding table
+	}
+	for _, s := range w.specs(c) {
+		if s.vector != nil {
+			if len(*s.vector) != s.cols {
+				return nil, fmt.Errorf("tensor %s has %d elements, want %d", s.name, len(*s.vector), s.cols)
+			}
+			continue
+		}
+		m := s.matrix
+		if m.Rows != s.rows || m.Cols != s.cols {
+			return nil, fmt.Errorf("tensor %s is %d×%d, want %d×%d for this shape", s.name, m.Rows, m.Cols, s.rows, s.cols)
+		}
+		if !b.Supports(m.Type) {
+			return nil, fmt.Errorf("tensor %s has type %s, which this backend cannot compute with", s.name, m.Type)
+		}
+		rowBytes, err := m.Type.RowBytes(m.Cols)
+		if err != nil {
+			return nil, fmt.Errorf("tensor %s: %w", s.name, err)
+		}
+		if len(m.Data) != rowBytes*m.Rows {
+			return nil, fmt.Errorf("tensor %s holds %d bytes, want %d", s.name, len(m.Data), rowBytes*m.Rows)
+		}
+	}
+	if _, err := w.TokenEmbedding.Type.RowBytes(c.Dim); err != nil || !canDequantize(w.TokenEmbedding.Type) {
+		return nil, fmt.Errorf("token_embd.weight has type %s, which leo cannot read rows of", w.TokenEmbedding.Type)
+	}
+	m := &Model{Config: c, Weights: w, backend: b}
+	m.ropeCos, m.ropeSin = ropeTables(c)
+	return m, nil
+}
+
+func canDequantize(t quant.Type) bool {
+	switch t {
+	case quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0, quant.Q4_K, quant.Q6_K:
+		return true
+	}
+	return false
+}
+
+// ropeTables computes the rotary embedding's cos/sin for every position
+// and frequency as GGML does: θ_i = p·base^(-2i/d), the power taken by
+// repeated float32 multiplication so that positions rotate exactly as in
+// llama.cpp.
+func ropeTables(c Config) (cos, sin []float32) {
+	half := c.RopeDim / 2
+	cos = make([]float32, c.ContextLength*half)
+	sin = make([]float32, c.ContextLength*half)
+	scale := float32(math.Pow(float64(c.RopeBase), -2/float64(c.RopeDim)))
+	for p := 0; p < c.ContextLength; p++ {
+		theta := float32(p)
+		for i := 0; i < half; i++ {
+			cos[p*half+i] = float32(math.Cos(float64(theta)))
+			sin[p*half+i] = float32(math.Sin(float64(theta)))
+			theta *= scale
+		}
+	}
+	return cos, sin
+}
+
+// Batch is a set of tokens to run through the model at once: each token
+// has a position in its sequence and the sequence's KV cache slot. Tokens
+// of one sequence must be in position order.
+type Batch struct {
+	Tokens []int32
+	Pos    []int // position of each token in its sequence, from 0
+	Seq    []int // KV cache slot of each token's sequence
+	// Logits marks the tokens whose next-token logits are wanted; nil
+	// means only the last token's.
+	Logits []bool
+}
+
+// ErrContextFull is returned when a position does not fit the KV cache.
+var ErrContextFull = errors.New("context is full")
+
+func (b *Batch) check(s *State) error {
+	n := len(b.Tokens)
+	switch {
+	case n == 0:
+		return errors.New("batch has no tokens")
+	case n > s.maxBatch:
+		return fmt.Errorf("batch has %d tokens, this state takes at most %d", n, s.maxBatch)
+	case len(b.Pos) != n || len(b.Seq) != n || (b.Logits != nil && len(b.Logits) != n):
+		return fmt.Errorf("batch has %d tokens but %d positions, %d sequence slots and %d logit flags", n, len(b.Pos), len(b.Seq), len(b.Logits))
+	}
+	for i, t := range b.Tokens {
+		if t < 0 || int(t) >= s.m.Config.VocabSize {
+			return fmt.Errorf("token %d at batch index %d is not in the vocabulary of %d tokens", t, i, s.m.Config.VocabSize)
+		}
+		if b.Seq[i] < 0 || b.Seq[i] >= s.Cache.Slots {
+			return fmt.Errorf("sequence slot %d at batch index %d is not one of the %d slots", b.Seq[i], i, s.Cache.Slots)
+		}
+		if b.Pos[i] < 0 || b.Pos[i] >= s.Cache.Len {
+			return fmt.Errorf("position %d at batch index %d: %w (%d positions)", b.Pos[i], i, ErrContextFull, s.Cache.Len)
+		}
+	}
+	return nil
+}
+
+// Cache holds the keys and values of every position of every sequence
+// slot, per layer: K[l][(slot*Len+pos)*KVDim : …+KVDim].
+type Cache struct {
+	Slots, Len, KVDim int
+	K, V              [][]float32
+}
+
+func newCache(c Config, slots, length int) *Cache {
+	kc := &Cache{Slots: slots, Len: length, KVDim: c.KVDim(), K: make([][]float32, c.Layers), V: make([][]float32, c.Layers)}
+	for l := range kc.K {
+		kc.K[l] = make([]float32, slots*length*kc.KVDim)
+		kc.V[l] = make([]float32, slots*length*kc.KVDim)
+	}
+	return kc
+}
+
+// at returns the key/value row of one position of one slot in layer l.
+func (kc *Cache) at(kv [][]float32, l, slot, pos int) []float32 {
+	off := (slot*kc.Len + pos) * kc.KVDim
+	return kv[l][off : off+kc.KVDim]
+}
+
+// State is what running the model needs besides the weights: the KV cache
+// and scratch buffers sized once for the largest batch, so that Forward
+// allocates nothing.
+type State struct {
+	m        *Model
+	maxBatch int
+	Cache    *Cache
+
+	x      []float32 // residual stream [n×Dim]
+	xb     []float32 // normalized input of a sublayer [n×Dim]
+	xb2    []float32 // attention output before projection [n×Dim]
+	q      []float32 // queries [n×Dim]
+	k, v   []float32 // new keys and values [n×KVDim]
+	hb     []float32 // SwiGLU gate [n×HiddenDim]
+	hb2    []float32 // SwiGLU up [n×HiddenDim]
+	sel    []float32 // final hidden states of the tokens that want logits
+	logits []float32 // [tokens wanting logits × Vocab]
+	attn   attention
+}
+
+// NewState makes a state for up to slots sequences of up to length
+// positions each (at most the model's context length), fed at most
+// maxBatch tokens per Forward call.
+func (m *Model) NewState(slots, length, maxBatch int) (*State, error) {
+	c := m.Config
+	if length <= 0 || length > c.ContextLength {
+		return nil, fmt.Errorf("context size %d must be in [1, %d], the model's context length", length, c.ContextLength)
+	}
+	if slots <= 0 || maxBatch <= 0 {
+		return nil, fmt.Errorf("need at least one sequence slot and a batch of one token (got %d slots, batch %d)", slots, maxBatch)
+	}
+	n := maxBatch
+	s := &State{
+		m: m, maxBatch: n, Cache: newCache(c, slots, length),
+		x: make([]float32, n*c.Dim), xb: make([]float32, n*c.Dim), xb2: make([]float32, n*c.Dim),
+		q: make([]float32, n*c.Dim), k: make([]float32, n*c.KVDim()), v: make([]float32, n*c.KVDim()),
+		hb: make([]float32, n*c.HiddenDim), hb2: make([]float32, n*c.HiddenDim),
+		sel: make([]float32, n*c.Dim), logits: make([]float32, n*c.VocabSize),
+	}
+	s.attn.s = s
+	return s, nil
+}
+
+// Forward runs the batch through the model, appending its keys and values
+// to the cache, and returns the logits of the tokens that want them, one
+// row of VocabSize per such token in batch order. The returned slice is
+// reused by the next call.
+func (s *State) Forward(b *Batch) ([]float32, error) {
+	if err := b.check(s); err != nil {
+		return nil, err
+	}
+	m, c := s.m, s.m.Config
+	n, dim, kvDim, hidden := len(b.Tokens), c.Dim, c.KVDim(), c.HiddenDim
+	x, xb := s.x[:n*dim], s.xb[:n*dim]
+
+	for i, tok := range b.Tokens {
+		if err := m.embed(x[i*dim:(i+1)*dim], tok); err != nil {
+			return nil, err
+		}
+	}
+	for l := range m.Weights.Layers {
+		w := &m.Weights.Layers[l]
+
+		// Attention: x += O · attention(rope(Q·norm(x)), rope(K·norm(x)), V·norm(x)).
+		rmsNormRows(xb, x, w.AttnNorm, c.NormEps)
+		q, k, v := s.q[:n*dim], s.k[:n*kvDim], s.v[:n*kvDim]
+		if err := m.matMuls(xb, n, mm{q, &w.Q}, mm{k, &w.K}, mm{v, &w.V}); err != nil {
+			return nil, err
+		}
+		for i := 0; i < n; i++ {
+			m.rope(q[i*dim:(i+1)*dim], b.Pos[i])
+			m.rope(k[i*kvDim:(i+1)*kvDim], b.Pos[i])
+			copy(s.Cache.at(s.Cache.K, l, b.Seq[i], b.Pos[i]), k[i*kvDim:(i+1)*kvDim])
+			copy(s.Cache.at(s.Cache.V, l, b.Seq[i], b.Pos[i]), v[i*kvDim:(i+1)*kvDim])
+		}
+		s.attn.layer, s.attn.batch = l, b
+		m.backend.Parallel(n*c.Heads, &s.attn)
+		if err := m.backend.MatMul(xb, &w.O, s.xb2[:n*dim], n); err != nil {
+			return nil, err
+		}
+		add(x, xb)
+
+		// Feed-forward: x += Down · (silu(Gate·norm(x)) ⊙ Up·norm(x)).
+		rmsNormRows(xb, x, w.FFNNorm, c.NormEps)
+		hb, hb2 := s.hb[:n*hidden], s.hb2[:n*hidden]
+		if err := m.matMuls(xb, n, mm{hb, &w.Gate}, mm{hb2, &w.Up}); err != nil {
+			return nil, err
+		}
+		swiGLU(hb, hb2)
+		if err := m.backend.MatMul(xb, &w.Down, hb, n); err != nil {
+			return nil, err
+		}
+		add(x, xb)
+	}
+
+	// Logits only for the tokens that want them.
+	rows := 0
+	for i := 0; i < n; i++ {
+		if (b.Logits == nil && i == n-1) || (b.Logits != nil && b.Logits[i]) {
+			rmsNorm(s.sel[rows*dim:(rows+1)*dim], x[i*dim:(i+1)*dim], m.Weights.OutputNorm, c.NormEps)
+			rows++
+		}
+	}
+	if rows == 0 {
+		return s.logits[:0], nil
+	}
+	logits := s.logits[:rows*c.VocabSize]
+	if err := m.backend.MatMul(logits, &m.Weights.Output, s.sel[:rows*dim], rows); err != nil {
+		return nil, err
+	}
+	return logits, nil
+}
+
+// mm is one matrix product of a group that shares its input.
+type mm struct {
+	dst []float32
+	w   *Weight
+}
+
+func (m *Model) matMuls(x []float32, n int, products ...mm) error {
+	for _, p := range products {
+		if err := m.backend.MatMul(p.dst, p.w, x, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// embed writes token tok's embedding row into dst.
+func (m *Model) embed(dst []float32, tok int32) error {
+	e := &m.Weights.TokenEmbedding
+	rowBytes, _ := e.Type.RowBytes(e.Cols)
+	return quant.Dequantize(e.Type, e.Data[int(tok)*rowBytes:(int(tok)+1)*rowBytes], dst)
+}
+
+// rope rotates each head of vec (queries or keys of one token) by its
+// position: adjacent pairs (x[2i], x[2i+1]) turn by angle pos·θ_i, as in
+// the GGUF and llama2.c weight layouts.
+func (m *Model) rope(vec []float32, pos int) {
+	hd, half := m.Config.HeadDim(), m.Config.RopeDim/2
+	cos, sin := m.ropeCos[pos*half:(pos+1)*half], m.ropeSin[pos*half:(pos+1)*half]
+	for h := 0; h < len(vec); h += hd {
+		for i := 0; i < half; i++ {
+			x0, x1 := vec[h+2*i], vec[h+2*i+1]
+			vec[h+2*i] = x0*cos[i] - x1*sin[i]
+			vec[h+2*i+1] = x0*sin[i] + x1*cos[i]
+		}
+	}
+}
+
+// attention computes, for each (token, head) pair of the batch, softmax(q·Kᵀ/√d)·V
+// over the token's sequence up to its own position, into State.xb2. It
+// is a Ranger so that the backend's threads share the pairs.
+type attention struct {
+	s     *State
+	layer int
+	batch *Batch
+}
+
+// Range computes the pairs [start, end), numbered token*Heads + head. The
+// softmax runs online (one pass, rescaling the running sum when a larger
+// score appears), so no per-thread score buffer is needed.
+func (a *attention) Range(start, end int) {
+	s, c := a.s, a.s.m.Config
+	hd, group := c.HeadDim(), c.Heads/c.KVHeads
+	scale := float32(1 / math.Sqrt(float64(hd)))
+	kc := s.Cache
+	for p := start; p < end; p++ {
+		i, h := p/c.Heads, p%c.Heads
+		q := s.q[i*c.Dim+h*hd : i*c.Dim+(h+1)*hd]
+		out := s.xb2[i*c.Dim+h*hd : i*c.Dim+(h+1)*hd]
+		clear(out)
+		kvOff := (h / group) * hd
+		slot := a.batch.Seq[i]
+		maxScore, sum := float32(math.Inf(-1)), float32(0)
+		for t := 0; t <= a.batch.Pos[i]; t++ {
+			k := kc.at(kc.K, a.layer, slot, t)[kvOff : kvOff+hd]
+			score := dot(q, k) * scale
+			if score > maxScore {
+				r := float32(math.Exp(float64(maxScore - score)))
+				scaleVec(out, r)
+				sum *= r
+				maxScore = score
+			}
+			wgt := float32(math.Exp(float64(score - maxScore)))
+			sum += wgt
+			axpy(out, wgt, kc.at(kc.V, a.layer, slot, t)[kvOff:kvOff+hd])
+		}
+		scaleVec(out, 1/sum)
+	}
+}
