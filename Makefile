@@ -40,8 +40,9 @@ manifests: ## CRDs and RBAC from the +kubebuilder markers, copied into the Helm 
 ##@ Build
 
 .PHONY: build
-build: ## the manager binary
+build: ## the manager and leo-runtime binaries
 	$(GO) build -trimpath -o bin/manager ./cmd/manager
+	$(GO) build -trimpath -o bin/leo-runtime ./cmd/leo-runtime
 
 .PHONY: kube-bins
 kube-bins: ## build kube-apiserver and etcd for envtest into bin/kube/<version> (cached)
@@ -56,8 +57,25 @@ demo: kube-bins ## start a real control plane, install the CRDs, run the manager
 ##@ Test
 
 .PHONY: test
-test: kube-bins $(HELM) ## all tests, against a real kube-apiserver and etcd
+test: kube-bins $(HELM) ## all tests, against a real kube-apiserver and etcd, then the fuzzers briefly
 	KUBEBUILDER_ASSETS="$(KUBE_BIN_DIR)" HELM="$(CURDIR)/$(HELM)" $(GO) test -count=1 ./...
+	$(MAKE) fuzz
+
+# Fuzz targets of parsers of untrusted input: package:target pairs.
+FUZZ_TARGETS := ./runtime/gguf:FuzzParse ./runtime/llama2c:FuzzParse \
+	./runtime/tokenizer:FuzzEncode ./runtime/tokenizer:FuzzParseSentencePiece
+FUZZ_TIME ?= 10s
+
+.PHONY: fuzz
+fuzz: ## run each fuzz target for FUZZ_TIME (10s) from its seed corpus
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t%%:*} $${t##*:} for $(FUZZ_TIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$${t##*:}$$" -fuzztime=$(FUZZ_TIME) "$${t%%:*}" || exit 1; \
+	done
+
+.PHONY: bench
+bench: ## leo-runtime vs llama.cpp on TinyLlama-1.1B-shaped Q4_0 and Q8_0 files, 1 and 2 threads (installs the peer)
+	$(GO) run ./hack/bench
 
 .PHONY: lint
 lint: $(GOLANGCI_LINT) ## go vet and golangci-lint
@@ -75,7 +93,7 @@ $(HELM):
 
 .PHONY: clean
 clean: ## remove build outputs (keeps the Kubernetes binary cache; `rm -rf bin` drops it)
-	rm -f bin/manager
+	rm -f bin/manager bin/leo-runtime
 
 .PHONY: help
 help:

@@ -17,6 +17,8 @@ type Backend interface {
 	// Parallel calls body.Range over disjoint pieces of [0, n) on all
 	// threads and returns when all are done.
 	Parallel(n int, body Ranger)
+	// Threads is the most Range calls Parallel runs at once.
+	Threads() int
 	// Supports reports whether MatMul handles weights of type t.
 	Supports(t quant.Type) bool
 }
@@ -209,6 +211,11 @@ func (m *Model) NewState(slots, length, maxBatch int) (*State, error) {
 		sel: make([]float32, n*c.Dim), logits: make([]float32, n*c.VocabSize),
 	}
 	s.attn.s = s
+	// One score buffer per thread that may run attention at once.
+	s.attn.scores = make(chan []float32, m.backend.Threads())
+	for i := 0; i < m.backend.Threads(); i++ {
+		s.attn.scores <- make([]float32, length)
+	}
 	return s, nil
 }
 
@@ -323,15 +330,18 @@ func (m *Model) rope(vec []float32, pos int) {
 // over the token's sequence up to its own position, into State.xb2. It
 // is a Ranger so that the backend's threads share the pairs.
 type attention struct {
-	s     *State
-	layer int
-	batch *Batch
+	s      *State
+	layer  int
+	batch  *Batch
+	scores chan []float32 // free score buffers, one per thread
 }
 
-// Range computes the pairs [start, end), numbered token*Heads + head. The
-// softmax runs online (one pass, rescaling the running sum when a larger
-// score appears), so no per-thread score buffer is needed.
+// Range computes the pairs [start, end), numbered token*Heads + head, as
+// GGML does without flash attention: all scores, their maximum, float32
+// exponentials summed in float64, then the weighted sum of the values.
 func (a *attention) Range(start, end int) {
+	scores := <-a.scores
+	defer func() { a.scores <- scores }()
 	s, c := a.s, a.s.m.Config
 	hd, group := c.HeadDim(), c.Heads/c.KVHeads
 	scale := float32(1 / math.Sqrt(float64(hd)))
@@ -340,23 +350,24 @@ func (a *attention) Range(start, end int) {
 		i, h := p/c.Heads, p%c.Heads
 		q := s.q[i*c.Dim+h*hd : i*c.Dim+(h+1)*hd]
 		out := s.xb2[i*c.Dim+h*hd : i*c.Dim+(h+1)*hd]
-		clear(out)
 		kvOff := (h / group) * hd
-		slot := a.batch.Seq[i]
-		maxScore, sum := float32(math.Inf(-1)), float32(0)
-		for t := 0; t <= a.batch.Pos[i]; t++ {
-			k := kc.at(kc.K, a.layer, slot, t)[kvOff : kvOff+hd]
-			score := dot(q, k) * scale
-			if score > maxScore {
-				r := float32(math.Exp(float64(maxScore - score)))
-				scaleVec(out, r)
-				sum *= r
-				maxScore = score
-			}
-			wgt := float32(math.Exp(float64(score - maxScore)))
-			sum += wgt
-			axpy(out, wgt, kc.at(kc.V, a.layer, slot, t)[kvOff:kvOff+hd])
+		slot, n := a.batch.Seq[i], a.batch.Pos[i]+1
+		sc := scores[:n]
+		maxScore := float32(math.Inf(-1))
+		for t := range sc {
+			sc[t] = dot(q, kc.at(kc.K, a.layer, slot, t)[kvOff:kvOff+hd]) * scale
+			maxScore = max(maxScore, sc[t])
 		}
-		scaleVec(out, 1/sum)
+		var sum float64
+		for t, v := range sc {
+			e := float32(math.Exp(float64(v - maxScore)))
+			sc[t] = e
+			sum += float64(e)
+		}
+		inv := float32(1 / sum)
+		clear(out)
+		for t, w := range sc {
+			axpy(out, w*inv, kc.at(kc.V, a.layer, slot, t)[kvOff:kvOff+hd])
+		}
 	}
 }

@@ -11,7 +11,7 @@ import "math"
 func rmsNorm(out, x, gain []float32, eps float32) {
 	var sum float64
 	for _, v := range x {
-		sum += float64(v) * float64(v)
+		sum += float64(v * v) // squares in float32, summed in float64, as ggml
 	}
 	mean := float32(sum / float64(len(x)))
 	scale := float32(1 / math.Sqrt(float64(mean+eps)))

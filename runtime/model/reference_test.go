@@ -16,6 +16,7 @@ import (
 type naiveBackend struct{}
 
 func (naiveBackend) Supports(t quant.Type) bool { return t == quant.F32 }
+func (naiveBackend) Threads() int               { return 1 }
 func (naiveBackend) Parallel(n int, body Ranger) {
 	// Uneven pieces, to catch ranges that depend on each other.
 	for start := 0; start < n; start += 3 {

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/leo-operator/leo/runtime/convert"
+	"github.com/leo-operator/leo/runtime/gguf"
+	"github.com/leo-operator/leo/runtime/llama2c"
+	"github.com/leo-operator/leo/runtime/quant"
+	"github.com/leo-operator/leo/runtime/synth"
+)
+
+func fileTypeNames() string {
+	names := make([]string, len(synth.FileTypes))
+	for i, t := range synth.FileTypes {
+		names[i] = strings.ToLower(t.String())
+	}
+	return strings.Join(names, ", ")
+}
+
+func parseFileType(s string) (quant.Type, error) {
+	t, err := quant.ParseType(s)
+	if err == nil {
+		for _, ft := range synth.FileTypes {
+			if ft == t {
+				return t, nil
+			}
+		}
+	}
+	return 0, usagef("--type %q is not one of %s", s, fileTypeNames())
+}
+
+func runGenModel(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("gen-model", flag.ContinueOnError)
+	shape := fs.String("shape", "", "model shape: "+strings.Join(synth.ShapeNames(), ", "))
+	typ := fs.String("type", "f32", "weight type: "+fileTypeNames())
+	out := fs.String("o", "", "output GGUF file")
+	seed := fs.Uint64("seed", 1, "random seed; the same seed, shape and type give the same file")
+	if err := parse(fs, args, stderr); err != nil {
+		return err
+	}
+	if err := required(map[string]string{"shape": *shape, "o": *out}); err != nil {
+		return err
+	}
+	c, err := synth.Shape(*shape)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	t, err := parseFileType(*typ)
+	if err != nil {
+		return err
+	}
+	vocab, err := synth.Llama2Vocab()
+	if err != nil {
+		return err
+	}
+	p := newProgress(stderr, "generating "+filepath.Base(*out))
+	w, err := synth.NewWriter(synth.Options{Name: *shape, Config: c, Type: t, Seed: *seed, Vocab: vocab, Progress: p.update})
+	if err != nil {
+		return err
+	}
+	if err := w.WriteFile(*out); err != nil {
+		return err
+	}
+	p.done()
+	return nil
+}
+
+func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
+	in := fs.String("llama2c", "", "llama2.c checkpoint (legacy format, e.g. stories260K.bin)")
+	out := fs.String("o", "", "output GGUF file (F32)")
+	if err := parse(fs, args, stderr); err != nil {
+		return err
+	}
+	if err := required(map[string]string{"llama2c": *in, "o": *out}); err != nil {
+		return err
+	}
+	ck, err := llama2c.Open(*in)
+	if err != nil {
+		return err
+	}
+	full, err := synth.Llama2Vocab()
+	if err != nil {
+		return err
+	}
+	vocab, err := convert.TruncatedVocab(full, ck.Config.VocabSize)
+	if err != nil {
+		return fmt.Errorf("no tokenizer for a vocabulary of %d tokens: %w", ck.Config.VocabSize, err)
+	}
+	w, err := convert.Llama2C(ck, vocab, strings.TrimSuffix(filepath.Base(*in), filepath.Ext(*in)))
+	if err != nil {
+		return err
+	}
+	return w.WriteFile(*out)
+}
+
+func runQuantize(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("quantize", flag.ContinueOnError)
+	in := fs.String("model", "", "input GGUF model")
+	typ := fs.String("type", "", "weight type: "+fileTypeNames())
+	out := fs.String("o", "", "output GGUF file")
+	if err := parse(fs, args, stderr); err != nil {
+		return err
+	}
+	if err := required(map[string]string{"model": *in, "type": *typ, "o": *out}); err != nil {
+		return err
+	}
+	t, err := parseFileType(*typ)
+	if err != nil {
+		return err
+	}
+	f, err := gguf.Open(*in)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	w, err := convert.Quantize(f, t)
+	if err != nil {
+		return err
+	}
+	return w.WriteFile(*out)
+}
+
+func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
+	if err := parse(fs, args, stderr, "FILE"); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("inspect takes one GGUF file")
+	}
+	f, err := gguf.Open(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Describe(stdout)
+}
+
+// progress draws a one-line progress bar on stderr, at most a few times
+// a second.
+type progress struct {
+	w     io.Writer
+	label string
+	start time.Time
+	last  time.Time
+}
+
+func newProgress(w io.Writer, label string) *progress {
+	return &progress{w: w, label: label, start: time.Now()}
+}
+
+func (p *progress) update(done, total int64) {
+	if time.Since(p.last) < 200*time.Millisecond && done < total {
+		return
+	}
+	p.last = time.Now()
+	frac := float64(done) / float64(max(total, 1))
+	const width = 30
+	bar := strings.Repeat("=", int(frac*width)) + strings.Repeat(" ", width-int(frac*width))
+	fmt.Fprintf(p.w, "\r%s [%s] %3.0f%% %s / %s", p.label, bar, 100*frac, mib(done), mib(total))
+}
+
+func (p *progress) done() {
+	fmt.Fprintf(p.w, " in %.1fs\n", time.Since(p.start).Seconds())
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

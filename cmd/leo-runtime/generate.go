@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/leo-operator/leo/runtime/cpu"
+	"github.com/leo-operator/leo/runtime/generate"
+	"github.com/leo-operator/leo/runtime/gguf"
+	"github.com/leo-operator/leo/runtime/model"
+	"github.com/leo-operator/leo/runtime/sample"
+	"github.com/leo-operator/leo/runtime/tokenizer"
+)
+
+// loaded is a model ready to run on the CPU.
+type loaded struct {
+	file  *gguf.File
+	pool  *cpu.Pool
+	model *model.Model
+	tok   *tokenizer.Tokenizer
+}
+
+func (l *loaded) Close() {
+	l.pool.Close()
+	l.file.Close()
+}
+
+func load(path string, threads int) (*loaded, error) {
+	if threads < 1 {
+		return nil, usagef("--threads must be at least 1 (got %d)", threads)
+	}
+	f, err := gguf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := tokenizer.FromGGUF(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	pool := cpu.NewPool(threads)
+	m, err := model.Load(f, cpu.Backend{Pool: pool})
+	if err != nil {
+		pool.Close()
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &loaded{file: f, pool: pool, model: m, tok: tok}, nil
+}
+
+// optionalUint is a flag that is unset until given (for --seed).
+type optionalUint struct{ v *uint64 }
+
+func (o *optionalUint) String() string {
+	if o.v == nil {
+		return ""
+	}
+	return strconv.FormatUint(*o.v, 10)
+}
+
+func (o *optionalUint) Set(s string) error {
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return fmt.Errorf("not an unsigned integer")
+	}
+	o.v = &v
+	return nil
+}
+
+// stringList is a repeatable string flag (for --stop).
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+// samplingFlags registers the generation parameters, named as in Hugging
+// Face's generate() (and leo's HTTP API), on fs.
+func samplingFlags(fs *flag.FlagSet) func() sample.Params {
+	p := sample.DefaultParams()
+	p.MaxNewTokens = 128
+	fs.IntVar(&p.MaxNewTokens, "max-new-tokens", p.MaxNewTokens, "generate at most this many tokens")
+	fs.IntVar(&p.MinNewTokens, "min-new-tokens", 0, "do not end (EOS) before this many tokens")
+	fs.BoolVar(&p.IgnoreEOS, "ignore-eos", false, "keep generating after the end-of-sequence token")
+	fs.BoolVar(&p.DoSample, "do-sample", false, "sample from the distribution (default: greedy)")
+	fs.Float64Var(&p.Temperature, "temperature", 1, "sampling temperature (with --do-sample)")
+	fs.IntVar(&p.TopK, "top-k", 0, "keep only the k most likely tokens; 0 is off (with --do-sample)")
+	fs.Float64Var(&p.TopP, "top-p", 1, "nucleus sampling: keep the most likely tokens up to this probability (with --do-sample)")
+	fs.Float64Var(&p.RepetitionPenalty, "repetition-penalty", 1, "penalize tokens already in the text; 1 is off")
+	seed := &optionalUint{}
+	fs.Var(seed, "seed", "random seed for --do-sample (default: random)")
+	stops := &stringList{}
+	fs.Var(stops, "stop", "stop when the text contains this string (repeatable)")
+	return func() sample.Params {
+		p.Seed = seed.v
+		p.Stop = *stops
+		return p
+	}
+}
+
+func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("generate", flag.ContinueOnError)
+	modelPath := fs.String("model", "", "GGUF model file")
+	prompt := fs.String("prompt", "", "the prompt text")
+	threads := fs.Int("threads", runtime.NumCPU(), "CPU threads")
+	ctxLen := fs.Int("ctx", 0, "context size in tokens (default: the model's, at most 4096)")
+	asJSON := fs.Bool("json", false, "print one JSON object with the prompt's and generated token ids and the text, instead of streaming")
+	params := samplingFlags(fs)
+	if err := parse(fs, args, stderr); err != nil {
+		return err
+	}
+	if err := required(map[string]string{"model": *modelPath, "prompt": *prompt}); err != nil {
+		return err
+	}
+	p := params()
+	if err := p.Validate(); err != nil {
+		return usageError{strings.ReplaceAll(err.Error(), "\n", "; ")}
+	}
+	l, err := load(*modelPath, *threads)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+
+	n := *ctxLen
+	if n == 0 {
+		n = min(l.model.Config.ContextLength, 4096)
+	}
+	tokens := l.tok.Encode(*prompt, true)
+	if len(tokens)+1 > n {
+		return fmt.Errorf("the prompt is %d tokens; the context holds %d", len(tokens), n)
+	}
+	g, err := generate.New(l.model, l.tok, n, 128)
+	if err != nil {
+		return err
+	}
+	var emit func(string) error
+	if !*asJSON {
+		emit = func(s string) error { _, err := io.WriteString(stdout, s); return err }
+	}
+	res, err := g.Run(ctx, tokens, p, emit)
+	if err != nil {
+		return err
+	}
+	promptRate := float64(len(tokens)) / res.PromptTime.Seconds()
+	genRate := float64(len(res.Tokens)-1) / res.GenTime.Seconds()
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(struct {
+			Prompt       string              `json:"prompt"`
+			PromptTokens []int32             `json:"prompt_tokens"`
+			Tokens       []int32             `json:"tokens"`
+			Text         string              `json:"text"`
+			FinishReason sample.FinishReason `json:"finish_reason"`
+			PromptTokS   float64             `json:"prompt_tok_s"`
+			GenTokS      float64             `json:"gen_tok_s"`
+		}{*prompt, tokens, res.Tokens, res.Text, res.Finish, promptRate, genRate})
+	}
+	fmt.Fprintln(stdout)
+	fmt.Fprintf(stderr, "prompt: %d tokens, %.1f tok/s; generated: %d tokens, %.1f tok/s; finish: %s\n",
+		len(tokens), promptRate, len(res.Tokens), genRate, res.Finish)
+	return nil
+}

@@ -1,0 +1,127 @@
+// Command leo-runtime is leo's inference runtime: it loads Llama models
+// from GGUF files and generates text on the CPU.
+//
+//	leo-runtime generate  --model FILE --prompt TEXT [flags]   stream a completion to stdout
+//	leo-runtime bench     --model FILE --threads T             prompt and generation speed
+//	leo-runtime gen-model --shape NAME --type TYPE -o FILE     a Llama-shaped model with random weights
+//	leo-runtime convert   --llama2c FILE -o FILE               a llama2.c checkpoint as GGUF
+//	leo-runtime quantize  --model FILE --type TYPE -o FILE     a GGUF model in another weight type
+//	leo-runtime inspect   FILE                                 a GGUF file's metadata and tensors
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+// command is one subcommand: it parses its own flags from args and writes
+// its results to stdout and progress to stderr.
+type command struct {
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+var commands = map[string]command{
+	"generate":  {"generate text from a prompt, streaming to stdout", runGenerate},
+	"bench":     {"measure prompt processing and generation speed", runBench},
+	"gen-model": {"write a Llama-shaped GGUF model with deterministic random weights", runGenModel},
+	"convert":   {"convert a llama2.c checkpoint to GGUF", runConvert},
+	"quantize":  {"convert a GGUF model's weights to another type", runQuantize},
+	"inspect":   {"print a GGUF file's metadata and tensors", runInspect},
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run dispatches to a subcommand and returns the exit status: 0 on
+// success, 2 for usage errors, 1 for failures.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "leo-runtime: unknown command %q\n\n", args[0])
+		usage(stderr)
+		return 2
+	}
+	err := cmd.run(ctx, args[1:], stdout, stderr)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, new(usageError)):
+		fmt.Fprintf(stderr, "leo-runtime %s: %v\n", args[0], err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "leo-runtime %s: %v\n", args[0], err)
+		return 1
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: leo-runtime <command> [flags]\n\ncommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintln(w, "\nRun 'leo-runtime <command> -h' for a command's flags.")
+}
+
+// usageError is a mistake in the command line (exit status 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
+
+// parse parses a subcommand's flags, refusing stray positional arguments
+// unless positional names them.
+func parse(fs *flag.FlagSet, args []string, stderr io.Writer, positional ...string) error {
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > len(positional) {
+		return usagef("unexpected argument %q", fs.Arg(len(positional)))
+	}
+	return nil
+}
+
+// required returns a usage error naming the flags that were left empty.
+func required(flags map[string]string) error {
+	var missing []string
+	for name, v := range flags {
+		if v == "" {
+			missing = append(missing, "--"+name)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	sort.Strings(missing)
+	return usagef("missing %s", strings.Join(missing, ", "))
+}

@@ -1,0 +1,152 @@
+// Command bench is `make bench`: leo-runtime against llama.cpp (the npm
+// package node-llama-cpp, installed by hack/peer/install.sh) on the same
+// GGUF files, with the same thread counts, side by side in one run. It
+// prints prompt-processing and generation speed, leo's ratio to llama.cpp,
+// and each generation figure as a percent of the memory-bandwidth bound
+// (file bytes per token over measured bandwidth).
+//
+//	go run ./hack/bench [-shape tinyllama-1.1b] [-types q4_0,q8_0] [-threads 1,2] [-rounds 2]
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/leo-operator/leo/internal/peer"
+)
+
+type result struct {
+	PromptTokS   float64 `json:"prompt_tok_s"`
+	GenTokS      float64 `json:"gen_tok_s"`
+	BandwidthGBs float64 `json:"bandwidth_gb_s"`
+	FileBytes    int64   `json:"file_bytes"`
+}
+
+func main() {
+	shape := flag.String("shape", "tinyllama-1.1b", "model shape (leo-runtime gen-model --shape)")
+	types := flag.String("types", "q4_0,q8_0", "comma-separated weight types")
+	threadList := flag.String("threads", "1,2", "comma-separated thread counts")
+	rounds := flag.Int("rounds", 2, "alternating rounds of leo and llama.cpp per setting; medians are reported")
+	prompt := flag.Int("prompt", 128, "prompt tokens")
+	gen := flag.Int("gen", 64, "generated tokens")
+	flag.Parse()
+	if err := run(*shape, strings.Split(*types, ","), *threadList, *rounds, *prompt, *gen); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(shape string, types []string, threadList string, rounds, prompt, gen int) error {
+	ctx := context.Background()
+	root, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(root, "bin", "bench")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	bin := filepath.Join(dir, "leo-runtime")
+	if err := sh("go", "build", "-trimpath", "-o", bin, "./cmd/leo-runtime"); err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "installing llama.cpp (node-llama-cpp)…")
+	if _, err := peer.Install(ctx); err != nil {
+		return err
+	}
+	var threads []int
+	for _, s := range strings.Split(threadList, ",") {
+		t, err := strconv.Atoi(s)
+		if err != nil || t < 1 {
+			return fmt.Errorf("bad thread count %q", s)
+		}
+		threads = append(threads, t)
+	}
+
+	type row struct {
+		file                 string
+		threads              int
+		leo, cpp             result
+		leoPrompt, cppPrompt []float64
+		leoGen, cppGen       []float64
+	}
+	var rows []row
+	for _, typ := range types {
+		file := filepath.Join(dir, fmt.Sprintf("%s-%s.gguf", shape, typ))
+		if _, err := os.Stat(file); err != nil {
+			if err := sh(bin, "gen-model", "--shape", shape, "--type", typ, "-o", file); err != nil {
+				return err
+			}
+		}
+		for _, t := range threads {
+			r := row{file: filepath.Base(file), threads: t}
+			for i := 0; i < rounds; i++ {
+				var out bytes.Buffer
+				cmd := exec.Command(bin, "bench", "--model", file, "--threads", strconv.Itoa(t),
+					"--prompt", strconv.Itoa(prompt), "--gen", strconv.Itoa(gen), "--json")
+				cmd.Stdout, cmd.Stderr = &out, os.Stderr
+				if err := cmd.Run(); err != nil {
+					return fmt.Errorf("leo-runtime bench: %w", err)
+				}
+				if err := json.Unmarshal(out.Bytes(), &r.leo); err != nil {
+					return err
+				}
+				r.leoPrompt, r.leoGen = append(r.leoPrompt, r.leo.PromptTokS), append(r.leoGen, r.leo.GenTokS)
+
+				fmt.Fprintf(os.Stderr, "llama.cpp bench %s, %d threads\n", r.file, t)
+				b, err := peer.Bench(ctx, file, t, prompt, gen)
+				if err != nil {
+					return err
+				}
+				r.cppPrompt, r.cppGen = append(r.cppPrompt, b.PromptTokS), append(r.cppGen, b.GenTokS)
+			}
+			rows = append(rows, r)
+		}
+	}
+
+	fmt.Printf("\nleo-runtime vs llama.cpp (node-llama-cpp), %s shape, prompt %d tokens, generation %d tokens, medians of %d rounds\n\n", shape, prompt, gen, rounds)
+	fmt.Println("| file | threads | prompt tok/s leo | llama.cpp | ratio | gen tok/s leo | llama.cpp | ratio | bound tok/s | leo % of bound | llama.cpp % of bound |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
+	for _, r := range rows {
+		lp, cp, lg, cg := median(r.leoPrompt), median(r.cppPrompt), median(r.leoGen), median(r.cppGen)
+		bound := r.leo.BandwidthGBs * 1e9 / float64(r.leo.FileBytes)
+		fmt.Printf("| %s | %d | %.1f | %.1f | %.2f× | %.1f | %.1f | %.2f× | %.1f | %.0f%% | %.0f%% |\n",
+			r.file, r.threads, lp, cp, lp/cp, lg, cg, lg/cg, bound, 100*lg/bound, 100*cg/bound)
+	}
+	fmt.Printf("\nmemory bandwidth measured by leo-runtime bench (GB/s): ")
+	for _, r := range rows {
+		fmt.Printf("%s@%d=%.1f ", r.file, r.threads, r.leo.BandwidthGBs)
+	}
+	fmt.Println()
+	return nil
+}
+
+func sh(name string, args ...string) error {
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
+	}
+	return nil
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}

@@ -1,0 +1,277 @@
+// Package cpu is leo-runtime's CPU backend: matrix products of GGML-format
+// weights (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K) with float32
+// activations, a worker pool to run them and other work on all cores, and a
+// few float32 vector kernels.
+//
+// As in llama.cpp, activations are quantized per token to 8 bits (32-column
+// blocks for Q4_0/Q8_0 weights, 256-column Q8_K blocks for Q4_K/Q6_K) and
+// the products are integer; F16, BF16 and F32 weights multiply float32
+// activations. On amd64 the kernels are assembly (AVX-512 VNNI where the
+// CPU has it, else AVX2+FMA+F16C), chosen at start-up; ref.go holds the
+// pure-Go kernels that define their results and run everywhere else (and
+// with the build tag purego).
+package cpu
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/leo-operator/leo/runtime/quant"
+)
+
+// Matrix is a weight matrix in GGML's row-major layout: row r holds Cols
+// elements of Type in bytes [r*RowBytes, (r+1)*RowBytes) of Data, RowBytes
+// being Type.RowBytes(Cols).
+type Matrix struct {
+	Type       quant.Type
+	Rows, Cols int
+	Data       []byte
+}
+
+// Supported reports whether MatMul computes with weights of type t.
+func Supported(t quant.Type) bool {
+	switch t {
+	case quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0, quant.Q4_K, quant.Q6_K:
+		return true
+	}
+	return false
+}
+
+// MatMul computes dst[t*w.Rows+r] = Σ_c W[r][c]·x[t*w.Cols+c] for the n
+// tokens t in [0, n): a matrix-vector product when n = 1 (generation), a
+// matrix-matrix product when n > 1 (prompt processing). It quantizes x into
+// scratch the pool owns (grown to the largest size seen, then reused) and
+// allocates nothing itself. It returns an error, computing nothing, when
+// the type is not supported or a size does not match.
+func (p *Pool) MatMul(dst []float32, w Matrix, x []float32, n int) error {
+	if !Supported(w.Type) {
+		return fmt.Errorf("cpu: MatMul of %s weights is not supported; use F32, F16, BF16, Q8_0, Q4_0, Q4_K or Q6_K", w.Type)
+	}
+	if w.Rows <= 0 || w.Cols <= 0 || n <= 0 {
+		return fmt.Errorf("cpu: MatMul needs rows, cols and tokens > 0, got %d×%d weights and %d tokens", w.Rows, w.Cols, n)
+	}
+	if w.Cols/w.Type.BlockElems() > math.MaxInt/w.Type.BlockBytes() {
+		return fmt.Errorf("cpu: MatMul weights have %d columns, too many to address", w.Cols)
+	}
+	rowBytes, err := w.Type.RowBytes(w.Cols)
+	if err != nil {
+		return fmt.Errorf("cpu: MatMul weights: %w", err)
+	}
+	// Divisions, not products: sizes from a file must not overflow.
+	if len(w.Data)/rowBytes < w.Rows {
+		return fmt.Errorf("cpu: MatMul weights hold %d bytes, too few for %d rows of %d %s columns (%d bytes a row)", len(w.Data), w.Rows, w.Cols, w.Type, rowBytes)
+	}
+	if len(x)/w.Cols < n {
+		return fmt.Errorf("cpu: MatMul input holds %d values, too few for %d tokens of %d columns", len(x), n, w.Cols)
+	}
+	if len(dst)/w.Rows < n {
+		return fmt.Errorf("cpu: MatMul output holds %d values, too few for %d tokens of %d rows", len(dst), n, w.Rows)
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ks := active
+	j := &p.mm
+	*j = matMulJob{p: p, ks: ks, w: w, rowBytes: rowBytes, x: x, n: n, dst: dst, group: 1}
+	switch w.Type {
+	case quant.Q4_0, quant.Q8_0:
+		j.nb = w.Cols / 32
+		switch {
+		case n > 1 && ks.q8TileZ(w.Type) != nil && j.nb%2 == 0:
+			j.layout = q8Layout{g: 4, pair: true}
+		case n > 1 && ks.q8Tile(w.Type) != nil:
+			j.layout = q8Layout{g: 4}
+		default:
+			j.layout = q8Layout{g: 1}
+		}
+		j.group = j.layout.g
+		j.stride = q8Stride(j.group)
+		j.tokBytes = j.layout.groupBytes(j.nb)
+		groups := (n + j.group - 1) / j.group
+		p.quantize(j, groups*j.tokBytes)
+	case quant.Q4_K, quant.Q6_K:
+		j.nb = w.Cols / 256
+		j.tokBytes = j.nb * q8KStride
+		p.quantize(j, n*j.tokBytes)
+	case quant.F16, quant.BF16:
+		j.x = p.roundActivations(w.Type, x[:n*w.Cols])
+	}
+	p.run((w.Rows+chunkRows-1)/chunkRows, 1, j)
+	j.x, j.dst, j.w.Data = nil, nil, nil // keep no references to the caller's memory
+	return nil
+}
+
+// chunkRows is the rows one unit of MatMul work covers: four 4-row tiles,
+// enough to amortise taking the chunk, small enough to balance two threads
+// over the 256 rows of a k/v projection.
+const chunkRows = 16
+
+// quantize grows the activation scratch to size bytes and fills it with
+// j's tokens, on all threads when there are many.
+func (p *Pool) quantize(j *matMulJob, size int) {
+	if cap(p.act) < size {
+		p.act = make([]byte, size)
+	}
+	j.act = p.act[:size]
+	p.quant.j = j
+	per := max(1, 1<<14/j.w.Cols) // tokens worth waking a thread for
+	p.run(j.n, per, &p.quant)
+	p.quant.j = nil
+	if j.group > 1 {
+		// Padding tokens of the last group: zero, so their (discarded)
+		// results are finite and the scratch's old contents never matter.
+		for t := j.n; t%j.group != 0; t++ {
+			clearQ8Token(j.act[t/j.group*j.tokBytes:], j.layout, t%j.group, j.nb)
+		}
+	}
+}
+
+// roundActivations returns x rounded to the precision of t (F16 or BF16)
+// in pool-owned scratch. llama.cpp converts activations to the weights'
+// type before F16 and BF16 products (ggml's vec_dot_type), and rounding
+// them the same way keeps leo's results equal to its on the same file;
+// the products themselves stay float32 (exact for these precisions).
+func (p *Pool) roundActivations(t quant.Type, x []float32) []float32 {
+	if cap(p.xr) < len(x) {
+		p.xr = make([]float32, len(x))
+	}
+	xr := p.xr[:len(x)]
+	if t == quant.F16 {
+		for i, v := range x {
+			xr[i] = quant.FP16ToFloat32(quant.Float32ToFP16(v))
+		}
+	} else {
+		for i, v := range x {
+			xr[i] = quant.BF16ToFloat32(quant.Float32ToBF16(v))
+		}
+	}
+	return xr
+}
+
+// quantJob quantizes a range of tokens of the current MatMul.
+type quantJob struct {
+	p *Pool
+	j *matMulJob
+}
+
+func (q *quantJob) Range(start, end int) {
+	j := q.j
+	k := int32(8)
+	if j.w.Type == quant.Q8_0 {
+		k = 128
+	}
+	for t := start; t < end; t++ {
+		xt := j.x[t*j.w.Cols : (t+1)*j.w.Cols]
+		switch j.w.Type {
+		case quant.Q4_0, quant.Q8_0:
+			quantizeQ8Token(j.act[t/j.group*j.tokBytes:], j.layout, t%j.group, xt, k)
+		default:
+			quantizeQ8KToken(j.act[t*j.tokBytes:], xt)
+		}
+	}
+}
+
+// matMulJob is one MatMul in progress; Range computes a range of row chunks
+// for all tokens.
+type matMulJob struct {
+	p        *Pool
+	ks       *kernelSet
+	w        Matrix
+	rowBytes int
+	x        []float32
+	n        int
+	dst      []float32
+	act      []byte   // quantized activations
+	nb       int      // blocks per row
+	layout   q8Layout // of act, for Q4_0 and Q8_0
+	group    int      // tokens per group in act
+	stride   int      // bytes per block of a group in act
+	tokBytes int      // bytes per group (per token for Q8_K) in act
+}
+
+func (j *matMulJob) Range(start, end int) {
+	for c := start; c < end; c++ {
+		r0 := c * chunkRows
+		r1 := min(r0+chunkRows, j.w.Rows)
+		switch j.w.Type {
+		case quant.Q4_0, quant.Q8_0:
+			j.q8Rows(r0, r1)
+		case quant.Q4_K, quant.Q6_K:
+			j.kRows(r0, r1)
+		default:
+			j.floatRows(r0, r1)
+		}
+	}
+}
+
+// rows4 returns the 4 rows of the tile at r (repeating the last row past
+// the end of the matrix: their results are dropped) and how many are real.
+func (j *matMulJob) rows4(r int, rows *[4][]byte) int {
+	nr := min(4, j.w.Rows-r)
+	for i := range rows {
+		rr := r + min(i, nr-1)
+		rows[i] = j.w.Data[rr*j.rowBytes : (rr+1)*j.rowBytes]
+	}
+	return nr
+}
+
+func (j *matMulJob) q8Rows(r0, r1 int) {
+	var rows [4][]byte
+	if j.group == 4 {
+		tile := j.ks.q8Tile(j.w.Type)
+		if j.layout.pair {
+			tile = j.ks.q8TileZ(j.w.Type)
+		}
+		for g := 0; g*4 < j.n; g++ {
+			a := j.act[g*j.tokBytes : (g+1)*j.tokBytes]
+			for r := r0; r < r1; r += 4 {
+				nr := j.rows4(r, &rows)
+				out := tile(rows, a, j.nb)
+				for t := 0; t < min(4, j.n-4*g); t++ {
+					copy(j.dst[(4*g+t)*j.w.Rows+r:][:nr], out[4*t:4*t+nr])
+				}
+			}
+		}
+		return
+	}
+	vec := j.ks.q8Vec4(j.w.Type)
+	coff, doff := q8Offsets(1, 0)
+	for r := r0; r < r1; r += 4 {
+		nr := j.rows4(r, &rows)
+		for t := 0; t < j.n; t++ {
+			out := vec(rows, j.act[t*j.tokBytes:(t+1)*j.tokBytes], j.stride, coff, doff, j.nb)
+			copy(j.dst[t*j.w.Rows+r:][:nr], out[:nr])
+		}
+	}
+}
+
+func (j *matMulJob) kRows(r0, r1 int) {
+	dot := j.ks.q6KVec1
+	if j.w.Type == quant.Q4_K {
+		dot = j.ks.q4KVec1
+	}
+	for r := r0; r < r1; r++ {
+		row := j.w.Data[r*j.rowBytes : (r+1)*j.rowBytes]
+		for t := 0; t < j.n; t++ {
+			j.dst[t*j.w.Rows+r] = dot(row, j.act[t*j.tokBytes:(t+1)*j.tokBytes], j.nb)
+		}
+	}
+}
+
+func (j *matMulJob) floatRows(r0, r1 int) {
+	vec := j.ks.f32Vec4
+	switch j.w.Type {
+	case quant.F16:
+		vec = j.ks.f16Vec4
+	case quant.BF16:
+		vec = j.ks.bf16Vec4
+	}
+	var rows [4][]byte
+	for r := r0; r < r1; r += 4 {
+		nr := j.rows4(r, &rows)
+		for t := 0; t < j.n; t++ {
+			out := vec(rows, j.x[t*j.w.Cols:(t+1)*j.w.Cols])
+			copy(j.dst[t*j.w.Rows+r:][:nr], out[:nr])
+		}
+	}
+}

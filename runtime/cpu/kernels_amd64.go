@@ -1,0 +1,163 @@
+//go:build amd64 && !purego
+
+package cpu
+
+import "golang.org/x/sys/cpu"
+
+// The assembly kernels (kernels_amd64.s) come in two levels:
+//
+//   - avx2: AVX2, FMA and F16C, as on every x86-64 CPU since 2013-15.
+//     Signed-byte dot products use VPMADDUBSW the way ggml's AVX2 code does.
+//   - avx512vnni: adds AVX-512 BW/VL/VNNI (Ice Lake, Zen 4 and later):
+//     VPDPBUSD multiplies and sums four byte pairs into an int32 in one
+//     instruction, and the Q4_0/Q8_0 matrix-matrix kernels tile 4 rows × 4
+//     tokens in 16 of the 32 vector registers, so each weight block is
+//     decoded once for four tokens.
+//
+// K-quant and float kernels have one (avx2) version, used at both levels.
+
+func platformKernels() []kernelSet {
+	sets := []kernelSet{goKernels}
+	if !cpu.X86.HasAVX2 || !cpu.X86.HasFMA || cpuid1ECX()&(1<<29) == 0 { // bit 29: F16C
+		return sets
+	}
+	avx2 := kernelSet{
+		name:     "avx2",
+		q40Vec4:  q8Vec4(q40x4AVX2),
+		q80Vec4:  q8Vec4(q80x4AVX2),
+		q4KVec1:  kDot(q4KDotAVX2),
+		q6KVec1:  kDot(q6KDotAVX2),
+		f32Vec4:  fVec4(f32x4AVX2, 4, refF32Dot),
+		f16Vec4:  fVec4(f16x4AVX2, 2, refF16Dot),
+		bf16Vec4: fVec4(bf16x4AVX2, 2, refBF16Dot),
+		dot:      dotAVX2,
+		axpy:     axpyAVX2,
+	}
+	sets = append(sets, avx2)
+	if cpu.X86.HasAVX512VNNI && cpu.X86.HasAVX512VL && cpu.X86.HasAVX512BW {
+		vnni := avx2
+		vnni.name = "avx512vnni"
+		vnni.q40Vec4 = q8Vec4(q40x4VNNI)
+		vnni.q80Vec4 = q8Vec4(q80x4VNNI)
+		vnni.q40Tile = q8Tile(q40x4x4VNNI)
+		vnni.q80Tile = q8Tile(q80x4x4VNNI)
+		vnni.q40TileZ = q8Tile(q40x4x4Z)
+		vnni.q80TileZ = q8Tile(q80x4x4Z)
+		sets = append(sets, vnni)
+	}
+	return sets
+}
+
+type q8x4Asm func(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32)
+
+func q8Vec4(k q8x4Asm) q8Vec4Func {
+	return func(w [4][]byte, a []byte, stride, coff, doff, nb int) (out [4]float32) {
+		if nb > 0 {
+			k(&w[0][0], &w[1][0], &w[2][0], &w[3][0], &a[0], stride, coff, doff, nb, &out)
+		}
+		return out
+	}
+}
+
+type q8x4x4Asm func(w0, w1, w2, w3, a *byte, nb int, out *[16]float32)
+
+func q8Tile(k q8x4x4Asm) q8TileFunc {
+	return func(w [4][]byte, a []byte, nb int) (out [16]float32) {
+		if nb > 0 {
+			k(&w[0][0], &w[1][0], &w[2][0], &w[3][0], &a[0], nb, &out)
+		}
+		return out
+	}
+}
+
+func kDot(k func(w, a *byte, nb int) float32) kVec1Func {
+	return func(w, a []byte, nb int) float32 {
+		if nb == 0 {
+			return 0
+		}
+		return k(&w[0], &a[0], nb)
+	}
+}
+
+type fx4Asm func(w0, w1, w2, w3 *byte, x *float32, n int, out *[4]float32)
+
+// fVec4 runs k over the first multiple of 16 columns and ref over the rest.
+func fVec4(k fx4Asm, size int, ref func([]byte, []float32) float32) fVec4Func {
+	return func(w [4][]byte, x []float32) (out [4]float32) {
+		n := len(x) &^ 15
+		if n > 0 {
+			k(&w[0][0], &w[1][0], &w[2][0], &w[3][0], &x[0], n, &out)
+		}
+		if n < len(x) {
+			for i := range w {
+				out[i] += ref(w[i][n*size:], x[n:])
+			}
+		}
+		return out
+	}
+}
+
+func dotAVX2(a, b []float32) float32 {
+	n := len(a) &^ 31
+	var s float32
+	if n > 0 {
+		s = dotF32AVX2(&a[0], &b[0], n)
+	}
+	return s + refDotF32(a[n:], b[n:])
+}
+
+func axpyAVX2(dst []float32, a float32, x []float32) {
+	n := len(dst) &^ 15
+	if n > 0 {
+		axpyF32AVX2(&dst[0], &x[0], a, n)
+	}
+	refAxpyF32(dst[n:], a, x[n:])
+}
+
+// cpuid1ECX returns ECX of CPUID leaf 1 (x/sys/cpu does not report F16C).
+func cpuid1ECX() uint32
+
+//go:noescape
+func q40x4AVX2(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32)
+
+//go:noescape
+func q80x4AVX2(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32)
+
+//go:noescape
+func q40x4VNNI(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32)
+
+//go:noescape
+func q80x4VNNI(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32)
+
+//go:noescape
+func q40x4x4VNNI(w0, w1, w2, w3, a *byte, nb int, out *[16]float32)
+
+//go:noescape
+func q80x4x4VNNI(w0, w1, w2, w3, a *byte, nb int, out *[16]float32)
+
+//go:noescape
+func q40x4x4Z(w0, w1, w2, w3, a *byte, nb int, out *[16]float32)
+
+//go:noescape
+func q80x4x4Z(w0, w1, w2, w3, a *byte, nb int, out *[16]float32)
+
+//go:noescape
+func q4KDotAVX2(w, a *byte, nb int) float32
+
+//go:noescape
+func q6KDotAVX2(w, a *byte, nb int) float32
+
+//go:noescape
+func f32x4AVX2(w0, w1, w2, w3 *byte, x *float32, n int, out *[4]float32)
+
+//go:noescape
+func f16x4AVX2(w0, w1, w2, w3 *byte, x *float32, n int, out *[4]float32)
+
+//go:noescape
+func bf16x4AVX2(w0, w1, w2, w3 *byte, x *float32, n int, out *[4]float32)
+
+//go:noescape
+func dotF32AVX2(a, b *float32, n int) float32
+
+//go:noescape
+func axpyF32AVX2(dst, x *float32, a float32, n int)

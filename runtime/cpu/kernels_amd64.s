@@ -1,0 +1,962 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// Constants (written out by a few lines of Python: each is a splat of one
+// byte or a shuffle table).
+
+// 0x0f, 0x80, 0x08, 0x03 and 0x20 in every byte
+DATA nib<>+0(SB)/8, $0x0f0f0f0f0f0f0f0f
+DATA nib<>+8(SB)/8, $0x0f0f0f0f0f0f0f0f
+DATA nib<>+16(SB)/8, $0x0f0f0f0f0f0f0f0f
+DATA nib<>+24(SB)/8, $0x0f0f0f0f0f0f0f0f
+GLOBL nib<>(SB), RODATA|NOPTR, $32
+
+DATA x80<>+0(SB)/8, $0x8080808080808080
+DATA x80<>+8(SB)/8, $0x8080808080808080
+DATA x80<>+16(SB)/8, $0x8080808080808080
+DATA x80<>+24(SB)/8, $0x8080808080808080
+GLOBL x80<>(SB), RODATA|NOPTR, $32
+
+DATA eights<>+0(SB)/8, $0x0808080808080808
+DATA eights<>+8(SB)/8, $0x0808080808080808
+DATA eights<>+16(SB)/8, $0x0808080808080808
+DATA eights<>+24(SB)/8, $0x0808080808080808
+GLOBL eights<>(SB), RODATA|NOPTR, $32
+
+DATA m3<>+0(SB)/8, $0x0303030303030303
+DATA m3<>+8(SB)/8, $0x0303030303030303
+DATA m3<>+16(SB)/8, $0x0303030303030303
+DATA m3<>+24(SB)/8, $0x0303030303030303
+GLOBL m3<>(SB), RODATA|NOPTR, $32
+
+DATA m32<>+0(SB)/8, $0x2020202020202020
+DATA m32<>+8(SB)/8, $0x2020202020202020
+DATA m32<>+16(SB)/8, $0x2020202020202020
+DATA m32<>+24(SB)/8, $0x2020202020202020
+GLOBL m32<>(SB), RODATA|NOPTR, $32
+
+// 16-bit ones, for VPMADDWD
+DATA ones16<>+0(SB)/8, $0x0001000100010001
+DATA ones16<>+8(SB)/8, $0x0001000100010001
+DATA ones16<>+16(SB)/8, $0x0001000100010001
+DATA ones16<>+24(SB)/8, $0x0001000100010001
+GLOBL ones16<>(SB), RODATA|NOPTR, $32
+
+// VPSRLVW counts: 0 for the low 128 bits, 4 for the high: spreads 16
+// broadcast Q4_0 bytes into their low nibbles then their high nibbles.
+DATA q4shift<>+0(SB)/8, $0x0000000000000000
+DATA q4shift<>+8(SB)/8, $0x0000000000000000
+DATA q4shift<>+16(SB)/8, $0x0004000400040004
+DATA q4shift<>+24(SB)/8, $0x0004000400040004
+GLOBL q4shift<>(SB), RODATA|NOPTR, $32
+
+// k4shuf + 32i: VPSHUFB pattern copying 16-bit word i to every word of
+// both lanes (ggml's get_scale_shuffle_k4(i)), for Q4_K's sub-block scales.
+DATA k4shuf<>+0(SB)/8, $0x0100010001000100
+DATA k4shuf<>+8(SB)/8, $0x0100010001000100
+DATA k4shuf<>+16(SB)/8, $0x0100010001000100
+DATA k4shuf<>+24(SB)/8, $0x0100010001000100
+DATA k4shuf<>+32(SB)/8, $0x0302030203020302
+DATA k4shuf<>+40(SB)/8, $0x0302030203020302
+DATA k4shuf<>+48(SB)/8, $0x0302030203020302
+DATA k4shuf<>+56(SB)/8, $0x0302030203020302
+DATA k4shuf<>+64(SB)/8, $0x0504050405040504
+DATA k4shuf<>+72(SB)/8, $0x0504050405040504
+DATA k4shuf<>+80(SB)/8, $0x0504050405040504
+DATA k4shuf<>+88(SB)/8, $0x0504050405040504
+DATA k4shuf<>+96(SB)/8, $0x0706070607060706
+DATA k4shuf<>+104(SB)/8, $0x0706070607060706
+DATA k4shuf<>+112(SB)/8, $0x0706070607060706
+DATA k4shuf<>+120(SB)/8, $0x0706070607060706
+DATA k4shuf<>+128(SB)/8, $0x0908090809080908
+DATA k4shuf<>+136(SB)/8, $0x0908090809080908
+DATA k4shuf<>+144(SB)/8, $0x0908090809080908
+DATA k4shuf<>+152(SB)/8, $0x0908090809080908
+DATA k4shuf<>+160(SB)/8, $0x0b0a0b0a0b0a0b0a
+DATA k4shuf<>+168(SB)/8, $0x0b0a0b0a0b0a0b0a
+DATA k4shuf<>+176(SB)/8, $0x0b0a0b0a0b0a0b0a
+DATA k4shuf<>+184(SB)/8, $0x0b0a0b0a0b0a0b0a
+DATA k4shuf<>+192(SB)/8, $0x0d0c0d0c0d0c0d0c
+DATA k4shuf<>+200(SB)/8, $0x0d0c0d0c0d0c0d0c
+DATA k4shuf<>+208(SB)/8, $0x0d0c0d0c0d0c0d0c
+DATA k4shuf<>+216(SB)/8, $0x0d0c0d0c0d0c0d0c
+DATA k4shuf<>+224(SB)/8, $0x0f0e0f0e0f0e0f0e
+DATA k4shuf<>+232(SB)/8, $0x0f0e0f0e0f0e0f0e
+DATA k4shuf<>+240(SB)/8, $0x0f0e0f0e0f0e0f0e
+DATA k4shuf<>+248(SB)/8, $0x0f0e0f0e0f0e0f0e
+GLOBL k4shuf<>(SB), RODATA|NOPTR, $256
+
+// k6shuf + 16i: VPSHUFB pattern giving byte 2i eight times then byte 2i+1
+// eight times (ggml's get_scale_shuffle(i)), for Q6_K's group scales.
+DATA k6shuf<>+0(SB)/8, $0x0000000000000000
+DATA k6shuf<>+8(SB)/8, $0x0101010101010101
+DATA k6shuf<>+16(SB)/8, $0x0202020202020202
+DATA k6shuf<>+24(SB)/8, $0x0303030303030303
+DATA k6shuf<>+32(SB)/8, $0x0404040404040404
+DATA k6shuf<>+40(SB)/8, $0x0505050505050505
+DATA k6shuf<>+48(SB)/8, $0x0606060606060606
+DATA k6shuf<>+56(SB)/8, $0x0707070707070707
+DATA k6shuf<>+64(SB)/8, $0x0808080808080808
+DATA k6shuf<>+72(SB)/8, $0x0909090909090909
+DATA k6shuf<>+80(SB)/8, $0x0a0a0a0a0a0a0a0a
+DATA k6shuf<>+88(SB)/8, $0x0b0b0b0b0b0b0b0b
+DATA k6shuf<>+96(SB)/8, $0x0c0c0c0c0c0c0c0c
+DATA k6shuf<>+104(SB)/8, $0x0d0d0d0d0d0d0d0d
+DATA k6shuf<>+112(SB)/8, $0x0e0e0e0e0e0e0e0e
+DATA k6shuf<>+120(SB)/8, $0x0f0f0f0f0f0f0f0f
+GLOBL k6shuf<>(SB), RODATA|NOPTR, $128
+
+
+// Argument loading (defined before any TEXT so that go vet's asmdecl
+// check, which does not expand macros, sees no FP reference outside a function).
+
+#define Q8X4_ARGS \
+	MOVQ w0+0(FP), R8; \
+	MOVQ w1+8(FP), R9; \
+	MOVQ w2+16(FP), R10; \
+	MOVQ w3+24(FP), R11; \
+	MOVQ a+32(FP), SI; \
+	MOVQ stride+40(FP), DX; \
+	MOVQ coff+48(FP), R12; \
+	MOVQ doff+56(FP), R13; \
+	MOVQ nb+64(FP), CX; \
+	MOVQ out+72(FP), DI; \
+	MOVQ ·f16Table(SB), BX; \
+	VXORPS Y0, Y0, Y0; \
+	VXORPS Y1, Y1, Y1; \
+	VXORPS Y2, Y2, Y2; \
+	VXORPS Y3, Y3, Y3
+
+#define TILE_ARGS \
+	MOVQ w0+0(FP), R8; \
+	MOVQ w1+8(FP), R9; \
+	MOVQ w2+16(FP), R10; \
+	MOVQ w3+24(FP), R11; \
+	MOVQ a+32(FP), SI; \
+	MOVQ nb+40(FP), CX; \
+	MOVQ out+48(FP), DI; \
+	MOVQ ·f16Table(SB), BX; \
+	VPXORD Y16, Y16, Y16; \
+	VMOVDQA32 Y16, Y17; \
+	VMOVDQA32 Y16, Y18; \
+	VMOVDQA32 Y16, Y19; \
+	VMOVDQA32 Y16, Y20; \
+	VMOVDQA32 Y16, Y21; \
+	VMOVDQA32 Y16, Y22; \
+	VMOVDQA32 Y16, Y23; \
+	VMOVDQA32 Y16, Y24; \
+	VMOVDQA32 Y16, Y25; \
+	VMOVDQA32 Y16, Y26; \
+	VMOVDQA32 Y16, Y27; \
+	VMOVDQA32 Y16, Y28; \
+	VMOVDQA32 Y16, Y29; \
+	VMOVDQA32 Y16, Y30; \
+	VMOVDQA32 Y16, Y31
+
+#define FX4_ARGS \
+	MOVQ w0+0(FP), R8; \
+	MOVQ w1+8(FP), R9; \
+	MOVQ w2+16(FP), R10; \
+	MOVQ w3+24(FP), R11; \
+	MOVQ x+32(FP), SI; \
+	MOVQ n+40(FP), CX; \
+	MOVQ out+48(FP), DI; \
+	VXORPS Y0, Y0, Y0; \
+	VXORPS Y1, Y1, Y1; \
+	VXORPS Y2, Y2, Y2; \
+	VXORPS Y3, Y3, Y3; \
+	VXORPS Y4, Y4, Y4; \
+	VXORPS Y5, Y5, Y5; \
+	VXORPS Y6, Y6, Y6; \
+	VXORPS Y7, Y7, Y7
+
+// PF is how far ahead of the 4 rows the mat-vec kernels prefetch: reading
+// 4 rows at once, each advancing 18 or 34 bytes a step, is not a pattern
+// the hardware prefetchers follow well from DRAM.
+#define PF 1024
+
+// ---------------------------------------------------------------------------
+// Shared pieces.
+
+// HSUM4 reduces the 8 lanes of each of Y0..Y3 and stores the four sums to
+// (ptr): [ΣY0, ΣY1, ΣY2, ΣY3]. Clobbers Y0..Y3.
+#define HSUM4(ptr) \
+	VHADDPS Y1, Y0, Y0; \
+	VHADDPS Y3, Y2, Y2; \
+	VHADDPS Y2, Y0, Y0; \
+	VEXTRACTF128 $1, Y0, X1; \
+	VADDPS X1, X0, X0; \
+	VMOVUPS X0, ptr
+
+// SCALE loads the float32 value of the fp16 block scale at wp (through the
+// f16Table pointer in BX) and multiplies it by the token's scale in dy.
+#define SCALE(wp, dy, dst) \
+	MOVWLZX wp, AX; \
+	VBROADCASTSS (BX)(AX*4), dst; \
+	VMULPS dy, dst, dst
+
+// SCALEC is SCALE converting with F16C instead of the table: two more
+// micro-ops, but no table lookups competing with the weights streaming
+// from DRAM for the L2 cache (the mat-vec kernels read a scale every 18
+// or 34 bytes).
+#define SCALEC(wp, dy, dst) \
+	VPBROADCASTW wp, X8; \
+	VCVTPH2PS X8, dst; \
+	VMULPS dy, dst, dst
+
+// func cpuid1ECX() uint32
+TEXT ·cpuid1ECX(SB), NOSPLIT, $0-4
+	MOVL $1, AX
+	XORL CX, CX
+	CPUID
+	MOVL CX, ret+0(FP)
+	RET
+
+// ---------------------------------------------------------------------------
+// Q4_0 and Q8_0 weights × one token: 4 rows per pass, so each activation
+// block is loaded once for four rows. Arguments (all kernels of this shape):
+// the 4 row pointers, a = the token's block-0 qs, the activation block
+// stride and the offsets of corr and d from qs, the block count, and out.
+// Per block and row: integer dot of 32 pairs → float → × d_w·d_a → sum.
+
+
+// AVX2 Q4_0 row: q = nibbles (0..15); VPMADDUBSW(q, a) − VPMADDUBSW(8, a)
+// (Y13, computed once per block) is Σ(q−8)·a in 16-bit pairs, exactly
+// (|pair| ≤ 2·15·127); VPMADDWD by ones widens to 8 int32 lanes.
+#define Q40ROW_AVX2(wp, acc) \
+	VMOVDQU 2(wp), X6; \
+	VPSRLW $4, X6, X7; \
+	VINSERTI128 $1, X7, Y6, Y6; \
+	VPAND Y15, Y6, Y6; \
+	VPMADDUBSW Y4, Y6, Y6; \
+	VPSUBW Y13, Y6, Y6; \
+	VPMADDWD Y12, Y6, Y6; \
+	VCVTDQ2PS Y6, Y6; \
+	SCALE((wp), Y5, Y8); \
+	VFMADD231PS Y8, Y6, acc
+
+// func q40x4AVX2(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32)
+TEXT ·q40x4AVX2(SB), NOSPLIT, $0-80
+	Q8X4_ARGS
+	VMOVDQU nib<>(SB), Y15
+	VMOVDQU eights<>(SB), Y14
+	VMOVDQU ones16<>(SB), Y12
+
+q40avx2loop:
+	PREFETCHT0 PF(R8)
+	PREFETCHT0 PF(R9)
+	PREFETCHT0 PF(R10)
+	PREFETCHT0 PF(R11)
+	VMOVDQU (SI), Y4
+	VBROADCASTSS (SI)(R13*1), Y5
+	VPMADDUBSW Y4, Y14, Y13
+	Q40ROW_AVX2(R8, Y0)
+	Q40ROW_AVX2(R9, Y1)
+	Q40ROW_AVX2(R10, Y2)
+	Q40ROW_AVX2(R11, Y3)
+	ADDQ $18, R8
+	ADDQ $18, R9
+	ADDQ $18, R10
+	ADDQ $18, R11
+	ADDQ DX, SI
+	DECQ CX
+	JNZ  q40avx2loop
+
+	HSUM4((DI))
+	VZEROUPPER
+	RET
+
+// AVX2 Q8_0 row: VPMADDUBSW(|w|, a·sign(w)) = Σ w·a in 16-bit pairs,
+// exactly: |w| ≤ 128 and |a| ≤ 127 keep a pair within ±32512.
+#define Q80ROW_AVX2(wp, acc) \
+	VMOVDQU 2(wp), Y6; \
+	VPSIGNB Y6, Y4, Y7; \
+	VPABSB Y6, Y6; \
+	VPMADDUBSW Y7, Y6, Y6; \
+	VPMADDWD Y12, Y6, Y6; \
+	VCVTDQ2PS Y6, Y6; \
+	SCALE((wp), Y5, Y8); \
+	VFMADD231PS Y8, Y6, acc
+
+// func q80x4AVX2(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32)
+TEXT ·q80x4AVX2(SB), NOSPLIT, $0-80
+	Q8X4_ARGS
+	VMOVDQU ones16<>(SB), Y12
+
+q80avx2loop:
+	PREFETCHT0 PF(R8)
+	PREFETCHT0 PF(R9)
+	PREFETCHT0 PF(R10)
+	PREFETCHT0 PF(R11)
+	VMOVDQU (SI), Y4
+	VBROADCASTSS (SI)(R13*1), Y5
+	Q80ROW_AVX2(R8, Y0)
+	Q80ROW_AVX2(R9, Y1)
+	Q80ROW_AVX2(R10, Y2)
+	Q80ROW_AVX2(R11, Y3)
+	ADDQ $34, R8
+	ADDQ $34, R9
+	ADDQ $34, R10
+	ADDQ $34, R11
+	ADDQ DX, SI
+	DECQ CX
+	JNZ  q80avx2loop
+
+	HSUM4((DI))
+	VZEROUPPER
+	RET
+
+// VNNI Q4_0 row: the 16 quant bytes broadcast to both lanes, shifted by 0
+// (low lane) or 4 (high lane) and masked give the 32 nibbles q = x+8 in
+// element order; VPDPBUSD(q, a) starting from corr = −8·Σa gives Σx·a.
+#define Q40ROW_VNNI(wp, acc) \
+	VBROADCASTI128 2(wp), Y6; \
+	VPSRLVW Y14, Y6, Y6; \
+	VPAND Y15, Y6, Y6; \
+	VMOVDQA Y13, Y7; \
+	VPDPBUSD Y4, Y6, Y7; \
+	VCVTDQ2PS Y7, Y7; \
+	SCALEC((wp), Y5, Y8); \
+	VFMADD231PS Y8, Y7, acc
+
+// func q40x4VNNI(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32)
+TEXT ·q40x4VNNI(SB), NOSPLIT, $0-80
+	Q8X4_ARGS
+	VMOVDQU nib<>(SB), Y15
+	VMOVDQU q4shift<>(SB), Y14
+
+q40vnniloop:
+	PREFETCHT0 PF(R8)
+	PREFETCHT0 PF(R9)
+	PREFETCHT0 PF(R10)
+	PREFETCHT0 PF(R11)
+	VMOVDQU (SI), Y4
+	VBROADCASTSS (SI)(R13*1), Y5
+	VMOVDQU (SI)(R12*1), Y13
+	Q40ROW_VNNI(R8, Y0)
+	Q40ROW_VNNI(R9, Y1)
+	Q40ROW_VNNI(R10, Y2)
+	Q40ROW_VNNI(R11, Y3)
+	ADDQ $18, R8
+	ADDQ $18, R9
+	ADDQ $18, R10
+	ADDQ $18, R11
+	ADDQ DX, SI
+	DECQ CX
+	JNZ  q40vnniloop
+
+	HSUM4((DI))
+	VZEROUPPER
+	RET
+
+// VNNI Q8_0 row: w XOR 0x80 = w+128 as an unsigned byte; corr = −128·Σa.
+#define Q80ROW_VNNI(wp, acc) \
+	VPXOR 2(wp), Y15, Y6; \
+	VMOVDQA Y13, Y7; \
+	VPDPBUSD Y4, Y6, Y7; \
+	VCVTDQ2PS Y7, Y7; \
+	SCALEC((wp), Y5, Y8); \
+	VFMADD231PS Y8, Y7, acc
+
+// func q80x4VNNI(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32)
+TEXT ·q80x4VNNI(SB), NOSPLIT, $0-80
+	Q8X4_ARGS
+	VMOVDQU x80<>(SB), Y15
+
+q80vnniloop:
+	PREFETCHT0 PF(R8)
+	PREFETCHT0 PF(R9)
+	PREFETCHT0 PF(R10)
+	PREFETCHT0 PF(R11)
+	VMOVDQU (SI), Y4
+	VBROADCASTSS (SI)(R13*1), Y5
+	VMOVDQU (SI)(R12*1), Y13
+	Q80ROW_VNNI(R8, Y0)
+	Q80ROW_VNNI(R9, Y1)
+	Q80ROW_VNNI(R10, Y2)
+	Q80ROW_VNNI(R11, Y3)
+	ADDQ $34, R8
+	ADDQ $34, R9
+	ADDQ $34, R10
+	ADDQ $34, R11
+	ADDQ DX, SI
+	DECQ CX
+	JNZ  q80vnniloop
+
+	HSUM4((DI))
+	VZEROUPPER
+	RET
+
+// ---------------------------------------------------------------------------
+// Q4_0 and Q8_0 weights × a group of 4 tokens (activation layout g = 4:
+// per block 288 bytes, token t's qs at 32t, corr at 128+32t, d at 256+4t).
+// Each block of the 4 rows is decoded once (Y0..Y3, scales Y4..Y7) and used
+// for the 4 tokens; the 16 accumulators live in Y16..Y31, token-major:
+// Y(16+4t+r).
+
+// TILE_MAC: one row × token product of a block into its accumulator.
+#define TILE_MAC(t, wq, ws, tmp, tmps, acc) \
+	VMOVDQU (128+32*t)(SI), tmp; \
+	VPDPBUSD Y8, wq, tmp; \
+	VCVTDQ2PS tmp, tmp; \
+	VMULPS Y9, ws, tmps; \
+	VFMADD231PS tmps, tmp, acc
+
+#define TILE_TOKEN(t, a0, a1, a2, a3) \
+	VMOVDQU (32*t)(SI), Y8; \
+	VBROADCASTSS (256+4*t)(SI), Y9; \
+	TILE_MAC(t, Y0, Y4, Y10, Y11, a0); \
+	TILE_MAC(t, Y1, Y5, Y12, Y13, a1); \
+	TILE_MAC(t, Y2, Y6, Y10, Y11, a2); \
+	TILE_MAC(t, Y3, Y7, Y12, Y13, a3)
+
+
+#define TILE_BODY \
+	MOVWLZX (R8), AX; \
+	VBROADCASTSS (BX)(AX*4), Y4; \
+	MOVWLZX (R9), AX; \
+	VBROADCASTSS (BX)(AX*4), Y5; \
+	MOVWLZX (R10), AX; \
+	VBROADCASTSS (BX)(AX*4), Y6; \
+	MOVWLZX (R11), AX; \
+	VBROADCASTSS (BX)(AX*4), Y7; \
+	TILE_TOKEN(0, Y16, Y17, Y18, Y19); \
+	TILE_TOKEN(1, Y20, Y21, Y22, Y23); \
+	TILE_TOKEN(2, Y24, Y25, Y26, Y27); \
+	TILE_TOKEN(3, Y28, Y29, Y30, Y31)
+
+#define TILE_STORE_TOKEN(a0, a1, a2, a3, off) \
+	VMOVAPS a0, Y0; \
+	VMOVAPS a1, Y1; \
+	VMOVAPS a2, Y2; \
+	VMOVAPS a3, Y3; \
+	HSUM4(off(DI))
+
+#define TILE_STORE \
+	TILE_STORE_TOKEN(Y16, Y17, Y18, Y19, 0); \
+	TILE_STORE_TOKEN(Y20, Y21, Y22, Y23, 16); \
+	TILE_STORE_TOKEN(Y24, Y25, Y26, Y27, 32); \
+	TILE_STORE_TOKEN(Y28, Y29, Y30, Y31, 48)
+
+// func q40x4x4VNNI(w0, w1, w2, w3, a *byte, nb int, out *[16]float32)
+TEXT ·q40x4x4VNNI(SB), NOSPLIT, $0-56
+	TILE_ARGS
+	VMOVDQU nib<>(SB), Y15
+	VMOVDQU q4shift<>(SB), Y14
+
+q40tileloop:
+	VBROADCASTI128 2(R8), Y0
+	VBROADCASTI128 2(R9), Y1
+	VBROADCASTI128 2(R10), Y2
+	VBROADCASTI128 2(R11), Y3
+	VPSRLVW Y14, Y0, Y0
+	VPSRLVW Y14, Y1, Y1
+	VPSRLVW Y14, Y2, Y2
+	VPSRLVW Y14, Y3, Y3
+	VPAND Y15, Y0, Y0
+	VPAND Y15, Y1, Y1
+	VPAND Y15, Y2, Y2
+	VPAND Y15, Y3, Y3
+	TILE_BODY
+	ADDQ $18, R8
+	ADDQ $18, R9
+	ADDQ $18, R10
+	ADDQ $18, R11
+	ADDQ $288, SI
+	DECQ CX
+	JNZ  q40tileloop
+
+	TILE_STORE
+	VZEROUPPER
+	RET
+
+// func q80x4x4VNNI(w0, w1, w2, w3, a *byte, nb int, out *[16]float32)
+TEXT ·q80x4x4VNNI(SB), NOSPLIT, $0-56
+	TILE_ARGS
+	VMOVDQU x80<>(SB), Y15
+
+q80tileloop:
+	VPXOR 2(R8), Y15, Y0
+	VPXOR 2(R9), Y15, Y1
+	VPXOR 2(R10), Y15, Y2
+	VPXOR 2(R11), Y15, Y3
+	TILE_BODY
+	ADDQ $34, R8
+	ADDQ $34, R9
+	ADDQ $34, R10
+	ADDQ $34, R11
+	ADDQ $288, SI
+	DECQ CX
+	JNZ  q80tileloop
+
+	TILE_STORE
+	VZEROUPPER
+	RET
+
+// ---------------------------------------------------------------------------
+// K-quants × one Q8_K token (per 256-column block 320 bytes: qs at 0,
+// bsums at 256, d at 288), one row, after ggml's AVX2 kernels.
+
+// func q4KDotAVX2(w, a *byte, nb int) float32
+TEXT ·q4KDotAVX2(SB), NOSPLIT, $0-28
+	MOVQ w+0(FP), R8
+	MOVQ a+8(FP), SI
+	MOVQ nb+16(FP), CX
+	MOVQ ·f16Table(SB), BX
+	VMOVDQU nib<>(SB), Y15
+	VXORPS Y0, Y0, Y0 // Σ d·dy·Σ sc·(q·a)
+	VXORPS Y1, Y1, Y1 // Σ dmin·dy·Σ m·Σa
+
+q4kloop:
+	// Unpack the 12 bytes of 6-bit scales and mins (ggml's utmp shuffle):
+	// AX = sc0..3, DX = sc4..7, R11 = m0..3, R10 = m4..7.
+	MOVL 4(R8), AX
+	MOVL 8(R8), DX
+	MOVL 12(R8), R9
+	MOVL R9, R10
+	SHRL $4, R10
+	ANDL $0x0f0f0f0f, R10
+	MOVL DX, R11
+	SHRL $6, R11
+	ANDL $0x03030303, R11
+	SHLL $4, R11
+	ORL  R11, R10
+	MOVL DX, R11
+	ANDL $0x3f3f3f3f, R11
+	MOVL R9, DX
+	ANDL $0x0f0f0f0f, DX
+	MOVL AX, R12
+	SHRL $6, R12
+	ANDL $0x03030303, R12
+	SHLL $4, R12
+	ORL  R12, DX
+	ANDL $0x3f3f3f3f, AX
+	SHLQ $32, DX
+	ORQ  DX, AX
+	SHLQ $32, R10
+	ORQ  R10, R11
+	VMOVQ AX, X2
+	VPINSRQ $1, R11, X2, X2
+	VPMOVZXBW X2, Y2 // words: sc0..7 | m0..7
+
+	// Minimums: Σ_j m_j·(bsums[2j]+bsums[2j+1]), times dmin·dy.
+	VEXTRACTI128 $1, Y2, X3
+	VMOVDQU 256(SI), Y4
+	VEXTRACTI128 $1, Y4, X5
+	VPHADDW X5, X4, X4
+	VPMADDWD X4, X3, X3
+	VCVTDQ2PS X3, X3
+	MOVWLZX 2(R8), AX
+	VMOVSS (BX)(AX*4), X6
+	VMULSS 288(SI), X6, X6
+	VBROADCASTSS X6, X6
+	VFMADD231PS X6, X3, X1
+
+	// Scales in both lanes; per 64 columns: low nibbles (sub-block 2j)
+	// and high nibbles (2j+1), VPMADDUBSW with a, VPMADDWD by the scale.
+	VPERMQ $0x44, Y2, Y2
+	VPXOR Y3, Y3, Y3
+
+#define Q4K_CHUNK(j) \
+	VMOVDQU (16+32*j)(R8), Y6; \
+	VPSRLW $4, Y6, Y7; \
+	VPAND Y15, Y6, Y6; \
+	VPAND Y15, Y7, Y7; \
+	VPMADDUBSW (64*j)(SI), Y6, Y6; \
+	VPMADDUBSW (64*j+32)(SI), Y7, Y7; \
+	VPSHUFB k4shuf<>+(64*j)(SB), Y2, Y8; \
+	VPSHUFB k4shuf<>+(64*j+32)(SB), Y2, Y9; \
+	VPMADDWD Y8, Y6, Y6; \
+	VPMADDWD Y9, Y7, Y7; \
+	VPADDD Y6, Y3, Y3; \
+	VPADDD Y7, Y3, Y3
+
+	Q4K_CHUNK(0)
+	Q4K_CHUNK(1)
+	Q4K_CHUNK(2)
+	Q4K_CHUNK(3)
+
+	MOVWLZX (R8), AX
+	VMOVSS (BX)(AX*4), X6
+	VMULSS 288(SI), X6, X6
+	VBROADCASTSS X6, Y6
+	VCVTDQ2PS Y3, Y3
+	VFMADD231PS Y6, Y3, Y0
+
+	ADDQ $144, R8
+	ADDQ $320, SI
+	DECQ CX
+	JNZ  q4kloop
+
+	VEXTRACTF128 $1, Y0, X2
+	VADDPS X2, X0, X0
+	VSUBPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+
+// func q6KDotAVX2(w, a *byte, nb int) float32
+TEXT ·q6KDotAVX2(SB), NOSPLIT, $0-28
+	MOVQ w+0(FP), R8
+	MOVQ a+8(FP), SI
+	MOVQ nb+16(FP), CX
+	MOVQ ·f16Table(SB), BX
+	VMOVDQU nib<>(SB), Y15
+	VMOVDQU m3<>(SB), Y14
+	VMOVDQU m32<>(SB), Y13
+	VXORPS Y8, Y8, Y8 // Σ d·dy·Σ sc·((q−32)·a)
+
+// Q6K_PROD: 32 quants q (0..63) in their 16-column groups is, is+1:
+// VPMADDUBSW(q, a) − VPMADDUBSW(32, a) = Σ(q−32)·a in 16-bit pairs,
+// exactly (|pair| ≤ 2·63·127), then VPMADDWD by the sign-extended scales.
+#define Q6K_PROD(q, aoff, is) \
+	VMOVDQU aoff(SI), Y9; \
+	VPMADDUBSW Y9, q, q; \
+	VPMADDUBSW Y9, Y13, Y10; \
+	VPSUBW Y10, q, q; \
+	VPSHUFB k6shuf<>+(16*is)(SB), X12, X7; \
+	VPMOVSXBW X7, Y7; \
+	VPMADDWD Y7, q, q; \
+	VPADDD q, Y11, Y11
+
+// Q6K_HALF: 128 columns from 64 ql bytes (low nibbles: columns 0..63,
+// high: 64..127) and 32 qh bytes (2 bits per column, 4 columns apart).
+#define Q6K_HALF(h) \
+	VMOVDQU (64*h)(R8), Y0; \
+	VMOVDQU (64*h+32)(R8), Y1; \
+	VMOVDQU (128+32*h)(R8), Y2; \
+	VPAND Y14, Y2, Y3; \
+	VPSLLW $4, Y3, Y3; \
+	VPSRLW $2, Y2, Y4; \
+	VPAND Y14, Y4, Y4; \
+	VPSLLW $4, Y4, Y4; \
+	VPSRLW $4, Y2, Y5; \
+	VPAND Y14, Y5, Y5; \
+	VPSLLW $4, Y5, Y5; \
+	VPSRLW $6, Y2, Y6; \
+	VPAND Y14, Y6, Y6; \
+	VPSLLW $4, Y6, Y6; \
+	VPAND Y15, Y0, Y7; \
+	VPOR Y7, Y3, Y3; \
+	VPAND Y15, Y1, Y7; \
+	VPOR Y7, Y4, Y4; \
+	VPSRLW $4, Y0, Y7; \
+	VPAND Y15, Y7, Y7; \
+	VPOR Y7, Y5, Y5; \
+	VPSRLW $4, Y1, Y7; \
+	VPAND Y15, Y7, Y7; \
+	VPOR Y7, Y6, Y6; \
+	Q6K_PROD(Y3, (128*h), (4*h)); \
+	Q6K_PROD(Y4, (128*h+32), (4*h+1)); \
+	Q6K_PROD(Y5, (128*h+64), (4*h+2)); \
+	Q6K_PROD(Y6, (128*h+96), (4*h+3))
+
+q6kloop:
+	VMOVDQU 192(R8), X12
+	VPXOR Y11, Y11, Y11
+	Q6K_HALF(0)
+	Q6K_HALF(1)
+	MOVWLZX 208(R8), AX
+	VMOVSS (BX)(AX*4), X9
+	VMULSS 288(SI), X9, X9
+	VBROADCASTSS X9, Y9
+	VCVTDQ2PS Y11, Y11
+	VFMADD231PS Y9, Y11, Y8
+
+	ADDQ $210, R8
+	ADDQ $320, SI
+	DECQ CX
+	JNZ  q6kloop
+
+	VEXTRACTF128 $1, Y8, X0
+	VADDPS X8, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+
+// ---------------------------------------------------------------------------
+// Float weights × one float32 token, 4 rows, 16 columns per pass (n is a
+// multiple of 16 and > 0): two accumulators per row hide the FMA latency.
+
+
+#define FX4_END \
+	VADDPS Y4, Y0, Y0; \
+	VADDPS Y5, Y1, Y1; \
+	VADDPS Y6, Y2, Y2; \
+	VADDPS Y7, Y3, Y3; \
+	HSUM4((DI)); \
+	VZEROUPPER
+
+// func f32x4AVX2(w0, w1, w2, w3 *byte, x *float32, n int, out *[4]float32)
+TEXT ·f32x4AVX2(SB), NOSPLIT, $0-56
+	FX4_ARGS
+
+f32loop:
+	VMOVUPS (SI), Y8
+	VMOVUPS 32(SI), Y9
+	VFMADD231PS (R8), Y8, Y0
+	VFMADD231PS 32(R8), Y9, Y4
+	VFMADD231PS (R9), Y8, Y1
+	VFMADD231PS 32(R9), Y9, Y5
+	VFMADD231PS (R10), Y8, Y2
+	VFMADD231PS 32(R10), Y9, Y6
+	VFMADD231PS (R11), Y8, Y3
+	VFMADD231PS 32(R11), Y9, Y7
+	ADDQ $64, R8
+	ADDQ $64, R9
+	ADDQ $64, R10
+	ADDQ $64, R11
+	ADDQ $64, SI
+	SUBQ $16, CX
+	JNZ  f32loop
+
+	FX4_END
+	RET
+
+#define F16ROW(wp, acc0, acc1) \
+	VCVTPH2PS (wp), Y10; \
+	VCVTPH2PS 16(wp), Y11; \
+	VFMADD231PS Y10, Y8, acc0; \
+	VFMADD231PS Y11, Y9, acc1
+
+// func f16x4AVX2(w0, w1, w2, w3 *byte, x *float32, n int, out *[4]float32)
+TEXT ·f16x4AVX2(SB), NOSPLIT, $0-56
+	FX4_ARGS
+
+f16loop:
+	VMOVUPS (SI), Y8
+	VMOVUPS 32(SI), Y9
+	F16ROW(R8, Y0, Y4)
+	F16ROW(R9, Y1, Y5)
+	F16ROW(R10, Y2, Y6)
+	F16ROW(R11, Y3, Y7)
+	ADDQ $32, R8
+	ADDQ $32, R9
+	ADDQ $32, R10
+	ADDQ $32, R11
+	ADDQ $64, SI
+	SUBQ $16, CX
+	JNZ  f16loop
+
+	FX4_END
+	RET
+
+// BF16 is the top half of a float32: zero-extend to 32 bits, shift up.
+#define BF16ROW(wp, acc0, acc1) \
+	VPMOVZXWD (wp), Y10; \
+	VPMOVZXWD 16(wp), Y11; \
+	VPSLLD $16, Y10, Y10; \
+	VPSLLD $16, Y11, Y11; \
+	VFMADD231PS Y10, Y8, acc0; \
+	VFMADD231PS Y11, Y9, acc1
+
+// func bf16x4AVX2(w0, w1, w2, w3 *byte, x *float32, n int, out *[4]float32)
+TEXT ·bf16x4AVX2(SB), NOSPLIT, $0-56
+	FX4_ARGS
+
+bf16loop:
+	VMOVUPS (SI), Y8
+	VMOVUPS 32(SI), Y9
+	BF16ROW(R8, Y0, Y4)
+	BF16ROW(R9, Y1, Y5)
+	BF16ROW(R10, Y2, Y6)
+	BF16ROW(R11, Y3, Y7)
+	ADDQ $32, R8
+	ADDQ $32, R9
+	ADDQ $32, R10
+	ADDQ $32, R11
+	ADDQ $64, SI
+	SUBQ $16, CX
+	JNZ  bf16loop
+
+	FX4_END
+	RET
+
+// func dotF32AVX2(a, b *float32, n int) float32 (n a multiple of 32, > 0)
+TEXT ·dotF32AVX2(SB), NOSPLIT, $0-28
+	MOVQ a+0(FP), SI
+	MOVQ b+8(FP), DI
+	MOVQ n+16(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+dotloop:
+	VMOVUPS (SI), Y4
+	VMOVUPS 32(SI), Y5
+	VMOVUPS 64(SI), Y6
+	VMOVUPS 96(SI), Y7
+	VFMADD231PS (DI), Y4, Y0
+	VFMADD231PS 32(DI), Y5, Y1
+	VFMADD231PS 64(DI), Y6, Y2
+	VFMADD231PS 96(DI), Y7, Y3
+	ADDQ $128, SI
+	ADDQ $128, DI
+	SUBQ $32, CX
+	JNZ  dotloop
+
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+
+// func axpyF32AVX2(dst, x *float32, a float32, n int) (n a multiple of 16, > 0)
+TEXT ·axpyF32AVX2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ x+8(FP), SI
+	VBROADCASTSS a+16(FP), Y0
+	MOVQ n+24(FP), CX
+
+axpyloop:
+	VMOVUPS (SI), Y1
+	VMOVUPS 32(SI), Y2
+	VFMADD213PS (DI), Y0, Y1
+	VFMADD213PS 32(DI), Y0, Y2
+	VMOVUPS Y1, (DI)
+	VMOVUPS Y2, 32(DI)
+	ADDQ $64, SI
+	ADDQ $64, DI
+	SUBQ $16, CX
+	JNZ  axpyloop
+
+	VZEROUPPER
+	RET
+
+// ---------------------------------------------------------------------------
+// The same 4 rows × 4 tokens with 512-bit registers: 64 columns (two
+// blocks) per step, activations in the pair layout (act.go: per pair of
+// blocks 768 bytes, token t's 64 qs at 64t, its 16 corr at 256+64t, its 16
+// scales at 512+64t). Where 512-bit operations run at the 256-bit rate
+// (Zen 5, recent Intel) this doubles the work per instruction. The low and
+// high 256 bits of a weight register hold the two blocks; K1 = 0xff00
+// selects the high half when loading the second block's scale.
+
+#define ZTILE_MAC(t, wq, ws, acc) \
+	VMOVDQU64 (256+64*t)(SI), Z10; \
+	VPDPBUSD Z8, wq, Z10; \
+	VCVTDQ2PS Z10, Z10; \
+	VMULPS (512+64*t)(SI), ws, Z11; \
+	VFMADD231PS Z11, Z10, acc
+
+#define ZTILE_TOKEN(t, a0, a1, a2, a3) \
+	VMOVDQU64 (64*t)(SI), Z8; \
+	ZTILE_MAC(t, Z0, Z4, a0); \
+	ZTILE_MAC(t, Z1, Z5, a1); \
+	ZTILE_MAC(t, Z2, Z6, a2); \
+	ZTILE_MAC(t, Z3, Z7, a3)
+
+// ZSCALES: the two blocks' fp16 scales of a row at wp and wp+bs, as floats
+// in the low and high halves of dst.
+#define ZSCALES(wp, bs, dst) \
+	MOVWLZX (wp), AX; \
+	VBROADCASTSS (BX)(AX*4), dst; \
+	MOVWLZX bs(wp), AX; \
+	VBROADCASTSS (BX)(AX*4), K1, dst
+
+#define ZTILE_BODY(bs) \
+	ZSCALES(R8, bs, Z4); \
+	ZSCALES(R9, bs, Z5); \
+	ZSCALES(R10, bs, Z6); \
+	ZSCALES(R11, bs, Z7); \
+	ZTILE_TOKEN(0, Z16, Z17, Z18, Z19); \
+	ZTILE_TOKEN(1, Z20, Z21, Z22, Z23); \
+	ZTILE_TOKEN(2, Z24, Z25, Z26, Z27); \
+	ZTILE_TOKEN(3, Z28, Z29, Z30, Z31)
+
+#define ZFOLD(z, y, dst) \
+	VEXTRACTF64X4 $1, z, dst; \
+	VADDPS y, dst, dst
+
+#define ZTILE_STORE_TOKEN(z0, z1, z2, z3, y0, y1, y2, y3, off) \
+	ZFOLD(z0, y0, Y0); \
+	ZFOLD(z1, y1, Y1); \
+	ZFOLD(z2, y2, Y2); \
+	ZFOLD(z3, y3, Y3); \
+	HSUM4(off(DI))
+
+#define ZTILE_STORE \
+	ZTILE_STORE_TOKEN(Z16, Z17, Z18, Z19, Y16, Y17, Y18, Y19, 0); \
+	ZTILE_STORE_TOKEN(Z20, Z21, Z22, Z23, Y20, Y21, Y22, Y23, 16); \
+	ZTILE_STORE_TOKEN(Z24, Z25, Z26, Z27, Y24, Y25, Y26, Y27, 32); \
+	ZTILE_STORE_TOKEN(Z28, Z29, Z30, Z31, Y28, Y29, Y30, Y31, 48)
+
+// ZQ40ROW: 2×16 quant bytes as [q0, q0, q1, q1] in 128-bit lanes, shifted
+// by 0 or 4 per lane and masked: the two blocks' 64 nibbles in order.
+#define ZQ40ROW(wp, dst) \
+	VBROADCASTI32X4 2(wp), dst; \
+	VBROADCASTI32X4 20(wp), K1, dst; \
+	VPSRLVW Z14, dst, dst; \
+	VPANDD Z15, dst, dst
+
+// func q40x4x4Z(w0, w1, w2, w3, a *byte, nb int, out *[16]float32) (nb even)
+TEXT ·q40x4x4Z(SB), NOSPLIT, $0-56
+	TILE_ARGS
+	SHRQ $1, CX
+	MOVL $0xff00, AX
+	KMOVW AX, K1
+	MOVL $0x0f, AX
+	VPBROADCASTB AX, Z15
+	VBROADCASTI64X4 q4shift<>(SB), Z14
+
+q40zloop:
+	ZQ40ROW(R8, Z0)
+	ZQ40ROW(R9, Z1)
+	ZQ40ROW(R10, Z2)
+	ZQ40ROW(R11, Z3)
+	ZTILE_BODY(18)
+	ADDQ $36, R8
+	ADDQ $36, R9
+	ADDQ $36, R10
+	ADDQ $36, R11
+	ADDQ $768, SI
+	DECQ CX
+	JNZ  q40zloop
+
+	ZTILE_STORE
+	VZEROUPPER
+	RET
+
+// ZQ80ROW: the two blocks' 2×32 quants, XOR 0x80 (= +128, unsigned).
+#define ZQ80ROW(wp, dst) \
+	VMOVDQU 2(wp), Y9; \
+	VINSERTI64X4 $1, 36(wp), Z9, Z9; \
+	VPXORD Z15, Z9, dst
+
+// func q80x4x4Z(w0, w1, w2, w3, a *byte, nb int, out *[16]float32) (nb even)
+TEXT ·q80x4x4Z(SB), NOSPLIT, $0-56
+	TILE_ARGS
+	SHRQ $1, CX
+	MOVL $0xff00, AX
+	KMOVW AX, K1
+	MOVL $0x80, AX
+	VPBROADCASTB AX, Z15
+
+q80zloop:
+	ZQ80ROW(R8, Z0)
+	ZQ80ROW(R9, Z1)
+	ZQ80ROW(R10, Z2)
+	ZQ80ROW(R11, Z3)
+	ZTILE_BODY(34)
+	ADDQ $68, R8
+	ADDQ $68, R9
+	ADDQ $68, R10
+	ADDQ $68, R11
+	ADDQ $768, SI
+	DECQ CX
+	JNZ  q80zloop
+
+	ZTILE_STORE
+	VZEROUPPER
+	RET
