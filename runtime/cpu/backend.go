@@ -8,11 +8,27 @@ import (
 // Backend runs the model's forward pass on a Pool.
 type Backend struct{ Pool *Pool }
 
-var _ model.Backend = Backend{}
+var (
+	_ model.Backend  = Backend{}
+	_ model.Preparer = Backend{}
+)
 
 // MatMul multiplies by a model weight; see Pool.MatMul.
 func (b Backend) MatMul(dst []float32, w *model.Weight, x []float32, n int) error {
+	if m, ok := w.Prepared.(*Matrix); ok {
+		return b.Pool.MatMul(dst, *m, x, n)
+	}
 	return b.Pool.MatMul(dst, Matrix{Type: w.Type, Rows: w.Rows, Cols: w.Cols, Data: w.Data}, x, n)
+}
+
+// Prepare interleaves the rows of Q4_0 and Q8_0 weights for the mat-vec
+// kernels (see Interleave); other weights need nothing.
+func (b Backend) Prepare(w *model.Weight) error {
+	m := Interleave(Matrix{Type: w.Type, Rows: w.Rows, Cols: w.Cols, Data: w.Data})
+	if m.Interleaved {
+		w.Prepared = &m
+	}
+	return nil
 }
 
 // Parallel runs body over [0, n) on the pool's threads.
@@ -23,3 +39,9 @@ func (b Backend) Supports(t quant.Type) bool { return Supported(t) }
 
 // Threads is the pool's thread count.
 func (b Backend) Threads() int { return b.Pool.Threads() }
+
+// Dot is DotF32.
+func (b Backend) Dot(x, y []float32) float32 { return DotF32(x, y) }
+
+// Axpy is AxpyF32.
+func (b Backend) Axpy(dst []float32, a float32, x []float32) { AxpyF32(dst, a, x) }

@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"syscall"
@@ -133,4 +134,43 @@ func processCPU() float64 {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
+
+// BenchmarkMatVecDRAM measures generation's case: a mat-vec over weights
+// far larger than the caches (as a model's are), all rows distinct, so
+// the figure is the kernel's DRAM streaming rate in weight bytes.
+func BenchmarkMatVecDRAM(b *testing.B) {
+	for _, typ := range []quant.Type{quant.Q4_0, quant.Q8_0} {
+		for _, il := range []bool{false, true} {
+			for _, threads := range []int{1, 2} {
+				b.Run(fmt.Sprintf("%s/interleaved=%v/threads=%d", typ, il, threads), func(b *testing.B) {
+					const rows, cols = 65536, 2048
+					rb, _ := typ.RowBytes(cols)
+					data := make([]byte, rows*rb)
+					r := rand.New(rand.NewPCG(7, 7))
+					for i := 0; i+8 <= len(data); i += 8 {
+						binary.LittleEndian.PutUint64(data[i:], r.Uint64())
+					}
+					for blk := 0; blk < len(data); blk += typ.BlockBytes() {
+						binary.LittleEndian.PutUint16(data[blk:], 0x2c00) // d = 1/16
+					}
+					w := Matrix{Type: typ, Rows: rows, Cols: cols, Data: data}
+					if il {
+						w = Interleave(w)
+					}
+					x := randX(r, 1, cols)
+					dst := make([]float32, rows)
+					p := NewPool(threads)
+					defer p.Close()
+					b.SetBytes(int64(len(data)))
+					b.ResetTimer()
+					for range b.N {
+						if err := p.MatMul(dst, w, x, 1); err != nil {
+							b.Fatal(err)
+						}
+					}
+				})
+			}
+		}
+	}
 }

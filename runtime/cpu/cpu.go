@@ -26,6 +26,40 @@ type Matrix struct {
 	Type       quant.Type
 	Rows, Cols int
 	Data       []byte
+	// Interleaved says Data is in Interleave's layout instead.
+	Interleaved bool
+}
+
+// Interleave returns m with its rows re-laid out for the mat-vec kernels
+// when that helps: Q4_0 and Q8_0 rows in groups of four, the groups'
+// blocks interleaved (row 0 block 0, row 1 block 0, row 2 block 0, row 3
+// block 0, row 0 block 1, ...). The kernels read four rows at once, and
+// this way they read memory front to back, which the hardware prefetchers
+// follow at full bandwidth, instead of four streams a row apart (about 2×
+// slower from DRAM, measured). The copy is as big as m. Other matrices,
+// and matrices whose rows are not a multiple of four, come back as they
+// are; so does everything when the kernels in use are the pure-Go ones.
+func Interleave(m Matrix) Matrix {
+	if m.Interleaved || (m.Type != quant.Q4_0 && m.Type != quant.Q8_0) || m.Rows%4 != 0 || active == &kernelSets[0] {
+		return m
+	}
+	rowBytes, err := m.Type.RowBytes(m.Cols)
+	if err != nil || len(m.Data)/rowBytes < m.Rows {
+		return m
+	}
+	bb, nb := m.Type.BlockBytes(), m.Cols/m.Type.BlockElems()
+	out := make([]byte, m.Rows*rowBytes)
+	for g := 0; g < m.Rows/4; g++ {
+		base := g * 4 * rowBytes
+		for i := 0; i < 4; i++ {
+			row := m.Data[(4*g+i)*rowBytes:]
+			for b := 0; b < nb; b++ {
+				copy(out[base+(4*b+i)*bb:base+(4*b+i+1)*bb], row[b*bb:(b+1)*bb])
+			}
+		}
+	}
+	m.Data, m.Interleaved = out, true
+	return m
 }
 
 // Supported reports whether MatMul computes with weights of type t.
@@ -96,7 +130,14 @@ func (p *Pool) MatMul(dst []float32, w Matrix, x []float32, n int) error {
 	case quant.F16, quant.BF16:
 		j.x = p.roundActivations(w.Type, x[:n*w.Cols])
 	}
-	p.run((w.Rows+chunkRows-1)/chunkRows, 1, j)
+	j.chunk = chunkRows
+	if n == 1 {
+		// Mat-vec streams the weights once: each thread is best served by
+		// long runs of consecutive rows (the prefetchers follow them), a
+		// few per thread so that a slowed thread can be helped.
+		j.chunk = max(chunkRows, (w.Rows/(4*p.threads))&^15)
+	}
+	p.run((w.Rows+j.chunk-1)/j.chunk, 1, j)
 	j.x, j.dst, j.w.Data = nil, nil, nil // keep no references to the caller's memory
 	return nil
 }
@@ -187,12 +228,13 @@ type matMulJob struct {
 	group    int      // tokens per group in act
 	stride   int      // bytes per block of a group in act
 	tokBytes int      // bytes per group (per token for Q8_K) in act
+	chunk    int      // rows per unit of work, a multiple of 16
 }
 
 func (j *matMulJob) Range(start, end int) {
 	for c := start; c < end; c++ {
-		r0 := c * chunkRows
-		r1 := min(r0+chunkRows, j.w.Rows)
+		r0 := c * j.chunk
+		r1 := min(r0+j.chunk, j.w.Rows)
 		switch j.w.Type {
 		case quant.Q4_0, quant.Q8_0:
 			j.q8Rows(r0, r1)
@@ -205,14 +247,23 @@ func (j *matMulJob) Range(start, end int) {
 }
 
 // rows4 returns the 4 rows of the tile at r (repeating the last row past
-// the end of the matrix: their results are dropped) and how many are real.
-func (j *matMulJob) rows4(r int, rows *[4][]byte) int {
-	nr := min(4, j.w.Rows-r)
+// the end of the matrix: their results are dropped), how many are real,
+// and the distance from a row's block to its next (wstep).
+func (j *matMulJob) rows4(r int, rows *[4][]byte) (nr, wstep int) {
+	if j.w.Interleaved { // r is a multiple of 4, Rows too
+		bb := j.w.Type.BlockBytes()
+		group := j.w.Data[r*j.rowBytes : (r+4)*j.rowBytes]
+		for i := range rows {
+			rows[i] = group[i*bb:]
+		}
+		return 4, 4 * bb
+	}
+	nr = min(4, j.w.Rows-r)
 	for i := range rows {
 		rr := r + min(i, nr-1)
 		rows[i] = j.w.Data[rr*j.rowBytes : (rr+1)*j.rowBytes]
 	}
-	return nr
+	return nr, j.w.Type.BlockBytes()
 }
 
 func (j *matMulJob) q8Rows(r0, r1 int) {
@@ -225,8 +276,8 @@ func (j *matMulJob) q8Rows(r0, r1 int) {
 		for g := 0; g*4 < j.n; g++ {
 			a := j.act[g*j.tokBytes : (g+1)*j.tokBytes]
 			for r := r0; r < r1; r += 4 {
-				nr := j.rows4(r, &rows)
-				out := tile(rows, a, j.nb)
+				nr, wstep := j.rows4(r, &rows)
+				out := tile(rows, a, j.nb, wstep)
 				for t := 0; t < min(4, j.n-4*g); t++ {
 					copy(j.dst[(4*g+t)*j.w.Rows+r:][:nr], out[4*t:4*t+nr])
 				}
@@ -237,9 +288,9 @@ func (j *matMulJob) q8Rows(r0, r1 int) {
 	vec := j.ks.q8Vec4(j.w.Type)
 	coff, doff := q8Offsets(1, 0)
 	for r := r0; r < r1; r += 4 {
-		nr := j.rows4(r, &rows)
+		nr, wstep := j.rows4(r, &rows)
 		for t := 0; t < j.n; t++ {
-			out := vec(rows, j.act[t*j.tokBytes:(t+1)*j.tokBytes], j.stride, coff, doff, j.nb)
+			out := vec(rows, j.act[t*j.tokBytes:(t+1)*j.tokBytes], j.stride, coff, doff, j.nb, wstep)
 			copy(j.dst[t*j.w.Rows+r:][:nr], out[:nr])
 		}
 	}
@@ -268,7 +319,7 @@ func (j *matMulJob) floatRows(r0, r1 int) {
 	}
 	var rows [4][]byte
 	for r := r0; r < r1; r += 4 {
-		nr := j.rows4(r, &rows)
+		nr, _ := j.rows4(r, &rows)
 		for t := 0; t < j.n; t++ {
 			out := vec(rows, j.x[t*j.w.Cols:(t+1)*j.w.Cols])
 			copy(j.dst[t*j.w.Rows+r:][:nr], out[:nr])

@@ -37,7 +37,7 @@ func BenchmarkTileKernel(b *testing.B) {
 		defer runtime.UnlockOSThread()
 		c0 := threadCPU()
 		for range b.N {
-			_ = ks.q40Tile(w, a, nb)
+			_ = ks.q40Tile(w, a, nb, 18)
 		}
 		b.ReportMetric(float64(b.N)*nb*1024/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		b.ReportMetric(float64(b.N)*nb*1024/(threadCPU()-c0)/1e9, "GFLOP/cpu-s")
@@ -47,7 +47,7 @@ func BenchmarkTileKernel(b *testing.B) {
 		defer runtime.UnlockOSThread()
 		c0 := threadCPU()
 		for range b.N {
-			_ = ks.q40TileZ(w, az, nb)
+			_ = ks.q40TileZ(w, az, nb, 18)
 		}
 		b.ReportMetric(float64(b.N)*nb*1024/(threadCPU()-c0)/1e9, "GFLOP/cpu-s")
 	})
@@ -60,7 +60,7 @@ func BenchmarkTileKernel(b *testing.B) {
 		}
 		c0 := threadCPU()
 		for range b.N {
-			_ = ks.q80Tile(w8, a, nb)
+			_ = ks.q80Tile(w8, a, nb, 34)
 		}
 		b.ReportMetric(float64(b.N)*nb*1024/(threadCPU()-c0)/1e9, "GFLOP/cpu-s")
 	})
@@ -72,7 +72,7 @@ func BenchmarkTileKernel(b *testing.B) {
 		defer runtime.UnlockOSThread()
 		c0 := threadCPU()
 		for range b.N {
-			_ = ks.q40Vec4(w, a1, q8Stride(1), coff, doff, nb)
+			_ = ks.q40Vec4(w, a1, q8Stride(1), coff, doff, nb, 18)
 		}
 		b.ReportMetric(float64(b.N)*nb*4*18/b.Elapsed().Seconds()/1e9, "GB/s")
 		b.ReportMetric(float64(b.N)*nb*4*18/(threadCPU()-c0)/1e9, "GB/cpu-s")

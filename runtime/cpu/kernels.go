@@ -4,12 +4,14 @@ import "github.com/leo-operator/leo/runtime/quant"
 
 // q8Vec4Func computes out[i] = row i · token for 4 rows of Q4_0 or Q8_0
 // weights and one token of Q8_0-family activations: a starts at the token's
-// block 0 qs; stride, coff and doff are as in act.go.
-type q8Vec4Func func(w [4][]byte, a []byte, stride, coff, doff, nb int) [4]float32
+// block 0 qs; stride, coff and doff are as in act.go. Block b of row i
+// starts at w[i][b*wstep:]: wstep is the block size for plain rows, 4×
+// that for interleaved ones (see Interleave).
+type q8Vec4Func func(w [4][]byte, a []byte, stride, coff, doff, nb, wstep int) [4]float32
 
 // q8TileFunc computes out[4*t+i] = row i · token t for 4 rows and the 4
-// tokens of one group (g = 4) of Q8_0-family activations.
-type q8TileFunc func(w [4][]byte, a []byte, nb int) [16]float32
+// tokens of one group (g = 4) of Q8_0-family activations; wstep as above.
+type q8TileFunc func(w [4][]byte, a []byte, nb, wstep int) [16]float32
 
 // kVec1Func is the dot of one Q4_K or Q6_K row of nb super-blocks with one
 // Q8_K token.
@@ -58,15 +60,15 @@ func (ks *kernelSet) q8TileZ(t quant.Type) q8TileFunc {
 // goKernels are the reference kernels.
 var goKernels = kernelSet{
 	name: "go",
-	q40Vec4: func(w [4][]byte, a []byte, stride, coff, doff, nb int) (out [4]float32) {
+	q40Vec4: func(w [4][]byte, a []byte, stride, coff, doff, nb, wstep int) (out [4]float32) {
 		for i := range w {
-			out[i] = refQ40Dot(w[i], a, stride, doff, nb)
+			out[i] = refQ40Dot(w[i], a, stride, doff, nb, wstep)
 		}
 		return out
 	},
-	q80Vec4: func(w [4][]byte, a []byte, stride, coff, doff, nb int) (out [4]float32) {
+	q80Vec4: func(w [4][]byte, a []byte, stride, coff, doff, nb, wstep int) (out [4]float32) {
 		for i := range w {
-			out[i] = refQ80Dot(w[i], a, stride, doff, nb)
+			out[i] = refQ80Dot(w[i], a, stride, doff, nb, wstep)
 		}
 		return out
 	},

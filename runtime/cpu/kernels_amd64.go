@@ -48,23 +48,23 @@ func platformKernels() []kernelSet {
 	return sets
 }
 
-type q8x4Asm func(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32)
+type q8x4Asm func(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32, wstep int)
 
 func q8Vec4(k q8x4Asm) q8Vec4Func {
-	return func(w [4][]byte, a []byte, stride, coff, doff, nb int) (out [4]float32) {
+	return func(w [4][]byte, a []byte, stride, coff, doff, nb, wstep int) (out [4]float32) {
 		if nb > 0 {
-			k(&w[0][0], &w[1][0], &w[2][0], &w[3][0], &a[0], stride, coff, doff, nb, &out)
+			k(&w[0][0], &w[1][0], &w[2][0], &w[3][0], &a[0], stride, coff, doff, nb, &out, wstep)
 		}
 		return out
 	}
 }
 
-type q8x4x4Asm func(w0, w1, w2, w3, a *byte, nb int, out *[16]float32)
+type q8x4x4Asm func(w0, w1, w2, w3, a *byte, nb int, out *[16]float32, wstep int)
 
 func q8Tile(k q8x4x4Asm) q8TileFunc {
-	return func(w [4][]byte, a []byte, nb int) (out [16]float32) {
+	return func(w [4][]byte, a []byte, nb, wstep int) (out [16]float32) {
 		if nb > 0 {
-			k(&w[0][0], &w[1][0], &w[2][0], &w[3][0], &a[0], nb, &out)
+			k(&w[0][0], &w[1][0], &w[2][0], &w[3][0], &a[0], nb, &out, wstep)
 		}
 		return out
 	}
@@ -118,28 +118,28 @@ func axpyAVX2(dst []float32, a float32, x []float32) {
 func cpuid1ECX() uint32
 
 //go:noescape
-func q40x4AVX2(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32)
+func q40x4AVX2(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32, wstep int)
 
 //go:noescape
-func q80x4AVX2(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32)
+func q80x4AVX2(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32, wstep int)
 
 //go:noescape
-func q40x4VNNI(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32)
+func q40x4VNNI(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32, wstep int)
 
 //go:noescape
-func q80x4VNNI(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32)
+func q80x4VNNI(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32, wstep int)
 
 //go:noescape
-func q40x4x4VNNI(w0, w1, w2, w3, a *byte, nb int, out *[16]float32)
+func q40x4x4VNNI(w0, w1, w2, w3, a *byte, nb int, out *[16]float32, wstep int)
 
 //go:noescape
-func q80x4x4VNNI(w0, w1, w2, w3, a *byte, nb int, out *[16]float32)
+func q80x4x4VNNI(w0, w1, w2, w3, a *byte, nb int, out *[16]float32, wstep int)
 
 //go:noescape
-func q40x4x4Z(w0, w1, w2, w3, a *byte, nb int, out *[16]float32)
+func q40x4x4Z(w0, w1, w2, w3, a *byte, nb int, out *[16]float32, wstep int)
 
 //go:noescape
-func q80x4x4Z(w0, w1, w2, w3, a *byte, nb int, out *[16]float32)
+func q80x4x4Z(w0, w1, w2, w3, a *byte, nb int, out *[16]float32, wstep int)
 
 //go:noescape
 func q4KDotAVX2(w, a *byte, nb int) float32

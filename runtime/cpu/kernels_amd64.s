@@ -122,6 +122,7 @@ GLOBL k6shuf<>(SB), RODATA|NOPTR, $128
 	MOVQ doff+56(FP), R13; \
 	MOVQ nb+64(FP), CX; \
 	MOVQ out+72(FP), DI; \
+	MOVQ wstep+80(FP), R14; \
 	MOVQ ·f16Table(SB), BX; \
 	VXORPS Y0, Y0, Y0; \
 	VXORPS Y1, Y1, Y1; \
@@ -136,6 +137,7 @@ GLOBL k6shuf<>(SB), RODATA|NOPTR, $128
 	MOVQ a+32(FP), SI; \
 	MOVQ nb+40(FP), CX; \
 	MOVQ out+48(FP), DI; \
+	MOVQ wstep+56(FP), R12; \
 	MOVQ ·f16Table(SB), BX; \
 	VPXORD Y16, Y16, Y16; \
 	VMOVDQA32 Y16, Y17; \
@@ -236,8 +238,8 @@ TEXT ·cpuid1ECX(SB), NOSPLIT, $0-4
 	SCALE((wp), Y5, Y8); \
 	VFMADD231PS Y8, Y6, acc
 
-// func q40x4AVX2(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32)
-TEXT ·q40x4AVX2(SB), NOSPLIT, $0-80
+// func q40x4AVX2(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32, wstep int)
+TEXT ·q40x4AVX2(SB), NOSPLIT, $0-88
 	Q8X4_ARGS
 	VMOVDQU nib<>(SB), Y15
 	VMOVDQU eights<>(SB), Y14
@@ -255,10 +257,10 @@ q40avx2loop:
 	Q40ROW_AVX2(R9, Y1)
 	Q40ROW_AVX2(R10, Y2)
 	Q40ROW_AVX2(R11, Y3)
-	ADDQ $18, R8
-	ADDQ $18, R9
-	ADDQ $18, R10
-	ADDQ $18, R11
+	ADDQ R14, R8
+	ADDQ R14, R9
+	ADDQ R14, R10
+	ADDQ R14, R11
 	ADDQ DX, SI
 	DECQ CX
 	JNZ  q40avx2loop
@@ -279,8 +281,8 @@ q40avx2loop:
 	SCALE((wp), Y5, Y8); \
 	VFMADD231PS Y8, Y6, acc
 
-// func q80x4AVX2(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32)
-TEXT ·q80x4AVX2(SB), NOSPLIT, $0-80
+// func q80x4AVX2(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32, wstep int)
+TEXT ·q80x4AVX2(SB), NOSPLIT, $0-88
 	Q8X4_ARGS
 	VMOVDQU ones16<>(SB), Y12
 
@@ -295,10 +297,10 @@ q80avx2loop:
 	Q80ROW_AVX2(R9, Y1)
 	Q80ROW_AVX2(R10, Y2)
 	Q80ROW_AVX2(R11, Y3)
-	ADDQ $34, R8
-	ADDQ $34, R9
-	ADDQ $34, R10
-	ADDQ $34, R11
+	ADDQ R14, R8
+	ADDQ R14, R9
+	ADDQ R14, R10
+	ADDQ R14, R11
 	ADDQ DX, SI
 	DECQ CX
 	JNZ  q80avx2loop
@@ -320,8 +322,8 @@ q80avx2loop:
 	SCALEC((wp), Y5, Y8); \
 	VFMADD231PS Y8, Y7, acc
 
-// func q40x4VNNI(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32)
-TEXT ·q40x4VNNI(SB), NOSPLIT, $0-80
+// func q40x4VNNI(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32, wstep int)
+TEXT ·q40x4VNNI(SB), NOSPLIT, $0-88
 	Q8X4_ARGS
 	VMOVDQU nib<>(SB), Y15
 	VMOVDQU q4shift<>(SB), Y14
@@ -338,10 +340,10 @@ q40vnniloop:
 	Q40ROW_VNNI(R9, Y1)
 	Q40ROW_VNNI(R10, Y2)
 	Q40ROW_VNNI(R11, Y3)
-	ADDQ $18, R8
-	ADDQ $18, R9
-	ADDQ $18, R10
-	ADDQ $18, R11
+	ADDQ R14, R8
+	ADDQ R14, R9
+	ADDQ R14, R10
+	ADDQ R14, R11
 	ADDQ DX, SI
 	DECQ CX
 	JNZ  q40vnniloop
@@ -359,8 +361,8 @@ q40vnniloop:
 	SCALEC((wp), Y5, Y8); \
 	VFMADD231PS Y8, Y7, acc
 
-// func q80x4VNNI(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32)
-TEXT ·q80x4VNNI(SB), NOSPLIT, $0-80
+// func q80x4VNNI(w0, w1, w2, w3, a *byte, stride, coff, doff, nb int, out *[4]float32, wstep int)
+TEXT ·q80x4VNNI(SB), NOSPLIT, $0-88
 	Q8X4_ARGS
 	VMOVDQU x80<>(SB), Y15
 
@@ -376,10 +378,10 @@ q80vnniloop:
 	Q80ROW_VNNI(R9, Y1)
 	Q80ROW_VNNI(R10, Y2)
 	Q80ROW_VNNI(R11, Y3)
-	ADDQ $34, R8
-	ADDQ $34, R9
-	ADDQ $34, R10
-	ADDQ $34, R11
+	ADDQ R14, R8
+	ADDQ R14, R9
+	ADDQ R14, R10
+	ADDQ R14, R11
 	ADDQ DX, SI
 	DECQ CX
 	JNZ  q80vnniloop
@@ -439,8 +441,8 @@ q80vnniloop:
 	TILE_STORE_TOKEN(Y24, Y25, Y26, Y27, 32); \
 	TILE_STORE_TOKEN(Y28, Y29, Y30, Y31, 48)
 
-// func q40x4x4VNNI(w0, w1, w2, w3, a *byte, nb int, out *[16]float32)
-TEXT ·q40x4x4VNNI(SB), NOSPLIT, $0-56
+// func q40x4x4VNNI(w0, w1, w2, w3, a *byte, nb int, out *[16]float32, wstep int)
+TEXT ·q40x4x4VNNI(SB), NOSPLIT, $0-64
 	TILE_ARGS
 	VMOVDQU nib<>(SB), Y15
 	VMOVDQU q4shift<>(SB), Y14
@@ -459,10 +461,10 @@ q40tileloop:
 	VPAND Y15, Y2, Y2
 	VPAND Y15, Y3, Y3
 	TILE_BODY
-	ADDQ $18, R8
-	ADDQ $18, R9
-	ADDQ $18, R10
-	ADDQ $18, R11
+	ADDQ R12, R8
+	ADDQ R12, R9
+	ADDQ R12, R10
+	ADDQ R12, R11
 	ADDQ $288, SI
 	DECQ CX
 	JNZ  q40tileloop
@@ -471,8 +473,8 @@ q40tileloop:
 	VZEROUPPER
 	RET
 
-// func q80x4x4VNNI(w0, w1, w2, w3, a *byte, nb int, out *[16]float32)
-TEXT ·q80x4x4VNNI(SB), NOSPLIT, $0-56
+// func q80x4x4VNNI(w0, w1, w2, w3, a *byte, nb int, out *[16]float32, wstep int)
+TEXT ·q80x4x4VNNI(SB), NOSPLIT, $0-64
 	TILE_ARGS
 	VMOVDQU x80<>(SB), Y15
 
@@ -482,10 +484,10 @@ q80tileloop:
 	VPXOR 2(R10), Y15, Y2
 	VPXOR 2(R11), Y15, Y3
 	TILE_BODY
-	ADDQ $34, R8
-	ADDQ $34, R9
-	ADDQ $34, R10
-	ADDQ $34, R11
+	ADDQ R12, R8
+	ADDQ R12, R9
+	ADDQ R12, R10
+	ADDQ R12, R11
 	ADDQ $288, SI
 	DECQ CX
 	JNZ  q80tileloop
@@ -859,17 +861,17 @@ axpyloop:
 
 // ZSCALES: the two blocks' fp16 scales of a row at wp and wp+bs, as floats
 // in the low and high halves of dst.
-#define ZSCALES(wp, bs, dst) \
+#define ZSCALES(wp, dst) \
 	MOVWLZX (wp), AX; \
 	VBROADCASTSS (BX)(AX*4), dst; \
-	MOVWLZX bs(wp), AX; \
+	MOVWLZX (wp)(R12*1), AX; \
 	VBROADCASTSS (BX)(AX*4), K1, dst
 
-#define ZTILE_BODY(bs) \
-	ZSCALES(R8, bs, Z4); \
-	ZSCALES(R9, bs, Z5); \
-	ZSCALES(R10, bs, Z6); \
-	ZSCALES(R11, bs, Z7); \
+#define ZTILE_BODY \
+	ZSCALES(R8, Z4); \
+	ZSCALES(R9, Z5); \
+	ZSCALES(R10, Z6); \
+	ZSCALES(R11, Z7); \
 	ZTILE_TOKEN(0, Z16, Z17, Z18, Z19); \
 	ZTILE_TOKEN(1, Z20, Z21, Z22, Z23); \
 	ZTILE_TOKEN(2, Z24, Z25, Z26, Z27); \
@@ -896,14 +898,15 @@ axpyloop:
 // by 0 or 4 per lane and masked: the two blocks' 64 nibbles in order.
 #define ZQ40ROW(wp, dst) \
 	VBROADCASTI32X4 2(wp), dst; \
-	VBROADCASTI32X4 20(wp), K1, dst; \
+	VBROADCASTI32X4 2(wp)(R12*1), K1, dst; \
 	VPSRLVW Z14, dst, dst; \
 	VPANDD Z15, dst, dst
 
-// func q40x4x4Z(w0, w1, w2, w3, a *byte, nb int, out *[16]float32) (nb even)
-TEXT ·q40x4x4Z(SB), NOSPLIT, $0-56
+// func q40x4x4Z(w0, w1, w2, w3, a *byte, nb int, out *[16]float32, wstep int) (nb even)
+TEXT ·q40x4x4Z(SB), NOSPLIT, $0-64
 	TILE_ARGS
 	SHRQ $1, CX
+	LEAQ (R12)(R12*1), R13
 	MOVL $0xff00, AX
 	KMOVW AX, K1
 	MOVL $0x0f, AX
@@ -915,11 +918,11 @@ q40zloop:
 	ZQ40ROW(R9, Z1)
 	ZQ40ROW(R10, Z2)
 	ZQ40ROW(R11, Z3)
-	ZTILE_BODY(18)
-	ADDQ $36, R8
-	ADDQ $36, R9
-	ADDQ $36, R10
-	ADDQ $36, R11
+	ZTILE_BODY
+	ADDQ R13, R8
+	ADDQ R13, R9
+	ADDQ R13, R10
+	ADDQ R13, R11
 	ADDQ $768, SI
 	DECQ CX
 	JNZ  q40zloop
@@ -931,13 +934,14 @@ q40zloop:
 // ZQ80ROW: the two blocks' 2×32 quants, XOR 0x80 (= +128, unsigned).
 #define ZQ80ROW(wp, dst) \
 	VMOVDQU 2(wp), Y9; \
-	VINSERTI64X4 $1, 36(wp), Z9, Z9; \
+	VINSERTI64X4 $1, 2(wp)(R12*1), Z9, Z9; \
 	VPXORD Z15, Z9, dst
 
-// func q80x4x4Z(w0, w1, w2, w3, a *byte, nb int, out *[16]float32) (nb even)
-TEXT ·q80x4x4Z(SB), NOSPLIT, $0-56
+// func q80x4x4Z(w0, w1, w2, w3, a *byte, nb int, out *[16]float32, wstep int) (nb even)
+TEXT ·q80x4x4Z(SB), NOSPLIT, $0-64
 	TILE_ARGS
 	SHRQ $1, CX
+	LEAQ (R12)(R12*1), R13
 	MOVL $0xff00, AX
 	KMOVW AX, K1
 	MOVL $0x80, AX
@@ -948,11 +952,11 @@ q80zloop:
 	ZQ80ROW(R9, Z1)
 	ZQ80ROW(R10, Z2)
 	ZQ80ROW(R11, Z3)
-	ZTILE_BODY(34)
-	ADDQ $68, R8
-	ADDQ $68, R9
-	ADDQ $68, R10
-	ADDQ $68, R11
+	ZTILE_BODY
+	ADDQ R13, R8
+	ADDQ R13, R9
+	ADDQ R13, R10
+	ADDQ R13, R11
 	ADDQ $768, SI
 	DECQ CX
 	JNZ  q80zloop

@@ -18,10 +18,10 @@ func f32at(b []byte) float32 {
 
 // refQ40Dot is the dot of one Q4_0 row (nb blocks) with one quantized token
 // whose block 0 qs start at a[0] (see act.go for stride, coff, doff).
-func refQ40Dot(w, a []byte, stride, doff, nb int) float32 {
+func refQ40Dot(w, a []byte, stride, doff, nb, wstep int) float32 {
 	var sum float32
 	for b := 0; b < nb; b++ {
-		blk := w[b*18 : b*18+18]
+		blk := w[b*wstep : b*wstep+18]
 		qa := a[b*stride : b*stride+32]
 		var s int32
 		for j := 0; j < 16; j++ {
@@ -34,10 +34,10 @@ func refQ40Dot(w, a []byte, stride, doff, nb int) float32 {
 }
 
 // refQ80Dot is refQ40Dot for a Q8_0 row.
-func refQ80Dot(w, a []byte, stride, doff, nb int) float32 {
+func refQ80Dot(w, a []byte, stride, doff, nb, wstep int) float32 {
 	var sum float32
 	for b := 0; b < nb; b++ {
-		blk := w[b*34 : b*34+34]
+		blk := w[b*wstep : b*wstep+34]
 		qa := a[b*stride : b*stride+32]
 		var s int32
 		for j := 0; j < 32; j++ {

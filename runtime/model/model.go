@@ -19,8 +19,19 @@ type Backend interface {
 	Parallel(n int, body Ranger)
 	// Threads is the most Range calls Parallel runs at once.
 	Threads() int
+	// Dot returns Σ a[i]·b[i]; Axpy adds a·x to dst. Attention runs on
+	// them (one head's keys and values at a time).
+	Dot(a, b []float32) float32
+	Axpy(dst []float32, a float32, x []float32)
 	// Supports reports whether MatMul handles weights of type t.
 	Supports(t quant.Type) bool
+}
+
+// Preparer is implemented by backends that convert weights once, at load
+// time, into a form of their own (e.g. re-laid out for their kernels, or
+// copied to a device), stored in Weight.Prepared.
+type Preparer interface {
+	Prepare(w *Weight) error
 }
 
 // Ranger is a piece of parallel work over an index range.
@@ -76,6 +87,15 @@ func New(c Config, w Weights, b Backend) (*Model, error) {
 	}
 	if _, err := w.TokenEmbedding.Type.RowBytes(c.Dim); err != nil || !canDequantize(w.TokenEmbedding.Type) {
 		return nil, fmt.Errorf("token_embd.weight has type %s, which leo cannot read rows of", w.TokenEmbedding.Type)
+	}
+	if p, ok := b.(Preparer); ok {
+		for _, s := range w.specs(c) {
+			if s.matrix != nil && s.matrix.Data != nil {
+				if err := p.Prepare(s.matrix); err != nil {
+					return nil, fmt.Errorf("tensor %s: %w", s.name, err)
+				}
+			}
+		}
 	}
 	m := &Model{Config: c, Weights: w, backend: b}
 	m.ropeCos, m.ropeSin = ropeTables(c)
@@ -342,7 +362,7 @@ type attention struct {
 func (a *attention) Range(start, end int) {
 	scores := <-a.scores
 	defer func() { a.scores <- scores }()
-	s, c := a.s, a.s.m.Config
+	s, c, b := a.s, a.s.m.Config, a.s.m.backend
 	hd, group := c.HeadDim(), c.Heads/c.KVHeads
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	kc := s.Cache
@@ -355,7 +375,7 @@ func (a *attention) Range(start, end int) {
 		sc := scores[:n]
 		maxScore := float32(math.Inf(-1))
 		for t := range sc {
-			sc[t] = dot(q, kc.at(kc.K, a.layer, slot, t)[kvOff:kvOff+hd]) * scale
+			sc[t] = b.Dot(q, kc.at(kc.K, a.layer, slot, t)[kvOff:kvOff+hd]) * scale
 			maxScore = max(maxScore, sc[t])
 		}
 		var sum float64
@@ -367,7 +387,7 @@ func (a *attention) Range(start, end int) {
 		inv := float32(1 / sum)
 		clear(out)
 		for t, w := range sc {
-			axpy(out, w*inv, kc.at(kc.V, a.layer, slot, t)[kvOff:kvOff+hd])
+			b.Axpy(out, w*inv, kc.at(kc.V, a.layer, slot, t)[kvOff:kvOff+hd])
 		}
 	}
 }

@@ -17,6 +17,10 @@ type naiveBackend struct{}
 
 func (naiveBackend) Supports(t quant.Type) bool { return t == quant.F32 }
 func (naiveBackend) Threads() int               { return 1 }
+func (naiveBackend) Dot(a, b []float32) float32 { return dot(a, b) }
+func (naiveBackend) Axpy(dst []float32, a float32, x []float32) {
+	axpy(dst, a, x)
+}
 func (naiveBackend) Parallel(n int, body Ranger) {
 	// Uneven pieces, to catch ranges that depend on each other.
 	for start := 0; start < n; start += 3 {

@@ -14,6 +14,10 @@ type Weight struct {
 	Type       quant.Type
 	Rows, Cols int
 	Data       []byte
+	// Prepared is the backend's own form of the weight, made by its
+	// Prepare at load time (nil when it needs none). Data stays as the
+	// file has it: the embedding table is also read row by row.
+	Prepared any
 }
 
 // Layer holds one transformer block's weights.
