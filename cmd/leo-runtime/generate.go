@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/leo-operator/leo/runtime/cpu"
 	"github.com/leo-operator/leo/runtime/generate"
@@ -128,8 +129,11 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	defer l.Close()
 
 	n := *ctxLen
-	if n == 0 {
+	switch {
+	case n == 0:
 		n = min(l.model.Config.ContextLength, 4096)
+	case n < 0 || n > l.model.Config.ContextLength:
+		return usagef("--ctx %d must be in [1, %d], the model's context length (0 picks min(it, 4096))", n, l.model.Config.ContextLength)
 	}
 	tokens := l.tok.Encode(*prompt, true)
 	if len(tokens)+1 > n {
@@ -147,8 +151,8 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	promptRate := float64(len(tokens)) / res.PromptTime.Seconds()
-	genRate := float64(len(res.Tokens)-1) / res.GenTime.Seconds()
+	promptRate := rate(len(tokens), res.PromptTime)
+	genRate := rate(len(res.Tokens)-1, res.GenTime) // the first token counts as prompt time
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(struct {
 			Prompt       string              `json:"prompt"`
@@ -164,4 +168,14 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fmt.Fprintf(stderr, "prompt: %d tokens, %.1f tok/s; generated: %d tokens, %.1f tok/s; finish: %s\n",
 		len(tokens), promptRate, len(res.Tokens), genRate, res.Finish)
 	return nil
+}
+
+// rate is n tokens per second over d, and 0 when there is nothing to
+// measure (one generated token leaves no generation time): never NaN or
+// ±Inf, which encoding/json refuses to write.
+func rate(n int, d time.Duration) float64 {
+	if n <= 0 || d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
 }

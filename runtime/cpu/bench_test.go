@@ -68,7 +68,7 @@ func BenchmarkMatMul(b *testing.B) {
 }
 
 func benchMatMul(b *testing.B, typ quant.Type, rows, cols, n, threads int) {
-	w := benchMatrix(typ, rows, cols)
+	w := Interleave(benchMatrix(typ, rows, cols)) // as the model's weights are
 	x := randX(rand.New(rand.NewPCG(1, 1)), n, cols)
 	dst := make([]float32, n*rows)
 	p := NewPool(threads)

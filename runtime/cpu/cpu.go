@@ -30,35 +30,21 @@ type Matrix struct {
 	Interleaved bool
 }
 
-// Interleave returns m with its rows re-laid out for the mat-vec kernels
-// when that helps: Q4_0 and Q8_0 rows in groups of four, the groups'
-// blocks interleaved (row 0 block 0, row 1 block 0, row 2 block 0, row 3
-// block 0, row 0 block 1, ...). The kernels read four rows at once, and
-// this way they read memory front to back, which the hardware prefetchers
-// follow at full bandwidth, instead of four streams a row apart (about 2×
-// slower from DRAM, measured). The copy is as big as m. Other matrices,
-// and matrices whose rows are not a multiple of four, come back as they
-// are; so does everything when the kernels in use are the pure-Go ones.
+// Interleave returns m re-laid out for the lane kernels when the CPU has
+// them (AVX-512 VNNI): Q4_0 and Q8_0 matrices whose rows are a multiple
+// of four, in groups of four rows whose blocks are interleaved so that one
+// instruction works on four rows (lanes.go). The kernels then also read
+// memory front to back, which the hardware prefetchers follow at full
+// bandwidth. The copy is as big as m. Other matrices come back as they are.
 func Interleave(m Matrix) Matrix {
-	if m.Interleaved || (m.Type != quant.Q4_0 && m.Type != quant.Q8_0) || m.Rows%4 != 0 || active == &kernelSets[0] {
+	if m.Interleaved || (m.Type != quant.Q4_0 && m.Type != quant.Q8_0) || m.Rows%4 != 0 || active.laneVec(m.Type) == nil {
 		return m
 	}
 	rowBytes, err := m.Type.RowBytes(m.Cols)
 	if err != nil || len(m.Data)/rowBytes < m.Rows {
 		return m
 	}
-	bb, nb := m.Type.BlockBytes(), m.Cols/m.Type.BlockElems()
-	out := make([]byte, m.Rows*rowBytes)
-	for g := 0; g < m.Rows/4; g++ {
-		base := g * 4 * rowBytes
-		for i := 0; i < 4; i++ {
-			row := m.Data[(4*g+i)*rowBytes:]
-			for b := 0; b < nb; b++ {
-				copy(out[base+(4*b+i)*bb:base+(4*b+i+1)*bb], row[b*bb:(b+1)*bb])
-			}
-		}
-	}
-	m.Data, m.Interleaved = out, true
+	m.Data, m.Interleaved = interleaveLanes(m, rowBytes), true
 	return m
 }
 
@@ -107,8 +93,21 @@ func (p *Pool) MatMul(dst []float32, w Matrix, x []float32, n int) error {
 	ks := active
 	j := &p.mm
 	*j = matMulJob{p: p, ks: ks, w: w, rowBytes: rowBytes, x: x, n: n, dst: dst, group: 1}
-	switch w.Type {
-	case quant.Q4_0, quant.Q8_0:
+	switch {
+	case w.Interleaved:
+		if ks.laneVec(w.Type) == nil {
+			return fmt.Errorf("cpu: MatMul of an interleaved matrix needs the kernels it was interleaved for")
+		}
+		j.nb = w.Cols / 32
+		j.group = 1
+		if n > 1 {
+			j.group = 4
+		}
+		j.stride = j.group * laneTokBytes // bytes from a token's block to its next
+		j.tokBytes = j.nb * j.stride      // bytes per group of tokens
+		groups := (n + j.group - 1) / j.group
+		p.quantize(j, groups*j.tokBytes)
+	case w.Type == quant.Q4_0 || w.Type == quant.Q8_0:
 		j.nb = w.Cols / 32
 		switch {
 		case n > 1 && ks.q8TileZ(w.Type) != nil && j.nb%2 == 0:
@@ -123,11 +122,11 @@ func (p *Pool) MatMul(dst []float32, w Matrix, x []float32, n int) error {
 		j.tokBytes = j.layout.groupBytes(j.nb)
 		groups := (n + j.group - 1) / j.group
 		p.quantize(j, groups*j.tokBytes)
-	case quant.Q4_K, quant.Q6_K:
+	case w.Type == quant.Q4_K || w.Type == quant.Q6_K:
 		j.nb = w.Cols / 256
 		j.tokBytes = j.nb * q8KStride
 		p.quantize(j, n*j.tokBytes)
-	case quant.F16, quant.BF16:
+	case w.Type == quant.F16 || w.Type == quant.BF16:
 		j.x = p.roundActivations(w.Type, x[:n*w.Cols])
 	}
 	j.chunk = chunkRows
@@ -162,6 +161,13 @@ func (p *Pool) quantize(j *matMulJob, size int) {
 		// Padding tokens of the last group: zero, so their (discarded)
 		// results are finite and the scratch's old contents never matter.
 		for t := j.n; t%j.group != 0; t++ {
+			if j.w.Interleaved {
+				base := j.act[t/j.group*j.tokBytes+t%j.group*laneTokBytes:]
+				for b := 0; b < j.nb; b++ {
+					clear(base[b*j.stride : b*j.stride+laneTokBytes])
+				}
+				continue
+			}
 			clearQ8Token(j.act[t/j.group*j.tokBytes:], j.layout, t%j.group, j.nb)
 		}
 	}
@@ -203,6 +209,10 @@ func (q *quantJob) Range(start, end int) {
 	}
 	for t := start; t < end; t++ {
 		xt := j.x[t*j.w.Cols : (t+1)*j.w.Cols]
+		if j.w.Interleaved {
+			quantizeLaneToken(j.act[t/j.group*j.tokBytes+t%j.group*laneTokBytes:], j.stride, xt, k)
+			continue
+		}
 		switch j.w.Type {
 		case quant.Q4_0, quant.Q8_0:
 			quantizeQ8Token(j.act[t/j.group*j.tokBytes:], j.layout, t%j.group, xt, k)
@@ -235,6 +245,10 @@ func (j *matMulJob) Range(start, end int) {
 	for c := start; c < end; c++ {
 		r0 := c * j.chunk
 		r1 := min(r0+j.chunk, j.w.Rows)
+		if j.w.Interleaved {
+			j.laneRows(r0, r1)
+			continue
+		}
 		switch j.w.Type {
 		case quant.Q4_0, quant.Q8_0:
 			j.q8Rows(r0, r1)
@@ -292,6 +306,35 @@ func (j *matMulJob) q8Rows(r0, r1 int) {
 		for t := 0; t < j.n; t++ {
 			out := vec(rows, j.act[t*j.tokBytes:(t+1)*j.tokBytes], j.stride, coff, doff, j.nb, wstep)
 			copy(j.dst[t*j.w.Rows+r:][:nr], out[:nr])
+		}
+	}
+}
+
+// laneRows computes rows [r0, r1) (multiples of 4) of an interleaved
+// matrix for all tokens.
+func (j *matMulJob) laneRows(r0, r1 int) {
+	w := j.w.Data[r0*j.rowBytes : r1*j.rowBytes]
+	groups := (r1 - r0) / 4
+	if j.n == 1 {
+		j.ks.laneVec(j.w.Type)(w, j.act, j.nb, groups, j.dst[r0:r1])
+		return
+	}
+	tile := j.ks.laneTile(j.w.Type)
+	rows := j.w.Rows
+	for g := 0; 4*g < j.n; g++ {
+		a := j.act[g*j.tokBytes : (g+1)*j.tokBytes]
+		if 4*g+4 <= j.n {
+			tile(w, a, j.nb, groups, j.dst[4*g*rows+r0:], rows)
+			continue
+		}
+		// The last, partial group of tokens: through scratch, one row
+		// group at a time, keeping the real tokens' results.
+		var out [16]float32
+		for rg := 0; rg < groups; rg++ {
+			tile(w[rg*4*j.rowBytes:], a, j.nb, 1, out[:], 4)
+			for t := 0; t < j.n-4*g; t++ {
+				copy(j.dst[(4*g+t)*rows+r0+4*rg:][:4], out[4*t:4*t+4])
+			}
 		}
 	}
 }

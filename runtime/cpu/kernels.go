@@ -13,6 +13,14 @@ type q8Vec4Func func(w [4][]byte, a []byte, stride, coff, doff, nb, wstep int) [
 // tokens of one group (g = 4) of Q8_0-family activations; wstep as above.
 type q8TileFunc func(w [4][]byte, a []byte, nb, wstep int) [16]float32
 
+// laneVecFunc computes out[4g+r] = row r of group g · token for groups
+// groups of four rows in the lane layout (lanes.go), w at the first group.
+type laneVecFunc func(w, a []byte, nb, groups int, out []float32)
+
+// laneTileFunc is laneVecFunc for the four tokens of a lane activation
+// group: out[t*stride+4g+r].
+type laneTileFunc func(w, a []byte, nb, groups int, out []float32, stride int)
+
 // kVec1Func is the dot of one Q4_K or Q6_K row of nb super-blocks with one
 // Q8_K token.
 type kVec1Func func(w, a []byte, nb int) float32
@@ -28,12 +36,15 @@ type kernelSet struct {
 	// q40TileZ, q80TileZ read the pair layout (act.go); used when non-nil
 	// and the block count is even.
 	q40TileZ, q80TileZ q8TileFunc
-	q4KVec1, q6KVec1   kVec1Func
-	f32Vec4            fVec4Func
-	f16Vec4            fVec4Func
-	bf16Vec4           fVec4Func
-	dot                func(a, b []float32) float32
-	axpy               func(dst []float32, a float32, x []float32)
+	// Lane-layout kernels (nil: Interleave keeps the plain layout).
+	q40LaneVec, q80LaneVec   laneVecFunc
+	q40LaneTile, q80LaneTile laneTileFunc
+	q4KVec1, q6KVec1         kVec1Func
+	f32Vec4                  fVec4Func
+	f16Vec4                  fVec4Func
+	bf16Vec4                 fVec4Func
+	dot                      func(a, b []float32) float32
+	axpy                     func(dst []float32, a float32, x []float32)
 }
 
 func (ks *kernelSet) q8Vec4(t quant.Type) q8Vec4Func {
@@ -41,6 +52,20 @@ func (ks *kernelSet) q8Vec4(t quant.Type) q8Vec4Func {
 		return ks.q40Vec4
 	}
 	return ks.q80Vec4
+}
+
+func (ks *kernelSet) laneVec(t quant.Type) laneVecFunc {
+	if t == quant.Q4_0 {
+		return ks.q40LaneVec
+	}
+	return ks.q80LaneVec
+}
+
+func (ks *kernelSet) laneTile(t quant.Type) laneTileFunc {
+	if t == quant.Q4_0 {
+		return ks.q40LaneTile
+	}
+	return ks.q80LaneTile
 }
 
 func (ks *kernelSet) q8Tile(t quant.Type) q8TileFunc {

@@ -845,19 +845,23 @@ axpyloop:
 // high 256 bits of a weight register hold the two blocks; K1 = 0xff00
 // selects the high half when loading the second block's scale.
 
-#define ZTILE_MAC(t, wq, ws, acc) \
-	VMOVDQU64 (256+64*t)(SI), Z10; \
+// ZTILE_MAC: one row × one token, the token's qs in Z8, its corrections
+// in Z9 and scales in Z12 (loaded once per token for the four rows).
+#define ZTILE_MAC(wq, ws, acc) \
+	VMOVDQA32 Z9, Z10; \
 	VPDPBUSD Z8, wq, Z10; \
 	VCVTDQ2PS Z10, Z10; \
-	VMULPS (512+64*t)(SI), ws, Z11; \
+	VMULPS Z12, ws, Z11; \
 	VFMADD231PS Z11, Z10, acc
 
 #define ZTILE_TOKEN(t, a0, a1, a2, a3) \
 	VMOVDQU64 (64*t)(SI), Z8; \
-	ZTILE_MAC(t, Z0, Z4, a0); \
-	ZTILE_MAC(t, Z1, Z5, a1); \
-	ZTILE_MAC(t, Z2, Z6, a2); \
-	ZTILE_MAC(t, Z3, Z7, a3)
+	VMOVDQU64 (256+64*t)(SI), Z9; \
+	VMOVUPS (512+64*t)(SI), Z12; \
+	ZTILE_MAC(Z0, Z4, a0); \
+	ZTILE_MAC(Z1, Z5, a1); \
+	ZTILE_MAC(Z2, Z6, a2); \
+	ZTILE_MAC(Z3, Z7, a3)
 
 // ZSCALES: the two blocks' fp16 scales of a row at wp and wp+bs, as floats
 // in the low and high halves of dst.

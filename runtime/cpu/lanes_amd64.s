@@ -1,0 +1,154 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// Lane kernels: Q4_0 / Q8_0 weights in the lane layout (lanes.go) × tokens
+// in the lane activation layout, AVX-512 VNNI. Dword lane 4r+k of a 512-bit
+// register is row r's columns 4k..4k+3 of a block, so one VPDPBUSD works on
+// four rows at once and the float work (convert, scale, add) is done once
+// per block for four rows instead of once per row.
+
+// laneperm: VPERMPS indexes copying floats 0..3 four times each.
+DATA laneperm<>+0(SB)/8, $0x0000000000000000
+DATA laneperm<>+8(SB)/8, $0x0000000000000000
+DATA laneperm<>+16(SB)/8, $0x0000000100000001
+DATA laneperm<>+24(SB)/8, $0x0000000100000001
+DATA laneperm<>+32(SB)/8, $0x0000000200000002
+DATA laneperm<>+40(SB)/8, $0x0000000200000002
+DATA laneperm<>+48(SB)/8, $0x0000000300000003
+DATA laneperm<>+56(SB)/8, $0x0000000300000003
+GLOBL laneperm<>(SB), RODATA|NOPTR, $64
+
+// LSCALES: the group's four fp16 row scales at wp, each in four lanes (Z4).
+#define LSCALES(wp) \
+	VCVTPH2PS (wp), X4; \
+	VPERMPS Z4, Z14, Z4
+
+// Q4_0 weights of a group's block: low nibbles in Z5, high in Z6.
+#define LW40(wp) \
+	VMOVDQU64 8(wp), Z5; \
+	VPSRLW $4, Z5, Z6; \
+	VPANDD Z15, Z5, Z5; \
+	VPANDD Z15, Z6, Z6
+
+// Q8_0 weights of a group's block, +128 (unsigned): halves in Z5 and Z6.
+#define LW80(wp) \
+	VMOVDQU64 8(wp), Z5; \
+	VMOVDQU64 72(wp), Z6; \
+	VPXORD Z15, Z5, Z5; \
+	VPXORD Z15, Z6, Z6
+
+// LTOKEN: acc += Σ_block per lane, token record at off(R9); temps t1, t2.
+#define LTOKEN(off, acc, t1, t2) \
+	VBROADCASTI32X4 (off+128)(R9), t1; \
+	VPDPBUSD (off)(R9), Z5, t1; \
+	VPDPBUSD (off+64)(R9), Z6, t1; \
+	VCVTDQ2PS t1, t1; \
+	VMULPS.BCST (off+144)(R9), Z4, t2; \
+	VFMADD231PS t2, t1, acc
+
+// LREDUCE: the four row sums of lanes 4r+k of zacc (low half yacc) to dst.
+#define LREDUCE(zacc, yacc, dst) \
+	VEXTRACTF64X4 $1, zacc, Y7; \
+	VHADDPS Y7, yacc, Y8; \
+	VHADDPS Y8, Y8, Y8; \
+	VEXTRACTF128 $1, Y8, X9; \
+	VUNPCKLPS X9, X8, X8; \
+	VMOVUPS X8, dst
+
+#define LVEC_BODY(lw, bytes) \
+lvecgroup: \
+	VPXORD Z0, Z0, Z0; \
+	MOVQ SI, R9; \
+	MOVQ CX, R10; \
+lvecblock: \
+	LSCALES(R8); \
+	lw(R8); \
+	LTOKEN(0, Z0, Z16, Z17); \
+	ADDQ $bytes, R8; \
+	ADDQ $160, R9; \
+	DECQ R10; \
+	JNZ lvecblock; \
+	LREDUCE(Z0, Y0, (DI)); \
+	ADDQ $16, DI; \
+	DECQ DX; \
+	JNZ lvecgroup
+
+#define LANE_SETUP \
+	MOVQ w+0(FP), R8; \
+	MOVQ a+8(FP), SI; \
+	MOVQ nb+16(FP), CX; \
+	MOVQ groups+24(FP), DX; \
+	MOVQ out+32(FP), DI; \
+	VMOVDQU32 laneperm<>(SB), Z14
+
+#define TILE_STRIDE \
+	MOVQ stride+40(FP), BX; \
+	LEAQ (BX)(BX*2), R11
+
+// func q40LaneVec(w, a *byte, nb, groups int, out *float32)
+TEXT ·q40LaneVec(SB), NOSPLIT, $0-40
+	LANE_SETUP
+	MOVL $0x0f, AX
+	VPBROADCASTB AX, Z15
+	LVEC_BODY(LW40, 72)
+	VZEROUPPER
+	RET
+
+// func q80LaneVec(w, a *byte, nb, groups int, out *float32)
+TEXT ·q80LaneVec(SB), NOSPLIT, $0-40
+	LANE_SETUP
+	MOVL $0x80, AX
+	VPBROADCASTB AX, Z15
+	LVEC_BODY(LW80, 136)
+	VZEROUPPER
+	RET
+
+// Four tokens (records 160 bytes apart, 640 bytes per block); row sums of
+// token t go to out + t*stride bytes.
+#define LTILE_BODY(lw, bytes) \
+ltilegroup: \
+	VPXORD Z0, Z0, Z0; \
+	VPXORD Z1, Z1, Z1; \
+	VPXORD Z2, Z2, Z2; \
+	VPXORD Z3, Z3, Z3; \
+	MOVQ SI, R9; \
+	MOVQ CX, R10; \
+ltileblock: \
+	LSCALES(R8); \
+	lw(R8); \
+	LTOKEN(0, Z0, Z16, Z17); \
+	LTOKEN(160, Z1, Z18, Z19); \
+	LTOKEN(320, Z2, Z20, Z21); \
+	LTOKEN(480, Z3, Z22, Z23); \
+	ADDQ $bytes, R8; \
+	ADDQ $640, R9; \
+	DECQ R10; \
+	JNZ ltileblock; \
+	LREDUCE(Z0, Y0, (DI)); \
+	LREDUCE(Z1, Y1, (DI)(BX*1)); \
+	LREDUCE(Z2, Y2, (DI)(BX*2)); \
+	LREDUCE(Z3, Y3, (DI)(R11*1)); \
+	ADDQ $16, DI; \
+	DECQ DX; \
+	JNZ ltilegroup
+
+// func q40LaneTile(w, a *byte, nb, groups int, out *float32, stride int)
+TEXT ·q40LaneTile(SB), NOSPLIT, $0-48
+	LANE_SETUP
+	TILE_STRIDE
+	MOVL $0x0f, AX
+	VPBROADCASTB AX, Z15
+	LTILE_BODY(LW40, 72)
+	VZEROUPPER
+	RET
+
+// func q80LaneTile(w, a *byte, nb, groups int, out *float32, stride int)
+TEXT ·q80LaneTile(SB), NOSPLIT, $0-48
+	LANE_SETUP
+	TILE_STRIDE
+	MOVL $0x80, AX
+	VPBROADCASTB AX, Z15
+	LTILE_BODY(LW80, 136)
+	VZEROUPPER
+	RET
