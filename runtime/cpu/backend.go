@@ -9,16 +9,38 @@ import (
 type Backend struct{ Pool *Pool }
 
 var (
-	_ model.Backend  = Backend{}
-	_ model.Preparer = Backend{}
+	_ model.Backend     = Backend{}
+	_ model.Preparer    = Backend{}
+	_ model.SharedInput = Backend{}
 )
 
 // MatMul multiplies by a model weight; see Pool.MatMul.
 func (b Backend) MatMul(dst []float32, w *model.Weight, x []float32, n int) error {
-	if m, ok := w.Prepared.(*Matrix); ok {
-		return b.Pool.MatMul(dst, *m, x, n)
+	return b.Pool.MatMul(dst, matrixOf(w), x, n)
+}
+
+// MatMuls computes products of the same input together; see Pool.MatMuls.
+func (b Backend) MatMuls(x []float32, n int, ps []model.Product) error {
+	if len(ps) > MaxProducts {
+		for _, pr := range ps {
+			if err := b.MatMul(pr.Dst, pr.W, x, n); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
-	return b.Pool.MatMul(dst, Matrix{Type: w.Type, Rows: w.Rows, Cols: w.Cols, Data: w.Data}, x, n)
+	var prods [MaxProducts]Product
+	for i, pr := range ps {
+		prods[i] = Product{Dst: pr.Dst, W: matrixOf(pr.W)}
+	}
+	return b.Pool.MatMuls(x, n, prods[:len(ps)]...)
+}
+
+func matrixOf(w *model.Weight) Matrix {
+	if m, ok := w.Prepared.(*Matrix); ok {
+		return *m
+	}
+	return Matrix{Type: w.Type, Rows: w.Rows, Cols: w.Cols, Data: w.Data}
 }
 
 // Prepare interleaves the rows of Q4_0 and Q8_0 weights for the mat-vec

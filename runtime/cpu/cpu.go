@@ -64,6 +64,64 @@ func Supported(t quant.Type) bool {
 // allocates nothing itself. It returns an error, computing nothing, when
 // the type is not supported or a size does not match.
 func (p *Pool) MatMul(dst []float32, w Matrix, x []float32, n int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.multi.jobs[0] = matMulJob{}
+	if err := p.setup(&p.multi.jobs[0], dst, w, x, n); err != nil {
+		return err
+	}
+	p.prepareInput(&p.multi.jobs[0])
+	return p.runJobs(1)
+}
+
+// Product is one of several matrix products of the same input.
+type Product struct {
+	Dst []float32
+	W   Matrix
+}
+
+// MaxProducts is the most products MatMuls takes at once.
+const MaxProducts = 4
+
+// MatMuls computes the products of the same input x (n tokens), as
+// MatMul does for each, but quantizing x once and running all of them in
+// one pass over the threads (one wake-up and one wait instead of one per
+// product) when the matrices share their type and width, as a layer's
+// query/key/value or gate/up projections do. It does not allocate.
+func (p *Pool) MatMuls(x []float32, n int, ps ...Product) error {
+	if len(ps) > MaxProducts {
+		return fmt.Errorf("cpu: MatMuls takes at most %d products, got %d", MaxProducts, len(ps))
+	}
+	for i := 1; i < len(ps); i++ {
+		a, b := ps[0].W, ps[i].W
+		if a.Type != b.Type || a.Cols != b.Cols || a.Interleaved != b.Interleaved {
+			for _, pr := range ps {
+				if err := p.MatMul(pr.Dst, pr.W, x, n); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, pr := range ps {
+		j := &p.multi.jobs[i]
+		*j = matMulJob{}
+		if err := p.setup(j, pr.Dst, pr.W, x, n); err != nil {
+			return err
+		}
+		if i == 0 {
+			p.prepareInput(j)
+		} else { // same input, same layout: share the quantized tokens
+			j.act, j.x = p.multi.jobs[0].act, p.multi.jobs[0].x
+		}
+	}
+	return p.runJobs(len(ps))
+}
+
+// setup checks one product and fills in its job, all but the input.
+func (p *Pool) setup(j *matMulJob, dst []float32, w Matrix, x []float32, n int) error {
 	if !Supported(w.Type) {
 		return fmt.Errorf("cpu: MatMul of %s weights is not supported; use F32, F16, BF16, Q8_0, Q4_0, Q4_K or Q6_K", w.Type)
 	}
@@ -87,26 +145,19 @@ func (p *Pool) MatMul(dst []float32, w Matrix, x []float32, n int) error {
 	if len(dst)/w.Rows < n {
 		return fmt.Errorf("cpu: MatMul output holds %d values, too few for %d tokens of %d rows", len(dst), n, w.Rows)
 	}
-
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	ks := active
-	j := &p.mm
+	if w.Interleaved && ks.laneVec(w.Type) == nil {
+		return fmt.Errorf("cpu: MatMul of an interleaved matrix needs the kernels it was interleaved for")
+	}
 	*j = matMulJob{p: p, ks: ks, w: w, rowBytes: rowBytes, x: x, n: n, dst: dst, group: 1}
 	switch {
 	case w.Interleaved:
-		if ks.laneVec(w.Type) == nil {
-			return fmt.Errorf("cpu: MatMul of an interleaved matrix needs the kernels it was interleaved for")
-		}
 		j.nb = w.Cols / 32
-		j.group = 1
 		if n > 1 {
 			j.group = 4
 		}
 		j.stride = j.group * laneTokBytes // bytes from a token's block to its next
 		j.tokBytes = j.nb * j.stride      // bytes per group of tokens
-		groups := (n + j.group - 1) / j.group
-		p.quantize(j, groups*j.tokBytes)
 	case w.Type == quant.Q4_0 || w.Type == quant.Q8_0:
 		j.nb = w.Cols / 32
 		switch {
@@ -120,14 +171,9 @@ func (p *Pool) MatMul(dst []float32, w Matrix, x []float32, n int) error {
 		j.group = j.layout.g
 		j.stride = q8Stride(j.group)
 		j.tokBytes = j.layout.groupBytes(j.nb)
-		groups := (n + j.group - 1) / j.group
-		p.quantize(j, groups*j.tokBytes)
 	case w.Type == quant.Q4_K || w.Type == quant.Q6_K:
 		j.nb = w.Cols / 256
 		j.tokBytes = j.nb * q8KStride
-		p.quantize(j, n*j.tokBytes)
-	case w.Type == quant.F16 || w.Type == quant.BF16:
-		j.x = p.roundActivations(w.Type, x[:n*w.Cols])
 	}
 	j.chunk = chunkRows
 	if n == 1 {
@@ -136,9 +182,56 @@ func (p *Pool) MatMul(dst []float32, w Matrix, x []float32, n int) error {
 		// few per thread so that a slowed thread can be helped.
 		j.chunk = max(chunkRows, (w.Rows/(4*p.threads))&^15)
 	}
-	p.run((w.Rows+j.chunk-1)/j.chunk, 1, j)
-	j.x, j.dst, j.w.Data = nil, nil, nil // keep no references to the caller's memory
+	j.chunks = (w.Rows + j.chunk - 1) / j.chunk
 	return nil
+}
+
+// prepareInput quantizes (or rounds) the job's input as its weights need.
+func (p *Pool) prepareInput(j *matMulJob) {
+	switch {
+	case j.nb > 0: // the 8-bit families
+		groups := (j.n + j.group - 1) / j.group
+		p.quantize(j, groups*j.tokBytes)
+	case j.w.Type == quant.F16 || j.w.Type == quant.BF16:
+		j.x = p.roundActivations(j.w.Type, j.x[:j.n*j.w.Cols])
+	}
+}
+
+// runJobs computes the first k jobs' row chunks on all threads, then
+// drops the references to the callers' memory.
+func (p *Pool) runJobs(k int) error {
+	m := &p.multi
+	m.k, m.total = k, 0
+	for i := 0; i < k; i++ {
+		m.total += m.jobs[i].chunks
+	}
+	p.run(m.total, 1, m)
+	for i := 0; i < k; i++ {
+		j := &m.jobs[i]
+		j.x, j.dst, j.w.Data = nil, nil, nil
+	}
+	return nil
+}
+
+// multiJob is the chunks of several jobs in a row: chunk c of the whole is
+// chunk c − (chunks of the jobs before) of its job.
+type multiJob struct {
+	jobs  [MaxProducts]matMulJob
+	k     int
+	total int
+}
+
+func (m *multiJob) Range(start, end int) {
+	base := 0
+	for i := 0; i < m.k && start < end; i++ {
+		j := &m.jobs[i]
+		if start < base+j.chunks {
+			e := min(end, base+j.chunks)
+			j.Range(start-base, e-base)
+			start = e
+		}
+		base += j.chunks
+	}
 }
 
 // chunkRows is the rows one unit of MatMul work covers: four 4-row tiles,
@@ -239,6 +332,7 @@ type matMulJob struct {
 	stride   int      // bytes per block of a group in act
 	tokBytes int      // bytes per group (per token for Q8_K) in act
 	chunk    int      // rows per unit of work, a multiple of 16
+	chunks   int      // units of work
 }
 
 func (j *matMulJob) Range(start, end int) {
@@ -322,20 +416,7 @@ func (j *matMulJob) laneRows(r0, r1 int) {
 	tile := j.ks.laneTile(j.w.Type)
 	rows := j.w.Rows
 	for g := 0; 4*g < j.n; g++ {
-		a := j.act[g*j.tokBytes : (g+1)*j.tokBytes]
-		if 4*g+4 <= j.n {
-			tile(w, a, j.nb, groups, j.dst[4*g*rows+r0:], rows)
-			continue
-		}
-		// The last, partial group of tokens: through scratch, one row
-		// group at a time, keeping the real tokens' results.
-		var out [16]float32
-		for rg := 0; rg < groups; rg++ {
-			tile(w[rg*4*j.rowBytes:], a, j.nb, 1, out[:], 4)
-			for t := 0; t < j.n-4*g; t++ {
-				copy(j.dst[(4*g+t)*rows+r0+4*rg:][:4], out[4*t:4*t+4])
-			}
-		}
+		tile(w, j.act[g*j.tokBytes:(g+1)*j.tokBytes], j.nb, groups, j.dst[4*g*rows+r0:], rows, j.n-4*g)
 	}
 }
 

@@ -353,7 +353,7 @@ func TestReference(t *testing.T) {
 			got := runMatMul(t, p, w, x, s.n)
 			rb, _ := typ.RowBytes(s.cols)
 			for tok := 0; tok < s.n; tok++ {
-				xq := quantizedX(&p.mm, typ, x, tok, s.cols)
+				xq := quantizedX(&p.multi.jobs[0], typ, x, tok, s.cols)
 				for row := 0; row < s.rows; row++ {
 					wd := dequant(typ, w.Data[row*rb:(row+1)*rb], s.cols)
 					var want, mag, qerr float64
@@ -486,7 +486,7 @@ func TestKernelsMatchReference(t *testing.T) {
 				rb, _ := typ.RowBytes(s.cols)
 				mags := make([]float64, len(want))
 				for tok := 0; tok < s.n; tok++ {
-					xq := quantizedX(&p.mm, typ, x, tok, s.cols)
+					xq := quantizedX(&p.multi.jobs[0], typ, x, tok, s.cols)
 					for row := 0; row < s.rows; row++ {
 						for c, v := range dequantMag(typ, w.Data[row*rb:(row+1)*rb], s.cols, true) {
 							mags[tok*s.rows+row] += v * math.Abs(xq[c])
@@ -687,5 +687,54 @@ func TestInterleave(t *testing.T) {
 		if Interleave(f).Interleaved {
 			t.Error("an F16 matrix was interleaved")
 		}
+	}
+}
+
+// TestMatMuls checks products of one input computed together against
+// MatMul one at a time (the same kernels on the same quantized input, so
+// bit for bit), the fallback for matrices that differ, the limit, and that
+// it does not allocate.
+func TestMatMuls(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	p := NewPool(2)
+	defer p.Close()
+	mk := func(typ quant.Type, rows, cols int) Matrix {
+		w := Matrix{Type: typ, Rows: rows, Cols: cols}
+		for range rows {
+			w.Data = append(w.Data, randRow(r, typ, cols)...)
+		}
+		return Interleave(w)
+	}
+	for _, n := range []int{1, 5} {
+		for _, set := range [][]Matrix{
+			{mk(quant.Q4_0, 64, 256), mk(quant.Q4_0, 16, 256), mk(quant.Q4_0, 16, 256)},
+			{mk(quant.Q8_0, 48, 256), mk(quant.Q8_0, 48, 256)},
+			{mk(quant.Q4_K, 20, 256), mk(quant.Q6_K, 20, 256)}, // differ: one at a time
+			{mk(quant.F16, 8, 64), mk(quant.F16, 12, 64)},
+		} {
+			x := randX(r, n, set[0].Cols)
+			ps := make([]Product, len(set))
+			for i, w := range set {
+				ps[i] = Product{Dst: make([]float32, n*w.Rows), W: w}
+			}
+			if err := p.MatMuls(x, n, ps...); err != nil {
+				t.Fatal(err)
+			}
+			for i, w := range set {
+				want := runMatMul(t, p, w, x, n)
+				for k := range want {
+					if math.Float32bits(ps[i].Dst[k]) != math.Float32bits(want[k]) {
+						t.Fatalf("%s n=%d product %d output %d: %g together, %g alone", w.Type, n, i, k, ps[i].Dst[k], want[k])
+					}
+				}
+			}
+			if allocs := testing.AllocsPerRun(10, func() { _ = p.MatMuls(x, n, ps...) }); allocs != 0 {
+				t.Errorf("%s n=%d: MatMuls allocates %.0f times per call", set[0].Type, n, allocs)
+			}
+		}
+	}
+	five := make([]Product, 5)
+	if err := p.MatMuls(nil, 1, five...); err == nil || !strings.Contains(err.Error(), "at most 4") {
+		t.Errorf("5 products: got %v", err)
 	}
 }

@@ -18,8 +18,8 @@ type q8TileFunc func(w [4][]byte, a []byte, nb, wstep int) [16]float32
 type laneVecFunc func(w, a []byte, nb, groups int, out []float32)
 
 // laneTileFunc is laneVecFunc for the four tokens of a lane activation
-// group: out[t*stride+4g+r].
-type laneTileFunc func(w, a []byte, nb, groups int, out []float32, stride int)
+// group: out[t*stride+4g+r], stored for the first ntok tokens only.
+type laneTileFunc func(w, a []byte, nb, groups int, out []float32, stride, ntok int)
 
 // kVec1Func is the dot of one Q4_K or Q6_K row of nb super-blocks with one
 // Q8_K token.

@@ -86,25 +86,22 @@ func laneWeight(t quant.Type, blk []byte, r, c int) (q int32, d float32) {
 // quantizeLaneToken writes token x (len = nb*32) in the lane layout, its
 // block b at buf[b*step:], with corrections for offset k.
 func quantizeLaneToken(buf []byte, step int, x []float32, k int32) {
-	var qs [32]int8
 	for b := 0; b*32 < len(x); b++ {
 		rec := buf[b*step : b*step+laneTokBytes]
 		xs := x[b*32 : b*32+32]
 		d, id := blockScale(absMax(xs))
+		var corr [4]int32
 		for j, v := range xs {
-			qs[j] = roundQ(v * id)
+			q := roundQ(v * id)
+			rec[j&15+(j>>4)*64] = byte(q) // low half at 0, high half at 64
+			corr[(j&15)>>2] += int32(q)
 		}
-		for rep := 0; rep < 4; rep++ {
-			for j := 0; j < 16; j++ {
-				rec[16*rep+j] = byte(qs[j])
-				rec[64+16*rep+j] = byte(qs[16+j])
-			}
-		}
-		for kk := 0; kk < 4; kk++ {
-			var s int32
-			for j := 4 * kk; j < 4*kk+4; j++ {
-				s += int32(qs[j]) + int32(qs[16+j])
-			}
+		// Four copies of each half: copy doubling.
+		copy(rec[16:32], rec[0:16])
+		copy(rec[32:64], rec[0:32])
+		copy(rec[80:96], rec[64:80])
+		copy(rec[96:128], rec[64:96])
+		for kk, s := range corr {
 			binary.LittleEndian.PutUint32(rec[laneCorrOff+4*kk:], uint32(-k*s))
 		}
 		binary.LittleEndian.PutUint32(rec[laneDOff:], math.Float32bits(d))

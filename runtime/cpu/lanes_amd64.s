@@ -84,6 +84,7 @@ lvecblock: \
 
 #define TILE_STRIDE \
 	MOVQ stride+40(FP), BX; \
+	MOVQ ntok+48(FP), R12; \
 	LEAQ (BX)(BX*2), R11
 
 // func q40LaneVec(w, a *byte, nb, groups int, out *float32)
@@ -105,7 +106,8 @@ TEXT ·q80LaneVec(SB), NOSPLIT, $0-40
 	RET
 
 // Four tokens (records 160 bytes apart, 640 bytes per block); row sums of
-// token t go to out + t*stride bytes.
+// token t go to out + t*stride bytes, for the first ntok tokens only (the
+// others are padding of a last, partial group).
 #define LTILE_BODY(lw, bytes) \
 ltilegroup: \
 	VPXORD Z0, Z0, Z0; \
@@ -126,15 +128,22 @@ ltileblock: \
 	DECQ R10; \
 	JNZ ltileblock; \
 	LREDUCE(Z0, Y0, (DI)); \
+	CMPQ R12, $2; \
+	JLT ltilestored; \
 	LREDUCE(Z1, Y1, (DI)(BX*1)); \
+	CMPQ R12, $3; \
+	JLT ltilestored; \
 	LREDUCE(Z2, Y2, (DI)(BX*2)); \
+	CMPQ R12, $4; \
+	JLT ltilestored; \
 	LREDUCE(Z3, Y3, (DI)(R11*1)); \
+ltilestored: \
 	ADDQ $16, DI; \
 	DECQ DX; \
 	JNZ ltilegroup
 
-// func q40LaneTile(w, a *byte, nb, groups int, out *float32, stride int)
-TEXT ·q40LaneTile(SB), NOSPLIT, $0-48
+// func q40LaneTile(w, a *byte, nb, groups int, out *float32, stride, ntok int)
+TEXT ·q40LaneTile(SB), NOSPLIT, $0-56
 	LANE_SETUP
 	TILE_STRIDE
 	MOVL $0x0f, AX
@@ -143,8 +152,8 @@ TEXT ·q40LaneTile(SB), NOSPLIT, $0-48
 	VZEROUPPER
 	RET
 
-// func q80LaneTile(w, a *byte, nb, groups int, out *float32, stride int)
-TEXT ·q80LaneTile(SB), NOSPLIT, $0-48
+// func q80LaneTile(w, a *byte, nb, groups int, out *float32, stride, ntok int)
+TEXT ·q80LaneTile(SB), NOSPLIT, $0-56
 	LANE_SETUP
 	TILE_STRIDE
 	MOVL $0x80, AX

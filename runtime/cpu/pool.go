@@ -34,7 +34,7 @@ type Pool struct {
 	wake []chan struct{} // one per background worker
 	done sync.WaitGroup
 
-	mm     matMulJob // MatMul's body, reused
+	multi  multiJob  // MatMul's and MatMuls' body, reused
 	quant  quantJob  // activation quantization's body, reused
 	act    []byte    // quantized activations, grown once
 	xr     []float32 // activations rounded to F16/BF16, grown once
@@ -47,7 +47,6 @@ func NewPool(threads int) *Pool {
 		threads = runtime.GOMAXPROCS(0)
 	}
 	p := &Pool{threads: threads}
-	p.mm.p = p
 	p.quant.p = p
 	p.wake = make([]chan struct{}, threads-1)
 	for i := range p.wake {

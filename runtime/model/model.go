@@ -34,6 +34,19 @@ type Preparer interface {
 	Prepare(w *Weight) error
 }
 
+// Product is one of several matrix products of the same input.
+type Product struct {
+	Dst []float32
+	W   *Weight
+}
+
+// SharedInput is implemented by backends that compute several products of
+// one input together, e.g. quantizing the input once (the query, key and
+// value projections, or the gate and up projections).
+type SharedInput interface {
+	MatMuls(x []float32, n int, ps []Product) error
+}
+
 // Ranger is a piece of parallel work over an index range.
 type Ranger interface{ Range(start, end int) }
 
@@ -209,6 +222,7 @@ type State struct {
 	sel    []float32 // final hidden states of the tokens that want logits
 	logits []float32 // [tokens wanting logits × Vocab]
 	attn   attention
+	prods  []Product // the products of one input, reused
 }
 
 // NewState makes a state for up to slots sequences of up to length
@@ -231,6 +245,7 @@ func (m *Model) NewState(slots, length, maxBatch int) (*State, error) {
 		sel: make([]float32, n*c.Dim), logits: make([]float32, n*c.VocabSize),
 	}
 	s.attn.s = s
+	s.prods = make([]Product, 0, 4)
 	// One score buffer per thread that may run attention at once.
 	s.attn.scores = make(chan []float32, m.backend.Threads())
 	for i := 0; i < m.backend.Threads(); i++ {
@@ -262,7 +277,8 @@ func (s *State) Forward(b *Batch) ([]float32, error) {
 		// Attention: x += O · attention(rope(Q·norm(x)), rope(K·norm(x)), V·norm(x)).
 		rmsNormRows(xb, x, w.AttnNorm, c.NormEps)
 		q, k, v := s.q[:n*dim], s.k[:n*kvDim], s.v[:n*kvDim]
-		if err := m.matMuls(xb, n, mm{q, &w.Q}, mm{k, &w.K}, mm{v, &w.V}); err != nil {
+		s.prods = append(s.prods[:0], Product{q, &w.Q}, Product{k, &w.K}, Product{v, &w.V})
+		if err := m.matMuls(xb, n, s.prods); err != nil {
 			return nil, err
 		}
 		for i := 0; i < n; i++ {
@@ -281,7 +297,8 @@ func (s *State) Forward(b *Batch) ([]float32, error) {
 		// Feed-forward: x += Down · (silu(Gate·norm(x)) ⊙ Up·norm(x)).
 		rmsNormRows(xb, x, w.FFNNorm, c.NormEps)
 		hb, hb2 := s.hb[:n*hidden], s.hb2[:n*hidden]
-		if err := m.matMuls(xb, n, mm{hb, &w.Gate}, mm{hb2, &w.Up}); err != nil {
+		s.prods = append(s.prods[:0], Product{hb, &w.Gate}, Product{hb2, &w.Up})
+		if err := m.matMuls(xb, n, s.prods); err != nil {
 			return nil, err
 		}
 		swiGLU(hb, hb2)
@@ -309,15 +326,14 @@ func (s *State) Forward(b *Batch) ([]float32, error) {
 	return logits, nil
 }
 
-// mm is one matrix product of a group that shares its input.
-type mm struct {
-	dst []float32
-	w   *Weight
-}
-
-func (m *Model) matMuls(x []float32, n int, products ...mm) error {
+// matMuls computes products of the same input, together where the
+// backend can.
+func (m *Model) matMuls(x []float32, n int, products []Product) error {
+	if b, ok := m.backend.(SharedInput); ok {
+		return b.MatMuls(x, n, products)
+	}
 	for _, p := range products {
-		if err := m.backend.MatMul(p.dst, p.w, x, n); err != nil {
+		if err := m.backend.MatMul(p.Dst, p.W, x, n); err != nil {
 			return err
 		}
 	}
