@@ -22,22 +22,24 @@ import (
 // 4k..4k+3 (+16 for the high half). The groups are as big as the plain
 // rows were, one after another.
 //
-// Activations (one token, per block, laneTokBytes = 160 bytes):
+// Activations (one token, per block, laneTokBytes = 64 bytes):
 //
-//	[qs[0:16] ×4 (64)][qs[16:32] ×4 (64)][corr[0..3] int32 (16)][d float32][pad]
+//	[qs[0:16]][qs[16:32]][corr[0..3] int32 (16)][d float32][pad 12]
 //
-// repeated four times so that lane 4r+k meets the token's columns 4k..4k+3
-// whatever the row; corr[k] = -K·Σ of those 8 columns' qs (K = 8 for
+// The kernels broadcast each 16-byte piece to the four 128-bit lanes, so
+// that lane 4r+k meets the token's columns 4k..4k+3 whatever the row (kept
+// compact, a token group's blocks stay in the L1 cache while four rows at a
+// time stream past them); corr[k] = -K·Σ of those 8 columns' qs (K = 8 for
 // Q4_0, whose unsigned nibbles are q+8; K = 128 for Q8_0, fed as q^0x80 =
 // q+128) starts each lane's integer sum so that the offset cancels. For
 // the 4-token kernel, the four tokens of a group are stored block by
-// block: block b's 160-byte records of tokens 0..3, then block b+1's.
+// block: block b's 64-byte records of tokens 0..3, then block b+1's.
 // Quantization is the same as for the plain layout (act.go).
 
 const (
-	laneTokBytes = 160
-	laneCorrOff  = 128
-	laneDOff     = 144
+	laneTokBytes = 64
+	laneCorrOff  = 32
+	laneDOff     = 48
 )
 
 // laneBlockBytes is a group's bytes per block: four rows' blocks.
@@ -93,14 +95,9 @@ func quantizeLaneToken(buf []byte, step int, x []float32, k int32) {
 		var corr [4]int32
 		for j, v := range xs {
 			q := roundQ(v * id)
-			rec[j&15+(j>>4)*64] = byte(q) // low half at 0, high half at 64
+			rec[j] = byte(q)
 			corr[(j&15)>>2] += int32(q)
 		}
-		// Four copies of each half: copy doubling.
-		copy(rec[16:32], rec[0:16])
-		copy(rec[32:64], rec[0:32])
-		copy(rec[80:96], rec[64:80])
-		copy(rec[96:128], rec[64:96])
 		for kk, s := range corr {
 			binary.LittleEndian.PutUint32(rec[laneCorrOff+4*kk:], uint32(-k*s))
 		}
@@ -109,12 +106,7 @@ func quantizeLaneToken(buf []byte, step int, x []float32, k int32) {
 }
 
 // laneQuant returns a token's quantized column c of block b (record rec).
-func laneQuant(rec []byte, c int) int32 {
-	if c < 16 {
-		return int32(int8(rec[c]))
-	}
-	return int32(int8(rec[64+c-16]))
-}
+func laneQuant(rec []byte, c int) int32 { return int32(int8(rec[c])) }
 
 // laneRef is the reference for the lane kernels: out[4t+r] = row r of the
 // group at w · token t, for the nt tokens whose block-b records are at

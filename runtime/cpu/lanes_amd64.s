@@ -38,13 +38,15 @@ GLOBL laneperm<>(SB), RODATA|NOPTR, $64
 	VPXORD Z15, Z5, Z5; \
 	VPXORD Z15, Z6, Z6
 
-// LTOKEN: acc += Σ_block per lane, token record at off(R9); temps t1, t2.
-#define LTOKEN(off, acc, t1, t2) \
-	VBROADCASTI32X4 (off+128)(R9), t1; \
-	VPDPBUSD (off)(R9), Z5, t1; \
-	VPDPBUSD (off+64)(R9), Z6, t1; \
+// LTOKEN: acc += Σ_block per lane, token record at off(R9); temps t1..t3.
+#define LTOKEN(off, acc, t1, t2, t3) \
+	VBROADCASTI32X4 (off+32)(R9), t1; \
+	VBROADCASTI32X4 (off)(R9), t3; \
+	VPDPBUSD t3, Z5, t1; \
+	VBROADCASTI32X4 (off+16)(R9), t3; \
+	VPDPBUSD t3, Z6, t1; \
 	VCVTDQ2PS t1, t1; \
-	VMULPS.BCST (off+144)(R9), Z4, t2; \
+	VMULPS.BCST (off+48)(R9), Z4, t2; \
 	VFMADD231PS t2, t1, acc
 
 // LREDUCE: the four row sums of lanes 4r+k of zacc (low half yacc) to dst.
@@ -64,9 +66,9 @@ lvecgroup: \
 lvecblock: \
 	LSCALES(R8); \
 	lw(R8); \
-	LTOKEN(0, Z0, Z16, Z17); \
+	LTOKEN(0, Z0, Z16, Z17, Z24); \
 	ADDQ $bytes, R8; \
-	ADDQ $160, R9; \
+	ADDQ $64, R9; \
 	DECQ R10; \
 	JNZ lvecblock; \
 	LREDUCE(Z0, Y0, (DI)); \
@@ -105,7 +107,7 @@ TEXT ·q80LaneVec(SB), NOSPLIT, $0-40
 	VZEROUPPER
 	RET
 
-// Four tokens (records 160 bytes apart, 640 bytes per block); row sums of
+// Four tokens (records 64 bytes apart, 256 bytes per block); row sums of
 // token t go to out + t*stride bytes, for the first ntok tokens only (the
 // others are padding of a last, partial group).
 #define LTILE_BODY(lw, bytes) \
@@ -119,12 +121,12 @@ ltilegroup: \
 ltileblock: \
 	LSCALES(R8); \
 	lw(R8); \
-	LTOKEN(0, Z0, Z16, Z17); \
-	LTOKEN(160, Z1, Z18, Z19); \
-	LTOKEN(320, Z2, Z20, Z21); \
-	LTOKEN(480, Z3, Z22, Z23); \
+	LTOKEN(0, Z0, Z16, Z17, Z24); \
+	LTOKEN(64, Z1, Z18, Z19, Z25); \
+	LTOKEN(128, Z2, Z20, Z21, Z26); \
+	LTOKEN(192, Z3, Z22, Z23, Z27); \
 	ADDQ $bytes, R8; \
-	ADDQ $640, R9; \
+	ADDQ $256, R9; \
 	DECQ R10; \
 	JNZ ltileblock; \
 	LREDUCE(Z0, Y0, (DI)); \

@@ -36,7 +36,7 @@ func TestLaneKernels(t *testing.T) {
 					k = 128
 				}
 				x := randX(r, 4, m.Cols)
-				// One token, records 160 bytes apart.
+				// One token, one record per block.
 				a1 := make([]byte, s.nb*laneTokBytes)
 				quantizeLaneToken(a1, laneTokBytes, x[:m.Cols], k)
 				got := make([]float32, 4*s.groups)
