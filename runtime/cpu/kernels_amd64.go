@@ -45,8 +45,8 @@ func platformKernels() []kernelSet {
 		vnni.q80TileZ = q8Tile(q80x4x4Z)
 		vnni.q40LaneVec = laneVec(q40LaneVec)
 		vnni.q80LaneVec = laneVec(q80LaneVec)
-		vnni.q40LaneTile = laneTile(q40LaneTile)
-		vnni.q80LaneTile = laneTile(q80LaneTile)
+		vnni.q40LaneTile = laneTile(q40LaneTile, q40LaneTile8)
+		vnni.q80LaneTile = laneTile(q80LaneTile, q80LaneTile8)
 		sets = append(sets, vnni)
 	}
 	return sets

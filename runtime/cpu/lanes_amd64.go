@@ -9,6 +9,12 @@ func q40LaneVec(w, a *byte, nb, groups int, out *float32)
 func q80LaneVec(w, a *byte, nb, groups int, out *float32)
 
 //go:noescape
+func q40LaneTile8(w, a *byte, nb, groups int, out *float32, stride, ntok int)
+
+//go:noescape
+func q80LaneTile8(w, a *byte, nb, groups int, out *float32, stride, ntok int)
+
+//go:noescape
 func q40LaneTile(w, a *byte, nb, groups int, out *float32, stride, ntok int)
 
 //go:noescape
@@ -24,13 +30,21 @@ func laneVec(k func(w, a *byte, nb, groups int, out *float32)) laneVecFunc {
 	}
 }
 
-// laneTile wraps a four-token lane kernel: out[t*stride+4g+r] for the
-// first ntok (1..4) tokens.
-func laneTile(k func(w, a *byte, nb, groups int, out *float32, stride, ntok int)) laneTileFunc {
+// laneTile wraps the four-token lane kernels: out[t*stride+4g+r] for the
+// first ntok (1..4) tokens. Pairs of groups go to k8, which reads each
+// token's record once for eight rows; an odd last group to k4.
+func laneTile(k4, k8 func(w, a *byte, nb, groups int, out *float32, stride, ntok int)) laneTileFunc {
 	return func(w, a []byte, nb, groups int, out []float32, stride, ntok int) {
-		if nb > 0 && groups > 0 && ntok > 0 {
-			_ = out[(min(ntok, 4)-1)*stride+4*groups-1]
-			k(&w[0], &a[0], nb, groups, &out[0], 4*stride, ntok)
+		if nb <= 0 || groups <= 0 || ntok <= 0 {
+			return
+		}
+		_ = out[(min(ntok, 4)-1)*stride+4*groups-1]
+		even := groups &^ 1 // w holds exactly the groups: len(w)/groups bytes each
+		if even > 0 {
+			k8(&w[0], &a[0], nb, even, &out[0], 4*stride, ntok)
+		}
+		if even < groups {
+			k4(&w[len(w)/groups*even], &a[0], nb, 1, &out[4*even], 4*stride, ntok)
 		}
 	}
 }

@@ -163,3 +163,114 @@ TEXT ·q80LaneTile(SB), NOSPLIT, $0-56
 	LTILE_BODY(LW80, 136)
 	VZEROUPPER
 	RET
+
+// Eight rows (two groups, the second R13 bytes after the first) × four
+// tokens: each token's record is loaded once for both groups.
+
+// LTOKEN8: token record at off(R9) into both groups' accumulators.
+#define LTOKEN8(off, acc0, acc1, c, l, h, t1, t2, t3) \
+	VBROADCASTI32X4 (off+32)(R9), c; \
+	VBROADCASTI32X4 (off)(R9), l; \
+	VBROADCASTI32X4 (off+16)(R9), h; \
+	VMOVDQA32 c, t1; \
+	VPDPBUSD l, Z5, t1; \
+	VPDPBUSD h, Z6, t1; \
+	VPDPBUSD l, Z10, c; \
+	VPDPBUSD h, Z11, c; \
+	VCVTDQ2PS t1, t1; \
+	VCVTDQ2PS c, c; \
+	VMULPS.BCST (off+48)(R9), Z4, t2; \
+	VMULPS.BCST (off+48)(R9), Z7, t3; \
+	VFMADD231PS t2, t1, acc0; \
+	VFMADD231PS t3, c, acc1
+
+// Second group's scales (Z7) and weights (Z10, Z11), Q4_0 and Q8_0.
+#define LSCALES2(wp) \
+	VCVTPH2PS (wp)(R13*1), X7; \
+	VPERMPS Z7, Z14, Z7
+
+#define LW40B(wp) \
+	VMOVDQU64 8(wp)(R13*1), Z10; \
+	VPSRLW $4, Z10, Z11; \
+	VPANDD Z15, Z10, Z10; \
+	VPANDD Z15, Z11, Z11
+
+#define LW80B(wp) \
+	VMOVDQU64 8(wp)(R13*1), Z10; \
+	VMOVDQU64 72(wp)(R13*1), Z11; \
+	VPXORD Z15, Z10, Z10; \
+	VPXORD Z15, Z11, Z11
+
+// LSTORE4: the row sums of Z0..Z3 (tokens 0..3) at dst, first R12 tokens.
+#define LSTORE4(dst, done) \
+	LREDUCE(Z0, Y0, (dst)); \
+	CMPQ R12, $2; \
+	JLT done; \
+	LREDUCE(Z1, Y1, (dst)(BX*1)); \
+	CMPQ R12, $3; \
+	JLT done; \
+	LREDUCE(Z2, Y2, (dst)(BX*2)); \
+	CMPQ R12, $4; \
+	JLT done; \
+	LREDUCE(Z3, Y3, (dst)(R11*1)); \
+done:
+
+#define LTILE8_BODY(lw, lwb, bytes) \
+	MOVQ CX, R13; \
+	IMULQ $bytes, R13; \
+	SHRQ $1, DX; \
+ltile8group: \
+	VPXORD Z0, Z0, Z0; \
+	VPXORD Z1, Z1, Z1; \
+	VPXORD Z2, Z2, Z2; \
+	VPXORD Z3, Z3, Z3; \
+	VPXORD Z16, Z16, Z16; \
+	VPXORD Z17, Z17, Z17; \
+	VPXORD Z18, Z18, Z18; \
+	VPXORD Z19, Z19, Z19; \
+	MOVQ SI, R9; \
+	MOVQ CX, R10; \
+ltile8block: \
+	LSCALES(R8); \
+	lw(R8); \
+	LSCALES2(R8); \
+	lwb(R8); \
+	LTOKEN8(0, Z0, Z16, Z20, Z21, Z22, Z23, Z24, Z25); \
+	LTOKEN8(64, Z1, Z17, Z26, Z27, Z28, Z29, Z30, Z31); \
+	LTOKEN8(128, Z2, Z18, Z20, Z21, Z22, Z23, Z24, Z25); \
+	LTOKEN8(192, Z3, Z19, Z26, Z27, Z28, Z29, Z30, Z31); \
+	ADDQ $bytes, R8; \
+	ADDQ $256, R9; \
+	DECQ R10; \
+	JNZ ltile8block; \
+	LSTORE4(DI, ltile8stored0); \
+	VMOVAPS Z16, Z0; \
+	VMOVAPS Z17, Z1; \
+	VMOVAPS Z18, Z2; \
+	VMOVAPS Z19, Z3; \
+	LEAQ 16(DI), R9; \
+	LSTORE4(R9, ltile8stored1); \
+	ADDQ $32, DI; \
+	ADDQ R13, R8; \
+	DECQ DX; \
+	JNZ ltile8group
+
+// func q40LaneTile8(w, a *byte, nb, groups int, out *float32, stride, ntok int) (groups even)
+TEXT ·q40LaneTile8(SB), NOSPLIT, $0-56
+	LANE_SETUP
+	TILE_STRIDE
+	MOVL $0x0f, AX
+	VPBROADCASTB AX, Z15
+	LTILE8_BODY(LW40, LW40B, 72)
+	VZEROUPPER
+	RET
+
+// func q80LaneTile8(w, a *byte, nb, groups int, out *float32, stride, ntok int) (groups even)
+TEXT ·q80LaneTile8(SB), NOSPLIT, $0-56
+	LANE_SETUP
+	TILE_STRIDE
+	MOVL $0x80, AX
+	VPBROADCASTB AX, Z15
+	LTILE8_BODY(LW80, LW80B, 136)
+	VZEROUPPER
+	RET
