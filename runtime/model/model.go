@@ -223,6 +223,22 @@ type State struct {
 	logits []float32 // [tokens wanting logits × Vocab]
 	attn   attention
 	prods  []Product // the products of one input, reused
+	glu    gluJob
+}
+
+// elementwiseChunk is how many elements one piece of parallel
+// element-wise work covers.
+const elementwiseChunk = 4096
+
+// gluJob applies swiGLU to pieces of gate and up in parallel: with a
+// prompt's many tokens it is millions of exponentials.
+type gluJob struct{ gate, up []float32 }
+
+func (g *gluJob) Range(start, end int) {
+	lo, hi := start*elementwiseChunk, min(end*elementwiseChunk, len(g.gate))
+	if lo < hi {
+		swiGLU(g.gate[lo:hi], g.up[lo:hi])
+	}
 }
 
 // NewState makes a state for up to slots sequences of up to length
@@ -301,7 +317,8 @@ func (s *State) Forward(b *Batch) ([]float32, error) {
 		if err := m.matMuls(xb, n, s.prods); err != nil {
 			return nil, err
 		}
-		swiGLU(hb, hb2)
+		s.glu.gate, s.glu.up = hb, hb2
+		m.backend.Parallel(len(hb)/elementwiseChunk+1, &s.glu)
 		if err := m.backend.MatMul(xb, &w.Down, hb, n); err != nil {
 			return nil, err
 		}
