@@ -303,7 +303,7 @@ func (q *quantJob) Range(start, end int) {
 	for t := start; t < end; t++ {
 		xt := j.x[t*j.w.Cols : (t+1)*j.w.Cols]
 		if j.w.Interleaved {
-			quantizeLaneToken(j.act[t/j.group*j.tokBytes+t%j.group*laneTokBytes:], j.stride, xt, k)
+			j.ks.quantLane(j.act[t/j.group*j.tokBytes+t%j.group*laneTokBytes:], j.stride, xt, k)
 			continue
 		}
 		switch j.w.Type {

@@ -43,6 +43,7 @@ func platformKernels() []kernelSet {
 		vnni.q80Tile = q8Tile(q80x4x4VNNI)
 		vnni.q40TileZ = q8Tile(q40x4x4Z)
 		vnni.q80TileZ = q8Tile(q80x4x4Z)
+		vnni.quantLane = quantLane
 		vnni.q40LaneVec = laneVec(q40LaneVec)
 		vnni.q80LaneVec = laneVec(q80LaneVec)
 		vnni.q40LaneTile = laneTile(q40LaneTile, q40LaneTile8)

@@ -48,3 +48,16 @@ func laneTile(k4, k8 func(w, a *byte, nb, groups int, out *float32, stride, ntok
 		}
 	}
 }
+
+//go:noescape
+func quantLaneAVX512(x *float32, rec *byte, nb, step, k int)
+
+// quantLane wraps quantLaneAVX512 as quantizeLaneToken.
+func quantLane(buf []byte, step int, x []float32, k int32) {
+	nb := len(x) / 32
+	if nb == 0 {
+		return
+	}
+	_ = buf[(nb-1)*step+laneTokBytes-1]
+	quantLaneAVX512(&x[0], &buf[0], nb, step, int(k))
+}

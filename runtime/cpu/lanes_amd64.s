@@ -274,3 +274,99 @@ TEXT ·q80LaneTile8(SB), NOSPLIT, $0-56
 	LTILE8_BODY(LW80, LW80B, 136)
 	VZEROUPPER
 	RET
+
+// Lane activation records of one token (lanes.go), as quantizeLaneToken
+// writes them, bit for bit: per block of 32, d = max|x|/127 rounded to
+// fp16, q = x·(127/max|x|) rounded half to even (NaN → 0), corrections.
+
+DATA absmask<>+0(SB)/4, $0x7fffffff
+GLOBL absmask<>(SB), RODATA|NOPTR, $4
+DATA f127<>+0(SB)/4, $127.0
+GLOBL f127<>(SB), RODATA|NOPTR, $4
+DATA ones8<>+0(SB)/8, $0x0101010101010101
+DATA ones8<>+8(SB)/8, $0x0101010101010101
+GLOBL ones8<>(SB), RODATA|NOPTR, $16
+
+#define QL_ARGS \
+	MOVQ x+0(FP), SI; \
+	MOVQ rec+8(FP), DI; \
+	MOVQ nb+16(FP), CX; \
+	MOVQ step+24(FP), DX; \
+	MOVQ k+32(FP), AX
+
+// func quantLaneAVX512(x *float32, rec *byte, nb, step, k int)
+TEXT ·quantLaneAVX512(SB), NOSPLIT, $0-40
+	QL_ARGS
+	NEGQ AX
+	VPBROADCASTD AX, X10           // -K in every dword
+	VPBROADCASTD absmask<>(SB), Z11
+	VMOVSS f127<>(SB), X12
+	VMOVDQU ones8<>(SB), X13
+	VPXORD Z31, Z31, Z31
+	VBROADCASTSS X12, Z14          // 127
+	VXORPS Z15, Z15, Z15
+	VSUBPS Z14, Z15, Z15           // -127
+
+qlblock:
+	VMOVUPS (SI), Z0
+	VMOVUPS 64(SI), Z1
+	VCMPPS $3, Z0, Z0, K1          // NaN lanes
+	VCMPPS $3, Z1, Z1, K2
+	VPANDD Z11, Z0, Z2
+	VPANDD Z11, Z1, Z3
+	VMOVDQA32 Z31, K1, Z2          // NaN counts as 0 in the maximum
+	VMOVDQA32 Z31, K2, Z3
+	VPMAXUD Z3, Z2, Z2             // |x| as integers orders like floats
+	VEXTRACTI64X4 $1, Z2, Y3
+	VPMAXUD Y3, Y2, Y2
+	VEXTRACTI128 $1, Y2, X3
+	VPMAXUD X3, X2, X2
+	VPSHUFD $0x4e, X2, X3
+	VPMAXUD X3, X2, X2
+	VPSHUFD $0xb1, X2, X3
+	VPMAXUD X3, X2, X2             // amax in lane 0
+	VMOVD X2, BX
+	TESTL BX, BX
+	JZ qlzero
+
+	VDIVSS X12, X2, X4             // d = amax/127
+	VCVTPS2PH $0, X4, X5           // rounded to fp16, nearest even
+	VCVTPH2PS X5, X4
+	VDIVSS X2, X12, X6             // 127/amax
+	VBROADCASTSS X6, Z6
+	VMULPS Z6, Z0, Z0
+	VMULPS Z6, Z1, Z1
+	VCMPPS $3, Z0, Z0, K1          // NaN products (NaN or ±Inf inputs) quantize to 0
+	VCMPPS $3, Z1, Z1, K2
+	VMINPS Z14, Z0, Z0             // ±Inf products (a subnormal block's 127/amax overflows) to ±127
+	VMINPS Z14, Z1, Z1
+	VMAXPS Z15, Z0, Z0
+	VMAXPS Z15, Z1, Z1
+	VCVTPS2DQ Z0, Z0               // nearest even (MXCSR default)
+	VCVTPS2DQ Z1, Z1
+	VMOVDQA32 Z31, K1, Z0
+	VMOVDQA32 Z31, K2, Z1
+	VPMOVSDB Z0, X7
+	VPMOVSDB Z1, X8
+	VMOVDQU X7, (DI)
+	VMOVDQU X8, 16(DI)
+	VPXORD X9, X9, X9
+	VPDPBUSD X7, X13, X9           // Σ of each 4 low-half qs
+	VPDPBUSD X8, X13, X9           // + the 4 high-half qs 16 columns on
+	VPMULLD X10, X9, X9
+	VMOVDQU X9, 32(DI)
+	VMOVSS X4, 48(DI)
+	JMP qlnext
+
+qlzero:
+	VMOVDQU64 Y31, (DI)            // qs
+	VMOVDQU64 X31, 32(DI)          // corrections
+	MOVL $0, 48(DI)                // d
+
+qlnext:
+	ADDQ $128, SI
+	ADDQ DX, DI
+	DECQ CX
+	JNZ qlblock
+	VZEROUPPER
+	RET

@@ -78,3 +78,44 @@ func checkClose(t *testing.T, name string, got, want []float32) {
 		}
 	}
 }
+
+// TestQuantLane checks each kernel set's lane quantizer against
+// quantizeLaneToken byte for byte, on random blocks and edge cases (zeros,
+// tiny values, NaN, ±Inf, fp16-overflowing scales).
+func TestQuantLane(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	x := randX(r, 1, 32*40)
+	x[3] = float32(math.NaN())
+	for i := 64; i < 96; i++ {
+		x[i] = 0
+	}
+	x[100] = float32(math.Inf(1))
+	x[140] = float32(math.Inf(-1))
+	for i := 160; i < 192; i++ {
+		x[i] = float32(r.NormFloat64() * 1e30)
+	}
+	for i := 192; i < 224; i++ {
+		x[i] = float32(r.NormFloat64() * 1e-38)
+	}
+	for _, ks := range kernelSets {
+		if ks.quantLane == nil {
+			continue
+		}
+		for _, k := range []int32{8, 128} {
+			for _, step := range []int{laneTokBytes, 4 * laneTokBytes} {
+				want := make([]byte, 40*step)
+				got := make([]byte, 40*step)
+				for i := range got {
+					got[i], want[i] = 0xAA, 0xAA // bytes between records must stay
+				}
+				quantizeLaneToken(want, step, x, k)
+				ks.quantLane(got, step, x, k)
+				for i := range want {
+					if got[i] != want[i] {
+						t.Fatalf("%s k=%d step=%d: byte %d (block %d, offset %d) is %#x, want %#x", ks.name, k, step, i, i/step, i%step, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
