@@ -63,7 +63,8 @@ test: kube-bins $(HELM) ## all tests, against a real kube-apiserver and etcd, th
 
 # Fuzz targets of parsers of untrusted input: package:target pairs.
 FUZZ_TARGETS := ./runtime/gguf:FuzzParse ./runtime/llama2c:FuzzParse \
-	./runtime/tokenizer:FuzzEncode ./runtime/tokenizer:FuzzParseSentencePiece
+	./runtime/tokenizer:FuzzEncode ./runtime/tokenizer:FuzzParseSentencePiece \
+	./runtime/quant:FuzzDequantize ./runtime/sample:FuzzStopMatcher
 FUZZ_TIME ?= 10s
 
 .PHONY: fuzz
