@@ -80,6 +80,15 @@ type stringList []string
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
+// asFlags renames the generation parameters in sample's messages (named as
+// in the HTTP API) to this command's flags.
+var asFlags = strings.NewReplacer(
+	"max_new_tokens", "--max-new-tokens", "min_new_tokens", "--min-new-tokens",
+	"repetition_penalty", "--repetition-penalty", "top_k", "--top-k", "top_p", "--top-p",
+	"do_sample", "--do-sample", "ignore_eos", "--ignore-eos", "temperature", "--temperature",
+	"stop", "--stop",
+)
+
 // samplingFlags registers the generation parameters, named as in Hugging
 // Face's generate() (and leo's HTTP API), on fs.
 func samplingFlags(fs *flag.FlagSet) func() sample.Params {
@@ -120,7 +129,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	p := params()
 	if err := p.Validate(); err != nil {
-		return usageError{strings.ReplaceAll(err.Error(), "\n", "; ")}
+		return usageError{asFlags.Replace(strings.ReplaceAll(err.Error(), "\n", "; "))}
 	}
 	l, err := load(*modelPath, *threads)
 	if err != nil {
