@@ -119,7 +119,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		PromptTokS: median(pRates), GenTokS: median(gRates),
 		FileBytes: fileSize(*modelPath), BandwidthGBs: cpu.MemoryBandwidth(l.pool) / 1e9,
 	}
-	res.GenBoundTokS = res.BandwidthGBs * 1e9 / float64(res.FileBytes)
+	if res.FileBytes > 0 {
+		res.GenBoundTokS = res.BandwidthGBs * 1e9 / float64(res.FileBytes)
+	}
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(res)
 	}

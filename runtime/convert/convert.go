@@ -84,6 +84,18 @@ func shapeOf(s model.TensorSpec) []uint64 {
 	return []uint64{uint64(s.Cols), uint64(s.Rows)}
 }
 
+func sameShape(a, b []uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
 func writeF32(out io.Writer, v []float32) error {
 	buf := make([]byte, 4*min(len(v), 1<<16))
 	for len(v) > 0 {
@@ -137,7 +149,13 @@ func Quantize(src *gguf.File, ft quant.Type) (*gguf.Writer, error) {
 	for _, s := range model.Tensors(c) {
 		info, ok := src.Tensor(s.Name)
 		if !ok {
-			continue // optional tensors (the classifier) stay absent
+			if s.Name == "output.weight" {
+				continue // a tied classifier stays absent
+			}
+			return nil, fmt.Errorf("the model has no tensor %s", s.Name)
+		}
+		if want := shapeOf(s); !sameShape(info.Shape, want) {
+			return nil, fmt.Errorf("tensor %s has shape %v, but the model's metadata makes it %v", s.Name, info.Shape, want)
 		}
 		t := synth.TensorType(ft, s)
 		in := src.TensorData(info)

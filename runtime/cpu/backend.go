@@ -43,8 +43,8 @@ func matrixOf(w *model.Weight) Matrix {
 	return Matrix{Type: w.Type, Rows: w.Rows, Cols: w.Cols, Data: w.Data}
 }
 
-// Prepare interleaves the rows of Q4_0 and Q8_0 weights for the mat-vec
-// kernels (see Interleave); other weights need nothing.
+// Prepare re-lays out Q4_0 and Q8_0 weights for the lane kernels (see
+// Interleave); other weights need nothing.
 func (b Backend) Prepare(w *model.Weight) error {
 	m := Interleave(Matrix{Type: w.Type, Rows: w.Rows, Cols: w.Cols, Data: w.Data})
 	if m.Interleaved {

@@ -37,7 +37,7 @@ type Matrix struct {
 // memory front to back, which the hardware prefetchers follow at full
 // bandwidth. The copy is as big as m. Other matrices come back as they are.
 func Interleave(m Matrix) Matrix {
-	if m.Interleaved || (m.Type != quant.Q4_0 && m.Type != quant.Q8_0) || m.Rows%4 != 0 || active.laneVec(m.Type) == nil {
+	if m.Interleaved || (m.Type != quant.Q4_0 && m.Type != quant.Q8_0) || m.Rows <= 0 || m.Cols <= 0 || m.Rows%4 != 0 || active.laneVec(m.Type) == nil {
 		return m
 	}
 	rowBytes, err := m.Type.RowBytes(m.Cols)
@@ -109,6 +109,9 @@ func (p *Pool) MatMuls(x []float32, n int, ps ...Product) error {
 		j := &p.multi.jobs[i]
 		*j = matMulJob{}
 		if err := p.setup(j, pr.Dst, pr.W, x, n); err != nil {
+			for k := 0; k < i; k++ { // keep no references to the caller's memory
+				p.multi.jobs[k] = matMulJob{}
+			}
 			return err
 		}
 		if i == 0 {
@@ -146,8 +149,8 @@ func (p *Pool) setup(j *matMulJob, dst []float32, w Matrix, x []float32, n int) 
 		return fmt.Errorf("cpu: MatMul output holds %d values, too few for %d tokens of %d rows", len(dst), n, w.Rows)
 	}
 	ks := active
-	if w.Interleaved && ks.laneVec(w.Type) == nil {
-		return fmt.Errorf("cpu: MatMul of an interleaved matrix needs the kernels it was interleaved for")
+	if w.Interleaved && (ks.laneVec(w.Type) == nil || w.Rows%4 != 0) {
+		return fmt.Errorf("cpu: MatMul of an interleaved %d-row matrix: only Interleave's results (rows a multiple of 4, these kernels) can be multiplied", w.Rows)
 	}
 	*j = matMulJob{p: p, ks: ks, w: w, rowBytes: rowBytes, x: x, n: n, dst: dst, group: 1}
 	switch {
@@ -358,14 +361,6 @@ func (j *matMulJob) Range(start, end int) {
 // the end of the matrix: their results are dropped), how many are real,
 // and the distance from a row's block to its next (wstep).
 func (j *matMulJob) rows4(r int, rows *[4][]byte) (nr, wstep int) {
-	if j.w.Interleaved { // r is a multiple of 4, Rows too
-		bb := j.w.Type.BlockBytes()
-		group := j.w.Data[r*j.rowBytes : (r+4)*j.rowBytes]
-		for i := range rows {
-			rows[i] = group[i*bb:]
-		}
-		return 4, 4 * bb
-	}
 	nr = min(4, j.w.Rows-r)
 	for i := range rows {
 		rr := r + min(i, nr-1)

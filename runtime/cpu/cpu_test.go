@@ -738,3 +738,24 @@ func TestMatMuls(t *testing.T) {
 		t.Errorf("5 products: got %v", err)
 	}
 }
+
+// TestInterleaveRefusals: degenerate matrices come back unchanged instead
+// of panicking, and MatMul refuses an interleaved matrix it cannot have
+// made rather than leave rows unwritten.
+func TestInterleaveRefusals(t *testing.T) {
+	for _, m := range []Matrix{
+		{Type: quant.Q4_0, Rows: 4, Cols: 0},
+		{Type: quant.Q4_0, Rows: -4, Cols: 32},
+		{Type: quant.Q8_0, Rows: 0, Cols: 32},
+	} {
+		if Interleave(m).Interleaved {
+			t.Errorf("%+v was interleaved", m)
+		}
+	}
+	p := NewPool(1)
+	defer p.Close()
+	bad := Matrix{Type: quant.Q8_0, Rows: 6, Cols: 32, Data: make([]byte, 6*34), Interleaved: true}
+	if err := p.MatMul(make([]float32, 6), bad, make([]float32, 32), 1); err == nil {
+		t.Error("MatMul accepted an interleaved matrix of 6 rows")
+	}
+}

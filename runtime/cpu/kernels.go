@@ -5,8 +5,7 @@ import "github.com/leo-operator/leo/runtime/quant"
 // q8Vec4Func computes out[i] = row i · token for 4 rows of Q4_0 or Q8_0
 // weights and one token of Q8_0-family activations: a starts at the token's
 // block 0 qs; stride, coff and doff are as in act.go. Block b of row i
-// starts at w[i][b*wstep:]: wstep is the block size for plain rows, 4×
-// that for interleaved ones (see Interleave).
+// starts at w[i][b*wstep:] (wstep is the block size: rows are plain).
 type q8Vec4Func func(w [4][]byte, a []byte, stride, coff, doff, nb, wstep int) [4]float32
 
 // q8TileFunc computes out[4*t+i] = row i · token t for 4 rows and the 4

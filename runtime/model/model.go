@@ -103,7 +103,9 @@ func New(c Config, w Weights, b Backend) (*Model, error) {
 	}
 	if p, ok := b.(Preparer); ok {
 		for _, s := range w.specs(c) {
-			if s.matrix != nil && s.matrix.Data != nil {
+			// The embedding table is only read row by row (embed uses
+			// Data); when it is also the classifier, Output is prepared.
+			if s.matrix != nil && s.matrix.Data != nil && s.matrix != &w.TokenEmbedding {
 				if err := p.Prepare(s.matrix); err != nil {
 					return nil, fmt.Errorf("tensor %s: %w", s.name, err)
 				}
@@ -263,8 +265,9 @@ func (m *Model) NewState(slots, length, maxBatch int) (*State, error) {
 	s.attn.s = s
 	s.prods = make([]Product, 0, 4)
 	// One score buffer per thread that may run attention at once.
-	s.attn.scores = make(chan []float32, m.backend.Threads())
-	for i := 0; i < m.backend.Threads(); i++ {
+	threads := max(1, m.backend.Threads())
+	s.attn.scores = make(chan []float32, threads)
+	for i := 0; i < threads; i++ {
 		s.attn.scores <- make([]float32, length)
 	}
 	return s, nil

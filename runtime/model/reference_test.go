@@ -308,3 +308,45 @@ func TestForwardRejectsBadBatches(t *testing.T) {
 		t.Error("a state longer than the context length was accepted")
 	}
 }
+
+// preparingBackend records which weights the model asks it to prepare.
+type preparingBackend struct {
+	naiveBackend
+	prepared map[string]int
+}
+
+func (b *preparingBackend) Prepare(w *Weight) error {
+	b.prepared[w.Name]++
+	return nil
+}
+
+// TestPrepare checks that every matrix the forward pass multiplies is
+// prepared once, and the embedding table (only read row by row) is not —
+// unless it is also the classifier, which is then prepared as output.
+func TestPrepare(t *testing.T) {
+	for _, tied := range []bool{false, true} {
+		w := randomWeights(tinyShape, 3)
+		if tied {
+			w.Output = Weight{}
+		}
+		b := &preparingBackend{prepared: map[string]int{}}
+		if _, err := New(tinyShape, w, b); err != nil {
+			t.Fatal(err)
+		}
+		want := 7*tinyShape.Layers + 1 // q k v o gate up down per layer, the classifier
+		if len(b.prepared) != want {
+			t.Errorf("tied=%v: %d weights prepared, want %d: %v", tied, len(b.prepared), want, b.prepared)
+		}
+		for name, n := range b.prepared {
+			if n != 1 {
+				t.Errorf("tied=%v: %s prepared %d times", tied, name, n)
+			}
+		}
+		if tied && b.prepared["token_embd.weight"] != 1 {
+			t.Errorf("tied classifier (the embedding) was not prepared: %v", b.prepared)
+		}
+		if !tied && b.prepared["token_embd.weight"] != 0 {
+			t.Errorf("the embedding table was prepared although only its rows are read")
+		}
+	}
+}

@@ -83,7 +83,6 @@ func NewWriter(o Options) (*gguf.Writer, error) {
 		if !s.Vector {
 			shape = append(shape, uint64(s.Rows))
 		}
-		s := s
 		err := w.AddTensor(s.Name, t, shape, func(out io.Writer) error {
 			n, err := writeTensor(out, s, t, o.Seed)
 			done += n
