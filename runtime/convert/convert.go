@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 
 	"github.com/leo-operator/leo/runtime/gguf"
 	"github.com/leo-operator/leo/runtime/llama2c"
@@ -84,18 +85,6 @@ func shapeOf(s model.TensorSpec) []uint64 {
 	return []uint64{uint64(s.Cols), uint64(s.Rows)}
 }
 
-func sameShape(a, b []uint64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 func writeF32(out io.Writer, v []float32) error {
 	buf := make([]byte, 4*min(len(v), 1<<16))
 	for len(v) > 0 {
@@ -154,7 +143,7 @@ func Quantize(src *gguf.File, ft quant.Type) (*gguf.Writer, error) {
 			}
 			return nil, fmt.Errorf("the model has no tensor %s", s.Name)
 		}
-		if want := shapeOf(s); !sameShape(info.Shape, want) {
+		if want := shapeOf(s); !slices.Equal(info.Shape, want) {
 			return nil, fmt.Errorf("tensor %s has shape %v, but the model's metadata makes it %v", s.Name, info.Shape, want)
 		}
 		t := synth.TensorType(ft, s)

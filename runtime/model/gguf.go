@@ -3,6 +3,7 @@ package model
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/leo-operator/leo/runtime/gguf"
 	"github.com/leo-operator/leo/runtime/quant"
@@ -127,7 +128,7 @@ func WeightsFromGGUF(f *gguf.File, c Config) (Weights, error) {
 		if s.vector != nil {
 			want = want[:1]
 		}
-		if !equalShape(t.Shape, want) {
+		if !slices.Equal(t.Shape, want) {
 			return Weights{}, fmt.Errorf("tensor %s has shape %v, want %v for this model's shape", s.name, t.Shape, want)
 		}
 		data := f.TensorData(t)
@@ -142,18 +143,6 @@ func WeightsFromGGUF(f *gguf.File, c Config) (Weights, error) {
 		*s.matrix = Weight{Name: s.name, Type: t.Type, Rows: s.rows, Cols: s.cols, Data: data}
 	}
 	return w, nil
-}
-
-func equalShape(a, b []uint64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Load reads a Llama model from a GGUF file for the backend. The model's
