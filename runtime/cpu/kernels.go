@@ -37,7 +37,7 @@ type kernelSet struct {
 	q40TileZ, q80TileZ q8TileFunc
 	// Lane-layout kernels (nil: Interleave keeps the plain layout).
 	q40LaneVec, q80LaneVec   laneVecFunc
-	quantLane                func(buf []byte, step int, x []float32, k int32) // as quantizeLaneToken
+	quantLane                func(buf []byte, step int, x []float32, k int32) // as quantizeLaneToken (lanes_ref_test.go)
 	q40LaneTile, q80LaneTile laneTileFunc
 	q4KVec1, q6KVec1         kVec1Func
 	f32Vec4                  fVec4Func
