@@ -59,11 +59,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer l.Close()
-	c := l.model.Config
+	c := l.Model.Config
 	if *promptN+*genN > c.ContextLength {
 		return usagef("--prompt + --gen = %d exceeds the model's context length %d", *promptN+*genN, c.ContextLength)
 	}
-	g, err := generate.New(l.model, l.tok, *promptN+*genN, *promptN)
+	g, err := generate.New(l.Model, l.Tokenizer, *promptN+*genN, *promptN)
 	if err != nil {
 		return err
 	}
@@ -117,7 +117,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	res := benchResult{
 		Model: *modelPath, Threads: *threads, PromptTokens: *promptN, GenTokens: *genN,
 		PromptTokS: median(pRates), GenTokS: median(gRates),
-		FileBytes: fileSize(*modelPath), BandwidthGBs: cpu.MemoryBandwidth(l.pool) / 1e9,
+		FileBytes: fileSize(*modelPath), BandwidthGBs: cpu.MemoryBandwidth(l.Pool) / 1e9,
 	}
 	if res.FileBytes > 0 {
 		res.GenBoundTokS = res.BandwidthGBs * 1e9 / float64(res.FileBytes)

@@ -11,48 +11,17 @@ import (
 	"strings"
 	"time"
 
-	"github.com/leo-operator/leo/runtime/cpu"
 	"github.com/leo-operator/leo/runtime/generate"
-	"github.com/leo-operator/leo/runtime/gguf"
-	"github.com/leo-operator/leo/runtime/model"
+	"github.com/leo-operator/leo/runtime/loader"
 	"github.com/leo-operator/leo/runtime/sample"
-	"github.com/leo-operator/leo/runtime/tokenizer"
 )
 
-// loaded is a model ready to run on the CPU.
-type loaded struct {
-	file  *gguf.File
-	pool  *cpu.Pool
-	model *model.Model
-	tok   *tokenizer.Tokenizer
-}
-
-func (l *loaded) Close() {
-	l.pool.Close()
-	l.file.Close()
-}
-
-func load(path string, threads int) (*loaded, error) {
+// load opens a model for a command; a bad thread count is a usage error.
+func load(path string, threads int) (*loader.Loaded, error) {
 	if threads < 1 {
 		return nil, usagef("--threads must be at least 1 (got %d)", threads)
 	}
-	f, err := gguf.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	tok, err := tokenizer.FromGGUF(f)
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	pool := cpu.NewPool(threads)
-	m, err := model.Load(f, cpu.Backend{Pool: pool})
-	if err != nil {
-		pool.Close()
-		f.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return &loaded{file: f, pool: pool, model: m, tok: tok}, nil
+	return loader.Open(path, threads)
 }
 
 // optionalUint is a flag that is unset until given (for --seed).
@@ -140,15 +109,15 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	n := *ctxLen
 	switch {
 	case n == 0:
-		n = min(l.model.Config.ContextLength, 4096)
-	case n < 0 || n > l.model.Config.ContextLength:
-		return usagef("--ctx %d must be in [1, %d], the model's context length (0 picks min(it, 4096))", n, l.model.Config.ContextLength)
+		n = min(l.Model.Config.ContextLength, 4096)
+	case n < 0 || n > l.Model.Config.ContextLength:
+		return usagef("--ctx %d must be in [1, %d], the model's context length (0 picks min(it, 4096))", n, l.Model.Config.ContextLength)
 	}
-	tokens := l.tok.Encode(*prompt, true)
+	tokens := l.Tokenizer.Encode(*prompt, true)
 	if len(tokens)+1 > n {
 		return fmt.Errorf("the prompt is %d tokens; the context holds %d", len(tokens), n)
 	}
-	g, err := generate.New(l.model, l.tok, n, 128)
+	g, err := generate.New(l.Model, l.Tokenizer, n, 128)
 	if err != nil {
 		return err
 	}

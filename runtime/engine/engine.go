@@ -1,0 +1,542 @@
+// Package engine serves many generation requests on one model at once
+// with continuous (iteration-level) batching: every step of its loop runs
+// one forward pass over a batch that holds the next token of every
+// decoding sequence and, in the room left, chunks of waiting prompts. A
+// request joins the batch between two steps and leaves it the moment it
+// ends or its caller goes away, so short requests never wait for long
+// ones.
+//
+// The KV cache is slotted: the model state holds Slots sequences of
+// ContextSize positions each, and a running sequence owns one slot. A
+// slot keeps the tokens of its last sequence after it ends, so a new
+// prompt that starts the same way (a shared system prompt, a chat that
+// goes on) skips the positions already computed.
+//
+// Admission follows Azure ML's requestSettings: at most MaxConcurrent
+// sequences run; up to MaxQueued more wait (first come, first served);
+// beyond that Submit fails at once with ErrQueueFull.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/leo-operator/leo/runtime/model"
+	"github.com/leo-operator/leo/runtime/sample"
+	"github.com/leo-operator/leo/runtime/tokenizer"
+)
+
+// Config sizes an engine.
+type Config struct {
+	// MaxConcurrent is how many sequences run in the batch at once; each
+	// holds a KV cache slot. Default 16.
+	MaxConcurrent int
+	// MaxQueued is how many sequences may wait for a slot; more are
+	// refused with ErrQueueFull. Default 4×MaxConcurrent.
+	MaxQueued int
+	// ContextSize is the positions of one sequence, prompt and generated
+	// tokens together. Default (0): the model's context length.
+	ContextSize int
+	// BatchTokens is the most tokens one forward pass takes: every
+	// decoding sequence's next token, and prompt chunks in the rest.
+	// Default 256; at least MaxConcurrent.
+	BatchTokens int
+	// KVCacheBytes, when > 0, caps the KV cache's memory: MaxConcurrent is
+	// lowered to the slots that fit (an error if not even one does).
+	KVCacheBytes int64
+}
+
+// Errors Submit returns for requests it refuses.
+var (
+	// ErrQueueFull: MaxQueued sequences already wait (HTTP 429).
+	ErrQueueFull = errors.New("too many pending requests")
+	// ErrClosed: the engine is shutting down and admits nothing new (503).
+	ErrClosed = errors.New("the engine is shutting down")
+)
+
+// InputError is a request the engine cannot run as given (HTTP 400): a
+// prompt too long for the context, bad sampling parameters.
+type InputError struct{ Err error }
+
+func (e *InputError) Error() string { return e.Err.Error() }
+func (e *InputError) Unwrap() error { return e.Err }
+
+// Request is one sequence to generate.
+type Request struct {
+	Prompt []int32 // the prompt's tokens, BOS included where the model wants one
+	Params sample.Params
+}
+
+// Engine runs requests on a model. Its methods are safe for concurrent
+// use; one goroutine (Run) owns the model state.
+type Engine struct {
+	model *model.Model
+	tok   *tokenizer.Tokenizer
+	cfg   Config
+	state *model.State
+	eos   []int32
+
+	mu      sync.Mutex
+	queue   []*sequence // waiting for a slot, oldest first
+	running int         // sequences holding a slot (read by Stats)
+	closed  bool
+	wake    chan struct{} // cap 1: work arrived or a caller went away
+	done    chan struct{} // closed when Run returns
+
+	stats counters
+
+	// Owned by the Run goroutine.
+	slots  []slot
+	active []*sequence
+	batch  model.Batch
+	owners []*sequence // owners[i] is the sequence of batch token i
+	clock  uint64      // orders slot use, for least-recently-used reuse
+}
+
+// slot is one sequence's room in the KV cache. cached holds the tokens
+// whose keys and values are in the slot at positions 0..len-1; they stay
+// valid after the sequence ends, for a later prompt with the same prefix.
+type slot struct {
+	cached   []int32
+	lastUsed uint64
+	busy     bool
+}
+
+// New makes an engine for m. Call Run to start it.
+func New(m *model.Model, tok *tokenizer.Tokenizer, cfg Config) (*Engine, error) {
+	if tok.VocabSize() != m.Config.VocabSize {
+		return nil, fmt.Errorf("the tokenizer has %d tokens but the model's vocabulary has %d", tok.VocabSize(), m.Config.VocabSize)
+	}
+	c, err := cfg.withDefaults(m.Config)
+	if err != nil {
+		return nil, err
+	}
+	st, err := m.NewState(c.MaxConcurrent, c.ContextSize, c.BatchTokens)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{
+		model: m, tok: tok, cfg: c, state: st,
+		wake: make(chan struct{}, 1), done: make(chan struct{}),
+		slots:  make([]slot, c.MaxConcurrent),
+		owners: make([]*sequence, 0, c.BatchTokens),
+		batch: model.Batch{
+			Tokens: make([]int32, 0, c.BatchTokens), Pos: make([]int, 0, c.BatchTokens),
+			Seq: make([]int, 0, c.BatchTokens), Logits: make([]bool, 0, c.BatchTokens),
+		},
+	}
+	if tok.EOS() >= 0 {
+		e.eos = []int32{tok.EOS()}
+	}
+	for i := range e.slots {
+		e.slots[i].cached = make([]int32, 0, c.ContextSize)
+	}
+	return e, nil
+}
+
+// KVBytesPerPosition is the KV cache memory one position of one sequence
+// takes (keys and values of every layer, float32).
+func KVBytesPerPosition(c model.Config) int64 {
+	return int64(c.Layers) * 2 * int64(c.KVDim()) * 4
+}
+
+func (cfg Config) withDefaults(mc model.Config) (Config, error) {
+	if cfg.MaxConcurrent == 0 {
+		cfg.MaxConcurrent = 16
+	}
+	if cfg.ContextSize == 0 {
+		cfg.ContextSize = mc.ContextLength
+	}
+	if cfg.BatchTokens == 0 {
+		cfg.BatchTokens = 256
+	}
+	switch {
+	case cfg.MaxConcurrent < 1:
+		return cfg, fmt.Errorf("max concurrent requests must be >= 1 (got %d)", cfg.MaxConcurrent)
+	case cfg.MaxQueued < 0:
+		return cfg, fmt.Errorf("max queued requests must be >= 0 (got %d)", cfg.MaxQueued)
+	case cfg.ContextSize < 2 || cfg.ContextSize > mc.ContextLength:
+		return cfg, fmt.Errorf("context size must be in [2, %d], the model's context length (got %d)", mc.ContextLength, cfg.ContextSize)
+	case cfg.KVCacheBytes < 0:
+		return cfg, fmt.Errorf("KV cache budget must be >= 0 bytes (got %d)", cfg.KVCacheBytes)
+	}
+	if cfg.KVCacheBytes > 0 {
+		perSlot := KVBytesPerPosition(mc) * int64(cfg.ContextSize)
+		fit := cfg.KVCacheBytes / perSlot
+		if fit < 1 {
+			return cfg, fmt.Errorf("a KV cache budget of %d MiB holds no sequence: one of %d positions takes %d MiB; raise the budget or lower the context size",
+				cfg.KVCacheBytes>>20, cfg.ContextSize, (perSlot+1<<20-1)>>20)
+		}
+		cfg.MaxConcurrent = int(min(int64(cfg.MaxConcurrent), fit))
+	}
+	if cfg.MaxQueued == 0 {
+		cfg.MaxQueued = 4 * cfg.MaxConcurrent
+	}
+	if cfg.BatchTokens < cfg.MaxConcurrent {
+		return cfg, fmt.Errorf("batch tokens (%d) must be at least max concurrent requests (%d), so every running sequence can decode each step", cfg.BatchTokens, cfg.MaxConcurrent)
+	}
+	return cfg, nil
+}
+
+// Config returns the engine's settings, defaults filled in.
+func (e *Engine) Config() Config { return e.cfg }
+
+// Submit queues the requests as one unit (all or none) and returns a
+// Stream per request, in order. The sequences run until they finish, ctx
+// is done (cancelled: the caller went away; deadline: it timed out) or
+// the engine stops; their slots are freed at once in every case.
+//
+// Submit fails with an *InputError for a request the engine cannot run,
+// ErrQueueFull when there is no room to wait, ErrClosed after Close.
+func (e *Engine) Submit(ctx context.Context, reqs ...Request) ([]*Stream, error) {
+	if len(reqs) == 0 {
+		return nil, &InputError{errors.New("no sequences to generate")}
+	}
+	if len(reqs) > e.cfg.MaxConcurrent+e.cfg.MaxQueued {
+		return nil, &InputError{fmt.Errorf("a request asks for %d sequences; this server runs at most %d at once and queues %d", len(reqs), e.cfg.MaxConcurrent, e.cfg.MaxQueued)}
+	}
+	seqs := make([]*sequence, len(reqs))
+	now := time.Now()
+	for i, r := range reqs {
+		if err := e.check(r); err != nil {
+			return nil, &InputError{err}
+		}
+		smp, err := sample.New(r.Params, e.model.Config.VocabSize, e.eos)
+		if err != nil {
+			return nil, &InputError{err}
+		}
+		seqs[i] = &sequence{
+			ctx: ctx, prompt: r.Prompt, sampler: smp, submitted: now,
+			tokens: append(make([]int32, 0, len(r.Prompt)+min(r.Params.MaxNewTokens, e.cfg.ContextSize)), r.Prompt...),
+			stream: newStream(), dec: e.tok.NewDecoder(), stop: sample.NewStopMatcher(r.Params.Stop),
+		}
+	}
+	e.mu.Lock()
+	switch {
+	case e.closed:
+		e.mu.Unlock()
+		return nil, ErrClosed
+	case e.waitingRoom() < len(seqs):
+		e.mu.Unlock()
+		e.stats.rejected.Add(1)
+		return nil, ErrQueueFull
+	}
+	e.queue = append(e.queue, seqs...)
+	e.mu.Unlock()
+	e.signal()
+
+	// Wake the loop when a caller goes away, so that its slot is freed
+	// before the next step rather than when the loop next looks.
+	stop := context.AfterFunc(ctx, e.signal)
+	streams := make([]*Stream, len(seqs))
+	for i, s := range seqs {
+		streams[i] = s.stream
+		s.stopWatch = stop
+	}
+	return streams, nil
+}
+
+// waitingRoom is how many more sequences Submit may queue. Free slots
+// count as room: a sequence there waits for a moment at most.
+func (e *Engine) waitingRoom() int {
+	return e.cfg.MaxConcurrent - e.running + e.cfg.MaxQueued - len(e.queue)
+}
+
+func (e *Engine) check(r Request) error {
+	if len(r.Prompt) == 0 {
+		return errors.New("the prompt has no tokens")
+	}
+	if len(r.Prompt) >= e.cfg.ContextSize {
+		return fmt.Errorf("the prompt has %d tokens; this server's context holds %d, which leaves no room to generate", len(r.Prompt), e.cfg.ContextSize)
+	}
+	for i, t := range r.Prompt {
+		if t < 0 || int(t) >= e.model.Config.VocabSize {
+			return fmt.Errorf("prompt token %d at index %d is not in the vocabulary of %d tokens", t, i, e.model.Config.VocabSize)
+		}
+	}
+	return r.Params.Validate()
+}
+
+func (e *Engine) signal() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops admitting requests. Running and queued ones go on to the
+// end; Run returns when they are done or its context is.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	e.closed = true
+	e.mu.Unlock()
+	e.signal()
+}
+
+// Done is closed when Run has returned.
+func (e *Engine) Done() <-chan struct{} { return e.done }
+
+// Run is the engine's loop; it returns when ctx is done (ending every
+// request with ctx's error) or after Close once no request is left.
+func (e *Engine) Run(ctx context.Context) {
+	defer close(e.done)
+	for {
+		e.admit()
+		e.dropGone()
+		if len(e.active) == 0 {
+			e.mu.Lock()
+			idle, closed := len(e.queue) == 0, e.closed
+			e.mu.Unlock()
+			if idle && closed {
+				return
+			}
+			if idle {
+				select {
+				case <-e.wake:
+				case <-ctx.Done():
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			e.abort(ctx.Err())
+			return
+		}
+		if len(e.active) > 0 {
+			e.step()
+		}
+	}
+}
+
+// abort ends every running and queued sequence with err.
+func (e *Engine) abort(err error) {
+	e.mu.Lock()
+	e.closed = true
+	queued := e.queue
+	e.queue = nil
+	e.mu.Unlock()
+	for _, s := range queued {
+		s.end(sample.FinishNone, err)
+	}
+	e.sweep(func(*sequence) (bool, error) { return true, err })
+}
+
+// admit moves queued sequences into free slots, oldest first, skipping
+// those whose caller already went away.
+func (e *Engine) admit() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for len(e.queue) > 0 && len(e.active) < len(e.slots) {
+		s := e.queue[0]
+		e.queue[0] = nil
+		e.queue = e.queue[1:]
+		if err := s.ctx.Err(); err != nil {
+			s.end(sample.FinishNone, err)
+			continue
+		}
+		s.slot = e.pickSlot(s.prompt)
+		sl := &e.slots[s.slot]
+		sl.busy = true
+		// Reuse the cached prefix, but always run the prompt's last token:
+		// its logits give the first generated token.
+		s.pos = min(commonPrefix(sl.cached, s.prompt), len(s.prompt)-1)
+		sl.cached = sl.cached[:s.pos]
+		s.reused = s.pos
+		s.admitted = time.Now()
+		e.active = append(e.active, s)
+		e.stats.reusedTokens.Add(int64(s.pos))
+	}
+	e.running = len(e.active)
+}
+
+// pickSlot returns the free slot whose cached tokens share the longest
+// prefix with prompt, or else the least recently used free slot.
+func (e *Engine) pickSlot(prompt []int32) int {
+	best, bestLen := -1, -1
+	for i := range e.slots {
+		sl := &e.slots[i]
+		if sl.busy {
+			continue
+		}
+		n := commonPrefix(sl.cached, prompt)
+		if n > bestLen || (n == bestLen && sl.lastUsed < e.slots[best].lastUsed) {
+			best, bestLen = i, n
+		}
+	}
+	return best
+}
+
+func commonPrefix(a, b []int32) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
+}
+
+// dropGone ends the running sequences whose caller went away (or timed
+// out), freeing their slots before the next step.
+func (e *Engine) dropGone() {
+	e.sweep(func(s *sequence) (bool, error) { err := s.ctx.Err(); return err != nil, err })
+}
+
+// sweep releases the running sequences for which ended says so, with the
+// error it gives (nil: finished), and keeps the others in order.
+func (e *Engine) sweep(ended func(*sequence) (bool, error)) {
+	kept := e.active[:0]
+	for _, s := range e.active {
+		if done, err := ended(s); done {
+			e.release(s, err)
+			continue
+		}
+		kept = append(kept, s)
+	}
+	clear(e.active[len(kept):])
+	e.active = kept
+	e.noteLoad()
+}
+
+// noteLoad publishes the running count and KV cache use for Stats.
+func (e *Engine) noteLoad() {
+	var used int64
+	for _, s := range e.active {
+		used += int64(s.pos)
+	}
+	e.stats.kvUsed.Store(used)
+	e.mu.Lock()
+	e.running = len(e.active)
+	e.mu.Unlock()
+}
+
+// release frees s's slot and ends its stream with err (nil: finished).
+func (e *Engine) release(s *sequence, err error) {
+	sl := &e.slots[s.slot]
+	sl.busy = false
+	e.clock++
+	sl.lastUsed = e.clock
+	s.end(s.finish, err)
+}
+
+// step runs one forward pass: the next token of every decoding sequence,
+// then prompt chunks, oldest request first, while there is room.
+func (e *Engine) step() {
+	b := &e.batch
+	b.Tokens, b.Pos, b.Seq, b.Logits = b.Tokens[:0], b.Pos[:0], b.Seq[:0], b.Logits[:0]
+	e.owners = e.owners[:0]
+	add := func(s *sequence, tok int32, logits bool) {
+		b.Tokens = append(b.Tokens, tok)
+		b.Pos = append(b.Pos, s.pos)
+		b.Seq = append(b.Seq, s.slot)
+		b.Logits = append(b.Logits, logits)
+		e.owners = append(e.owners, s)
+		e.slots[s.slot].cached = append(e.slots[s.slot].cached, tok)
+		s.pos++
+	}
+	for _, s := range e.active {
+		if s.pos >= len(s.prompt) { // decoding: feed the last token
+			add(s, s.tokens[s.pos], true)
+		}
+	}
+	for _, s := range e.active {
+		for s.pos < len(s.prompt) && len(b.Tokens) < e.cfg.BatchTokens {
+			add(s, s.prompt[s.pos], s.pos == len(s.prompt)-1)
+		}
+	}
+	e.stats.batchTokens.Add(int64(len(b.Tokens)))
+	e.stats.steps.Add(1)
+
+	logits, err := e.state.Forward(b)
+	if err != nil {
+		// A bug, not bad input (the engine checks every request): end the
+		// sequences of this batch, and forget their slots' contents.
+		e.failBatch(fmt.Errorf("forward pass: %w", err))
+		return
+	}
+	vocab := e.model.Config.VocabSize
+	row := 0
+	for i, s := range e.owners {
+		if !b.Logits[i] {
+			continue
+		}
+		e.next(s, logits[row*vocab:(row+1)*vocab])
+		row++
+	}
+	e.sweep(func(s *sequence) (bool, error) { return s.finish != sample.FinishNone, nil })
+}
+
+func (e *Engine) failBatch(err error) {
+	failed := map[*sequence]bool{}
+	for _, s := range e.owners {
+		failed[s] = true
+	}
+	e.sweep(func(s *sequence) (bool, error) {
+		if failed[s] {
+			e.slots[s.slot].cached = e.slots[s.slot].cached[:0]
+		}
+		return failed[s], err
+	})
+}
+
+// next picks s's next token from logits and streams its text.
+func (e *Engine) next(s *sequence, logits []float32) {
+	generated := len(s.tokens) - len(s.prompt)
+	tok := s.sampler.Next(logits, s.tokens, generated)
+	s.tokens = append(s.tokens, tok)
+	generated++
+	e.stats.generatedTokens.Add(1)
+	if generated == 1 {
+		s.firstToken = time.Now()
+		e.stats.promptTokens.Add(int64(len(s.prompt) - s.reused))
+	}
+	s.finish = s.sampler.Finish(tok, generated)
+	if s.finish != sample.FinishEOS {
+		emitted, stopped := s.stop.Push(s.dec.Next(tok))
+		s.stream.push(emitted)
+		if stopped {
+			s.finish = sample.FinishStop
+		}
+	}
+	if s.finish == sample.FinishNone && len(s.tokens) >= e.cfg.ContextSize {
+		s.finish = sample.FinishLength // the context is full
+	}
+	if s.finish != sample.FinishNone && s.finish != sample.FinishStop {
+		// Bytes held for an unfinished UTF-8 character, then text held
+		// as a possible start of a stop string.
+		emitted, stopped := s.stop.Push(s.dec.Flush())
+		s.stream.push(emitted)
+		if stopped {
+			s.finish = sample.FinishStop
+		} else {
+			s.stream.push(s.stop.Flush())
+		}
+	}
+}
+
+// Stats is a snapshot of the engine's load, for metrics.
+type Stats struct {
+	Queued, Running, Slots int
+	// KVUsed is the cache positions held by running sequences; KVTotal
+	// all positions (Slots × ContextSize).
+	KVUsed, KVTotal int64
+	// Counters since start.
+	GeneratedTokens, PromptTokens, ReusedPromptTokens int64
+	Steps, BatchTokens, Rejected                      int64
+}
+
+// Stats returns the current load. KVUsed is approximate while a step runs.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	st := Stats{Queued: len(e.queue), Running: e.running, Slots: e.cfg.MaxConcurrent}
+	e.mu.Unlock()
+	st.KVUsed = e.stats.kvUsed.Load()
+	st.KVTotal = int64(e.cfg.MaxConcurrent) * int64(e.cfg.ContextSize)
+	st.GeneratedTokens = e.stats.generatedTokens.Load()
+	st.PromptTokens = e.stats.promptTokens.Load()
+	st.ReusedPromptTokens = e.stats.reusedTokens.Load()
+	st.Steps = e.stats.steps.Load()
+	st.BatchTokens = e.stats.batchTokens.Load()
+	st.Rejected = e.stats.rejected.Load()
+	return st
+}
