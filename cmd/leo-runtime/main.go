@@ -1,8 +1,10 @@
 // Command leo-runtime is leo's inference runtime: it loads Llama models
-// from GGUF files and generates text on the CPU.
+// from GGUF files, generates text on the CPU and serves it over HTTP.
 //
+//	leo-runtime serve     --model FILE --addr HOST:PORT        the HTTP API: Azure ML /score, OpenAI /v1
 //	leo-runtime generate  --model FILE --prompt TEXT [flags]   stream a completion to stdout
 //	leo-runtime bench     --model FILE --threads T             prompt and generation speed
+//	leo-runtime bench-serve --model FILE                       the server under load (make bench-serve)
 //	leo-runtime gen-model --shape NAME --type TYPE -o FILE     a Llama-shaped model with random weights
 //	leo-runtime convert   --llama2c FILE -o FILE               a llama2.c checkpoint as GGUF
 //	leo-runtime quantize  --model FILE --type TYPE -o FILE     a GGUF model in another weight type
@@ -30,12 +32,14 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"generate":  {"generate text from a prompt, streaming to stdout", runGenerate},
-	"bench":     {"measure prompt processing and generation speed", runBench},
-	"gen-model": {"write a Llama-shaped GGUF model with deterministic random weights", runGenModel},
-	"convert":   {"convert a llama2.c checkpoint to GGUF", runConvert},
-	"quantize":  {"convert a GGUF model's weights to another type", runQuantize},
-	"inspect":   {"print a GGUF file's metadata and tensors", runInspect},
+	"serve":       {"serve the model over HTTP (Azure ML /score, OpenAI /v1) with continuous batching", runServe},
+	"generate":    {"generate text from a prompt, streaming to stdout", runGenerate},
+	"bench":       {"measure prompt processing and generation speed", runBench},
+	"bench-serve": {"measure the HTTP server under load: 1 vs many streams, 429s, time to first token", runBenchServe},
+	"gen-model":   {"write a Llama-shaped GGUF model with deterministic random weights", runGenModel},
+	"convert":     {"convert a llama2.c checkpoint to GGUF", runConvert},
+	"quantize":    {"convert a GGUF model's weights to another type", runQuantize},
+	"inspect":     {"print a GGUF file's metadata and tensors", runInspect},
 }
 
 func main() {

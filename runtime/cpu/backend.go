@@ -62,8 +62,14 @@ func (b Backend) Supports(t quant.Type) bool { return Supported(t) }
 // Threads is the pool's thread count.
 func (b Backend) Threads() int { return b.Pool.Threads() }
 
-// Dot is DotF32.
-func (b Backend) Dot(x, y []float32) float32 { return DotF32(x, y) }
+// DotRows is DotRowsF32.
+func (b Backend) DotRows(out, q, rows []float32, stride int) { DotRowsF32(out, q, rows, stride) }
 
-// Axpy is AxpyF32.
-func (b Backend) Axpy(dst []float32, a float32, x []float32) { AxpyF32(dst, a, x) }
+// AxpyRows is AxpyRowsF32.
+func (b Backend) AxpyRows(dst, w, rows []float32, stride int) { AxpyRowsF32(dst, w, rows, stride) }
+
+// Exp is ExpF32.
+func (b Backend) Exp(x []float32) { ExpF32(x) }
+
+// SwiGLU is SwiGLUF32.
+func (b Backend) SwiGLU(gate, up []float32) { SwiGLUF32(gate, up) }

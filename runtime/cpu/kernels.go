@@ -1,6 +1,10 @@
 package cpu
 
-import "github.com/leo-operator/leo/runtime/quant"
+import (
+	"math"
+
+	"github.com/leo-operator/leo/runtime/quant"
+)
 
 // q8Vec4Func computes out[i] = row i · token for 4 rows of Q4_0 or Q8_0
 // weights and one token of Q8_0-family activations: a starts at the token's
@@ -45,6 +49,10 @@ type kernelSet struct {
 	bf16Vec4                 fVec4Func
 	dot                      func(a, b []float32) float32
 	axpy                     func(dst []float32, a float32, x []float32)
+	dotRows                  func(out, q, rows []float32, stride int)
+	axpyRows                 func(dst, w, rows []float32, stride int)
+	exp                      func(x []float32)
+	swiGLU                   func(gate, up []float32)
 }
 
 func (ks *kernelSet) q8Vec4(t quant.Type) q8Vec4Func {
@@ -104,6 +112,42 @@ var goKernels = kernelSet{
 	bf16Vec4: refVec4(refBF16Dot),
 	dot:      refDotF32,
 	axpy:     refAxpyF32,
+	dotRows:  loopDotRows(refDotF32),
+	axpyRows: loopAxpyRows(refAxpyF32),
+	exp:      refExpF32,
+	swiGLU:   refSwiGLUF32,
+}
+
+// refExpF32 is e^x rounded from float64.
+func refExpF32(x []float32) {
+	for i, v := range x {
+		x[i] = float32(math.Exp(float64(v)))
+	}
+}
+
+// refSwiGLUF32 is silu(gate)·up with silu(g) = g/(1+e^-g).
+func refSwiGLUF32(gate, up []float32) {
+	for i, g := range gate {
+		gate[i] = g / (1 + float32(math.Exp(float64(-g)))) * up[i]
+	}
+}
+
+// loopDotRows makes a DotRowsF32 of one dot product per row.
+func loopDotRows(dot func(a, b []float32) float32) func(out, q, rows []float32, stride int) {
+	return func(out, q, rows []float32, stride int) {
+		for t := range out {
+			out[t] = dot(q, rows[t*stride:t*stride+len(q)])
+		}
+	}
+}
+
+// loopAxpyRows makes an AxpyRowsF32 of one axpy per row.
+func loopAxpyRows(axpy func(dst []float32, a float32, x []float32)) func(dst, w, rows []float32, stride int) {
+	return func(dst, w, rows []float32, stride int) {
+		for t, a := range w {
+			axpy(dst, a, rows[t*stride:t*stride+len(dst)])
+		}
+	}
 }
 
 func refVec4(dot func([]byte, []float32) float32) fVec4Func {
@@ -126,6 +170,41 @@ var (
 func DotF32(a, b []float32) float32 {
 	n := min(len(a), len(b))
 	return active.dot(a[:n], b[:n])
+}
+
+// DotRowsF32 sets out[t] = q · rows[t*stride : t*stride+len(q)] for every
+// t < len(out), exactly as len(out) calls of DotF32 would: attention's
+// scores of one query against the keys of one head, which lie in the KV
+// cache a row (stride floats) apart. rows must hold the last one.
+func DotRowsF32(out, q, rows []float32, stride int) {
+	if len(out) == 0 {
+		return
+	}
+	_ = rows[(len(out)-1)*stride+len(q)-1]
+	active.dotRows(out, q, rows, stride)
+}
+
+// AxpyRowsF32 adds w[t]·rows[t*stride : t*stride+len(dst)] to dst for t in
+// order, exactly as len(w) calls of AxpyF32 would: attention's weighted sum
+// of one head's values.
+func AxpyRowsF32(dst, w, rows []float32, stride int) {
+	if len(w) == 0 {
+		return
+	}
+	_ = rows[(len(w)-1)*stride+len(dst)-1]
+	active.axpyRows(dst, w, rows, stride)
+}
+
+// ExpF32 replaces each x[i] with e^x[i], float32(math.Exp(float64(x[i])))
+// but for about one value in a million, which may be 1 ulp off (the SIMD
+// kernels compute in float64 with a polynomial): softmax's exponentials.
+func ExpF32(x []float32) { active.exp(x) }
+
+// SwiGLUF32 replaces gate[i] with silu(gate[i])·up[i], silu(g) =
+// g/(1+e^-g) in float32 with e^-g as ExpF32 computes it: the feed-forward
+// activation.
+func SwiGLUF32(gate, up []float32) {
+	active.swiGLU(gate, up[:len(gate)])
 }
 
 // AxpyF32 adds a·x[i] to dst[i] for i below the shorter length.

@@ -32,6 +32,10 @@ func platformKernels() []kernelSet {
 		bf16Vec4: fVec4(bf16x4AVX2, 2, refBF16Dot),
 		dot:      dotAVX2,
 		axpy:     axpyAVX2,
+		dotRows:  dotRowsAVX2,
+		axpyRows: axpyRowsAVX2,
+		exp:      expAVX2,
+		swiGLU:   swiGLUAVX2,
 	}
 	sets = append(sets, avx2)
 	if cpu.X86.HasAVX512VNNI && cpu.X86.HasAVX512VL && cpu.X86.HasAVX512BW {
@@ -106,7 +110,7 @@ func dotAVX2(a, b []float32) float32 {
 	n := len(a) &^ 31
 	var s float32
 	if n > 0 {
-		s = dotF32AVX2(&a[0], &b[0], n)
+		dotRowsF32AVX2(&a[0], &b[0], 0, 1, n, &s)
 	}
 	return s + refDotF32(a[n:], b[n:])
 }
@@ -117,6 +121,38 @@ func axpyAVX2(dst []float32, a float32, x []float32) {
 		axpyF32AVX2(&dst[0], &x[0], a, n)
 	}
 	refAxpyF32(dst[n:], a, x[n:])
+}
+
+func dotRowsAVX2(out, q, rows []float32, stride int) {
+	if len(q)%32 != 0 {
+		loopDotRows(dotAVX2)(out, q, rows, stride)
+		return
+	}
+	dotRowsF32AVX2(&q[0], &rows[0], stride, len(out), len(q), &out[0])
+}
+
+func axpyRowsAVX2(dst, w, rows []float32, stride int) {
+	if len(dst)%32 != 0 {
+		loopAxpyRows(axpyAVX2)(dst, w, rows, stride)
+		return
+	}
+	axpyRowsF32AVX2(&dst[0], &w[0], &rows[0], stride, len(w), len(dst))
+}
+
+func expAVX2(x []float32) {
+	n := len(x) &^ 3
+	if n > 0 {
+		expF32AVX2(&x[0], n)
+	}
+	refExpF32(x[n:])
+}
+
+func swiGLUAVX2(gate, up []float32) {
+	n := len(gate) &^ 3
+	if n > 0 {
+		swiGLUF32AVX2(&gate[0], &up[0], n)
+	}
+	refSwiGLUF32(gate[n:], up[n:])
 }
 
 // cpuid1ECX returns ECX of CPUID leaf 1 (x/sys/cpu does not report F16C).
@@ -162,7 +198,16 @@ func f16x4AVX2(w0, w1, w2, w3 *byte, x *float32, n int, out *[4]float32)
 func bf16x4AVX2(w0, w1, w2, w3 *byte, x *float32, n int, out *[4]float32)
 
 //go:noescape
-func dotF32AVX2(a, b *float32, n int) float32
+func expF32AVX2(x *float32, n int)
+
+//go:noescape
+func swiGLUF32AVX2(gate, up *float32, n int)
+
+//go:noescape
+func dotRowsF32AVX2(q, rows *float32, stride, n, hd int, out *float32)
+
+//go:noescape
+func axpyRowsF32AVX2(dst, w, rows *float32, stride, n, hd int)
 
 //go:noescape
 func axpyF32AVX2(dst, x *float32, a float32, n int)

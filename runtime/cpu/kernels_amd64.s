@@ -779,41 +779,6 @@ bf16loop:
 	FX4_END
 	RET
 
-// func dotF32AVX2(a, b *float32, n int) float32 (n a multiple of 32, > 0)
-TEXT ·dotF32AVX2(SB), NOSPLIT, $0-28
-	MOVQ a+0(FP), SI
-	MOVQ b+8(FP), DI
-	MOVQ n+16(FP), CX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-
-dotloop:
-	VMOVUPS (SI), Y4
-	VMOVUPS 32(SI), Y5
-	VMOVUPS 64(SI), Y6
-	VMOVUPS 96(SI), Y7
-	VFMADD231PS (DI), Y4, Y0
-	VFMADD231PS 32(DI), Y5, Y1
-	VFMADD231PS 64(DI), Y6, Y2
-	VFMADD231PS 96(DI), Y7, Y3
-	ADDQ $128, SI
-	ADDQ $128, DI
-	SUBQ $32, CX
-	JNZ  dotloop
-
-	VADDPS Y1, Y0, Y0
-	VADDPS Y3, Y2, Y2
-	VADDPS Y2, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
-	VZEROUPPER
-	MOVSS X0, ret+24(FP)
-	RET
-
 // func axpyF32AVX2(dst, x *float32, a float32, n int) (n a multiple of 16, > 0)
 TEXT ·axpyF32AVX2(SB), NOSPLIT, $0-32
 	MOVQ dst+0(FP), DI
@@ -966,5 +931,275 @@ q80zloop:
 	JNZ  q80zloop
 
 	ZTILE_STORE
+	VZEROUPPER
+	RET
+
+// func dotRowsF32AVX2(q, rows *float32, stride, n, hd int, out *float32)
+// out[t] = q · rows[t*stride : t*stride+hd] for t < n (hd a multiple of 32,
+// > 0; stride in floats): one 4-accumulator dot product per row (DotF32 is
+// the case n = 1), with no call per row: attention's scores.
+TEXT ·dotRowsF32AVX2(SB), NOSPLIT, $0-48
+	MOVQ q+0(FP), SI
+	MOVQ rows+8(FP), DI
+	MOVQ stride+16(FP), R8
+	SHLQ $2, R8
+	MOVQ n+24(FP), DX
+	MOVQ hd+32(FP), R9
+	MOVQ out+40(FP), R10
+
+drowloop:
+	MOVQ SI, R11
+	MOVQ DI, R12
+	MOVQ R9, CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+drowdot:
+	VMOVUPS (R11), Y4
+	VMOVUPS 32(R11), Y5
+	VMOVUPS 64(R11), Y6
+	VMOVUPS 96(R11), Y7
+	VFMADD231PS (R12), Y4, Y0
+	VFMADD231PS 32(R12), Y5, Y1
+	VFMADD231PS 64(R12), Y6, Y2
+	VFMADD231PS 96(R12), Y7, Y3
+	ADDQ $128, R11
+	ADDQ $128, R12
+	SUBQ $32, CX
+	JNZ  drowdot
+
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	MOVSS X0, (R10)
+	ADDQ $4, R10
+	ADDQ R8, DI
+	DECQ DX
+	JNZ  drowloop
+
+	VZEROUPPER
+	RET
+
+// func axpyRowsF32AVX2(dst, w, rows *float32, stride, n, hd int)
+// dst += Σ_t w[t]·rows[t*stride : t*stride+hd] for t < n, in order of t
+// (hd a multiple of 32, > 0; n > 0): the same fused multiply-adds as n
+// axpyF32AVX2 calls, with 32 floats of dst kept in registers across the
+// rows. Attention's weighted sum of the values.
+TEXT ·axpyRowsF32AVX2(SB), NOSPLIT, $0-48
+	MOVQ dst+0(FP), DI
+	MOVQ w+8(FP), SI
+	MOVQ rows+16(FP), R8
+	MOVQ stride+24(FP), R9
+	SHLQ $2, R9
+	MOVQ n+32(FP), R10
+	MOVQ hd+40(FP), CX
+
+arowchunk:
+	VMOVUPS (DI), Y1
+	VMOVUPS 32(DI), Y2
+	VMOVUPS 64(DI), Y3
+	VMOVUPS 96(DI), Y4
+	MOVQ SI, R11
+	MOVQ R8, R12
+	MOVQ R10, DX
+
+arowrow:
+	VBROADCASTSS (R11), Y0
+	VFMADD231PS (R12), Y0, Y1
+	VFMADD231PS 32(R12), Y0, Y2
+	VFMADD231PS 64(R12), Y0, Y3
+	VFMADD231PS 96(R12), Y0, Y4
+	ADDQ $4, R11
+	ADDQ R9, R12
+	DECQ DX
+	JNZ  arowrow
+
+	VMOVUPS Y1, (DI)
+	VMOVUPS Y2, 32(DI)
+	VMOVUPS Y3, 64(DI)
+	VMOVUPS Y4, 96(DI)
+	ADDQ $128, DI
+	ADDQ $128, R8
+	SUBQ $32, CX
+	JNZ  arowchunk
+
+	VZEROUPPER
+	RET
+
+// ---------------------------------------------------------------------------
+// e^x of float32s, computed in float64 so that the float32 result is the
+// correctly rounded one except when e^x lies within about 1e-13 of a
+// rounding boundary (about one value in a million): the same numbers as
+// float32(math.Exp(float64(x))), which the model used before, at a
+// fraction of the cost. x = n·ln2 + r (Cody-Waite, |r| ≤ ln2/2), e^r by its
+// Taylor series to r^11/11! (truncation below 2e-14), 2^n added to the
+// exponent bits. x is clamped to [-110, 90]: e^x then rounds to 0 or +Inf
+// in float32 as the exact value does. Constants as 32-byte vectors of
+// float64.
+DATA expdhi<>+0(SB)/8, $0x4056800000000000
+DATA expdhi<>+8(SB)/8, $0x4056800000000000
+DATA expdhi<>+16(SB)/8, $0x4056800000000000
+DATA expdhi<>+24(SB)/8, $0x4056800000000000
+GLOBL expdhi<>(SB), RODATA|NOPTR, $32
+DATA expdlo<>+0(SB)/8, $0xc05b800000000000
+DATA expdlo<>+8(SB)/8, $0xc05b800000000000
+DATA expdlo<>+16(SB)/8, $0xc05b800000000000
+DATA expdlo<>+24(SB)/8, $0xc05b800000000000
+GLOBL expdlo<>(SB), RODATA|NOPTR, $32
+DATA expdlog2e<>+0(SB)/8, $0x3ff71547652b82fe
+DATA expdlog2e<>+8(SB)/8, $0x3ff71547652b82fe
+DATA expdlog2e<>+16(SB)/8, $0x3ff71547652b82fe
+DATA expdlog2e<>+24(SB)/8, $0x3ff71547652b82fe
+GLOBL expdlog2e<>(SB), RODATA|NOPTR, $32
+DATA expdln2hi<>+0(SB)/8, $0x3fe62e42fee00000
+DATA expdln2hi<>+8(SB)/8, $0x3fe62e42fee00000
+DATA expdln2hi<>+16(SB)/8, $0x3fe62e42fee00000
+DATA expdln2hi<>+24(SB)/8, $0x3fe62e42fee00000
+GLOBL expdln2hi<>(SB), RODATA|NOPTR, $32
+DATA expdln2lo<>+0(SB)/8, $0x3dea39ef35793c76
+DATA expdln2lo<>+8(SB)/8, $0x3dea39ef35793c76
+DATA expdln2lo<>+16(SB)/8, $0x3dea39ef35793c76
+DATA expdln2lo<>+24(SB)/8, $0x3dea39ef35793c76
+GLOBL expdln2lo<>(SB), RODATA|NOPTR, $32
+DATA expdc11<>+0(SB)/8, $0x3e5ae64567f544e4
+DATA expdc11<>+8(SB)/8, $0x3e5ae64567f544e4
+DATA expdc11<>+16(SB)/8, $0x3e5ae64567f544e4
+DATA expdc11<>+24(SB)/8, $0x3e5ae64567f544e4
+GLOBL expdc11<>(SB), RODATA|NOPTR, $32
+DATA expdc10<>+0(SB)/8, $0x3e927e4fb7789f5c
+DATA expdc10<>+8(SB)/8, $0x3e927e4fb7789f5c
+DATA expdc10<>+16(SB)/8, $0x3e927e4fb7789f5c
+DATA expdc10<>+24(SB)/8, $0x3e927e4fb7789f5c
+GLOBL expdc10<>(SB), RODATA|NOPTR, $32
+DATA expdc9<>+0(SB)/8, $0x3ec71de3a556c734
+DATA expdc9<>+8(SB)/8, $0x3ec71de3a556c734
+DATA expdc9<>+16(SB)/8, $0x3ec71de3a556c734
+DATA expdc9<>+24(SB)/8, $0x3ec71de3a556c734
+GLOBL expdc9<>(SB), RODATA|NOPTR, $32
+DATA expdc8<>+0(SB)/8, $0x3efa01a01a01a01a
+DATA expdc8<>+8(SB)/8, $0x3efa01a01a01a01a
+DATA expdc8<>+16(SB)/8, $0x3efa01a01a01a01a
+DATA expdc8<>+24(SB)/8, $0x3efa01a01a01a01a
+GLOBL expdc8<>(SB), RODATA|NOPTR, $32
+DATA expdc7<>+0(SB)/8, $0x3f2a01a01a01a01a
+DATA expdc7<>+8(SB)/8, $0x3f2a01a01a01a01a
+DATA expdc7<>+16(SB)/8, $0x3f2a01a01a01a01a
+DATA expdc7<>+24(SB)/8, $0x3f2a01a01a01a01a
+GLOBL expdc7<>(SB), RODATA|NOPTR, $32
+DATA expdc6<>+0(SB)/8, $0x3f56c16c16c16c17
+DATA expdc6<>+8(SB)/8, $0x3f56c16c16c16c17
+DATA expdc6<>+16(SB)/8, $0x3f56c16c16c16c17
+DATA expdc6<>+24(SB)/8, $0x3f56c16c16c16c17
+GLOBL expdc6<>(SB), RODATA|NOPTR, $32
+DATA expdc5<>+0(SB)/8, $0x3f81111111111111
+DATA expdc5<>+8(SB)/8, $0x3f81111111111111
+DATA expdc5<>+16(SB)/8, $0x3f81111111111111
+DATA expdc5<>+24(SB)/8, $0x3f81111111111111
+GLOBL expdc5<>(SB), RODATA|NOPTR, $32
+DATA expdc4<>+0(SB)/8, $0x3fa5555555555555
+DATA expdc4<>+8(SB)/8, $0x3fa5555555555555
+DATA expdc4<>+16(SB)/8, $0x3fa5555555555555
+DATA expdc4<>+24(SB)/8, $0x3fa5555555555555
+GLOBL expdc4<>(SB), RODATA|NOPTR, $32
+DATA expdc3<>+0(SB)/8, $0x3fc5555555555555
+DATA expdc3<>+8(SB)/8, $0x3fc5555555555555
+DATA expdc3<>+16(SB)/8, $0x3fc5555555555555
+DATA expdc3<>+24(SB)/8, $0x3fc5555555555555
+GLOBL expdc3<>(SB), RODATA|NOPTR, $32
+DATA expdc2<>+0(SB)/8, $0x3fe0000000000000
+DATA expdc2<>+8(SB)/8, $0x3fe0000000000000
+DATA expdc2<>+16(SB)/8, $0x3fe0000000000000
+DATA expdc2<>+24(SB)/8, $0x3fe0000000000000
+GLOBL expdc2<>(SB), RODATA|NOPTR, $32
+DATA expdc1<>+0(SB)/8, $0x3ff0000000000000
+DATA expdc1<>+8(SB)/8, $0x3ff0000000000000
+DATA expdc1<>+16(SB)/8, $0x3ff0000000000000
+DATA expdc1<>+24(SB)/8, $0x3ff0000000000000
+GLOBL expdc1<>(SB), RODATA|NOPTR, $32
+DATA expdc0<>+0(SB)/8, $0x3ff0000000000000
+DATA expdc0<>+8(SB)/8, $0x3ff0000000000000
+DATA expdc0<>+16(SB)/8, $0x3ff0000000000000
+DATA expdc0<>+24(SB)/8, $0x3ff0000000000000
+GLOBL expdc0<>(SB), RODATA|NOPTR, $32
+DATA expdbias<>+0(SB)/8, $1023
+DATA expdbias<>+8(SB)/8, $1023
+DATA expdbias<>+16(SB)/8, $1023
+DATA expdbias<>+24(SB)/8, $1023
+GLOBL expdbias<>(SB), RODATA|NOPTR, $32
+DATA expone32<>+0(SB)/8, $0x3f8000003f800000
+DATA expone32<>+8(SB)/8, $0x3f8000003f800000
+GLOBL expone32<>(SB), RODATA|NOPTR, $16
+
+// EXP4: X2 = e^X0 for four float32s; clobbers Y0, Y1, Y3.
+#define EXP4 \
+	VCVTPS2PD X0, Y0; \
+	VMINPD expdhi<>(SB), Y0, Y0; \
+	VMAXPD expdlo<>(SB), Y0, Y0; \
+	VMULPD expdlog2e<>(SB), Y0, Y1; \
+	VROUNDPD $0, Y1, Y1; \
+	VFNMADD231PD expdln2hi<>(SB), Y1, Y0; \
+	VFNMADD231PD expdln2lo<>(SB), Y1, Y0; \
+	VMOVUPD expdc11<>(SB), Y2; \
+	VFMADD213PD expdc10<>(SB), Y0, Y2; \
+	VFMADD213PD expdc9<>(SB), Y0, Y2; \
+	VFMADD213PD expdc8<>(SB), Y0, Y2; \
+	VFMADD213PD expdc7<>(SB), Y0, Y2; \
+	VFMADD213PD expdc6<>(SB), Y0, Y2; \
+	VFMADD213PD expdc5<>(SB), Y0, Y2; \
+	VFMADD213PD expdc4<>(SB), Y0, Y2; \
+	VFMADD213PD expdc3<>(SB), Y0, Y2; \
+	VFMADD213PD expdc2<>(SB), Y0, Y2; \
+	VFMADD213PD expdc1<>(SB), Y0, Y2; \
+	VFMADD213PD expdc0<>(SB), Y0, Y2; \
+	VCVTPD2DQY Y1, X1; \
+	VPMOVSXDQ X1, Y1; \
+	VPADDQ expdbias<>(SB), Y1, Y1; \
+	VPSLLQ $52, Y1, Y1; \
+	VMULPD Y1, Y2, Y2; \
+	VCVTPD2PSY Y2, X2
+
+// func expF32AVX2(x *float32, n int): x[i] = e^x[i] (n a multiple of 4, > 0)
+TEXT ·expF32AVX2(SB), NOSPLIT, $0-16
+	MOVQ x+0(FP), DI
+	MOVQ n+8(FP), CX
+
+exploop:
+	VMOVUPS (DI), X0
+	EXP4
+	VMOVUPS X2, (DI)
+	ADDQ $16, DI
+	SUBQ $4, CX
+	JNZ  exploop
+
+	VZEROUPPER
+	RET
+
+// func swiGLUF32AVX2(gate, up *float32, n int): gate[i] = silu(gate[i])·up[i]
+// with silu(g) = g/(1+e^-g) in float32, as refSwiGLUF32 (n a multiple of 4).
+TEXT ·swiGLUF32AVX2(SB), NOSPLIT, $0-24
+	MOVQ gate+0(FP), DI
+	MOVQ up+8(FP), SI
+	MOVQ n+16(FP), CX
+	VXORPS X5, X5, X5
+
+gluloop:
+	VMOVUPS (DI), X4
+	VSUBPS X4, X5, X0
+	EXP4
+	VADDPS expone32<>(SB), X2, X2
+	VDIVPS X2, X4, X4
+	VMULPS (SI), X4, X4
+	VMOVUPS X4, (DI)
+	ADDQ $16, DI
+	ADDQ $16, SI
+	SUBQ $4, CX
+	JNZ  gluloop
+
 	VZEROUPPER
 	RET

@@ -131,10 +131,26 @@ func New(m *model.Model, tok *tokenizer.Tokenizer, cfg Config) (*Engine, error) 
 	if tok.EOS() >= 0 {
 		e.eos = []int32{tok.EOS()}
 	}
+	prefault(st.Cache)
 	for i := range e.slots {
 		e.slots[i].cached = make([]int32, 0, c.ContextSize)
 	}
 	return e, nil
+}
+
+// prefault touches every page of the KV cache, so that the memory is
+// taken now, when the server starts (and fails to start if it is not
+// there), rather than page by page by the first requests, which would
+// make them slow.
+func prefault(c *model.Cache) {
+	const pageFloats = 4096 / 4
+	for l := range c.K {
+		for _, kv := range [][]float32{c.K[l], c.V[l]} {
+			for i := 0; i < len(kv); i += pageFloats {
+				kv[i] = 0
+			}
+		}
+	}
 }
 
 // KVBytesPerPosition is the KV cache memory one position of one sequence
@@ -214,28 +230,30 @@ func (e *Engine) Submit(ctx context.Context, reqs ...Request) ([]*Stream, error)
 			stream: newStream(), dec: e.tok.NewDecoder(), stop: sample.NewStopMatcher(r.Params.Stop),
 		}
 	}
-	e.mu.Lock()
-	switch {
-	case e.closed:
-		e.mu.Unlock()
-		return nil, ErrClosed
-	case e.waitingRoom() < len(seqs):
-		e.mu.Unlock()
-		e.stats.rejected.Add(1)
-		return nil, ErrQueueFull
-	}
-	e.queue = append(e.queue, seqs...)
-	e.mu.Unlock()
-	e.signal()
-
 	// Wake the loop when a caller goes away, so that its slot is freed
-	// before the next step rather than when the loop next looks.
+	// before the next step rather than when the loop next looks. Set
+	// before the sequences are queued: the loop may end them at once.
 	stop := context.AfterFunc(ctx, e.signal)
 	streams := make([]*Stream, len(seqs))
 	for i, s := range seqs {
 		streams[i] = s.stream
 		s.stopWatch = stop
 	}
+	e.mu.Lock()
+	switch {
+	case e.closed:
+		e.mu.Unlock()
+		stop()
+		return nil, ErrClosed
+	case e.waitingRoom() < len(seqs):
+		e.mu.Unlock()
+		stop()
+		e.stats.rejected.Add(1)
+		return nil, ErrQueueFull
+	}
+	e.queue = append(e.queue, seqs...)
+	e.mu.Unlock()
+	e.signal()
 	return streams, nil
 }
 

@@ -19,10 +19,12 @@ type Backend interface {
 	Parallel(n int, body Ranger)
 	// Threads is the most Range calls Parallel runs at once.
 	Threads() int
-	// Dot returns Σ a[i]·b[i]; Axpy adds a·x to dst. Attention runs on
-	// them (one head's keys and values at a time).
-	Dot(a, b []float32) float32
-	Axpy(dst []float32, a float32, x []float32)
+	// DotRows sets out[t] = q · rows[t*stride : t*stride+len(q)] for t <
+	// len(out); AxpyRows adds w[t]·rows[t*stride : t*stride+len(dst)] to
+	// dst for t in order. Attention runs on them: one head's keys and
+	// values lie in the KV cache a row of all heads apart.
+	DotRows(out, q, rows []float32, stride int)
+	AxpyRows(dst, w, rows []float32, stride int)
 	// Supports reports whether MatMul handles weights of type t.
 	Supports(t quant.Type) bool
 }
@@ -32,6 +34,18 @@ type Backend interface {
 // copied to a device), stored in Weight.Prepared.
 type Preparer interface {
 	Prepare(w *Weight) error
+}
+
+// ElementWise is implemented by backends with fast element-wise kernels;
+// without them the model computes in plain Go. Both must give what the
+// plain Go gives, float32(math.Exp(float64(x))) for e^x, but for rare
+// 1-ulp differences: agreement with llama.cpp on small quantized models
+// proved sensitive to even 1-ulp errors in every exponential.
+type ElementWise interface {
+	// Exp replaces x[i] with e^x[i] (softmax; arguments are <= 0).
+	Exp(x []float32)
+	// SwiGLU replaces gate[i] with silu(gate[i])·up[i].
+	SwiGLU(gate, up []float32)
 }
 
 // Product is one of several matrix products of the same input.
@@ -234,13 +248,21 @@ const elementwiseChunk = 4096
 
 // gluJob applies swiGLU to pieces of gate and up in parallel: with a
 // prompt's many tokens it is millions of exponentials.
-type gluJob struct{ gate, up []float32 }
+type gluJob struct {
+	m        *Model
+	gate, up []float32
+}
 
 func (g *gluJob) Range(start, end int) {
 	lo, hi := start*elementwiseChunk, min(end*elementwiseChunk, len(g.gate))
-	if lo < hi {
-		swiGLU(g.gate[lo:hi], g.up[lo:hi])
+	if lo >= hi {
+		return
 	}
+	if ew, ok := g.m.backend.(ElementWise); ok {
+		ew.SwiGLU(g.gate[lo:hi], g.up[lo:hi])
+		return
+	}
+	swiGLU(g.gate[lo:hi], g.up[lo:hi])
 }
 
 // NewState makes a state for up to slots sequences of up to length
@@ -263,6 +285,7 @@ func (m *Model) NewState(slots, length, maxBatch int) (*State, error) {
 		sel: make([]float32, n*c.Dim), logits: make([]float32, n*c.VocabSize),
 	}
 	s.attn.s = s
+	s.glu.m = m
 	s.prods = make([]Product, 0, 4)
 	// One score buffer per thread that may run attention at once.
 	threads := max(1, m.backend.Threads())
@@ -409,21 +432,35 @@ func (a *attention) Range(start, end int) {
 		kvOff := (h / group) * hd
 		slot, n := a.batch.Seq[i], a.batch.Pos[i]+1
 		sc := scores[:n]
+		// The head's keys and values of positions 0..n-1, KVDim apart.
+		first := (slot*kc.Len)*kc.KVDim + kvOff
+		keys := kc.K[a.layer][first : first+(n-1)*kc.KVDim+hd]
+		values := kc.V[a.layer][first : first+(n-1)*kc.KVDim+hd]
+		b.DotRows(sc, q, keys, kc.KVDim)
 		maxScore := float32(math.Inf(-1))
 		for t := range sc {
-			sc[t] = b.Dot(q, kc.at(kc.K, a.layer, slot, t)[kvOff:kvOff+hd]) * scale
+			sc[t] *= scale
 			maxScore = max(maxScore, sc[t])
 		}
+		for t := range sc {
+			sc[t] -= maxScore
+		}
+		if ew, ok := b.(ElementWise); ok {
+			ew.Exp(sc)
+		} else {
+			for t, v := range sc {
+				sc[t] = float32(math.Exp(float64(v)))
+			}
+		}
 		var sum float64
-		for t, v := range sc {
-			e := float32(math.Exp(float64(v - maxScore)))
-			sc[t] = e
+		for _, e := range sc {
 			sum += float64(e)
 		}
 		inv := float32(1 / sum)
-		clear(out)
-		for t, w := range sc {
-			b.Axpy(out, w*inv, kc.at(kc.V, a.layer, slot, t)[kvOff:kvOff+hd])
+		for t := range sc {
+			sc[t] *= inv
 		}
+		clear(out)
+		b.AxpyRows(out, sc, values, kc.KVDim)
 	}
 }

@@ -17,9 +17,15 @@ type naiveBackend struct{}
 
 func (naiveBackend) Supports(t quant.Type) bool { return t == quant.F32 }
 func (naiveBackend) Threads() int               { return 1 }
-func (naiveBackend) Dot(a, b []float32) float32 { return dot(a, b) }
-func (naiveBackend) Axpy(dst []float32, a float32, x []float32) {
-	axpy(dst, a, x)
+func (naiveBackend) DotRows(out, q, rows []float32, stride int) {
+	for t := range out {
+		out[t] = dot(q, rows[t*stride:t*stride+len(q)])
+	}
+}
+func (naiveBackend) AxpyRows(dst, w, rows []float32, stride int) {
+	for t, a := range w {
+		axpy(dst, a, rows[t*stride:t*stride+len(dst)])
+	}
 }
 func (naiveBackend) Parallel(n int, body Ranger) {
 	// Uneven pieces, to catch ranges that depend on each other.
