@@ -68,7 +68,9 @@ test: kube-bins $(HELM) ## all tests, against a real kube-apiserver and etcd, th
 # Each count is about 5-10 s on a 2-core machine.
 FUZZ_TARGETS := ./runtime/gguf:FuzzParse:300000 ./runtime/llama2c:FuzzParse:300000 \
 	./runtime/tokenizer:FuzzEncode:40000 ./runtime/tokenizer:FuzzParseSentencePiece:60000 \
-	./runtime/quant:FuzzDequantize:100000 ./runtime/sample:FuzzStopMatcher:300000
+	./runtime/quant:FuzzDequantize:100000 ./runtime/sample:FuzzStopMatcher:300000 \
+	./runtime/server:FuzzDecodeScore:30000 ./runtime/server:FuzzDecodeCompletion:30000 \
+	./runtime/server:FuzzDecodeChat:30000 ./runtime/chat:FuzzEncode:40000
 FUZZ_SCALE ?= 1
 
 .PHONY: fuzz
@@ -78,6 +80,12 @@ fuzz: ## run each fuzz target from its seed corpus for its execution budget (tim
 		echo "fuzz $$pkg $$name for $$n executions"; \
 		$(GO) test -run='^$$' -fuzz="^$$name$$" -fuzztime=$${n}x "$$pkg" || exit 1; \
 	done
+
+.PHONY: bench-serve
+bench-serve: ## the HTTP server under load: 1 vs 16 streams, 64 clients (429s), time to first token, on a stories110M-shaped Q8_0 model
+	mkdir -p bin/models
+	test -f bin/models/stories110M-q8_0.gguf || $(GO) run ./cmd/leo-runtime gen-model --shape stories110M --type q8_0 -o bin/models/stories110M-q8_0.gguf
+	$(GO) run ./cmd/leo-runtime bench-serve --model bin/models/stories110M-q8_0.gguf $(BENCH_SERVE_FLAGS)
 
 .PHONY: bench
 bench: ## leo-runtime vs llama.cpp on TinyLlama-1.1B-shaped Q4_0 and Q8_0 files, 1 and 2 threads (installs the peer)

@@ -42,6 +42,7 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	duration := fs.Duration("duration", 20*time.Second, "length of phase 3")
 	reps := fs.Int("reps", 3, "repetitions of phases 1 and 2; medians are reported")
 	jsonOut := fs.Bool("json", false, "print JSON")
+	kvType := fs.String("kv-cache-type", "f16", "KV cache element type: f16 (serve's default) or f32")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
@@ -51,13 +52,17 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if *streams < 1 || *clients < 1 || *maxTokens < 1 || *reps < 1 || *queued < 0 {
 		return usagef("--streams, --clients, --max-tokens and --reps must be positive")
 	}
+	kv, err := parseKVType(*kvType)
+	if err != nil {
+		return err
+	}
 	l, err := load(*modelPath, *threads)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
 	e, err := engine.New(l.Model, l.Tokenizer, engine.Config{
-		MaxConcurrent: *streams, MaxQueued: *queued, ContextSize: min(l.Model.Config.ContextLength, 512),
+		MaxConcurrent: *streams, MaxQueued: *queued, ContextSize: min(l.Model.Config.ContextLength, 512), KVType: kv,
 	})
 	if err != nil {
 		return err
@@ -82,7 +87,7 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if _, err := c.complete(ctx, 0); err != nil { // warm-up
 		return err
 	}
-	fmt.Fprintf(stderr, "bench-serve: %s, %d threads, %d tokens per request\n", *modelPath, *threads, *maxTokens)
+	fmt.Fprintf(stderr, "bench-serve: %s, %d threads, %d tokens per request, %s KV cache\n", *modelPath, *threads, *maxTokens, kv)
 
 	var one, many []float64
 	for r := 0; r < *reps; r++ {
@@ -102,7 +107,7 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	res := benchServeResult{
-		Model: *modelPath, Threads: *threads, MaxTokens: *maxTokens, Streams: *streams,
+		Model: *modelPath, KVType: kv.String(), Threads: *threads, MaxTokens: *maxTokens, Streams: *streams,
 		SingleTokS: median(one), AggregateTokS: median(many), Clients: *clients, Load: load,
 	}
 	res.Ratio = res.AggregateTokS / res.SingleTokS
@@ -111,7 +116,7 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)
 	}
-	fmt.Fprintf(stdout, "model %s, %d threads, %d tokens per request (streamed over loopback HTTP)\n", res.Model, res.Threads, res.MaxTokens)
+	fmt.Fprintf(stdout, "model %s, %d threads, %s KV cache, %d tokens per request (streamed over loopback HTTP)\n", res.Model, res.Threads, res.KVType, res.MaxTokens)
 	fmt.Fprintf(stdout, "1 stream:            %7.1f tok/s (median of %d)\n", res.SingleTokS, *reps)
 	fmt.Fprintf(stdout, "%d streams at once:  %7.1f tok/s aggregate = %.2f× one stream\n", res.Streams, res.AggregateTokS, res.Ratio)
 	fmt.Fprintf(stdout, "%d clients for %s: %d requests done, %d refused with 429, %d other errors; %.1f tok/s\n",
@@ -125,6 +130,7 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 
 type benchServeResult struct {
 	Model         string    `json:"model"`
+	KVType        string    `json:"kv_cache_type"`
 	Threads       int       `json:"threads"`
 	MaxTokens     int       `json:"max_tokens"`
 	Streams       int       `json:"streams"`

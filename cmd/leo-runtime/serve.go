@@ -13,10 +13,12 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/leo-operator/leo/runtime/chat"
 	"github.com/leo-operator/leo/runtime/engine"
+	"github.com/leo-operator/leo/runtime/quant"
 	"github.com/leo-operator/leo/runtime/sample"
 	"github.com/leo-operator/leo/runtime/server"
 )
@@ -25,10 +27,11 @@ import (
 // environment variables (an OnlineEndpoint's pod sets the latter).
 type serveConfig struct {
 	model, addr, modelName, keysFile, chatTemplate string
+	kvType                                         string
 	threads, ctxSize, batchTokens, maxNewTokens    int
 	maxConcurrent, maxQueued, timeoutMs            int
 	kvCacheMiB, maxBodyBytes                       int64
-	shutdownTimeout                                time.Duration
+	shutdownTimeout, drainDelay                    time.Duration
 }
 
 func serveFlags(fs *flag.FlagSet) *serveConfig {
@@ -36,18 +39,20 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.StringVar(&c.model, "model", "", "GGUF model file (required)")
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "address to listen on; 0.0.0.0:8080 in a pod")
 	fs.StringVar(&c.modelName, "model-name", "", "the model's id in /v1/models and responses (default: the file's general.name)")
-	fs.IntVar(&c.threads, "threads", runtime.NumCPU(), "CPU threads")
+	fs.IntVar(&c.threads, "threads", runtime.GOMAXPROCS(0), "CPU threads (default: GOMAXPROCS, which follows the container's CPU limit)")
 	fs.IntVar(&c.ctxSize, "ctx-size", 0, "positions per sequence, prompt and generated tokens together (default: the model's context length, at most 4096)")
 	fs.IntVar(&c.maxConcurrent, "max-concurrent-requests", 16, "sequences generated at once, each holding a KV cache slot (Azure ML's maxConcurrentRequestsPerInstance)")
-	fs.IntVar(&c.maxQueued, "max-queued-requests", 0, "sequences that may wait for a slot; beyond that requests get 429 (default: 4 × max-concurrent-requests)")
-	fs.IntVar(&c.timeoutMs, "request-timeout-ms", 90000, "a request not finished by then gets 408, waiting time included (Azure ML's requestTimeoutMs)")
+	fs.IntVar(&c.maxQueued, "max-queued-requests", 0, "sequences that may wait for a slot; beyond that requests get 429 (0: 4 × max-concurrent-requests; -1: none)")
+	fs.IntVar(&c.timeoutMs, "request-timeout-ms", int(server.DefaultRequestTimeout/time.Millisecond), "a request not finished by then gets 408, waiting time included (Azure ML's requestTimeoutMs)")
 	fs.Int64Var(&c.kvCacheMiB, "kv-cache-mib", 0, "cap on the KV cache's memory; lowers max-concurrent-requests to the slots that fit (0: no cap)")
+	fs.StringVar(&c.kvType, "kv-cache-type", "f16", "KV cache element type: f16 (as llama.cpp: half the memory and faster with many streams) or f32")
 	fs.IntVar(&c.batchTokens, "batch-tokens", 256, "most tokens in one forward pass: every running sequence's next token, then prompt chunks")
 	fs.IntVar(&c.maxNewTokens, "default-max-new-tokens", sample.DefaultMaxNewTokens, "max_new_tokens of requests that do not say")
-	fs.Int64Var(&c.maxBodyBytes, "max-body-bytes", 1<<20, "largest request body accepted")
+	fs.Int64Var(&c.maxBodyBytes, "max-body-bytes", server.DefaultMaxBodyBytes, "largest request body accepted")
 	fs.StringVar(&c.keysFile, "keys-file", "", "file of API keys, one per line; then every path but /, /healthz and /readyz needs 'Authorization: Bearer <key>'. Keys may also come from LEO_API_KEYS (comma-separated)")
 	fs.StringVar(&c.chatTemplate, "chat-template", "", "chat format: llama2, chatml, llama3 or zephyr (default: from the model's tokenizer.chat_template, else llama2)")
-	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long in-flight requests may take to finish")
+	fs.DurationVar(&c.drainDelay, "drain-delay", 5*time.Second, "on SIGTERM, how long to go on answering (/readyz 503, new requests 503) before closing the listener, so that Kubernetes takes the pod out of its Service first")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 20*time.Second, "then, how long in-flight requests may take to finish; keep drain-delay + shutdown-timeout below the pod's terminationGracePeriodSeconds (30s by default)")
 	return c
 }
 
@@ -121,8 +126,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := required(map[string]string{"model": c.model}); err != nil {
 		return err
 	}
-	if c.timeoutMs < 1 || c.maxBodyBytes < 1 || c.maxNewTokens < 1 || c.shutdownTimeout < 0 {
-		return usagef("--request-timeout-ms, --max-body-bytes and --default-max-new-tokens must be positive, --shutdown-timeout not negative")
+	switch {
+	case c.timeoutMs < 1 || c.maxBodyBytes < 1 || c.maxNewTokens < 1 || c.maxConcurrent < 1 || c.batchTokens < 1:
+		return usagef("--request-timeout-ms, --max-body-bytes, --default-max-new-tokens, --max-concurrent-requests and --batch-tokens must be positive")
+	case c.shutdownTimeout < 0 || c.drainDelay < 0 || c.ctxSize < 0 || c.maxQueued < -1:
+		return usagef("--shutdown-timeout, --drain-delay and --ctx-size must not be negative, --max-queued-requests not below -1")
+	case c.kvCacheMiB < 0 || c.kvCacheMiB > 1<<30:
+		return usagef("--kv-cache-mib must be in [0, %d]", 1<<30)
+	}
+	kvType, err := parseKVType(c.kvType)
+	if err != nil {
+		return err
 	}
 	keys, err := readKeys(c.keysFile)
 	if err != nil {
@@ -130,9 +144,34 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 
+	// Listen first: while the model loads, the liveness paths answer and
+	// /readyz says 503, so that a kubelet does not restart a pod that is
+	// only slow to load.
+	ln, err := net.Listen("tcp", c.addr)
+	if err != nil {
+		return err
+	}
+	var handler atomic.Pointer[http.Handler]
+	loading := http.Handler(loadingHandler())
+	handler.Store(&loading)
+	hs := &http.Server{
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*handler.Load()).ServeHTTP(w, r) }),
+		ReadHeaderTimeout: 10 * time.Second,
+		// The body must arrive within the request timeout (net/http lifts
+		// the read deadline once it has); idle keep-alive connections
+		// close. No WriteTimeout: it would cut long streams, so the
+		// server sets a deadline on each write instead.
+		ReadTimeout: time.Duration(c.timeoutMs)*time.Millisecond + 10*time.Second,
+		IdleTimeout: 120 * time.Second,
+	}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	log.Info("listening", "url", "http://"+ln.Addr().String())
+
 	start := time.Now()
 	l, err := load(c.model, c.threads)
 	if err != nil {
+		hs.Close()
 		return err
 	}
 	defer l.Close()
@@ -141,13 +180,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	tmpl, err := chatTemplate(c.chatTemplate, l.ChatTemplate, log)
 	if err != nil {
+		hs.Close()
 		return err
 	}
 	e, err := engine.New(l.Model, l.Tokenizer, engine.Config{
 		MaxConcurrent: c.maxConcurrent, MaxQueued: c.maxQueued, ContextSize: c.ctxSize,
-		BatchTokens: c.batchTokens, KVCacheBytes: c.kvCacheMiB << 20,
+		BatchTokens: c.batchTokens, KVCacheBytes: c.kvCacheMiB << 20, KVType: kvType,
 	})
 	if err != nil {
+		hs.Close()
 		return usageError{err.Error()}
 	}
 	name := c.modelName
@@ -159,35 +200,36 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		MaxBodyBytes: c.maxBodyBytes, DefaultMaxNewTokens: c.maxNewTokens, Chat: tmpl, Log: log,
 	})
 	if err != nil {
+		hs.Close()
 		return err
 	}
-	ln, err := net.Listen("tcp", c.addr)
-	if err != nil {
-		return err
-	}
+	engineCtx, stopEngine := context.WithCancel(context.Background())
+	go e.Run(engineCtx)
+	// The engine must be stopped before the model's memory is unmapped
+	// (the deferred l.Close).
+	defer func() {
+		stopEngine()
+		<-e.Done()
+	}()
+	ready := srv.Handler()
+	handler.Store(&ready)
 	ec := e.Config()
 	log.Info("model loaded", "model", c.model, "name", name, "seconds", time.Since(start).Seconds(),
 		"threads", c.threads, "context", ec.ContextSize, "slots", ec.MaxConcurrent, "queue", ec.MaxQueued,
-		"kv_cache_mib", engine.KVBytesPerPosition(l.Model.Config)*int64(ec.ContextSize*ec.MaxConcurrent)>>20,
+		"kv_cache", kvType.String(), "kv_cache_mib", engine.KVBytesPerPosition(l.Model.Config, kvType)*int64(ec.ContextSize*ec.MaxConcurrent)>>20,
 		"chat_template", tmpl.Name, "auth", len(keys) > 0)
-	fmt.Fprintf(stderr, "listening on http://%s\n", ln.Addr())
-
-	engineCtx, stopEngine := context.WithCancel(context.Background())
-	defer stopEngine()
-	go e.Run(engineCtx)
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
 
 	select {
 	case err := <-served:
 		return err
 	case <-ctx.Done():
 	}
-	// Graceful shutdown: fail readiness and refuse new work, let the
-	// requests in flight finish until the deadline, then stop.
-	log.Info("shutting down", "deadline", c.shutdownTimeout)
+	// Graceful shutdown: fail readiness and refuse new work while
+	// Kubernetes takes the pod out of the Service, then close the
+	// listener and let the requests in flight finish until the deadline.
+	log.Info("draining", "delay", c.drainDelay, "deadline", c.shutdownTimeout)
 	srv.Drain()
+	time.Sleep(c.drainDelay)
 	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
 	defer cancel()
 	shutdownErr := hs.Shutdown(sctx)
@@ -195,14 +237,45 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	select {
 	case <-e.Done():
 	case <-sctx.Done():
-		stopEngine() // ends what is left with an error
+		// Past the deadline: end what is left with an error, give the
+		// handlers a moment to tell their clients, then close.
+		stopEngine()
 		<-e.Done()
+		grace, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		hs.Shutdown(grace)
 	}
+	hs.Close()
 	if shutdownErr != nil {
 		log.Warn("requests still running at the shutdown deadline were cut off", "error", shutdownErr)
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// loadingHandler answers while the model loads: alive, not ready.
+func loadingHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/":
+			io.WriteString(w, "healthy")
+		case "/healthz":
+			io.WriteString(w, "ok")
+		default:
+			w.Header().Set("Retry-After", "5")
+			http.Error(w, "the model is loading", http.StatusServiceUnavailable)
+		}
+	})
+}
+
+func parseKVType(s string) (quant.Type, error) {
+	switch strings.ToLower(s) {
+	case "f16":
+		return quant.F16, nil
+	case "f32":
+		return quant.F32, nil
+	}
+	return 0, usagef("--kv-cache-type %q is not f16 or f32", s)
 }
 
 // chatTemplate picks the chat format: the flag's, else the model's own
@@ -217,7 +290,7 @@ func chatTemplate(flagValue, fromModel string, log *slog.Logger) (chat.Template,
 	}
 	t, err := chat.FromGGUF(fromModel)
 	if err != nil {
-		log.Warn("the model's chat template is not one leo knows; using Llama 2's", "error", err)
+		log.Warn("the model's chat template is not one leo knows; using Llama 2's (set --chat-template to choose)", "error", err)
 		return chat.Llama2(), nil
 	}
 	return t, nil

@@ -178,11 +178,12 @@ func (p *Pool) setup(j *matMulJob, dst []float32, w Matrix, x []float32, n int) 
 		j.nb = w.Cols / 256
 		j.tokBytes = j.nb * q8KStride
 	}
+	// Each thread is best served by long runs of consecutive rows (the
+	// prefetchers follow them), a few per thread so that a slowed thread
+	// can be helped. (Interleaved matrices keep the rows of a run in L1
+	// for all tokens; see laneRows.)
 	j.chunk = chunkRows
-	if n == 1 {
-		// Mat-vec streams the weights once: each thread is best served by
-		// long runs of consecutive rows (the prefetchers follow them), a
-		// few per thread so that a slowed thread can be helped.
+	if n == 1 || w.Interleaved {
 		j.chunk = max(chunkRows, (w.Rows/(4*p.threads))&^15)
 	}
 	j.chunks = (w.Rows + j.chunk - 1) / j.chunk
@@ -408,10 +409,17 @@ func (j *matMulJob) laneRows(r0, r1 int) {
 		j.ks.laneVec(j.w.Type)(w, j.act, j.nb, groups, j.dst[r0:r1])
 		return
 	}
+	// Eight rows (one call of the 8-row kernel) for all tokens at a time:
+	// the rows stay in L1 for the later token groups, while the first
+	// group's pass overlaps their fetch from memory with arithmetic.
 	tile := j.ks.laneTile(j.w.Type)
 	rows := j.w.Rows
-	for g := 0; 4*g < j.n; g++ {
-		tile(w, j.act[g*j.tokBytes:(g+1)*j.tokBytes], j.nb, groups, j.dst[4*g*rows+r0:], rows, j.n-4*g)
+	for r := r0; r < r1; r += 8 {
+		re := min(r+8, r1)
+		wr := w[(r-r0)*j.rowBytes : (re-r0)*j.rowBytes]
+		for g := 0; 4*g < j.n; g++ {
+			tile(wr, j.act[g*j.tokBytes:(g+1)*j.tokBytes], j.nb, (re-r)/4, j.dst[4*g*rows+r:], rows, j.n-4*g)
+		}
 	}
 }
 
@@ -428,15 +436,41 @@ func (j *matMulJob) kRows(r0, r1 int) {
 	}
 }
 
+// floatTiles is floatRows with a 4 rows × 4 tokens kernel: each block of
+// the rows is converted once for four tokens. A last tile of fewer than
+// four tokens repeats the last one and drops its results.
+func (j *matMulJob) floatTiles(r0, r1 int, tile fTile4Func) {
+	var rows [4][]byte
+	var x [4][]float32
+	cols := j.w.Cols
+	for r := r0; r < r1; r += 4 {
+		nr, _ := j.rows4(r, &rows)
+		for t0 := 0; t0 < j.n; t0 += 4 {
+			for i := range x {
+				t := min(t0+i, j.n-1)
+				x[i] = j.x[t*cols : (t+1)*cols]
+			}
+			out := tile(rows, x)
+			for i := 0; i < min(4, j.n-t0); i++ {
+				copy(j.dst[(t0+i)*j.w.Rows+r:][:nr], out[4*i:4*i+nr])
+			}
+		}
+	}
+}
+
 func (j *matMulJob) floatRows(r0, r1 int) {
-	vec := j.ks.f32Vec4
+	vec, tile := j.ks.f32Vec4, j.ks.f32Tile4
 	switch j.w.Type {
 	case quant.F16:
-		vec = j.ks.f16Vec4
+		vec, tile = j.ks.f16Vec4, j.ks.f16Tile4
 	case quant.BF16:
-		vec = j.ks.bf16Vec4
+		vec, tile = j.ks.bf16Vec4, nil
 	}
 	var rows [4][]byte
+	if tile != nil && j.n > 1 {
+		j.floatTiles(r0, r1, tile)
+		return
+	}
 	for r := r0; r < r1; r += 4 {
 		nr, _ := j.rows4(r, &rows)
 		for t := 0; t < j.n; t++ {

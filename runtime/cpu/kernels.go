@@ -31,6 +31,10 @@ type kVec1Func func(w, a []byte, nb int) float32
 // fVec4Func computes out[i] = row i · x for 4 rows of float weights.
 type fVec4Func func(w [4][]byte, x []float32) [4]float32
 
+// fTile4Func computes out[4*t+i] = row i · x[t] for 4 rows of float
+// weights and 4 tokens (the 4×4 tile of fVec4Func).
+type fTile4Func func(w [4][]byte, x [4][]float32) [16]float32
+
 // kernelSet is one implementation of every kernel.
 type kernelSet struct {
 	name             string
@@ -47,12 +51,18 @@ type kernelSet struct {
 	f32Vec4                  fVec4Func
 	f16Vec4                  fVec4Func
 	bf16Vec4                 fVec4Func
+	f32Tile4, f16Tile4       fTile4Func // nil: use the Vec4 kernels per token
 	dot                      func(a, b []float32) float32
 	axpy                     func(dst []float32, a float32, x []float32)
 	dotRows                  func(out, q, rows []float32, stride int)
 	axpyRows                 func(dst, w, rows []float32, stride int)
 	exp                      func(x []float32)
 	swiGLU                   func(gate, up []float32)
+	// The KV cache in half precision.
+	f32ToF16    func(dst []uint16, src []float32)
+	roundF16    func(x []float32)
+	dotRowsF16  func(out, q []float32, rows []uint16, stride int)
+	axpyRowsF16 func(dst, w []float32, rows []uint16, stride int)
 }
 
 func (ks *kernelSet) q8Vec4(t quant.Type) q8Vec4Func {
@@ -105,17 +115,53 @@ var goKernels = kernelSet{
 		}
 		return out
 	},
-	q4KVec1:  refQ4KDot,
-	q6KVec1:  refQ6KDot,
-	f32Vec4:  refVec4(refF32Dot),
-	f16Vec4:  refVec4(refF16Dot),
-	bf16Vec4: refVec4(refBF16Dot),
-	dot:      refDotF32,
-	axpy:     refAxpyF32,
-	dotRows:  loopDotRows(refDotF32),
-	axpyRows: loopAxpyRows(refAxpyF32),
-	exp:      refExpF32,
-	swiGLU:   refSwiGLUF32,
+	q4KVec1:     refQ4KDot,
+	q6KVec1:     refQ6KDot,
+	f32Vec4:     refVec4(refF32Dot),
+	f16Vec4:     refVec4(refF16Dot),
+	bf16Vec4:    refVec4(refBF16Dot),
+	dot:         refDotF32,
+	axpy:        refAxpyF32,
+	dotRows:     loopDotRows(refDotF32),
+	axpyRows:    loopAxpyRows(refAxpyF32),
+	exp:         refExpF32,
+	swiGLU:      refSwiGLUF32,
+	f32ToF16:    refF32ToF16,
+	roundF16:    refRoundF16,
+	dotRowsF16:  refDotRowsF16,
+	axpyRowsF16: refAxpyRowsF16,
+}
+
+func refF32ToF16(dst []uint16, src []float32) {
+	for i, v := range src {
+		dst[i] = quant.Float32ToFP16(v)
+	}
+}
+
+func refRoundF16(x []float32) {
+	for i, v := range x {
+		x[i] = quant.FP16ToFloat32(quant.Float32ToFP16(v))
+	}
+}
+
+func refDotRowsF16(out, q []float32, rows []uint16, stride int) {
+	for t := range out {
+		row := rows[t*stride : t*stride+len(q)]
+		var s float32
+		for i, v := range q {
+			s += v * quant.FP16ToFloat32(row[i])
+		}
+		out[t] = s
+	}
+}
+
+func refAxpyRowsF16(dst, w []float32, rows []uint16, stride int) {
+	for t, a := range w {
+		row := rows[t*stride : t*stride+len(dst)]
+		for i := range dst {
+			dst[i] += a * quant.FP16ToFloat32(row[i])
+		}
+	}
 }
 
 // refExpF32 is e^x rounded from float64.
@@ -193,6 +239,33 @@ func AxpyRowsF32(dst, w, rows []float32, stride int) {
 	}
 	_ = rows[(len(w)-1)*stride+len(dst)-1]
 	active.axpyRows(dst, w, rows, stride)
+}
+
+// F32ToF16 converts src to half precision (round to nearest even) into
+// dst: a KV cache row stored in half precision.
+func F32ToF16(dst []uint16, src []float32) { active.f32ToF16(dst[:len(src)], src) }
+
+// RoundF16 rounds each x[i] to the nearest half-precision value, as GGML
+// rounds the query and the attention weights that meet a half-precision
+// KV cache.
+func RoundF16(x []float32) { active.roundF16(x) }
+
+// DotRowsF16 is DotRowsF32 over half-precision rows.
+func DotRowsF16(out, q []float32, rows []uint16, stride int) {
+	if len(out) == 0 {
+		return
+	}
+	_ = rows[(len(out)-1)*stride+len(q)-1]
+	active.dotRowsF16(out, q, rows, stride)
+}
+
+// AxpyRowsF16 is AxpyRowsF32 over half-precision rows.
+func AxpyRowsF16(dst, w []float32, rows []uint16, stride int) {
+	if len(w) == 0 {
+		return
+	}
+	_ = rows[(len(w)-1)*stride+len(dst)-1]
+	active.axpyRowsF16(dst, w, rows, stride)
 }
 
 // ExpF32 replaces each x[i] with e^x[i], float32(math.Exp(float64(x[i])))

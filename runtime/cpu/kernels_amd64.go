@@ -36,6 +36,11 @@ func platformKernels() []kernelSet {
 		axpyRows: axpyRowsAVX2,
 		exp:      expAVX2,
 		swiGLU:   swiGLUAVX2,
+
+		f32ToF16:    f32ToF16,
+		roundF16:    roundF16,
+		dotRowsF16:  dotRowsF16,
+		axpyRowsF16: axpyRowsF16,
 	}
 	sets = append(sets, avx2)
 	if cpu.X86.HasAVX512VNNI && cpu.X86.HasAVX512VL && cpu.X86.HasAVX512BW {
@@ -47,6 +52,8 @@ func platformKernels() []kernelSet {
 		vnni.q80Tile = q8Tile(q80x4x4VNNI)
 		vnni.q40TileZ = q8Tile(q40x4x4Z)
 		vnni.q80TileZ = q8Tile(q80x4x4Z)
+		vnni.f32Tile4 = fTile4(f32x4x4AVX512, 4, refF32Dot)
+		vnni.f16Tile4 = fTile4(f16x4x4AVX512, 2, refF16Dot)
 		vnni.quantLane = quantLane
 		vnni.q40LaneVec = laneVec(q40LaneVec)
 		vnni.q80LaneVec = laneVec(q80LaneVec)
@@ -91,6 +98,27 @@ func kDot(k func(w, a *byte, nb int) float32) kVec1Func {
 type fx4Asm func(w0, w1, w2, w3 *byte, x *float32, n int, out *[4]float32)
 
 // fVec4 runs k over the first multiple of 16 columns and ref over the rest.
+type fx4x4Asm func(w0, w1, w2, w3 *byte, x0, x1, x2, x3 *float32, n int, out *[16]float32)
+
+// fTile4 wraps a 4 rows × 4 tokens float kernel; columns past the last
+// multiple of 16 are added by ref.
+func fTile4(k fx4x4Asm, size int, ref func([]byte, []float32) float32) fTile4Func {
+	return func(w [4][]byte, x [4][]float32) (out [16]float32) {
+		n := len(x[0]) &^ 15
+		if n > 0 {
+			k(&w[0][0], &w[1][0], &w[2][0], &w[3][0], &x[0][0], &x[1][0], &x[2][0], &x[3][0], n, &out)
+		}
+		if n < len(x[0]) {
+			for t := range x {
+				for r := range w {
+					out[4*t+r] += ref(w[r][n*size:], x[t][n:])
+				}
+			}
+		}
+		return out
+	}
+}
+
 func fVec4(k fx4Asm, size int, ref func([]byte, []float32) float32) fVec4Func {
 	return func(w [4][]byte, x []float32) (out [4]float32) {
 		n := len(x) &^ 15
@@ -137,6 +165,38 @@ func axpyRowsAVX2(dst, w, rows []float32, stride int) {
 		return
 	}
 	axpyRowsF32AVX2(&dst[0], &w[0], &rows[0], stride, len(w), len(dst))
+}
+
+func f32ToF16(dst []uint16, src []float32) {
+	n := len(src) &^ 7
+	if n > 0 {
+		f32ToF16AVX2(&dst[0], &src[0], n)
+	}
+	refF32ToF16(dst[n:], src[n:])
+}
+
+func roundF16(x []float32) {
+	n := len(x) &^ 7
+	if n > 0 {
+		roundF16AVX2(&x[0], n)
+	}
+	refRoundF16(x[n:])
+}
+
+func dotRowsF16(out, q []float32, rows []uint16, stride int) {
+	if len(q)%32 != 0 {
+		refDotRowsF16(out, q, rows, stride)
+		return
+	}
+	dotRowsF16AVX2(&q[0], &rows[0], stride, len(out), len(q), &out[0])
+}
+
+func axpyRowsF16(dst, w []float32, rows []uint16, stride int) {
+	if len(dst)%32 != 0 {
+		refAxpyRowsF16(dst, w, rows, stride)
+		return
+	}
+	axpyRowsF16AVX2(&dst[0], &w[0], &rows[0], stride, len(w), len(dst))
 }
 
 func expAVX2(x []float32) {
@@ -196,6 +256,24 @@ func f16x4AVX2(w0, w1, w2, w3 *byte, x *float32, n int, out *[4]float32)
 
 //go:noescape
 func bf16x4AVX2(w0, w1, w2, w3 *byte, x *float32, n int, out *[4]float32)
+
+//go:noescape
+func f16x4x4AVX512(w0, w1, w2, w3 *byte, x0, x1, x2, x3 *float32, n int, out *[16]float32)
+
+//go:noescape
+func f32x4x4AVX512(w0, w1, w2, w3 *byte, x0, x1, x2, x3 *float32, n int, out *[16]float32)
+
+//go:noescape
+func f32ToF16AVX2(dst *uint16, src *float32, n int)
+
+//go:noescape
+func roundF16AVX2(x *float32, n int)
+
+//go:noescape
+func dotRowsF16AVX2(q *float32, rows *uint16, stride, n, hd int, out *float32)
+
+//go:noescape
+func axpyRowsF16AVX2(dst, w *float32, rows *uint16, stride, n, hd int)
 
 //go:noescape
 func expF32AVX2(x *float32, n int)

@@ -1203,3 +1203,374 @@ gluloop:
 
 	VZEROUPPER
 	RET
+
+// ---------------------------------------------------------------------------
+// The KV cache in half precision: conversion, and attention's row kernels
+// over fp16 rows (F16C converts eight values on load).
+
+// func f32ToF16AVX2(dst *uint16, src *float32, n int) (n a multiple of 8, > 0)
+// Round to nearest even, as GGML's FP32_TO_FP16.
+TEXT ·f32ToF16AVX2(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+
+tohalfloop:
+	VMOVUPS (SI), Y0
+	VCVTPS2PH $0, Y0, X0
+	VMOVDQU X0, (DI)
+	ADDQ $32, SI
+	ADDQ $16, DI
+	SUBQ $8, CX
+	JNZ  tohalfloop
+
+	VZEROUPPER
+	RET
+
+// func roundF16AVX2(x *float32, n int): x[i] rounded to the nearest fp16
+// value, in place (n a multiple of 8, > 0).
+TEXT ·roundF16AVX2(SB), NOSPLIT, $0-16
+	MOVQ x+0(FP), DI
+	MOVQ n+8(FP), CX
+
+roundhalfloop:
+	VMOVUPS (DI), Y0
+	VCVTPS2PH $0, Y0, X0
+	VCVTPH2PS X0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JNZ  roundhalfloop
+
+	VZEROUPPER
+	RET
+
+// func dotRowsF16AVX2(q *float32, rows *uint16, stride, n, hd int, out *float32)
+// As dotRowsF32AVX2 with fp16 rows (stride in elements).
+TEXT ·dotRowsF16AVX2(SB), NOSPLIT, $0-48
+	MOVQ q+0(FP), SI
+	MOVQ rows+8(FP), DI
+	MOVQ stride+16(FP), R8
+	SHLQ $1, R8
+	MOVQ n+24(FP), DX
+	MOVQ hd+32(FP), R9
+	MOVQ out+40(FP), R10
+
+hrowloop:
+	MOVQ SI, R11
+	MOVQ DI, R12
+	MOVQ R9, CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+hrowdot:
+	VCVTPH2PS (R12), Y4
+	VCVTPH2PS 16(R12), Y5
+	VCVTPH2PS 32(R12), Y6
+	VCVTPH2PS 48(R12), Y7
+	VFMADD231PS (R11), Y4, Y0
+	VFMADD231PS 32(R11), Y5, Y1
+	VFMADD231PS 64(R11), Y6, Y2
+	VFMADD231PS 96(R11), Y7, Y3
+	ADDQ $128, R11
+	ADDQ $64, R12
+	SUBQ $32, CX
+	JNZ  hrowdot
+
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	MOVSS X0, (R10)
+	ADDQ $4, R10
+	ADDQ R8, DI
+	DECQ DX
+	JNZ  hrowloop
+
+	VZEROUPPER
+	RET
+
+// func axpyRowsF16AVX2(dst, w *float32, rows *uint16, stride, n, hd int)
+// As axpyRowsF32AVX2 with fp16 rows (stride in elements).
+TEXT ·axpyRowsF16AVX2(SB), NOSPLIT, $0-48
+	MOVQ dst+0(FP), DI
+	MOVQ w+8(FP), SI
+	MOVQ rows+16(FP), R8
+	MOVQ stride+24(FP), R9
+	SHLQ $1, R9
+	MOVQ n+32(FP), R10
+	MOVQ hd+40(FP), CX
+
+hrowchunk:
+	VMOVUPS (DI), Y1
+	VMOVUPS 32(DI), Y2
+	VMOVUPS 64(DI), Y3
+	VMOVUPS 96(DI), Y4
+	MOVQ SI, R11
+	MOVQ R8, R12
+	MOVQ R10, DX
+
+hrowrow:
+	VBROADCASTSS (R11), Y0
+	VCVTPH2PS (R12), Y5
+	VCVTPH2PS 16(R12), Y6
+	VCVTPH2PS 32(R12), Y7
+	VCVTPH2PS 48(R12), Y8
+	VFMADD231PS Y5, Y0, Y1
+	VFMADD231PS Y6, Y0, Y2
+	VFMADD231PS Y7, Y0, Y3
+	VFMADD231PS Y8, Y0, Y4
+	ADDQ $4, R11
+	ADDQ R9, R12
+	DECQ DX
+	JNZ  hrowrow
+
+	VMOVUPS Y1, (DI)
+	VMOVUPS Y2, 32(DI)
+	VMOVUPS Y3, 64(DI)
+	VMOVUPS Y4, 96(DI)
+	ADDQ $128, DI
+	ADDQ $64, R8
+	SUBQ $32, CX
+	JNZ  hrowchunk
+
+	VZEROUPPER
+	RET
+
+// ---------------------------------------------------------------------------
+// Float weights × four tokens, AVX-512: 4 rows × 4 tokens in sixteen 16-wide
+// accumulators (Z0..Z15, token t row r in Z(4t+r)); each block of 16
+// columns of the four rows is converted once (F16) and used for all four
+// tokens, where the 4-row kernels convert it again for every token.
+
+
+// FTILE_STEP: 16 columns of the four rows (loaded with load, step bytes
+// each) times the four tokens.
+#define FTILE_STEP(load, step) \
+	load (R8), Z16; \
+	load (R9), Z17; \
+	load (R10), Z18; \
+	load (R11), Z19; \
+	VMOVUPS (SI), Z20; \
+	VFMADD231PS Z16, Z20, Z0; \
+	VFMADD231PS Z17, Z20, Z1; \
+	VFMADD231PS Z18, Z20, Z2; \
+	VFMADD231PS Z19, Z20, Z3; \
+	VMOVUPS (DI), Z20; \
+	VFMADD231PS Z16, Z20, Z4; \
+	VFMADD231PS Z17, Z20, Z5; \
+	VFMADD231PS Z18, Z20, Z6; \
+	VFMADD231PS Z19, Z20, Z7; \
+	VMOVUPS (R12), Z20; \
+	VFMADD231PS Z16, Z20, Z8; \
+	VFMADD231PS Z17, Z20, Z9; \
+	VFMADD231PS Z18, Z20, Z10; \
+	VFMADD231PS Z19, Z20, Z11; \
+	VMOVUPS (R13), Z20; \
+	VFMADD231PS Z16, Z20, Z12; \
+	VFMADD231PS Z17, Z20, Z13; \
+	VFMADD231PS Z18, Z20, Z14; \
+	VFMADD231PS Z19, Z20, Z15; \
+	ADDQ $step, R8; \
+	ADDQ $step, R9; \
+	ADDQ $step, R10; \
+	ADDQ $step, R11; \
+	ADDQ $64, SI; \
+	ADDQ $64, DI; \
+	ADDQ $64, R12; \
+	ADDQ $64, R13
+
+// FTILE_END: the sum of each accumulator's 16 lanes to out[4t+r].
+#define FTILE_END \
+	VEXTRACTF64X4 $1, Z0, Y21; \
+	VADDPS Y21, Y0, Y0; \
+	VEXTRACTF32X4 $1, Y0, X21; \
+	VADDPS X21, X0, X0; \
+	VHADDPS X0, X0, X0; \
+	VHADDPS X0, X0, X0; \
+	VMOVSS X0, 0(AX); \
+	VEXTRACTF64X4 $1, Z1, Y21; \
+	VADDPS Y21, Y1, Y1; \
+	VEXTRACTF32X4 $1, Y1, X21; \
+	VADDPS X21, X1, X1; \
+	VHADDPS X1, X1, X1; \
+	VHADDPS X1, X1, X1; \
+	VMOVSS X1, 4(AX); \
+	VEXTRACTF64X4 $1, Z2, Y21; \
+	VADDPS Y21, Y2, Y2; \
+	VEXTRACTF32X4 $1, Y2, X21; \
+	VADDPS X21, X2, X2; \
+	VHADDPS X2, X2, X2; \
+	VHADDPS X2, X2, X2; \
+	VMOVSS X2, 8(AX); \
+	VEXTRACTF64X4 $1, Z3, Y21; \
+	VADDPS Y21, Y3, Y3; \
+	VEXTRACTF32X4 $1, Y3, X21; \
+	VADDPS X21, X3, X3; \
+	VHADDPS X3, X3, X3; \
+	VHADDPS X3, X3, X3; \
+	VMOVSS X3, 12(AX); \
+	VEXTRACTF64X4 $1, Z4, Y21; \
+	VADDPS Y21, Y4, Y4; \
+	VEXTRACTF32X4 $1, Y4, X21; \
+	VADDPS X21, X4, X4; \
+	VHADDPS X4, X4, X4; \
+	VHADDPS X4, X4, X4; \
+	VMOVSS X4, 16(AX); \
+	VEXTRACTF64X4 $1, Z5, Y21; \
+	VADDPS Y21, Y5, Y5; \
+	VEXTRACTF32X4 $1, Y5, X21; \
+	VADDPS X21, X5, X5; \
+	VHADDPS X5, X5, X5; \
+	VHADDPS X5, X5, X5; \
+	VMOVSS X5, 20(AX); \
+	VEXTRACTF64X4 $1, Z6, Y21; \
+	VADDPS Y21, Y6, Y6; \
+	VEXTRACTF32X4 $1, Y6, X21; \
+	VADDPS X21, X6, X6; \
+	VHADDPS X6, X6, X6; \
+	VHADDPS X6, X6, X6; \
+	VMOVSS X6, 24(AX); \
+	VEXTRACTF64X4 $1, Z7, Y21; \
+	VADDPS Y21, Y7, Y7; \
+	VEXTRACTF32X4 $1, Y7, X21; \
+	VADDPS X21, X7, X7; \
+	VHADDPS X7, X7, X7; \
+	VHADDPS X7, X7, X7; \
+	VMOVSS X7, 28(AX); \
+	VEXTRACTF64X4 $1, Z8, Y21; \
+	VADDPS Y21, Y8, Y8; \
+	VEXTRACTF32X4 $1, Y8, X21; \
+	VADDPS X21, X8, X8; \
+	VHADDPS X8, X8, X8; \
+	VHADDPS X8, X8, X8; \
+	VMOVSS X8, 32(AX); \
+	VEXTRACTF64X4 $1, Z9, Y21; \
+	VADDPS Y21, Y9, Y9; \
+	VEXTRACTF32X4 $1, Y9, X21; \
+	VADDPS X21, X9, X9; \
+	VHADDPS X9, X9, X9; \
+	VHADDPS X9, X9, X9; \
+	VMOVSS X9, 36(AX); \
+	VEXTRACTF64X4 $1, Z10, Y21; \
+	VADDPS Y21, Y10, Y10; \
+	VEXTRACTF32X4 $1, Y10, X21; \
+	VADDPS X21, X10, X10; \
+	VHADDPS X10, X10, X10; \
+	VHADDPS X10, X10, X10; \
+	VMOVSS X10, 40(AX); \
+	VEXTRACTF64X4 $1, Z11, Y21; \
+	VADDPS Y21, Y11, Y11; \
+	VEXTRACTF32X4 $1, Y11, X21; \
+	VADDPS X21, X11, X11; \
+	VHADDPS X11, X11, X11; \
+	VHADDPS X11, X11, X11; \
+	VMOVSS X11, 44(AX); \
+	VEXTRACTF64X4 $1, Z12, Y21; \
+	VADDPS Y21, Y12, Y12; \
+	VEXTRACTF32X4 $1, Y12, X21; \
+	VADDPS X21, X12, X12; \
+	VHADDPS X12, X12, X12; \
+	VHADDPS X12, X12, X12; \
+	VMOVSS X12, 48(AX); \
+	VEXTRACTF64X4 $1, Z13, Y21; \
+	VADDPS Y21, Y13, Y13; \
+	VEXTRACTF32X4 $1, Y13, X21; \
+	VADDPS X21, X13, X13; \
+	VHADDPS X13, X13, X13; \
+	VHADDPS X13, X13, X13; \
+	VMOVSS X13, 52(AX); \
+	VEXTRACTF64X4 $1, Z14, Y21; \
+	VADDPS Y21, Y14, Y14; \
+	VEXTRACTF32X4 $1, Y14, X21; \
+	VADDPS X21, X14, X14; \
+	VHADDPS X14, X14, X14; \
+	VHADDPS X14, X14, X14; \
+	VMOVSS X14, 56(AX); \
+	VEXTRACTF64X4 $1, Z15, Y21; \
+	VADDPS Y21, Y15, Y15; \
+	VEXTRACTF32X4 $1, Y15, X21; \
+	VADDPS X21, X15, X15; \
+	VHADDPS X15, X15, X15; \
+	VHADDPS X15, X15, X15; \
+	VMOVSS X15, 60(AX); \
+	VZEROUPPER
+
+// func f16x4x4AVX512(w0, w1, w2, w3 *byte, x0, x1, x2, x3 *float32, n int, out *[16]float32)
+// out[4t+r] = row r · token t over n columns (a multiple of 16, > 0), half-precision
+// rows; each row block is loaded once for the four tokens.
+TEXT ·f16x4x4AVX512(SB), NOSPLIT, $0-80
+	MOVQ w0+0(FP), R8;
+	MOVQ w1+8(FP), R9;
+	MOVQ w2+16(FP), R10;
+	MOVQ w3+24(FP), R11;
+	MOVQ x0+32(FP), SI;
+	MOVQ x1+40(FP), DI;
+	MOVQ x2+48(FP), R12;
+	MOVQ x3+56(FP), R13;
+	MOVQ n+64(FP), CX;
+	VPXORD Z0, Z0, Z0;
+	VPXORD Z1, Z1, Z1;
+	VPXORD Z2, Z2, Z2;
+	VPXORD Z3, Z3, Z3;
+	VPXORD Z4, Z4, Z4;
+	VPXORD Z5, Z5, Z5;
+	VPXORD Z6, Z6, Z6;
+	VPXORD Z7, Z7, Z7;
+	VPXORD Z8, Z8, Z8;
+	VPXORD Z9, Z9, Z9;
+	VPXORD Z10, Z10, Z10;
+	VPXORD Z11, Z11, Z11;
+	VPXORD Z12, Z12, Z12;
+	VPXORD Z13, Z13, Z13;
+	VPXORD Z14, Z14, Z14;
+	VPXORD Z15, Z15, Z15;
+	MOVQ out+72(FP), AX
+f16tloop:
+	FTILE_STEP(VCVTPH2PS, 32)
+	SUBQ $16, CX
+	JNZ  f16tloop
+	FTILE_END
+	RET
+
+// func f32x4x4AVX512(w0, w1, w2, w3 *byte, x0, x1, x2, x3 *float32, n int, out *[16]float32)
+// out[4t+r] = row r · token t over n columns (a multiple of 16, > 0), float32
+// rows; each row block is loaded once for the four tokens.
+TEXT ·f32x4x4AVX512(SB), NOSPLIT, $0-80
+	MOVQ w0+0(FP), R8;
+	MOVQ w1+8(FP), R9;
+	MOVQ w2+16(FP), R10;
+	MOVQ w3+24(FP), R11;
+	MOVQ x0+32(FP), SI;
+	MOVQ x1+40(FP), DI;
+	MOVQ x2+48(FP), R12;
+	MOVQ x3+56(FP), R13;
+	MOVQ n+64(FP), CX;
+	VPXORD Z0, Z0, Z0;
+	VPXORD Z1, Z1, Z1;
+	VPXORD Z2, Z2, Z2;
+	VPXORD Z3, Z3, Z3;
+	VPXORD Z4, Z4, Z4;
+	VPXORD Z5, Z5, Z5;
+	VPXORD Z6, Z6, Z6;
+	VPXORD Z7, Z7, Z7;
+	VPXORD Z8, Z8, Z8;
+	VPXORD Z9, Z9, Z9;
+	VPXORD Z10, Z10, Z10;
+	VPXORD Z11, Z11, Z11;
+	VPXORD Z12, Z12, Z12;
+	VPXORD Z13, Z13, Z13;
+	VPXORD Z14, Z14, Z14;
+	VPXORD Z15, Z15, Z15;
+	MOVQ out+72(FP), AX
+f32tloop:
+	FTILE_STEP(VMOVUPS, 64)
+	SUBQ $16, CX
+	JNZ  f32tloop
+	FTILE_END
+	RET

@@ -4,6 +4,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/leo-operator/leo/runtime/quant"
 )
 
 // The row kernels of attention give bit for bit what one DotF32 or
@@ -107,5 +109,67 @@ func TestExpMatchesFloat64(t *testing.T) {
 			t.Errorf("%s: %d of %d values differ from float32(math.Exp(float64(x)))", active.name, off, len(x))
 		}
 		t.Logf("%s: %d of %d values 1 ulp off", active.name, off, len(x))
+	}
+}
+
+// The half-precision KV kernels: conversion and rounding bit for bit as
+// GGML's scalar conversion, row kernels within float32 summation error
+// of a float64 reference.
+func TestHalfPrecisionKV(t *testing.T) {
+	defer func(a *kernelSet) { active = a }(active)
+	r := rand.New(rand.NewPCG(7, 8))
+	src := make([]float32, 1003)
+	for i := range src {
+		src[i] = (r.Float32()*2 - 1) * float32(math.Pow(2, float64(r.IntN(40)-20)))
+	}
+	src[0], src[1], src[2] = 70000, -1e-8, 6.1e-5 // beyond fp16's range, subnormal
+	for i := range kernelSets {
+		active = &kernelSets[i]
+		h := make([]uint16, len(src))
+		F32ToF16(h, src)
+		rounded := append([]float32(nil), src...)
+		RoundF16(rounded)
+		for j, v := range src {
+			if h[j] != quant.Float32ToFP16(v) || math.Float32bits(rounded[j]) != math.Float32bits(quant.FP16ToFloat32(quant.Float32ToFP16(v))) {
+				t.Fatalf("%s: %v converts to %#04x / rounds to %v, want %#04x", active.name, v, h[j], rounded[j], quant.Float32ToFP16(v))
+			}
+		}
+		for _, hd := range []int{16, 64, 128} {
+			const n, stride = 9, 300
+			rows := make([]uint16, (n-1)*stride+hd)
+			for j := range rows {
+				rows[j] = quant.Float32ToFP16(r.Float32()*2 - 1)
+			}
+			q, w := make([]float32, hd), make([]float32, n)
+			for j := range q {
+				q[j] = r.Float32()*2 - 1
+			}
+			for j := range w {
+				w[j] = r.Float32()
+			}
+			dots := make([]float32, n)
+			DotRowsF16(dots, q, rows, stride)
+			acc := make([]float32, hd)
+			AxpyRowsF16(acc, w, rows, stride)
+			wantAcc := make([]float64, hd)
+			for t2 := 0; t2 < n; t2++ {
+				var want, mag float64
+				for j := range q {
+					v := float64(quant.FP16ToFloat32(rows[t2*stride+j]))
+					want += float64(q[j]) * v
+					mag += math.Abs(float64(q[j]) * v)
+					wantAcc[j] += float64(w[t2]) * v
+				}
+				if math.Abs(float64(dots[t2])-want) > 1e-6*mag {
+					t.Errorf("%s, head size %d: dot row %d = %v, want %v", active.name, hd, t2, dots[t2], want)
+				}
+			}
+			for j := range acc {
+				if math.Abs(float64(acc[j])-wantAcc[j]) > 1e-5 {
+					t.Errorf("%s, head size %d: axpy [%d] = %v, want %v", active.name, hd, j, acc[j], wantAcc[j])
+					break
+				}
+			}
+		}
 	}
 }

@@ -23,8 +23,10 @@ import (
 	"fmt"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/leo-operator/leo/runtime/model"
+	"github.com/leo-operator/leo/runtime/quant"
 	"github.com/leo-operator/leo/runtime/sample"
 	"github.com/leo-operator/leo/runtime/tokenizer"
 )
@@ -35,7 +37,7 @@ type Config struct {
 	// holds a KV cache slot. Default 16.
 	MaxConcurrent int
 	// MaxQueued is how many sequences may wait for a slot; more are
-	// refused with ErrQueueFull. Default 4×MaxConcurrent.
+	// refused with ErrQueueFull. 0 means 4×MaxConcurrent, -1 none.
 	MaxQueued int
 	// ContextSize is the positions of one sequence, prompt and generated
 	// tokens together. Default (0): the model's context length.
@@ -47,6 +49,10 @@ type Config struct {
 	// KVCacheBytes, when > 0, caps the KV cache's memory: MaxConcurrent is
 	// lowered to the slots that fit (an error if not even one does).
 	KVCacheBytes int64
+	// KVType is the KV cache's element type: F32 (the zero value) or F16
+	// (llama.cpp's default, which leo-runtime serve uses too: half the
+	// memory, and half the bytes attention reads at each step).
+	KVType quant.Type
 }
 
 // Errors Submit returns for requests it refuses.
@@ -114,7 +120,7 @@ func New(m *model.Model, tok *tokenizer.Tokenizer, cfg Config) (*Engine, error) 
 	if err != nil {
 		return nil, err
 	}
-	st, err := m.NewState(c.MaxConcurrent, c.ContextSize, c.BatchTokens)
+	st, err := m.NewStateKV(c.MaxConcurrent, c.ContextSize, c.BatchTokens, c.KVType)
 	if err != nil {
 		return nil, err
 	}
@@ -143,20 +149,27 @@ func New(m *model.Model, tok *tokenizer.Tokenizer, cfg Config) (*Engine, error) 
 // there), rather than page by page by the first requests, which would
 // make them slow.
 func prefault(c *model.Cache) {
-	const pageFloats = 4096 / 4
 	for l := range c.K {
-		for _, kv := range [][]float32{c.K[l], c.V[l]} {
-			for i := 0; i < len(kv); i += pageFloats {
-				kv[i] = 0
-			}
-		}
+		touch(c.K[l])
+		touch(c.V[l])
+	}
+	for l := range c.K16 {
+		touch(c.K16[l])
+		touch(c.V16[l])
+	}
+}
+
+func touch[T float32 | uint16](s []T) {
+	step := 4096 / int(unsafe.Sizeof(s[0]))
+	for i := 0; i < len(s); i += step {
+		s[i] = 0
 	}
 }
 
 // KVBytesPerPosition is the KV cache memory one position of one sequence
-// takes (keys and values of every layer, float32).
-func KVBytesPerPosition(c model.Config) int64 {
-	return int64(c.Layers) * 2 * int64(c.KVDim()) * 4
+// takes: keys and values of every layer, in elements of type t.
+func KVBytesPerPosition(c model.Config, t quant.Type) int64 {
+	return int64(c.Layers) * 2 * int64(c.KVDim()) * int64(t.BlockBytes())
 }
 
 func (cfg Config) withDefaults(mc model.Config) (Config, error) {
@@ -172,15 +185,15 @@ func (cfg Config) withDefaults(mc model.Config) (Config, error) {
 	switch {
 	case cfg.MaxConcurrent < 1:
 		return cfg, fmt.Errorf("max concurrent requests must be >= 1 (got %d)", cfg.MaxConcurrent)
-	case cfg.MaxQueued < 0:
-		return cfg, fmt.Errorf("max queued requests must be >= 0 (got %d)", cfg.MaxQueued)
+	case cfg.MaxQueued < -1:
+		return cfg, fmt.Errorf("max queued requests must be >= -1 (got %d); -1 means none", cfg.MaxQueued)
 	case cfg.ContextSize < 2 || cfg.ContextSize > mc.ContextLength:
 		return cfg, fmt.Errorf("context size must be in [2, %d], the model's context length (got %d)", mc.ContextLength, cfg.ContextSize)
 	case cfg.KVCacheBytes < 0:
 		return cfg, fmt.Errorf("KV cache budget must be >= 0 bytes (got %d)", cfg.KVCacheBytes)
 	}
 	if cfg.KVCacheBytes > 0 {
-		perSlot := KVBytesPerPosition(mc) * int64(cfg.ContextSize)
+		perSlot := KVBytesPerPosition(mc, cfg.KVType) * int64(cfg.ContextSize)
 		fit := cfg.KVCacheBytes / perSlot
 		if fit < 1 {
 			return cfg, fmt.Errorf("a KV cache budget of %d MiB holds no sequence: one of %d positions takes %d MiB; raise the budget or lower the context size",
@@ -188,8 +201,11 @@ func (cfg Config) withDefaults(mc model.Config) (Config, error) {
 		}
 		cfg.MaxConcurrent = int(min(int64(cfg.MaxConcurrent), fit))
 	}
-	if cfg.MaxQueued == 0 {
+	switch cfg.MaxQueued {
+	case 0:
 		cfg.MaxQueued = 4 * cfg.MaxConcurrent
+	case -1:
+		cfg.MaxQueued = 0
 	}
 	if cfg.BatchTokens < cfg.MaxConcurrent {
 		return cfg, fmt.Errorf("batch tokens (%d) must be at least max concurrent requests (%d), so every running sequence can decode each step", cfg.BatchTokens, cfg.MaxConcurrent)

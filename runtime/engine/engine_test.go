@@ -323,7 +323,7 @@ func TestRefusals(t *testing.T) {
 
 func TestKVBudget(t *testing.T) {
 	l := testmodel.Load(t, testmodel.Tiny, quant.Q8_0)
-	perSlot := engine.KVBytesPerPosition(testmodel.Tiny) * 100
+	perSlot := engine.KVBytesPerPosition(testmodel.Tiny, quant.F32) * 100
 	e, err := engine.New(l.Model, l.Tokenizer, engine.Config{MaxConcurrent: 8, ContextSize: 100, KVCacheBytes: 3*perSlot + 1})
 	if err != nil {
 		t.Fatal(err)

@@ -48,6 +48,17 @@ type ElementWise interface {
 	SwiGLU(gate, up []float32)
 }
 
+// HalfKV is implemented by backends that can keep the KV cache in half
+// precision, as llama.cpp does by default: half the memory, and half the
+// bytes attention reads. As in GGML, the query and the attention weights
+// are rounded to half precision where they meet the cache.
+type HalfKV interface {
+	F32ToF16(dst []uint16, src []float32)
+	RoundF16(x []float32)
+	DotRowsF16(out, q []float32, rows []uint16, stride int)
+	AxpyRowsF16(dst, w []float32, rows []uint16, stride int)
+}
+
 // Product is one of several matrix products of the same input.
 type Product struct {
 	Dst []float32
@@ -199,25 +210,47 @@ func (b *Batch) check(s *State) error {
 }
 
 // Cache holds the keys and values of every position of every sequence
-// slot, per layer: K[l][(slot*Len+pos)*KVDim : …+KVDim].
+// slot, per layer: K[l][(slot*Len+pos)*KVDim : …+KVDim], in float32 (K, V)
+// or, when Type is F16, in half precision (K16, V16).
 type Cache struct {
 	Slots, Len, KVDim int
+	Type              quant.Type
 	K, V              [][]float32
+	K16, V16          [][]uint16
 }
 
-func newCache(c Config, slots, length int) *Cache {
-	kc := &Cache{Slots: slots, Len: length, KVDim: c.KVDim(), K: make([][]float32, c.Layers), V: make([][]float32, c.Layers)}
-	for l := range kc.K {
-		kc.K[l] = make([]float32, slots*length*kc.KVDim)
-		kc.V[l] = make([]float32, slots*length*kc.KVDim)
+func newCache(c Config, slots, length int, t quant.Type) *Cache {
+	kc := &Cache{Slots: slots, Len: length, KVDim: c.KVDim(), Type: t}
+	n := slots * length * kc.KVDim
+	for range c.Layers {
+		if t == quant.F16 {
+			kc.K16, kc.V16 = append(kc.K16, make([]uint16, n)), append(kc.V16, make([]uint16, n))
+		} else {
+			kc.K, kc.V = append(kc.K, make([]float32, n)), append(kc.V, make([]float32, n))
+		}
 	}
 	return kc
 }
 
-// at returns the key/value row of one position of one slot in layer l.
-func (kc *Cache) at(kv [][]float32, l, slot, pos int) []float32 {
-	off := (slot*kc.Len + pos) * kc.KVDim
-	return kv[l][off : off+kc.KVDim]
+// offset is where position pos of a slot starts in a layer's K or V.
+func (kc *Cache) offset(slot, pos int) int { return (slot*kc.Len + pos) * kc.KVDim }
+
+// store writes the keys and values of one position.
+func (kc *Cache) store(b Backend, l, slot, pos int, k, v []float32) {
+	off := kc.offset(slot, pos)
+	if kc.Type == quant.F16 {
+		h := b.(HalfKV)
+		h.F32ToF16(kc.K16[l][off:off+kc.KVDim], k)
+		h.F32ToF16(kc.V16[l][off:off+kc.KVDim], v)
+		return
+	}
+	copy(kc.K[l][off:off+kc.KVDim], k)
+	copy(kc.V[l][off:off+kc.KVDim], v)
+}
+
+// Bytes is the cache's memory.
+func (kc *Cache) Bytes() int64 {
+	return int64(len(kc.K)+len(kc.K16)) * 2 * int64(kc.Slots*kc.Len*kc.KVDim) * int64(kc.Type.BlockBytes())
 }
 
 // State is what running the model needs besides the weights: the KV cache
@@ -267,9 +300,21 @@ func (g *gluJob) Range(start, end int) {
 
 // NewState makes a state for up to slots sequences of up to length
 // positions each (at most the model's context length), fed at most
-// maxBatch tokens per Forward call.
+// maxBatch tokens per Forward call, with a float32 KV cache.
 func (m *Model) NewState(slots, length, maxBatch int) (*State, error) {
+	return m.NewStateKV(slots, length, maxBatch, quant.F32)
+}
+
+// NewStateKV is NewState with a KV cache of type kv: F32, or F16 where
+// the backend implements HalfKV.
+func (m *Model) NewStateKV(slots, length, maxBatch int, kv quant.Type) (*State, error) {
 	c := m.Config
+	switch _, half := m.backend.(HalfKV); {
+	case kv == quant.F16 && !half:
+		return nil, errors.New("this backend cannot keep the KV cache in F16; use F32")
+	case kv != quant.F32 && kv != quant.F16:
+		return nil, fmt.Errorf("the KV cache can be F32 or F16, not %s", kv)
+	}
 	if length <= 0 || length > c.ContextLength {
 		return nil, fmt.Errorf("context size %d must be in [1, %d], the model's context length", length, c.ContextLength)
 	}
@@ -278,7 +323,7 @@ func (m *Model) NewState(slots, length, maxBatch int) (*State, error) {
 	}
 	n := maxBatch
 	s := &State{
-		m: m, maxBatch: n, Cache: newCache(c, slots, length),
+		m: m, maxBatch: n, Cache: newCache(c, slots, length, kv),
 		x: make([]float32, n*c.Dim), xb: make([]float32, n*c.Dim), xb2: make([]float32, n*c.Dim),
 		q: make([]float32, n*c.Dim), k: make([]float32, n*c.KVDim()), v: make([]float32, n*c.KVDim()),
 		hb: make([]float32, n*c.HiddenDim), hb2: make([]float32, n*c.HiddenDim),
@@ -326,8 +371,7 @@ func (s *State) Forward(b *Batch) ([]float32, error) {
 		for i := 0; i < n; i++ {
 			m.rope(q[i*dim:(i+1)*dim], b.Pos[i])
 			m.rope(k[i*kvDim:(i+1)*kvDim], b.Pos[i])
-			copy(s.Cache.at(s.Cache.K, l, b.Seq[i], b.Pos[i]), k[i*kvDim:(i+1)*kvDim])
-			copy(s.Cache.at(s.Cache.V, l, b.Seq[i], b.Pos[i]), v[i*kvDim:(i+1)*kvDim])
+			s.Cache.store(m.backend, l, b.Seq[i], b.Pos[i], k[i*kvDim:(i+1)*kvDim], v[i*kvDim:(i+1)*kvDim])
 		}
 		s.attn.layer, s.attn.batch = l, b
 		m.backend.Parallel(n*c.Heads, &s.attn)
@@ -433,10 +477,14 @@ func (a *attention) Range(start, end int) {
 		slot, n := a.batch.Seq[i], a.batch.Pos[i]+1
 		sc := scores[:n]
 		// The head's keys and values of positions 0..n-1, KVDim apart.
-		first := (slot*kc.Len)*kc.KVDim + kvOff
-		keys := kc.K[a.layer][first : first+(n-1)*kc.KVDim+hd]
-		values := kc.V[a.layer][first : first+(n-1)*kc.KVDim+hd]
-		b.DotRows(sc, q, keys, kc.KVDim)
+		first, last := kc.offset(slot, 0)+kvOff, kc.offset(slot, n-1)+kvOff+hd
+		if kc.Type == quant.F16 {
+			half := b.(HalfKV)
+			half.RoundF16(q)
+			half.DotRowsF16(sc, q, kc.K16[a.layer][first:last], kc.KVDim)
+		} else {
+			b.DotRows(sc, q, kc.K[a.layer][first:last], kc.KVDim)
+		}
 		maxScore := float32(math.Inf(-1))
 		for t := range sc {
 			sc[t] *= scale
@@ -461,6 +509,12 @@ func (a *attention) Range(start, end int) {
 			sc[t] *= inv
 		}
 		clear(out)
-		b.AxpyRows(out, sc, values, kc.KVDim)
+		if kc.Type == quant.F16 {
+			half := b.(HalfKV)
+			half.RoundF16(sc)
+			half.AxpyRowsF16(out, sc, kc.V16[a.layer][first:last], kc.KVDim)
+		} else {
+			b.AxpyRows(out, sc, kc.V[a.layer][first:last], kc.KVDim)
+		}
 	}
 }

@@ -1,0 +1,251 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a bytes.Buffer safe for the server's writes and the
+// test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var listening = regexp.MustCompile(`msg=listening url=(http://\S+)`)
+
+// serve starts `leo-runtime serve` with args on a free loopback port and
+// returns its base URL, a function that stops it as SIGTERM does, and
+// the exit code once stopped.
+func serve(t *testing.T, args ...string) (url string, stop func() int, stderr *syncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	stderr = &syncBuffer{}
+	code := make(chan int, 1)
+	go func() {
+		code <- run(ctx, append([]string{"serve", "--model", testModel(t), "--addr", "127.0.0.1:0", "--threads", "2"}, args...), io.Discard, stderr)
+	}()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if m := listening.FindStringSubmatch(stderr.String()); m != nil {
+			url = m[1]
+			break
+		}
+		select {
+		case c := <-code:
+			t.Fatalf("serve exited with %d before listening:\n%s", c, stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not start listening:\n%s", stderr)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	var once sync.Once
+	var exit int
+	stop = func() int {
+		once.Do(func() {
+			cancel()
+			select {
+			case exit = <-code:
+			case <-time.After(time.Minute):
+				t.Fatal("serve did not stop within a minute of SIGTERM")
+			}
+		})
+		return exit
+	}
+	t.Cleanup(func() { stop() })
+	return url, stop, stderr
+}
+
+// waitReady polls /readyz until the model is loaded. Until then the
+// server is alive but not ready.
+func waitReady(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		resp, err := http.Get(url + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode == http.StatusOK:
+			return
+		case resp.StatusCode != http.StatusServiceUnavailable:
+			t.Fatalf("GET /readyz while loading: %d %s", resp.StatusCode, body)
+		case time.Now().After(deadline):
+			t.Fatal("the model did not load within a minute")
+		}
+		if live, err := http.Get(url + "/"); err != nil || live.StatusCode != http.StatusOK {
+			t.Fatalf("GET / (liveness) while loading: %v %v", live, err)
+		} else {
+			live.Body.Close()
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func post(t *testing.T, url, key, body string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+func TestServe(t *testing.T) {
+	keys := filepath.Join(t.TempDir(), "keys")
+	if err := os.WriteFile(keys, []byte("# one key per line\nfile-key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("LEO_API_KEYS", "env-key")
+	t.Setenv("LEO_MAX_BODY_BYTES", "2048") // flags can come from the environment
+	url, stop, stderr := serve(t, "--keys-file", keys, "--max-concurrent-requests", "2", "--model-name", "tiny-chat", "--drain-delay", "300ms")
+
+	waitReady(t, url)
+
+	score := `{"input_data": {"input_string": ["Once upon a time"], "parameters": {"max_new_tokens": 5}}}`
+	if resp, _ := post(t, url+"/score", "", score); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("/score without a key: %d, want 401", resp.StatusCode)
+	}
+	for _, key := range []string{"file-key", "env-key"} {
+		resp, body := post(t, url+"/score", key, score)
+		var out []map[string]string
+		if resp.StatusCode != http.StatusOK || json.Unmarshal([]byte(body), &out) != nil || len(out) != 1 || len(out[0]) != 1 {
+			t.Errorf("/score with key %s: %d %s", key, resp.StatusCode, body)
+		}
+	}
+	big := `{"input_data": {"input_string": ["` + strings.Repeat("a", 3000) + `"]}}`
+	if resp, body := post(t, url+"/score", "env-key", big); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "2048") {
+		t.Errorf("a body over $LEO_MAX_BODY_BYTES: %d %s", resp.StatusCode, body)
+	}
+	resp, body := post(t, url+"/v1/chat/completions", "env-key", `{"model": "tiny-chat", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}`)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"chat.completion"`) {
+		t.Errorf("chat completion: %d %s", resp.StatusCode, body)
+	}
+
+	// Graceful shutdown: a stream in flight when SIGTERM comes runs to its
+	// end; new requests are refused; the process exits 0.
+	req, _ := http.NewRequest(http.MethodPost, url+"/v1/completions", strings.NewReader(
+		`{"prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": true, "temperature": 0, "stream": true}`))
+	req.Header.Set("Authorization", "Bearer env-key")
+	stream, err := http.DefaultClient.Do(req)
+	if err != nil || stream.StatusCode != http.StatusOK {
+		t.Fatalf("streaming request: %v %v", stream, err)
+	}
+	defer stream.Body.Close()
+	events := bufio.NewScanner(stream.Body)
+	if !events.Scan() {
+		t.Fatal("no first event")
+	}
+	code := make(chan int, 1)
+	go func() { code <- stop() }()
+
+	// Once the server drains, /readyz fails and new work is refused.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		r, err := http.Get(url + "/readyz")
+		if err != nil || r.StatusCode == http.StatusServiceUnavailable {
+			if err == nil {
+				r.Body.Close()
+			}
+			break
+		}
+		r.Body.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz still ready after SIGTERM")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	drainReq, _ := http.NewRequest(http.MethodPost, url+"/score", strings.NewReader(score))
+	drainReq.Header.Set("Authorization", "Bearer env-key")
+	if resp, err := http.DefaultClient.Do(drainReq); err == nil {
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("a request while draining got %d, want 503 (or a refused connection)", resp.StatusCode)
+		}
+		resp.Body.Close()
+	}
+	var n int
+	done := false
+	for events.Scan() {
+		if line := events.Text(); strings.HasPrefix(line, "data: ") {
+			n++
+			done = line == "data: [DONE]"
+		}
+	}
+	if !done || n < 100 {
+		t.Errorf("the stream in flight got %d more events, ending with [DONE]: %v", n, done)
+	}
+	if c := <-code; c != 0 {
+		t.Errorf("serve exited with %d after SIGTERM:\n%s", c, stderr)
+	}
+	if !strings.Contains(stderr.String(), "stopped") {
+		t.Errorf("no shutdown log:\n%s", stderr)
+	}
+}
+
+func TestServeUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		env, val string
+		args     []string
+		code     int
+		want     string
+	}{
+		{"LEO_MAX_CONCURRENT_REQUESTS", "many", nil, 2, "$LEO_MAX_CONCURRENT_REQUESTS"},
+		{"", "", []string{"--kv-cache-type", "q4"}, 2, "--kv-cache-type"},
+		{"", "", []string{"--chat-template", "{% nonsense %}"}, 2, "--chat-template"},
+		{"", "", []string{"--max-concurrent-requests", "0"}, 2, "--max-concurrent-requests"},
+		{"", "", []string{"--keys-file", "/nonexistent/keys"}, 1, "keys file"},
+	} {
+		if tc.env != "" {
+			t.Setenv(tc.env, tc.val)
+		}
+		var stderr bytes.Buffer
+		// A server that starts by mistake stops after a while.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		code := run(ctx, append([]string{"serve", "--model", testModel(t), "--addr", "127.0.0.1:0"}, tc.args...), io.Discard, &stderr)
+		cancel()
+		if code != tc.code || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%s=%s %v: exit %d, stderr %q; want %d and %q", tc.env, tc.val, tc.args, code, stderr.String(), tc.code, tc.want)
+		}
+		if tc.env != "" {
+			os.Unsetenv(tc.env)
+		}
+	}
+}
