@@ -57,8 +57,9 @@ demo: kube-bins ## start a real control plane, install the CRDs, run the manager
 ##@ Test
 
 .PHONY: test
-test: kube-bins $(HELM) ## all tests, against a real kube-apiserver and etcd, then the fuzzers briefly
+test: kube-bins $(HELM) ## all tests, against a real kube-apiserver and etcd; the serving packages again under the race detector; then the fuzzers briefly
 	KUBEBUILDER_ASSETS="$(KUBE_BIN_DIR)" HELM="$(CURDIR)/$(HELM)" $(GO) test -count=1 ./...
+	$(GO) test -race -count=1 ./runtime/engine ./runtime/server ./runtime/cpu
 	$(MAKE) fuzz
 
 # Fuzz targets of parsers of untrusted input: package:target:executions.

@@ -50,7 +50,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.IntVar(&c.maxNewTokens, "default-max-new-tokens", sample.DefaultMaxNewTokens, "max_new_tokens of requests that do not say")
 	fs.Int64Var(&c.maxBodyBytes, "max-body-bytes", server.DefaultMaxBodyBytes, "largest request body accepted")
 	fs.StringVar(&c.keysFile, "keys-file", "", "file of API keys, one per line; then every path but /, /healthz and /readyz needs 'Authorization: Bearer <key>'. Keys may also come from LEO_API_KEYS (comma-separated)")
-	fs.StringVar(&c.chatTemplate, "chat-template", "", "chat format: llama2, chatml, llama3 or zephyr (default: from the model's tokenizer.chat_template, else llama2)")
+	fs.StringVar(&c.chatTemplate, "chat-template", "", "chat format: llama2, mistral, chatml, llama3 or zephyr (default: from the model's tokenizer.chat_template, else llama2)")
 	fs.DurationVar(&c.drainDelay, "drain-delay", 5*time.Second, "on SIGTERM, how long to go on answering (/readyz 503, new requests 503) before closing the listener, so that Kubernetes takes the pod out of its Service first")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 20*time.Second, "then, how long in-flight requests may take to finish; keep drain-delay + shutdown-timeout below the pod's terminationGracePeriodSeconds (30s by default)")
 	return c
@@ -154,16 +154,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var handler atomic.Pointer[http.Handler]
 	loading := http.Handler(loadingHandler())
 	handler.Store(&loading)
-	hs := &http.Server{
-		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*handler.Load()).ServeHTTP(w, r) }),
-		ReadHeaderTimeout: 10 * time.Second,
-		// The body must arrive within the request timeout (net/http lifts
-		// the read deadline once it has); idle keep-alive connections
-		// close. No WriteTimeout: it would cut long streams, so the
-		// server sets a deadline on each write instead.
-		ReadTimeout: time.Duration(c.timeoutMs)*time.Millisecond + 10*time.Second,
-		IdleTimeout: 120 * time.Second,
+	opts := server.Options{
+		Keys: keys, RequestTimeout: time.Duration(c.timeoutMs) * time.Millisecond,
+		MaxBodyBytes: c.maxBodyBytes, DefaultMaxNewTokens: c.maxNewTokens, Log: log,
 	}
+	// Read, idle and per-write deadlines, so that a slow client cannot
+	// hold a handler past the request timeout.
+	hs := server.NewHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*handler.Load()).ServeHTTP(w, r) }), opts)
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	log.Info("listening", "url", "http://"+ln.Addr().String())
@@ -195,10 +192,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if name == "" {
 		name = l.Name
 	}
-	srv, err := server.New(e, l.Tokenizer, server.Options{
-		ModelName: name, Keys: keys, RequestTimeout: time.Duration(c.timeoutMs) * time.Millisecond,
-		MaxBodyBytes: c.maxBodyBytes, DefaultMaxNewTokens: c.maxNewTokens, Chat: tmpl, Log: log,
-	})
+	opts.ModelName, opts.Chat = name, tmpl
+	srv, err := server.New(e, l.Tokenizer, opts)
 	if err != nil {
 		hs.Close()
 		return err
@@ -217,7 +212,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	log.Info("model loaded", "model", c.model, "name", name, "seconds", time.Since(start).Seconds(),
 		"threads", c.threads, "context", ec.ContextSize, "slots", ec.MaxConcurrent, "queue", ec.MaxQueued,
 		"kv_cache", kvType.String(), "kv_cache_mib", engine.KVBytesPerPosition(l.Model.Config, kvType)*int64(ec.ContextSize*ec.MaxConcurrent)>>20,
-		"chat_template", tmpl.Name, "auth", len(keys) > 0)
+		"chat_template", tmpl.Name(), "auth", len(keys) > 0)
 
 	select {
 	case err := <-served:
@@ -282,9 +277,9 @@ func parseKVType(s string) (quant.Type, error) {
 // (recognised by its markers), else Llama 2's.
 func chatTemplate(flagValue, fromModel string, log *slog.Logger) (chat.Template, error) {
 	if flagValue != "" {
-		t, err := chat.FromGGUF(flagValue)
+		t, err := chat.Named(flagValue)
 		if err != nil {
-			return t, usagef("--chat-template %q: %v", flagValue, err)
+			return t, usagef("--chat-template: %v", err)
 		}
 		return t, nil
 	}

@@ -22,51 +22,69 @@ type format int
 
 const (
 	formatLlama2 format = iota
+	formatMistral
 	formatChatML
 	formatLlama3
 	formatZephyr
 )
 
+// formatNames are the formats' names, as Template.Name and Named spell
+// them, in the format constants' order.
+var formatNames = []string{"llama2", "mistral", "chatml", "llama3", "zephyr"}
+
 // Template formats conversations for one model family. Make one with
-// Llama2 or FromGGUF; the zero Template formats as Llama2.
+// Llama2, Named or FromGGUF; the zero Template formats as Llama2.
 type Template struct {
-	Name   string // "llama2", "chatml", "llama3" or "zephyr"
 	format format
 }
 
-// Llama2 is Meta's Llama 2 chat format (the default).
-func Llama2() Template { return Template{Name: "llama2", format: formatLlama2} }
+// Name is the template's format: "llama2", "mistral", "chatml", "llama3"
+// or "zephyr".
+func (t Template) Name() string { return formatNames[t.format] }
 
-func chatML() Template { return Template{Name: "chatml", format: formatChatML} }
-func llama3() Template { return Template{Name: "llama3", format: formatLlama3} }
-func zephyr() Template { return Template{Name: "zephyr", format: formatZephyr} }
+// Llama2 is Meta's Llama 2 chat format (the default).
+func Llama2() Template { return Template{format: formatLlama2} }
+
+func mistral() Template { return Template{format: formatMistral} }
+func chatML() Template  { return Template{format: formatChatML} }
+func llama3() Template  { return Template{format: formatLlama3} }
+func zephyr() Template  { return Template{format: formatZephyr} }
+
+// Named returns the format of that name, in any case ("ChatML" is
+// "chatml"): what a command-line flag gives.
+func Named(name string) (Template, error) {
+	for f, n := range formatNames {
+		if strings.EqualFold(strings.TrimSpace(name), n) {
+			return Template{format: format(f)}, nil
+		}
+	}
+	return Llama2(), fmt.Errorf("chat: unknown chat format %q; the formats are %s", name, strings.Join(formatNames, ", "))
+}
 
 // FromGGUF picks the template from a GGUF file's tokenizer.chat_template, a
 // Jinja string; "" means the file has none, and gives Llama2. Like
-// llama.cpp's llm_chat_detect_template it accepts a template's name
-// ("llama2", "chatml", "llama3", "zephyr") and otherwise looks for the
-// families' markers in the Jinja text. An unrecognised template gives an
-// error naming the markers looked for, together with Llama2, the fallback
-// the caller is expected to log and use.
+// llama.cpp's llm_chat_detect_template it accepts a format's name (as
+// Named does) and otherwise looks for the families' markers in the Jinja
+// text. An unrecognised template gives an error naming the markers
+// looked for, together with Llama2, the fallback the caller is expected
+// to log and use.
 func FromGGUF(jinja string) (Template, error) {
+	if strings.TrimSpace(jinja) == "" {
+		return Llama2(), nil
+	}
+	if t, err := Named(jinja); err == nil {
+		return t, nil
+	}
 	has := func(s string) bool { return strings.Contains(jinja, s) }
 	switch {
-	case strings.TrimSpace(jinja) == "":
-		return Llama2(), nil
-	case jinja == "llama2":
-		return Llama2(), nil
-	case jinja == "chatml":
-		return chatML(), nil
-	case jinja == "llama3":
-		return llama3(), nil
-	case jinja == "zephyr":
-		return zephyr(), nil
 	// The order is llama.cpp's: ChatML before "[INST]", since a ChatML
 	// template may mention "[INST]" in a comment or a branch.
 	case has("<|im_start|>"):
 		return chatML(), nil
-	case has("[INST]"): // with or without <<SYS>>; Mistral's templates too
+	case has("[INST]") && has("<<SYS>>"):
 		return Llama2(), nil
+	case has("[INST]"): // Mistral's and Mixtral's templates have no <<SYS>>
+		return mistral(), nil
 	case has("<|start_header_id|>"):
 		return llama3(), nil
 	// zephyr-7b-beta's template writes the end of a turn as eos_token,
@@ -75,13 +93,43 @@ func FromGGUF(jinja string) (Template, error) {
 	case has("<|user|>") && (has("</s>") || has("eos_token")) && !has("<|end|>"):
 		return zephyr(), nil
 	}
-	return Llama2(), errors.New(`chat: unrecognised tokenizer.chat_template: it has none of the markers "[INST]" (llama2), "<|im_start|>" (chatml), "<|start_header_id|>" (llama3), "<|user|>" with "</s>" or eos_token and without "<|end|>" (zephyr)`)
+	return Llama2(), errors.New(`chat: unrecognised tokenizer.chat_template: it has none of the markers "[INST]" with "<<SYS>>" (llama2), "[INST]" without it (mistral), "<|im_start|>" (chatml), "<|start_header_id|>" (llama3), "<|user|>" with "</s>" or eos_token and without "<|end|>" (zephyr)`)
+}
+
+// MessageError is a conversation that the template cannot format: a
+// problem with the client's messages (an HTTP 400). It names the message
+// by its index only, so that the caller can write the path in its own
+// API's words (OpenAI's messages[i], Azure ML's input_string[i]).
+type MessageError struct {
+	Index int    // the message at fault; -1 for the list as a whole
+	Field string // the message's field at fault ("role"); "" for none
+	Msg   string // what is wrong, to follow the path: `is "robot"; it must be ...`
+}
+
+// Path is the place of the error in a list of messages called list:
+// "list[2].role", or list itself.
+func (e *MessageError) Path(list string) string {
+	if e.Index < 0 {
+		return list
+	}
+	p := fmt.Sprintf("%s[%d]", list, e.Index)
+	if e.Field != "" {
+		p += "." + e.Field
+	}
+	return p
+}
+
+// Error names the message as OpenAI's API does: "messages[1].role is ...".
+func (e *MessageError) Error() string { return e.Path("messages") + " " + e.Msg }
+
+func roleError(i int, format string, args ...any) *MessageError {
+	return &MessageError{Index: i, Field: "role", Msg: fmt.Sprintf(format, args...)}
 }
 
 // Encode validates msgs and returns the prompt tokens, ending where the
-// assistant's reply begins. Every error it returns is a problem with msgs,
-// worded for the client that sent them (an HTTP 400), naming the message
-// as messages[i]. Content may be empty.
+// assistant's reply begins. Every error it returns is a *MessageError, a
+// problem with msgs worded for the client that sent them. Content may be
+// empty.
 func (t Template) Encode(tok *tokenizer.Tokenizer, msgs []Message) ([]int32, error) {
 	if err := t.validate(msgs); err != nil {
 		return nil, err
@@ -95,6 +143,8 @@ func (t Template) Encode(tok *tokenizer.Tokenizer, msgs []Message) ([]int32, err
 		return encodeParts(tok, tok.BOS() >= 0, llama3Parts(msgs)), nil
 	case formatZephyr:
 		return encodeParts(tok, addsBOS(tok), zephyrParts(msgs)), nil
+	case formatMistral:
+		return encodeMistral(tok, msgs), nil
 	}
 	return encodeLlama2(tok, msgs), nil
 }
@@ -103,16 +153,21 @@ var roles = map[string]bool{"system": true, "user": true, "assistant": true}
 
 func (t Template) validate(msgs []Message) error {
 	if len(msgs) == 0 {
-		return errors.New(`messages: the list is empty; it needs at least one message with role "user"`)
+		return &MessageError{Index: -1, Msg: `is empty; it needs at least one message with role "user"`}
 	}
 	for i, m := range msgs {
 		if !roles[m.Role] {
-			return fmt.Errorf(`messages[%d].role is %s; it must be "system", "user" or "assistant"`, i, quote(m.Role))
+			return roleError(i, `is %s; it must be "system", "user" or "assistant"`, quote(m.Role))
 		}
 	}
-	if t.format == formatLlama2 {
+	if t.format == formatLlama2 || t.format == formatMistral {
 		// Meta's chat_completion asserts this order after merging a first
-		// system message into the next.
+		// system message into the next; Mistral's templates and
+		// mistral-common want it too.
+		name := "Llama 2"
+		if t.format == formatMistral {
+			name = "Mistral"
+		}
 		first := 0
 		if msgs[0].Role == "system" {
 			first = 1
@@ -125,14 +180,14 @@ func (t Template) validate(msgs []Message) error {
 			switch role := msgs[i].Role; {
 			case role == want:
 			case role == "system":
-				return fmt.Errorf(`messages[%d].role is "system"; the Llama 2 format allows a system message only as messages[0]`, i)
+				return roleError(i, `is "system"; the %s format allows a system message only as the first message`, name)
 			default:
-				return fmt.Errorf(`messages[%d].role is %q; expected %q: the Llama 2 format needs user and assistant messages to alternate, starting with "user" (after an optional system message)`, i, role, want)
+				return roleError(i, `is %q; expected %q: the %s format needs user and assistant messages to alternate, starting with "user" (after an optional system message)`, role, want, name)
 			}
 		}
 	}
 	if last := len(msgs) - 1; msgs[last].Role != "user" {
-		return fmt.Errorf(`messages[%d].role is %q; the last message must have role "user", since the model writes the assistant's reply to it`, last, msgs[last].Role)
+		return roleError(last, `is %q; the last message must have role "user", since the model writes the assistant's reply to it`, msgs[last].Role)
 	}
 	return nil
 }
@@ -140,13 +195,13 @@ func (t Template) validate(msgs []Message) error {
 // quote quotes a role for an error message, cut short so that a client
 // cannot make the server echo megabytes back.
 func quote(s string) string {
-	const max = 32
-	if utf8.RuneCountInString(s) <= max {
+	const maxRoleRunes = 32
+	if utf8.RuneCountInString(s) <= maxRoleRunes {
 		return fmt.Sprintf("%q", s)
 	}
 	n := 0
 	for i := range s {
-		if n == max {
+		if n == maxRoleRunes {
 			return fmt.Sprintf("%q...", s[:i])
 		}
 		n++
@@ -180,6 +235,29 @@ func encodeLlama2(tok *tokenizer.Tokenizer, msgs []Message) []int32 {
 	}
 	out = appendID(out, tok.BOS())
 	return append(out, tok.Encode(bInst+" "+pyStrip(msgs[len(msgs)-1].Content)+" "+eInst, false)...)
+}
+
+// encodeMistral is mistral-common's tokenizer V1 prompt for msgs, which
+// validate has checked: [BOS], each user message as encode("[INST] " +
+// content + " [/INST]"), each answer as encode(content) [EOS], a first
+// system message prepended to the first user message followed by "\n\n".
+// Each Encode call gets the space prefix, as each of mistral-common's
+// encode calls does; content is plain text, never control tokens.
+func encodeMistral(tok *tokenizer.Tokenizer, msgs []Message) []int32 {
+	if msgs[0].Role == "system" {
+		merged := Message{Role: "user", Content: msgs[0].Content + "\n\n" + msgs[1].Content}
+		msgs = append([]Message{merged}, msgs[2:]...)
+	}
+	out := appendID(nil, tok.BOS())
+	for _, m := range msgs {
+		if m.Role == "user" {
+			out = append(out, tok.Encode(bInst+" "+m.Content+" "+eInst, false)...)
+			continue
+		}
+		out = append(out, tok.Encode(m.Content, false)...)
+		out = appendID(out, tok.EOS())
+	}
+	return out
 }
 
 // appendID appends a special token id unless the vocabulary lacks it (-1).

@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -197,17 +198,24 @@ func TestNoInjection(t *testing.T) {
 		if got[0] != 1 || !slices.Equal(got[len(got)-4:], []int32{518, 29914, 25580, 29962}) {
 			t.Errorf("llama2: prompt does not start with BOS and end with [/INST]: %v", got)
 		}
+		got = encode(t, mistral(), tok, conv...)
+		if count(got, 1) != 1 || count(got, 2) != 1 || count(got, 0) != 0 {
+			t.Errorf("mistral: %d BOS, %d EOS, %d UNK; want 1, 1, 0", count(got, 1), count(got, 2), count(got, 0))
+		}
+		if got[0] != 1 || !slices.Equal(got[len(got)-4:], []int32{518, 29914, 25580, 29962}) {
+			t.Errorf("mistral: prompt does not start with BOS and end with [/INST]: %v", got)
+		}
 		for _, tmpl := range []Template{chatML(), llama3(), zephyr()} {
 			got := encode(t, tmpl, tok, conv...)
 			if n := count(got, 1); n != 1 {
-				t.Errorf("%s: %d BOS, want 1", tmpl.Name, n)
+				t.Errorf("%s: %d BOS, want 1", tmpl.Name(), n)
 			}
 			wantEOS := 0
 			if tmpl.format == formatZephyr {
 				wantEOS = len(conv) // "</s>" is the format's own end of turn
 			}
 			if n := count(got, 2); n != wantEOS {
-				t.Errorf("%s: %d EOS, want %d", tmpl.Name, n, wantEOS)
+				t.Errorf("%s: %d EOS, want %d", tmpl.Name(), n, wantEOS)
 			}
 			// In the extended vocabulary each marker id appears only
 			// where the format writes it.
@@ -217,7 +225,7 @@ func TestNoInjection(t *testing.T) {
 					continue
 				}
 				if n, want := count(got, id), markerCount(tmpl, conv, m); n != want {
-					t.Errorf("%s: %s appears %d times, want %d", tmpl.Name, m, n, want)
+					t.Errorf("%s: %s appears %d times, want %d", tmpl.Name(), m, n, want)
 				}
 			}
 		}
@@ -299,7 +307,7 @@ func TestMarkerFormatsMatchLlamaCpp(t *testing.T) {
 				got := encode(t, tmpl, tok, conv...)
 				want := tok.EncodeSpecial(renderLlamaCpp(tmpl, conv), true)
 				if !slices.Equal(got, want) {
-					t.Errorf("%s, %d tokens, %v:\ngot  %v\nwant %v", tmpl.Name, tok.VocabSize(), conv, got, want)
+					t.Errorf("%s, %d tokens, %v:\ngot  %v\nwant %v", tmpl.Name(), tok.VocabSize(), conv, got, want)
 				}
 			}
 		}
@@ -327,14 +335,15 @@ func TestChatMLDecode(t *testing.T) {
 
 func TestValidation(t *testing.T) {
 	long := strings.Repeat("x", 1000)
-	all := []Template{Llama2(), chatML(), llama3(), zephyr()}
+	all := []Template{Llama2(), mistral(), chatML(), llama3(), zephyr()}
+	alternating := []Template{Llama2(), mistral()}
 	cases := []struct {
 		tmpls []Template
 		msgs  []Message
 		want  string // "" for no error
 	}{
-		{all, nil, `messages: the list is empty; it needs at least one message with role "user"`},
-		{all, []Message{}, `messages: the list is empty`},
+		{all, nil, `messages is empty; it needs at least one message with role "user"`},
+		{all, []Message{}, `messages is empty`},
 		{all, []Message{msg("user", "a"), msg("tool", "b"), msg("user", "c")}, `messages[1].role is "tool"; it must be "system", "user" or "assistant"`},
 		{all, []Message{msg("User", "a")}, `messages[0].role is "User"; it must be`},
 		{all, []Message{msg("", "a")}, `messages[0].role is ""; it must be`},
@@ -345,33 +354,40 @@ func TestValidation(t *testing.T) {
 		{all, []Message{msg("system", ""), msg("user", "")}, ""},
 		{all, []Message{msg("user", "a"), msg("assistant", "b"), msg("user", "c")}, ""},
 
-		// Llama 2's order.
-		{[]Template{Llama2()}, []Message{msg("assistant", "a"), msg("user", "b")}, `messages[0].role is "assistant"; expected "user": the Llama 2 format needs user and assistant messages to alternate`},
-		{[]Template{Llama2()}, []Message{msg("user", "a"), msg("user", "b")}, `messages[1].role is "user"; expected "assistant"`},
-		{[]Template{Llama2()}, []Message{msg("system", "a"), msg("assistant", "b"), msg("user", "c")}, `messages[1].role is "assistant"; expected "user"`},
-		{[]Template{Llama2()}, []Message{msg("system", "a"), msg("user", "b"), msg("user", "c")}, `messages[2].role is "user"; expected "assistant"`},
-		{[]Template{Llama2()}, []Message{msg("user", "a"), msg("assistant", "b"), msg("system", "c"), msg("user", "d")}, `messages[2].role is "system"; the Llama 2 format allows a system message only as messages[0]`},
-		{[]Template{Llama2()}, []Message{msg("system", "a"), msg("system", "b"), msg("user", "c")}, `messages[1].role is "system"; the Llama 2 format allows a system message only as messages[0]`},
-		{[]Template{Llama2()}, []Message{msg("user", "a"), msg("system", "b")}, `messages[1].role is "system"; the Llama 2 format allows a system message only as messages[0]`},
-		{[]Template{Llama2()}, []Message{msg("system", "a"), msg("user", "b"), msg("assistant", "c")}, `messages[2].role is "assistant"; the last message must have role "user"`},
+		// Llama 2's order (and Mistral's).
+		{alternating, []Message{msg("assistant", "a"), msg("user", "b")}, `messages[0].role is "assistant"; expected "user": the Llama 2 format needs user and assistant messages to alternate`},
+		{alternating, []Message{msg("user", "a"), msg("user", "b")}, `messages[1].role is "user"; expected "assistant"`},
+		{alternating, []Message{msg("system", "a"), msg("assistant", "b"), msg("user", "c")}, `messages[1].role is "assistant"; expected "user"`},
+		{alternating, []Message{msg("system", "a"), msg("user", "b"), msg("user", "c")}, `messages[2].role is "user"; expected "assistant"`},
+		{alternating, []Message{msg("user", "a"), msg("assistant", "b"), msg("system", "c"), msg("user", "d")}, `messages[2].role is "system"; the Llama 2 format allows a system message only as the first message`},
+		{alternating, []Message{msg("system", "a"), msg("system", "b"), msg("user", "c")}, `messages[1].role is "system"; the Llama 2 format allows a system message only as the first message`},
+		{alternating, []Message{msg("user", "a"), msg("system", "b")}, `messages[1].role is "system"; the`},
+		{alternating, []Message{msg("system", "a"), msg("user", "b"), msg("assistant", "c")}, `messages[2].role is "assistant"; the last message must have role "user"`},
 
 		// The marker formats take any order that ends with a user message.
 		{[]Template{chatML(), llama3(), zephyr()}, []Message{msg("assistant", "a"), msg("user", "b"), msg("user", "c"), msg("system", "d"), msg("user", "e")}, ""},
 	}
 	for _, c := range cases {
 		for _, tmpl := range c.tmpls {
+			want := c.want
+			if tmpl.format == formatMistral {
+				want = strings.ReplaceAll(want, "Llama 2", "Mistral")
+			}
 			got, err := tmpl.Encode(llama(t), c.msgs)
 			switch {
 			case c.want == "" && err != nil:
-				t.Errorf("%s %v: unexpected error %v", tmpl.Name, c.msgs, err)
+				t.Errorf("%s %v: unexpected error %v", tmpl.Name(), c.msgs, err)
 			case c.want == "" && len(got) == 0:
-				t.Errorf("%s %v: no tokens", tmpl.Name, c.msgs)
+				t.Errorf("%s %v: no tokens", tmpl.Name(), c.msgs)
 			case c.want != "" && err == nil:
-				t.Errorf("%s %v: no error, want %q", tmpl.Name, c.msgs, c.want)
-			case c.want != "" && !strings.HasPrefix(err.Error(), c.want):
-				t.Errorf("%s %v: error\n %q\nwant it to start\n %q", tmpl.Name, c.msgs, err, c.want)
+				t.Errorf("%s %v: no error, want %q", tmpl.Name(), c.msgs, c.want)
+			case c.want != "" && !strings.HasPrefix(err.Error(), want):
+				t.Errorf("%s %v: error\n %q\nwant it to start\n %q", tmpl.Name(), c.msgs, err, want)
 			case err != nil && got != nil:
-				t.Errorf("%s %v: tokens with an error", tmpl.Name, c.msgs)
+				t.Errorf("%s %v: tokens with an error", tmpl.Name(), c.msgs)
+			}
+			if me := (*MessageError)(nil); err != nil && !errors.As(err, &me) {
+				t.Errorf("%s %v: error %T, want a *MessageError", tmpl.Name(), c.msgs, err)
 			}
 		}
 	}
@@ -396,6 +412,12 @@ const (
 	// mistralai/Mistral-7B-Instruct-v0.1
 	jinjaMistral = `{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token + ' ' }}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}`
 
+	// mistralai/Mistral-7B-Instruct-v0.2, the revision with a system message
+	jinjaMistralV02 = "{%- if messages[0]['role'] == 'system' %}\n    {%- set system_message = messages[0]['content'] %}\n    {%- set loop_messages = messages[1:] %}\n{%- else %}\n    {%- set loop_messages = messages %}\n{%- endif %}\n\n{{- bos_token }}\n{%- for message in loop_messages %}\n    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}\n        {{- raise_exception('After the optional system message, conversation roles must alternate user/assistant/user/assistant/...') }}\n    {%- endif %}\n    {%- if message['role'] == 'user' %}\n        {%- if loop.first and system_message is defined %}\n            {{- ' [INST] ' + system_message + '\\n\\n' + message['content'] + ' [/INST]' }}\n        {%- else %}\n            {{- ' [INST] ' + message['content'] + ' [/INST]' }}\n        {%- endif %}\n    {%- elif message['role'] == 'assistant' %}\n        {{- ' ' + message['content'] + eos_token}}\n    {%- else %}\n        {{- raise_exception('Only user and assistant roles are supported, with the exception of an initial optional system message!') }}\n    {%- endif %}\n{%- endfor %}\n"
+
+	// mistralai/Mixtral-8x7B-Instruct-v0.1 (the same as Mistral-7B-Instruct-v0.1's, spaced)
+	jinjaMixtral = "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
+
 	// teknium/OpenHermes-2.5-Mistral-7B (ChatML)
 	jinjaChatML = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 
@@ -417,8 +439,11 @@ func TestFromGGUF(t *testing.T) {
 		{"", "llama2"},
 		{" \n", "llama2"},
 		{jinjaLlama2, "llama2"},
-		{jinjaMistral, "llama2"},
-		{"{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}", "llama2"},
+		{jinjaMistral, "mistral"},
+		{jinjaMistralV02, "mistral"},
+		{jinjaMixtral, "mistral"},
+		{"{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}", "mistral"},
+		{"{% for m in messages %}<<SYS>>[INST] {{ m['content'] }} [/INST]{% endfor %}", "llama2"},
 		{jinjaChatML, "chatml"},
 		{jinjaLlama3, "llama3"},
 		{jinjaZephyr, "zephyr"},
@@ -427,38 +452,116 @@ func TestFromGGUF(t *testing.T) {
 		{"chatml", "chatml"},
 		{"llama3", "llama3"},
 		{"zephyr", "zephyr"},
+		{"mistral", "mistral"},
+		{"ChatML", "chatml"},
+		{" Mistral\n", "mistral"},
 	} {
 		tmpl, err := FromGGUF(c.jinja)
 		if err != nil {
 			t.Errorf("FromGGUF(%.40q): %v", c.jinja, err)
 			continue
 		}
-		if tmpl.Name != c.want {
-			t.Errorf("FromGGUF(%.40q) = %s, want %s", c.jinja, tmpl.Name, c.want)
+		if tmpl.Name() != c.want {
+			t.Errorf("FromGGUF(%.40q) = %s, want %s", c.jinja, tmpl.Name(), c.want)
 		}
 	}
 	for _, jinja := range []string{"garbage", "{{ messages }}", jinjaPhi3, jinjaGemma, "<|user|> alone"} {
 		tmpl, err := FromGGUF(jinja)
 		if err == nil {
-			t.Errorf("FromGGUF(%.40q) = %s, want an error", jinja, tmpl.Name)
+			t.Errorf("FromGGUF(%.40q) = %s, want an error", jinja, tmpl.Name())
 			continue
 		}
-		for _, m := range []string{"[INST]", "<|im_start|>", "<|start_header_id|>", "<|user|>"} {
+		for _, m := range []string{"[INST]", "<<SYS>>", "<|im_start|>", "<|start_header_id|>", "<|user|>"} {
 			if !strings.Contains(err.Error(), m) {
 				t.Errorf("FromGGUF(%.40q): error %q does not name %s", jinja, err, m)
 			}
 		}
-		if tmpl.Name != "llama2" {
-			t.Errorf("FromGGUF(%.40q) falls back to %q, want llama2", jinja, tmpl.Name)
+		if tmpl.Name() != "llama2" {
+			t.Errorf("FromGGUF(%.40q) falls back to %q, want llama2", jinja, tmpl.Name())
 		}
 	}
 	// The detected templates format as the named ones.
 	tok := extended(t)
 	conv := []Message{msg("system", "s"), msg("user", "u")}
-	for jinja, want := range map[string]Template{jinjaLlama2: Llama2(), jinjaChatML: chatML(), jinjaLlama3: llama3(), jinjaZephyr: zephyr()} {
+	for jinja, want := range map[string]Template{jinjaLlama2: Llama2(), jinjaMistral: mistral(), jinjaChatML: chatML(), jinjaLlama3: llama3(), jinjaZephyr: zephyr()} {
 		tmpl, _ := FromGGUF(jinja)
 		if got, want := encode(t, tmpl, tok, conv...), encode(t, want, tok, conv...); !slices.Equal(got, want) {
-			t.Errorf("%s: %v, want %v", tmpl.Name, got, want)
+			t.Errorf("%s: %v, want %v", tmpl.Name(), got, want)
 		}
+	}
+}
+
+// The Mistral expectations are mistral-common's tokenizer V1, as
+// Mistral's cookbook writes it out: BOS, encode("[INST] {user} [/INST]"),
+// encode("{answer}"), EOS, each encode with the SentencePiece prefix.
+func TestMistral(t *testing.T) {
+	tok := llama(t)
+	got := encode(t, mistral(), tok,
+		msg("system", "Be brief."),
+		msg("user", "Hello, how are you?"),
+		msg("assistant", "Fine, and you?"),
+		msg("user", " I'm doing great! "))
+	want := slices.Concat([]int32{1},
+		tok.Encode("[INST] Be brief.\n\nHello, how are you? [/INST]", false),
+		tok.Encode("Fine, and you?", false), []int32{2},
+		tok.Encode("[INST]  I'm doing great!  [/INST]", false))
+	if !slices.Equal(got, want) {
+		t.Fatalf("got  %v\nwant %v", got, want)
+	}
+	// No <<SYS>>, one BOS, "▁[" starts each turn: the string is
+	// "<s>[INST] ... [/INST]{answer}</s>[INST] ... [/INST]" with the
+	// space prefix of each encode.
+	if s, want := tok.Decode(got), "[INST] Be brief.\n\nHello, how are you? [/INST] Fine, and you? [INST]  I'm doing great!  [/INST]"; s != want {
+		t.Errorf("Decode = %q, want %q", s, want)
+	}
+	if count(got, 1) != 1 || count(got, 2) != 1 {
+		t.Errorf("%d BOS and %d EOS, want 1 and 1", count(got, 1), count(got, 2))
+	}
+	// Without a system message the first turn is the user's alone.
+	got = encode(t, mistral(), tok, msg("user", "Hi"))
+	if want := slices.Concat([]int32{1}, tok.Encode("[INST] Hi [/INST]", false)); !slices.Equal(got, want) {
+		t.Errorf("one turn: got %v, want %v", got, want)
+	}
+}
+
+func TestNamed(t *testing.T) {
+	for _, name := range []string{"llama2", "mistral", "chatml", "llama3", "zephyr"} {
+		for _, spelled := range []string{name, strings.ToUpper(name), " " + name + " "} {
+			tmpl, err := Named(spelled)
+			if err != nil || tmpl.Name() != name {
+				t.Errorf("Named(%q) = %s, %v; want %s", spelled, tmpl.Name(), err, name)
+			}
+		}
+	}
+	_, err := Named("{% nonsense %}")
+	if err == nil || !strings.Contains(err.Error(), "unknown chat format") || !strings.Contains(err.Error(), "llama2, mistral, chatml, llama3, zephyr") {
+		t.Errorf("Named of a Jinja text: %v", err)
+	}
+	if (Template{}).Name() != "llama2" {
+		t.Errorf("the zero Template's name is %q", Template{}.Name())
+	}
+}
+
+// MessageError gives the index and the field, so that another API can
+// name the message its own way; no "messages" is written into the
+// message itself.
+func TestMessageError(t *testing.T) {
+	_, err := Llama2().Encode(llama(t), []Message{msg("user", "a"), msg("user", "b")})
+	var me *MessageError
+	if !errors.As(err, &me) {
+		t.Fatalf("error %T %v", err, err)
+	}
+	if me.Index != 1 || me.Field != "role" || strings.Contains(me.Msg, "messages[") {
+		t.Errorf("%+v", me)
+	}
+	if p := me.Path("input_data.input_string"); p != "input_data.input_string[1].role" {
+		t.Errorf("Path = %q", p)
+	}
+	if !strings.HasPrefix(err.Error(), "messages[1].role is ") {
+		t.Errorf("Error = %q", err)
+	}
+	_, err = Llama2().Encode(llama(t), nil)
+	if !errors.As(err, &me) || me.Index != -1 || me.Path("list") != "list" {
+		t.Errorf("empty list: %+v", err)
 	}
 }

@@ -2,10 +2,15 @@
 // messages, Azure ML's Llama-2-chat input) into the prompt tokens of a
 // Llama model, ending where the assistant's reply begins.
 //
-// A Template is one model family's format. Llama2 is the default; FromGGUF
-// picks one from a GGUF file's tokenizer.chat_template by looking for
-// markers, as llama.cpp's llm_chat_detect_template does (src/llama-chat.cpp);
-// it does not run the Jinja.
+// A Template is one model family's format. Llama2 is the default; Named
+// picks one by its name (in any case), FromGGUF from a GGUF file's
+// tokenizer.chat_template by looking for markers, as llama.cpp's
+// llm_chat_detect_template does (src/llama-chat.cpp); it does not run the
+// Jinja. A template with "[INST]" is Llama 2's when it also has "<<SYS>>",
+// else Mistral's.
+//
+// Encode's errors are *MessageError values, which name the message at
+// fault by its index, so that an API can write the path in its own words.
 //
 // # Llama 2 (Name "llama2")
 //
@@ -24,8 +29,25 @@
 // and the last user message is [BOS] encode(f"{B_INST} {user.strip()} {E_INST}").
 // encode is plain SentencePiece, so "[INST]" or "</s>" typed by a user are
 // ordinary text, never control tokens; the BOS and EOS ids are added by
-// the format only. Mistral's "[INST]" templates are formatted this way too,
-// which is close to but not exactly their own format.
+// the format only.
+//
+// # Mistral (Name "mistral")
+//
+// mistral-common's tokenizer V1, the format of Mistral-7B-Instruct v0.1
+// and v0.2 and Mixtral-8x7B-Instruct, as Mistral's cookbook gives it
+// (github.com/mistralai/cookbook, concept-deep-dive/tokenization/templates.md):
+//
+//	[BOS] encode("[INST] {user} [/INST]") encode("{answer}") [EOS] encode("[INST] {user} [/INST]") ...
+//
+// that is "<s>[INST] {user} [/INST]{answer}</s>[INST] {user} [/INST]",
+// with each encode getting the SentencePiece space prefix ("▁[INST]",
+// "▁{answer}"). Content is not stripped. The roles must alternate as for
+// Llama 2; a first system message is prepended to the first user message,
+// followed by "\n\n", as mistral-common does by default. [INST] and [/INST]
+// are plain text, as in the V1 vocabulary; models with tokenizer V3
+// (Mistral-7B-Instruct-v0.3, Mixtral-8x22B-Instruct), whose vocabularies
+// make them control tokens and which want no space before [/INST], get
+// this format too, which is close to but not exactly theirs.
 //
 // # ChatML (Name "chatml")
 //

@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -14,15 +15,17 @@ func FuzzEncode(f *testing.F) {
 	f.Add(uint8(0), []byte{1}, "Hello")
 	f.Add(uint8(0), []byte{0, 1, 2, 1}, "sys\x00hi\x00there\x00again")
 	f.Add(uint8(1), []byte{2, 1, 0, 1}, "</s>\x00<|im_end|>\x00\x00 ")
-	f.Add(uint8(6), []byte{1, 2, 1}, "<|eot_id|>\x00<|start_header_id|>\x00\xff\xfe")
-	f.Add(uint8(7), []byte{3, 1}, "<|user|>\x00<s>")
+	f.Add(uint8(12), []byte{1, 2, 1}, "<|eot_id|>\x00<|start_header_id|>\x00\xff\xfe")
+	f.Add(uint8(13), []byte{3, 1}, "<|user|>\x00<s>")
 	f.Add(uint8(0), []byte{}, "")
-	tmpls := []Template{Llama2(), chatML(), llama3(), zephyr()}
+	f.Add(uint8(4), []byte{0, 1, 2, 1}, "sys\x00[INST] hi [/INST]\x00</s>\x00again")
+	f.Add(uint8(14), []byte{1, 2, 1}, "a\x00b")
+	tmpls := []Template{Llama2(), chatML(), llama3(), zephyr(), mistral()}
 	roleNames := []string{"system", "user", "assistant", "tool"}
 	f.Fuzz(func(t *testing.T, which uint8, roles []byte, content string) {
 		tmpl := tmpls[int(which)%len(tmpls)]
 		tok := llama(t)
-		if which&4 != 0 {
+		if which&8 != 0 {
 			tok = extended(t)
 		}
 		if len(roles) > 32 {
@@ -38,8 +41,8 @@ func FuzzEncode(f *testing.F) {
 			if ids != nil {
 				t.Fatalf("tokens %v with error %v", ids, err)
 			}
-			if !strings.HasPrefix(err.Error(), "messages") {
-				t.Fatalf("error %q does not start with messages", err)
+			if me := (*MessageError)(nil); !errors.As(err, &me) || !strings.HasPrefix(err.Error(), "messages") {
+				t.Fatalf("error %T %q is not a *MessageError starting with messages", err, err)
 			}
 			return
 		}
@@ -59,7 +62,7 @@ func FuzzEncode(f *testing.F) {
 			}
 		}
 		if want := controlCount(tok, tmpl, msgs); controls != want {
-			t.Fatalf("%s: %d control tokens, want %d, in %v for %q", tmpl.Name, controls, want, ids, msgs)
+			t.Fatalf("%s: %d control tokens, want %d, in %v for %q", tmpl.Name(), controls, want, ids, msgs)
 		}
 		_ = tok.Decode(ids)
 	})
@@ -68,6 +71,15 @@ func FuzzEncode(f *testing.F) {
 // controlCount is the number of control tokens format tmpl writes for a
 // valid conversation msgs.
 func controlCount(tok *tokenizer.Tokenizer, tmpl Template, msgs []Message) int {
+	if tmpl.format == formatMistral {
+		n := 1 // BOS, and an EOS per assistant message
+		for _, m := range msgs {
+			if m.Role == "assistant" {
+				n++
+			}
+		}
+		return n
+	}
 	if tmpl.format == formatLlama2 {
 		turns := len(msgs)
 		if msgs[0].Role == "system" {

@@ -274,12 +274,22 @@ func (o *object) number(k string, def float64) float64 {
 		o.d.fail(typeError(path, "a number", v))
 		return def
 	}
-	f, err := strconv.ParseFloat(string(bytes.TrimSpace(v)), 64)
-	if err != nil { // the syntax is JSON's; only the range can be wrong
+	f, ok := parseNumber(v)
+	if !ok { // the syntax is JSON's; only the range can be wrong
 		o.d.fail(invalid(path, "%s is out of range (got %s)", path, clip(v)))
 		return def
 	}
 	return f
+}
+
+// parseNumber parses raw as a float64; ok false when it is not a number
+// or out of float64's range.
+func parseNumber(raw []byte) (float64, bool) {
+	if kind(raw) != "a number" {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(string(bytes.TrimSpace(raw)), 64)
+	return f, err == nil
 }
 
 // integer returns field k as an int, def when not given. A number with a
@@ -320,8 +330,8 @@ func wholeNumber(raw json.RawMessage) (int64, bool) {
 }
 
 // seed returns field k as a sampling seed, nil when not given. Any
-// integer from -2⁶³ to 2⁶⁴-1 is accepted; a negative one stands for the
-// uint64 of the same bits.
+// integer from -2⁶³ to 2⁶⁴-1 is accepted, also written as a whole float
+// (1.8e19); a negative one stands for the uint64 of the same bits.
 func (o *object) seed(k string) *uint64 {
 	v, ok := o.raw(k)
 	if !ok {
@@ -333,6 +343,11 @@ func (o *object) seed(k string) *uint64 {
 	}
 	if n, ok := wholeNumber(v); ok {
 		u := uint64(n)
+		return &u
+	}
+	// wholeNumber stops at 2⁶³; uint64 goes on.
+	if f, ok := parseNumber(v); ok && f == math.Trunc(f) && f >= 1<<63 && f < 1<<64 {
+		u := uint64(f)
 		return &u
 	}
 	o.d.fail(invalid(o.key(k), "%s must be an integer in [-2^63, 2^64-1] (got %s)", o.key(k), clip(v)))

@@ -65,8 +65,15 @@ func TestDecodeNumbers(t *testing.T) {
 			t.Errorf("seed %s: %v", seed, err)
 		}
 	}
-	if _, err := decodeScore([]byte(scoreBody(`"seed": 18446744073709551616`, "x")), 10); err == nil {
-		t.Error("seed 2^64 was accepted")
+	for _, seed := range []string{"18446744073709551616", "1.8446744073709552e19", "1e30", "-9.3e18", "2.5"} {
+		if _, err := decodeScore([]byte(scoreBody(`"seed": `+seed, "x")), 10); err == nil {
+			t.Errorf("seed %s was accepted", seed)
+		}
+	}
+	// A whole float at or above 2^63, as a client may write a uint64.
+	j, err := decodeScore([]byte(scoreBody(`"seed": 1.8e19`, "x")), 10)
+	if err != nil || *j.params.Seed != 18_000_000_000_000_000_000 {
+		t.Errorf("seed 1.8e19: %v", err)
 	}
 }
 
@@ -92,8 +99,64 @@ func TestDecodeOpenAI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(j.messages) != 2 || j.messages[0].Content != "" || j.messages[1].Content != "ab" || j.params.MaxNewTokens != 33 {
+	// Text parts are joined with "\n", as vLLM does.
+	if len(j.messages) != 2 || j.messages[0].Content != "" || j.messages[1].Content != "a\nb" || j.params.MaxNewTokens != 33 {
 		t.Errorf("job %+v", j)
+	}
+
+	// What does not change the answer is accepted: plain text, tools
+	// that may not be called, no parallel calls; "developer" is OpenAI's
+	// newer name of "system".
+	j, err = decodeChat([]byte(`{"messages": [{"role": "developer", "content": "d"}, {"role": "user", "content": "u"}],
+		"response_format": {"type": "text"}, "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "none",
+		"parallel_tool_calls": false}`), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(j.ignored) != 0 || j.messages[0].Role != "system" {
+		t.Errorf("ignored %v, messages %v", j.ignored, j.messages)
+	}
+	for _, body := range []string{`{"messages": [{"role": "user", "content": "u"}], "tools": [], "tool_choice": "auto"}`,
+		`{"messages": [{"role": "user", "content": "u"}], "response_format": null, "tools": null}`} {
+		if _, err := decodeChat([]byte(body), 10); err != nil {
+			t.Errorf("%s: %v", body, err)
+		}
+	}
+}
+
+// OpenAI's completions take a prompt as token ids, one list or a list
+// of lists.
+func TestDecodeTokenPrompts(t *testing.T) {
+	j, err := decodeCompletion([]byte(`{"prompt": [1, 2, 3.0]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(j.tokens) != "[[1 2 3]]" || !j.tokenList || j.prompts != nil || j.sequences() != 1 {
+		t.Errorf("job %+v", j)
+	}
+	j, err = decodeCompletion([]byte(`{"prompt": [[1, 2], [3]], "n": 2}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(j.tokens) != "[[1 2] [3]]" || j.tokenList || j.sequences() != 4 {
+		t.Errorf("job %+v", j)
+	}
+	for body, param := range map[string]string{
+		`{"prompt": [1, -2]}`:         "prompt[1]",
+		`{"prompt": [1, 2.5]}`:        "prompt[1]",
+		`{"prompt": [1, 2147483648]}`: "prompt[1]",
+		`{"prompt": [1, "a"]}`:        "prompt[1]",
+		`{"prompt": ["a", 1]}`:        "prompt[1]",
+		`{"prompt": [[1], []]}`:       "prompt[1]",
+		`{"prompt": [[1], 2]}`:        "prompt[1]",
+		`{"prompt": [[1], [true]]}`:   "prompt[1][0]",
+		`{"prompt": []}`:              "prompt",
+		`{"prompt": {}}`:              "prompt",
+	} {
+		j, err := decodeCompletion([]byte(body))
+		if err == nil || err.Param != param {
+			t.Errorf("%s: job %+v, error %+v; want one naming %s", body, j, err, param)
+		}
 	}
 }
 

@@ -76,8 +76,9 @@ var (
 	errDraining = &apiError{Status: http.StatusServiceUnavailable, Type: typeUnavailable, Message: "server is shutting down"}
 	// Azure ML answers a full queue with these words.
 	errQueueFull = &apiError{Status: http.StatusTooManyRequests, Type: typeRateLimit, Message: "Too many pending requests"}
-	// Logged and counted only: nobody is left to read it.
-	errClientGone = &apiError{Status: statusClientGone, Type: typeInvalid, Message: "the client closed the connection"}
+	// Logged and counted only: nobody is left to read it, so it has no
+	// type.
+	errClientGone = &apiError{Status: statusClientGone, Message: "the client closed the connection"}
 )
 
 // submitError maps an error of engine.Submit onto the response. A

@@ -58,6 +58,7 @@ type envConfig struct {
 	engine engine.Config // default MaxConcurrent 4
 	opts   Options       // ModelName defaults to "tiny"
 	paused bool          // do not start the engine's loop (call start)
+	tweak  func(*Server) // changes the server before it serves
 }
 
 func newEnv(t *testing.T, c envConfig) *env {
@@ -83,6 +84,9 @@ func newEnv(t *testing.T, c envConfig) *env {
 	s, err := New(e, l.Tokenizer, c.opts)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.tweak != nil {
+		c.tweak(s)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	v := &env{t: t, s: s, e: e, tok: l.Tokenizer, log: logs, ctx: ctx, stop: cancel}

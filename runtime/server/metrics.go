@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,9 +19,10 @@ import (
 type metrics struct {
 	requests *prometheus.CounterVec   // by path and code
 	duration *prometheus.HistogramVec // by path
-	inFlight prometheus.Gauge
+	inFlight prometheus.Gauge         // generation requests only
 	ttft     prometheus.Histogram
 	speed    prometheus.Histogram
+	rejected atomic.Int64 // 429s of the server's bound on pending requests
 }
 
 // newRegistry is the registry of a server given none: the Go runtime's
@@ -42,14 +44,14 @@ func newMetrics(reg prometheus.Registerer, e *engine.Engine) (*metrics, error) {
 			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 90, 120, 300},
 		}, []string{"path"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "leo_http_requests_in_flight", Help: "HTTP requests being answered.",
+			Name: "leo_http_requests_in_flight", Help: "Generation requests (/score, /v1/completions, /v1/chat/completions) being answered.",
 		}),
 		ttft: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "leo_time_to_first_token_seconds", Help: "Time from a sequence's submission to its first generated token, queueing included.",
 			Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
 		}),
 		speed: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "leo_generation_tokens_per_second", Help: "Generation speed of one sequence: its generated tokens over the time from its first token to its end.",
+			Name: "leo_generation_tokens_per_second", Help: "Generation speed of one sequence of at least 2 tokens: the inter-token rate after the first token, (tokens - 1) over the time from its first token to its last.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 12), // 1 .. 2048
 		}),
 	}
@@ -68,8 +70,8 @@ func newMetrics(reg prometheus.Registerer, e *engine.Engine) (*metrics, error) {
 			Name: "leo_prompt_tokens_reused_total", Help: "Prompt tokens whose keys and values were reused from the KV cache of an earlier sequence.",
 		}, stat(func(s engine.Stats) float64 { return float64(s.ReusedPromptTokens) })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "leo_requests_rejected_total", Help: "Requests refused because the queue was full (HTTP 429).",
-		}, stat(func(s engine.Stats) float64 { return float64(s.Rejected) })),
+			Name: "leo_requests_rejected_total", Help: "Requests refused with HTTP 429: the engine's queue, or the server's bound on pending requests, was full.",
+		}, stat(func(s engine.Stats) float64 { return float64(s.Rejected + m.rejected.Load()) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "leo_queue_depth", Help: "Sequences waiting for a KV cache slot.",
 		}, stat(func(s engine.Stats) float64 { return float64(s.Queued) })),
@@ -104,7 +106,9 @@ func (m *metrics) observeSequence(r engine.Result) {
 	if r.TimeToFirstToken > 0 {
 		m.ttft.Observe(r.TimeToFirstToken.Seconds())
 	}
-	if r.GenTime > 0 && len(r.Tokens) > 0 {
-		m.speed.Observe(float64(len(r.Tokens)) / r.GenTime.Seconds())
+	// GenTime runs from the first token to the last: it holds n-1
+	// intervals between tokens, and none for a 1-token sequence.
+	if n := len(r.Tokens); n > 1 && r.GenTime > 0 {
+		m.speed.Observe(float64(n-1) / r.GenTime.Seconds())
 	}
 }

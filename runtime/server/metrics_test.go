@@ -7,8 +7,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/leo-operator/leo/runtime/engine"
 )
 
 func TestMetrics(t *testing.T) {
@@ -67,13 +71,46 @@ func TestMetrics(t *testing.T) {
 	if n := counter(after, "leo_generation_tokens_per_second_count"); n != 1 {
 		t.Errorf("leo_generation_tokens_per_second_count %v, want 1", n)
 	}
-	// The scrape itself is in flight while it is served.
-	if n := counter(after, "leo_http_requests_in_flight"); n != 1 {
-		t.Errorf("leo_http_requests_in_flight %v, want 1", n)
+	// Only generation requests count as in flight: not the scrape.
+	if n := counter(after, "leo_http_requests_in_flight"); n != 0 {
+		t.Errorf("leo_http_requests_in_flight %v, want 0", n)
+	}
+
+	// A 1-token sequence has no inter-token interval: no speed.
+	v.post("/score", scoreBody(`"max_new_tokens": 1, "ignore_eos": true`, "hi"), http.StatusOK)
+	if n := counter(scrape(), "leo_generation_tokens_per_second_count"); n != 1 {
+		t.Errorf("after a 1-token sequence leo_generation_tokens_per_second_count is %v, want still 1", n)
 	}
 
 	// A registry can hold one server's metrics only.
 	if _, err := New(v.e, v.tok, Options{ModelName: "x", Registry: reg}); err == nil {
 		t.Error("a second server on the same registry was accepted")
+	}
+}
+
+// The speed of a sequence is its inter-token rate: n tokens take n-1
+// intervals from the first to the last.
+func TestTokensPerSecond(t *testing.T) {
+	v := newEnv(t, envConfig{paused: true})
+	reg := prometheus.NewRegistry()
+	m, err := newMetrics(reg, v.e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.observeSequence(engine.Result{Tokens: make([]int32, 5), GenTime: 2 * time.Second})
+	m.observeSequence(engine.Result{Tokens: make([]int32, 1), GenTime: time.Microsecond})
+	m.observeSequence(engine.Result{Tokens: make([]int32, 3)}) // no time: nothing to divide by
+	var h *dto.Histogram
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "leo_generation_tokens_per_second" {
+			h = f.GetMetric()[0].GetHistogram()
+		}
+	}
+	if h.GetSampleCount() != 1 || h.GetSampleSum() != 2 {
+		t.Errorf("%d observations summing to %v, want 1 of 4 tokens / 2 s = 2", h.GetSampleCount(), h.GetSampleSum())
 	}
 }

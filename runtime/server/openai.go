@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
+	"time"
 )
 
-// OpenAI's API: GET /v1/models, POST /v1/completions and POST
-// /v1/chat/completions, with their response and stream chunk shapes.
+// OpenAI's API: GET /v1/models, GET /v1/models/{id}, POST
+// /v1/completions and POST /v1/chat/completions, with their response and
+// stream chunk shapes.
 
 type usage struct {
 	PromptTokens     int `json:"prompt_tokens"`
@@ -64,17 +67,31 @@ type chatDelta struct {
 	Content *string `json:"content,omitempty"`
 }
 
+// modelInfo is OpenAI's model object.
+type modelInfo struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+}
+
+func (s *Server) modelObject() modelInfo { return modelInfo{s.model, "model", s.created, "leo"} }
+
 func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
-	type model struct {
-		ID      string `json:"id"`
-		Object  string `json:"object"`
-		Created int64  `json:"created"`
-		OwnedBy string `json:"owned_by"`
-	}
 	writeJSON(w, http.StatusOK, struct {
-		Object string  `json:"object"`
-		Data   []model `json:"data"`
-	}{"list", []model{{s.model, "model", s.created, "leo"}}})
+		Object string      `json:"object"`
+		Data   []modelInfo `json:"data"`
+	}{"list", []modelInfo{s.modelObject()}})
+}
+
+// handleModel answers GET /v1/models/{id} (the OpenAI clients'
+// models.retrieve). The id may hold slashes ("org/name").
+func (s *Server) handleModel(w http.ResponseWriter, r *http.Request) {
+	if id := strings.TrimPrefix(r.URL.Path, "/v1/models/"); id != s.model {
+		writeError(w, r, s.modelNotFound(id))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.modelObject())
 }
 
 // checkModel refuses a request for a model this server does not serve.
@@ -82,25 +99,35 @@ func (s *Server) checkModel(j *job) *apiError {
 	if j.model == "" || j.model == s.model {
 		return nil
 	}
+	return s.modelNotFound(j.model)
+}
+
+func (s *Server) modelNotFound(id string) *apiError {
 	return &apiError{Status: http.StatusNotFound, Type: typeInvalid, Param: "model", Code: "model_not_found",
-		Message: fmt.Sprintf("The model %q does not exist; this endpoint serves %q", j.model, s.model)}
+		Message: fmt.Sprintf("The model %q does not exist; this endpoint serves %q", id, s.model)}
 }
 
 // decodeOpenAI reads and decodes an OpenAI request, and answers its
 // errors; nil when it did.
 func (s *Server) decodeOpenAI(w http.ResponseWriter, r *http.Request, decode func([]byte) (*job, *apiError)) *job {
 	body, aerr := s.readBody(w, r)
-	if aerr == nil {
-		var j *job
-		if j, aerr = decode(body); aerr == nil {
-			setIgnored(w, j.ignored)
-			if aerr = s.checkModel(j); aerr == nil {
-				return j
-			}
-		}
+	if aerr != nil {
+		writeError(w, r, aerr)
+		return nil
 	}
-	writeError(w, r, aerr)
-	return nil
+	j, aerr := decode(body)
+	if aerr == nil {
+		setIgnored(w, j.ignored)
+		aerr = s.checkModel(j)
+	}
+	if aerr == nil {
+		aerr = s.checkTokens(j)
+	}
+	if aerr != nil {
+		writeError(w, r, aerr)
+		return nil
+	}
+	return j
 }
 
 func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
@@ -108,7 +135,11 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 	if j == nil {
 		return
 	}
-	c := completionChunks{id: "cmpl-" + rand.Text(), created: unix(), model: s.model, job: j}
+	c := completionChunks{id: "cmpl-" + rand.Text(), created: time.Now().Unix(), model: s.model,
+		n: j.n, includeUsage: j.includeUsage}
+	if j.echo {
+		c.echo = s.promptTexts(j)
+	}
 	if j.stream {
 		s.streamJob(w, r, j, c)
 		return
@@ -122,8 +153,8 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 	resp.Usage = s.usage(r)
 	for i, res := range results { // i is prompt i/n's sequence i%n
 		text := res.Text
-		if j.echo {
-			text = j.prompts[i/j.n] + text
+		if c.echo != nil {
+			text = c.echo[i/j.n] + text
 		}
 		f := finishReason(res.Finish)
 		resp.Choices = append(resp.Choices, completionChoice{Text: text, Index: i, FinishReason: &f})
@@ -136,7 +167,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	if j == nil {
 		return
 	}
-	c := chatChunks{id: "chatcmpl-" + rand.Text(), created: unix(), model: s.model, includeUsage: j.includeUsage}
+	c := chatChunks{id: "chatcmpl-" + rand.Text(), created: time.Now().Unix(), model: s.model, includeUsage: j.includeUsage}
 	if j.stream {
 		s.streamJob(w, r, j, c)
 		return
@@ -160,12 +191,27 @@ func (s *Server) usage(r *http.Request) usage {
 	return usage{ri.promptTokens, ri.completionTokens, ri.promptTokens + ri.completionTokens}
 }
 
+// promptTexts is the job's prompts as text, for echo: prompts given as
+// token ids are decoded.
+func (s *Server) promptTexts(j *job) []string {
+	if j.tokens == nil {
+		return j.prompts
+	}
+	texts := make([]string, len(j.tokens))
+	for i, ids := range j.tokens {
+		texts[i] = s.tok.Decode(ids)
+	}
+	return texts
+}
+
 // completionChunks are /v1/completions' stream events.
 type completionChunks struct {
-	id      string
-	created int64
-	model   string
-	job     *job
+	id           string
+	created      int64
+	model        string
+	n            int      // choices per prompt
+	echo         []string // the prompts' text when echoed, else nil
+	includeUsage bool
 }
 
 func (c completionChunks) chunk(choice *completionChoice) completion {
@@ -173,17 +219,17 @@ func (c completionChunks) chunk(choice *completionChoice) completion {
 	if choice != nil {
 		ch.Choices = append(ch.Choices, *choice)
 	}
-	if c.job.includeUsage {
+	if c.includeUsage {
 		ch.Usage = nullUsage
 	}
 	return ch
 }
 
 func (c completionChunks) start(i int) any {
-	if !c.job.echo {
+	if c.echo == nil {
 		return nil
 	}
-	return c.chunk(&completionChoice{Text: c.job.prompts[i/c.job.n], Index: i})
+	return c.chunk(&completionChoice{Text: c.echo[i/c.n], Index: i})
 }
 
 func (c completionChunks) delta(i int, text string) any {

@@ -2,8 +2,9 @@ package server
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
-	"strconv"
+	"math"
 	"strings"
 
 	"github.com/leo-operator/leo/runtime/chat"
@@ -19,14 +20,7 @@ func decodeCompletion(body []byte) (*job, *apiError) {
 	o := d.body(body)
 	j := &job{promptParam: "prompt", nParam: "n"}
 	j.model = o.str("model", "")
-	prompts, ok := o.strings("prompt")
-	switch {
-	case !ok && d.err == nil:
-		d.fail(invalid("prompt", "prompt is required: a string or a list of strings"))
-	case ok && len(prompts) == 0:
-		d.fail(invalid("prompt", "prompt is an empty list; give at least one prompt"))
-	}
-	j.prompts = prompts
+	decodePrompt(o, j)
 	j.echo = o.boolean("echo", false)
 	maxTokens := o.integer("max_tokens", openAIMaxTokens)
 	refuse(o, "suffix", func(raw []byte) bool { return string(bytes.TrimSpace(raw)) != `""` })
@@ -42,6 +36,69 @@ func decodeCompletion(body []byte) (*job, *apiError) {
 	}
 	j.ignored = d.ignored
 	return j, nil
+}
+
+// decodePrompt reads a completion's prompt in any of OpenAI's four
+// forms: a string, a list of strings, a list of token ids (one prompt),
+// or a list of lists of token ids. Token ids must be integers >= 0; the
+// server checks them against the vocabulary.
+func decodePrompt(o *object, j *job) {
+	raw, ok := o.raw("prompt")
+	if !ok {
+		if o.d.err == nil {
+			o.d.fail(invalid("prompt", "prompt is required: a string, a list of strings, a list of token ids or a list of lists of token ids"))
+		}
+		return
+	}
+	if bytes.TrimSpace(raw)[0] != '[' {
+		j.prompts, _ = o.strings("prompt") // a string, or a type error
+		return
+	}
+	elems, _ := o.array("prompt")
+	if len(elems) == 0 {
+		o.d.fail(invalid("prompt", "prompt is an empty list; give at least one prompt"))
+		return
+	}
+	switch bytes.TrimSpace(elems[0])[0] {
+	case '"':
+		j.prompts, _ = o.strings("prompt")
+	case '[':
+		j.tokens = make([][]int32, 0, len(elems))
+		for i, e := range elems {
+			path := fmt.Sprintf("prompt[%d]", i)
+			if bytes.TrimSpace(e)[0] != '[' {
+				o.d.fail(typeError(path, "a list of token ids like prompt[0]", e))
+				return
+			}
+			var ids []json.RawMessage
+			_ = json.Unmarshal(e, &ids) // cannot fail: the body parsed
+			j.tokens = append(j.tokens, tokenIDs(o.d, path, ids))
+		}
+	default:
+		j.tokens, j.tokenList = [][]int32{tokenIDs(o.d, "prompt", elems)}, true
+	}
+	if o.d.err != nil {
+		j.prompts, j.tokens = nil, nil
+	}
+}
+
+// tokenIDs reads the elements of the list at path as a prompt's token
+// ids.
+func tokenIDs(d *decoder, path string, elems []json.RawMessage) []int32 {
+	if len(elems) == 0 {
+		d.fail(invalid(path, "%s is an empty list of token ids; a prompt needs at least one token", path))
+		return nil
+	}
+	ids := make([]int32, len(elems))
+	for k, e := range elems {
+		n, ok := wholeNumber(e)
+		if !ok || n < 0 || n > math.MaxInt32 {
+			d.fail(typeError(fmt.Sprintf("%s[%d]", path, k), "a token id, an integer >= 0", e))
+			return nil
+		}
+		ids[k] = int32(n)
+	}
+	return ids
 }
 
 // decodeChat decodes and validates a POST /v1/chat/completions body.
@@ -64,7 +121,11 @@ func decodeChat(body []byte, defaultMax int) (*job, *apiError) {
 		if m == nil {
 			break
 		}
-		j.messages = append(j.messages, chat.Message{Role: m.str("role", ""), Content: messageContent(m)})
+		role := m.str("role", "")
+		if role == "developer" { // OpenAI's newer name of the system role
+			role = "system"
+		}
+		j.messages = append(j.messages, chat.Message{Role: role, Content: messageContent(m)})
 		m.done()
 	}
 	// max_completion_tokens replaced max_tokens in OpenAI's API; both
@@ -75,6 +136,7 @@ func decodeChat(body []byte, defaultMax int) (*job, *apiError) {
 	}
 	refuse(o, "logprobs", func(raw []byte) bool { return string(bytes.TrimSpace(raw)) != "false" })
 	refuse(o, "top_logprobs", func(raw []byte) bool { n, ok := wholeNumber(raw); return !ok || n != 0 })
+	refuseTools(o)
 	names := decodeOpenAICommon(o, j, maxTokens, maxName)
 	o.done()
 	if d.err != nil {
@@ -87,9 +149,26 @@ func decodeChat(body []byte, defaultMax int) (*job, *apiError) {
 	return j, nil
 }
 
+// refuseTools refuses tool calling, which the server cannot do: tools
+// (unless empty, or tool_choice is "none", which forbids calling them),
+// a tool_choice that requires a call, and parallel_tool_calls true.
+func refuseTools(o *object) {
+	choice, _ := o.raw("tool_choice")
+	none := string(bytes.TrimSpace(choice)) == `"none"`
+	refuse(o, "tools", func(raw []byte) bool {
+		return !none && string(bytes.Join(bytes.Fields(raw), nil)) != "[]"
+	})
+	refuse(o, "tool_choice", func(raw []byte) bool {
+		c := string(bytes.TrimSpace(raw))
+		return c != `"none"` && c != `"auto"`
+	})
+	refuse(o, "parallel_tool_calls", func(raw []byte) bool { return string(bytes.TrimSpace(raw)) != "false" })
+}
+
 // messageContent reads a message's content: a string, or a list of
 // parts of which only {"type":"text","text":...} is supported (they are
-// joined). Null (an assistant turn that only called tools) is "".
+// joined with "\n", as vLLM does). Null (an assistant turn that only
+// called tools) is "".
 func messageContent(m *object) string {
 	path := m.key("content")
 	raw, ok := m.raw("content")
@@ -104,7 +183,7 @@ func messageContent(m *object) string {
 		return s
 	}
 	parts, _ := m.array("content")
-	var b strings.Builder
+	texts := make([]string, 0, len(parts))
 	for i, raw := range parts {
 		pp := fmt.Sprintf("%s[%d]", path, i)
 		part := m.d.objectAt(pp, raw)
@@ -115,10 +194,10 @@ func messageContent(m *object) string {
 			m.d.fail(invalid(pp+".type", "%s.type %q is not supported; only text parts are", pp, t))
 			return ""
 		}
-		b.WriteString(part.str("text", ""))
+		texts = append(texts, part.str("text", ""))
 		part.done()
 	}
-	return b.String()
+	return strings.Join(texts, "\n")
 }
 
 // decodeOpenAICommon reads the fields that completions and chat
@@ -160,6 +239,12 @@ func decodeOpenAICommon(o *object, j *job, maxTokens int, maxName string) paramN
 	refuse(o, "presence_penalty", zero)
 	refuse(o, "frequency_penalty", zero)
 	refuse(o, "logit_bias", func(raw []byte) bool { return string(bytes.Join(bytes.Fields(raw), nil)) != "{}" })
+	// JSON mode and structured outputs (vLLM takes response_format on
+	// completions too): only plain text is implemented.
+	refuse(o, "response_format", func(raw []byte) bool {
+		var f struct{ Type string }
+		return json.Unmarshal(raw, &f) != nil || f.Type != "text"
+	})
 	return paramNames{rename: map[string]string{"max_new_tokens": maxName, "min_new_tokens": "min_tokens"}}
 }
 
@@ -171,12 +256,4 @@ func refuse(o *object, k string, unsupported func(raw []byte) bool) {
 	if ok && (unsupported == nil || unsupported(raw)) {
 		o.d.fail(invalid(k, "%s is not supported (got %s)", k, clip(raw)))
 	}
-}
-
-func parseNumber(raw []byte) (float64, bool) {
-	if kind(raw) != "a number" {
-		return 0, false
-	}
-	f, err := strconv.ParseFloat(string(bytes.TrimSpace(raw)), 64)
-	return f, err == nil
 }

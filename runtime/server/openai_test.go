@@ -122,7 +122,8 @@ func TestChatCompletions(t *testing.T) {
 	if c := wantInt(t, "completion_tokens", u["completion_tokens"]); c != 2*9 {
 		t.Errorf("completion_tokens %d, want 18", c)
 	}
-	ids, err := v.s.chat.Encode(v.tok, []chat.Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hello, who are you?"}})
+	// Text parts are joined with "\n".
+	ids, err := v.s.chat.Encode(v.tok, []chat.Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hello, \nwho are you?"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,6 +145,67 @@ func TestChatCompletions(t *testing.T) {
 	// The template's errors name the message.
 	bad, _ = v.post("/v1/chat/completions", `{"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}`, http.StatusBadRequest)
 	wantError(t, bad, typeInvalid, "messages[1].role", "messages[1].role", "alternate")
+
+	// "developer" is OpenAI's newer name of "system".
+	dev, _ := v.post("/v1/chat/completions", `{"messages": [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Hi"}], "max_tokens": 1}`, http.StatusOK)
+	ids, err = v.s.chat.Encode(v.tok, []chat.Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := wantInt(t, "prompt_tokens", dev.(map[string]any)["usage"].(map[string]any)["prompt_tokens"]); p != len(ids) {
+		t.Errorf("developer message: prompt_tokens %d, want the system message's %d", p, len(ids))
+	}
+}
+
+// A prompt given as token ids is not tokenized, and echo gives its text.
+func TestTokenPrompts(t *testing.T) {
+	v := newEnv(t, envConfig{})
+	text := func(body string) (string, int) {
+		got, _ := v.post("/v1/completions", body, http.StatusOK)
+		m := got.(map[string]any)
+		return m["choices"].([]any)[0].(map[string]any)["text"].(string),
+			wantInt(t, "prompt_tokens", m["usage"].(map[string]any)["prompt_tokens"])
+	}
+	const prompt = "Once upon a time"
+	ids := v.tok.Encode(prompt, true)
+	idList := strings.Trim(strings.Join(strings.Fields(fmt.Sprint(ids)), ", "), "[]")
+	want, _ := text(fmt.Sprintf(`{"prompt": %q, "max_tokens": 5, "temperature": 0, "ignore_eos": true}`, prompt))
+	got, n := text(`{"prompt": [` + idList + `], "max_tokens": 5, "temperature": 0, "ignore_eos": true}`)
+	if got != want || n != len(ids) {
+		t.Errorf("token prompt: %q with %d prompt tokens, want %q with %d", got, n, want, len(ids))
+	}
+	got, n = text(`{"prompt": [[` + idList + `], [` + idList + `]], "max_tokens": 5, "temperature": 0, "ignore_eos": true, "echo": true}`)
+	if got != prompt+want || n != 2*len(ids) {
+		t.Errorf("echoed token prompts: %q with %d prompt tokens, want %q with %d", got, n, prompt+want, 2*len(ids))
+	}
+	vocab := v.tok.VocabSize()
+	bad, _ := v.post("/v1/completions", fmt.Sprintf(`{"prompt": [1, %d]}`, vocab), http.StatusBadRequest)
+	wantError(t, bad, typeInvalid, "prompt[1]", fmt.Sprint(vocab), "vocabulary")
+	bad, _ = v.post("/v1/completions", fmt.Sprintf(`{"prompt": [[1], [2, %d]], "echo": true}`, vocab+7), http.StatusBadRequest)
+	wantError(t, bad, typeInvalid, "prompt[1][1]", fmt.Sprint(vocab+7))
+}
+
+func TestModel(t *testing.T) {
+	for _, name := range []string{"llama-2-7b", "meta-llama/Llama-2-7b-chat-hf"} {
+		v := newEnv(t, envConfig{opts: Options{ModelName: name}})
+		resp, b := v.do(context.Background(), http.MethodGet, "/v1/models/"+name, "")
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET /v1/models/%s: %d %s", name, resp.StatusCode, b)
+		}
+		m := wantKeys(t, "model", decodeJSON(t, b), "id", "object", "created", "owned_by")
+		if m["id"] != name || m["object"] != "model" || m["owned_by"] != "leo" {
+			t.Errorf("model %v", m)
+		}
+		resp, b = v.do(context.Background(), http.MethodGet, "/v1/models/gpt-4", "")
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("GET /v1/models/gpt-4: %d", resp.StatusCode)
+		}
+		got := decodeJSON(t, b)
+		wantError(t, got, typeInvalid, "model", "gpt-4")
+		if code := got.(map[string]any)["error"].(map[string]any)["code"]; code != "model_not_found" {
+			t.Errorf("code %v, want model_not_found", code)
+		}
+	}
 }
 
 func TestModelNotFound(t *testing.T) {
@@ -160,14 +222,14 @@ func TestModelNotFound(t *testing.T) {
 
 func TestIgnoredFields(t *testing.T) {
 	v := newEnv(t, envConfig{})
-	body := `{"bar": 1, "input_data": {"input_string": ["Hi"], "foo": 2, "parameters": {"max_new_tokens": 2, "foo": 3, "max_length": 5}}}`
+	body := `{"bar": 1, "input_data": {"input_string": ["Hi"], "foo": 2, "parameters": {"max_new_tokens": 2, "foo": 3, "typical_p": 5}}}`
 	_, resp := v.post("/score", body, http.StatusOK)
-	if h, want := resp.Header.Get("X-Leo-Ignored-Fields"), "bar, input_data.foo, input_data.parameters.foo, input_data.parameters.max_length"; h != want {
+	if h, want := resp.Header.Get("X-Leo-Ignored-Fields"), "bar, input_data.foo, input_data.parameters.foo, input_data.parameters.typical_p"; h != want {
 		t.Errorf("/score: X-Leo-Ignored-Fields %q, want %q", h, want)
 	}
-	chat := `{"messages": [{"role": "user", "content": "Hi", "name": "me"}], "max_tokens": 2, "tools": [], "stream_options": null}`
+	chat := `{"messages": [{"role": "user", "content": "Hi", "name": "me"}], "max_tokens": 2, "tools": [], "stream_options": null, "store": false}`
 	_, resp = v.post("/v1/chat/completions", chat, http.StatusOK)
-	if h, want := resp.Header.Get("X-Leo-Ignored-Fields"), "messages[0].name, tools"; h != want {
+	if h, want := resp.Header.Get("X-Leo-Ignored-Fields"), "messages[0].name, store"; h != want {
 		t.Errorf("chat: X-Leo-Ignored-Fields %q, want %q", h, want)
 	}
 	_, resp = v.post("/v1/completions", `{"prompt": "Hi", "max_tokens": 2}`, http.StatusOK)

@@ -13,11 +13,20 @@ const maxChoices = 16
 // job is a decoded generation request, ready for the tokenizer and the
 // engine: the same for every endpoint.
 type job struct {
-	prompts  []string       // text prompts; nil for a conversation
-	messages []chat.Message // a conversation (chat); nil for text prompts
-	params   sample.Params  // valid; with a seed, sequence j of a prompt uses seed+j
-	n        int            // sequences per prompt
-	echo     bool           // answer the prompt's text followed by the generated text
+	// One of prompts, tokens and messages is set.
+	prompts   []string       // text prompts
+	tokens    [][]int32      // prompts as token ids (OpenAI's completions), each >= 0 and not empty
+	tokenList bool           // tokens came as one list of ids, [1, 2], not [[1, 2]]
+	messages  []chat.Message // a conversation (chat)
+
+	params sample.Params // valid; with a seed, sequence j of a prompt uses seed+j
+	n      int           // sequences per prompt
+	echo   bool          // answer the prompt's text followed by the generated text
+	// maxLength is Hugging Face's max_length, prompt included (0: not
+	// given); when set, each prompt's MaxNewTokens is what is left of it
+	// after the prompt's tokens (params.MaxNewTokens holds maxLength
+	// itself until then).
+	maxLength int
 
 	stream, includeUsage bool
 	model                string // the requested model; "" when not named
@@ -34,7 +43,7 @@ func (j *job) sequences() int {
 	if j.messages != nil {
 		return j.n
 	}
-	return len(j.prompts) * j.n
+	return (len(j.prompts) + len(j.tokens)) * j.n
 }
 
 // paramNames turns sample.Params.Validate's messages, which name the

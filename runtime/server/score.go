@@ -26,7 +26,10 @@ import (
 // the record's keys the prompts' indexes). A list of {"role","content"}
 // messages is a chat: → {"output": "<the assistant's answer>"}.
 
-const scoreParams = "input_data.parameters"
+const (
+	scoreParams    = "input_data.parameters"
+	maxLengthParam = scoreParams + ".max_length"
+)
 
 // decodeScore decodes and validates a /score body. defaultMax is the
 // max_new_tokens of a request that gives none.
@@ -41,7 +44,7 @@ func decodeScore(body []byte, defaultMax int) (*job, *apiError) {
 	}
 	if in != nil {
 		decodeInputString(in, j)
-		j.params, j.n, j.echo = decodeScoreParams(in.object("parameters"), defaultMax)
+		decodeScoreParams(in.object("parameters"), defaultMax, j)
 		in.done()
 	}
 	top.done()
@@ -51,7 +54,16 @@ func decodeScore(body []byte, defaultMax int) (*job, *apiError) {
 	if j.messages != nil && j.n > 1 {
 		return nil, invalid(j.nParam, "%s must be 1 for a chat (got %d)", j.nParam, j.n)
 	}
-	if err := (paramNames{prefix: scoreParams + "."}).check(j.params); err != nil {
+	if j.n > 1 && !j.params.DoSample {
+		// Greedy decoding would give k identical texts; Hugging Face's
+		// generate() refuses this too.
+		return nil, invalid(j.nParam, "%s is %d, which needs do_sample true: greedy decoding gives the same text every time", j.nParam, j.n)
+	}
+	names := paramNames{prefix: scoreParams + "."}
+	if j.maxLength > 0 { // params.MaxNewTokens holds max_length until the prompt is tokenized
+		names.rename = map[string]string{"max_new_tokens": "max_length"}
+	}
+	if err := names.check(j.params); err != nil {
 		return nil, err
 	}
 	j.ignored = d.ignored
@@ -70,7 +82,10 @@ func decodeInputString(in *object, j *job) {
 	}
 	if bytes.TrimSpace(raw)[0] == '"' {
 		s, err := stringAt(path, raw)
-		in.d.fail(err)
+		if err != nil {
+			in.d.fail(err)
+			return
+		}
 		j.prompts = []string{s}
 		return
 	}
@@ -110,33 +125,47 @@ func decodeInputString(in *object, j *job) {
 	}
 }
 
-// decodeScoreParams reads the parameters object (nil: none given),
-// Hugging Face's generate() names and defaults: greedy unless do_sample,
-// temperature 1, top_k and top_p off, repetition_penalty 1.
-func decodeScoreParams(o *object, defaultMax int) (p sample.Params, n int, fullText bool) {
-	p = sample.DefaultParams()
+// decodeScoreParams reads the parameters object (nil: none given) into
+// j, Hugging Face's generate() names and defaults: greedy unless
+// do_sample, temperature 1, top_k and top_p off, repetition_penalty 1.
+// max_length, the prompt's tokens included, applies unless
+// max_new_tokens is given, as in generate().
+func decodeScoreParams(o *object, defaultMax int, j *job) {
+	p := sample.DefaultParams()
 	p.MaxNewTokens = defaultMax
+	j.params, j.n = p, 1
 	if o == nil {
-		return p, 1, false
+		return
 	}
 	p.Temperature = o.number("temperature", 1)
 	p.TopP = o.number("top_p", 1)
 	p.TopK = o.integer("top_k", 0)
 	p.DoSample = o.boolean("do_sample", false)
-	p.MaxNewTokens = o.integer("max_new_tokens", defaultMax)
+	hasMaxLength := o.has("max_length") // read (known) even when max_new_tokens wins
+	if o.has("max_new_tokens") || !hasMaxLength {
+		p.MaxNewTokens = o.integer("max_new_tokens", defaultMax)
+	} else {
+		j.maxLength = o.integer("max_length", 0)
+		if path := o.key("max_length"); j.maxLength < 1 && o.d.err == nil {
+			o.d.fail(invalid(path, "%s must be >= 1 (got %d)", path, j.maxLength))
+		}
+		// Validated in max_new_tokens' place until the prompt's length
+		// is known (requests turns it into max_new_tokens).
+		p.MaxNewTokens = j.maxLength
+	}
 	p.MinNewTokens = o.integer("min_new_tokens", 0)
 	p.RepetitionPenalty = o.number("repetition_penalty", 1)
 	p.IgnoreEOS = o.boolean("ignore_eos", false)
 	p.Seed = o.seed("seed")
 	p.Stop, _ = o.strings("stop")
-	fullText = o.boolean("return_full_text", false)
-	n = o.integer("num_return_sequences", 1)
-	if o.d.err == nil && (n < 1 || n > maxChoices) {
+	j.echo = o.boolean("return_full_text", false)
+	j.n = o.integer("num_return_sequences", 1)
+	if o.d.err == nil && (j.n < 1 || j.n > maxChoices) {
 		path := o.key("num_return_sequences")
-		o.d.fail(invalid(path, "%s must be in [1, %d] (got %d)", path, maxChoices, n))
+		o.d.fail(invalid(path, "%s must be in [1, %d] (got %d)", path, maxChoices, j.n))
 	}
+	j.params = p
 	o.done()
-	return p, n, fullText
 }
 
 func (s *Server) handleScore(w http.ResponseWriter, r *http.Request) {

@@ -144,6 +144,13 @@ func TestScoreChat(t *testing.T) {
 	bad := `{"input_data": {"input_string": [{"role": "assistant", "content": "hi"}]}}`
 	got, _ = v.post("/score", bad, http.StatusBadRequest)
 	wantError(t, got, typeInvalid, "input_data.input_string[0].role", "input_data.input_string[0].role")
+	// Only the path is /score's: the prose keeps its words.
+	bad = `{"input_data": {"input_string": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}}`
+	got, _ = v.post("/score", bad, http.StatusBadRequest)
+	msg := wantError(t, got, typeInvalid, "input_data.input_string[1].role", "input_data.input_string[1].role is \"user\"", "user and assistant messages to alternate")
+	if strings.Count(msg, "input_data") != 1 {
+		t.Errorf("message %q", msg)
+	}
 
 	two := `{"input_data": {"input_string": [{"role": "user", "content": "hi"}], "parameters": {"num_return_sequences": 2}}}`
 	got, _ = v.post("/score", two, http.StatusBadRequest)
@@ -174,5 +181,42 @@ func TestStopString(t *testing.T) {
 	texts := scoreTexts(t, v, scoreBody(fmt.Sprintf(`"max_new_tokens": 40, "ignore_eos": true, "stop": ["zzzzzz", %q]`, stop), "Once upon a time"), 1)
 	if texts[0] != want {
 		t.Errorf("/score with stop %q: %q, want %q", stop, texts[0], want)
+	}
+}
+
+// max_length counts the prompt, as in Hugging Face's generate();
+// max_new_tokens wins when both are given.
+func TestScoreMaxLength(t *testing.T) {
+	v := newEnv(t, envConfig{})
+	const prompt = "Once upon a time"
+	n := len(v.tok.Encode(prompt, true))
+	text := func(params string) string {
+		return wantString(t, "text", scoreTexts(t, v, scoreBody(params+`, "ignore_eos": true`, prompt), 1)[0])
+	}
+	three, four := text(`"max_new_tokens": 3`), text(`"max_new_tokens": 4`)
+	if three == four {
+		t.Fatalf("3 and 4 tokens give the same text %q", three)
+	}
+	if got := text(fmt.Sprintf(`"max_length": %d`, n+3)); got != three {
+		t.Errorf("max_length %d (prompt %d + 3): %q, want the 3 tokens' %q", n+3, n, got, three)
+	}
+	if got := text(fmt.Sprintf(`"max_length": %d, "max_new_tokens": 3`, n+20)); got != three {
+		t.Errorf("max_new_tokens 3 with max_length %d: %q, want %q", n+20, got, three)
+	}
+	// Each prompt gets what max_length leaves after its own tokens.
+	long := prompt + " far"
+	m := len(v.tok.Encode(long, true))
+	if m <= n || m >= n+8 {
+		t.Fatalf("the second prompt has %d tokens, the first %d", m, n)
+	}
+	texts := scoreTexts(t, v, scoreBody(fmt.Sprintf(`"max_length": %d, "ignore_eos": true`, n+8), prompt, long), 2)
+	want := []string{
+		text(`"max_new_tokens": 8`),
+		wantString(t, "text", scoreTexts(t, v, scoreBody(fmt.Sprintf(`"max_new_tokens": %d, "ignore_eos": true`, n+8-m), long), 1)[0]),
+	}
+	for i := range texts {
+		if texts[i] != want[i] {
+			t.Errorf("max_length %d, prompt %d: %q, want %q", n+8, i, texts[i], want[i])
+		}
 	}
 }

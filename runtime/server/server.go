@@ -2,10 +2,12 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime/debug"
 	"sort"
@@ -26,7 +28,13 @@ import (
 const (
 	DefaultRequestTimeout = 90 * time.Second // Azure ML's default requestTimeoutMs
 	DefaultMaxBodyBytes   = 1 << 20
+	DefaultWriteTimeout   = 30 * time.Second
 )
+
+// keepAliveInterval is how long a started stream may go without an
+// event before it gets an SSE comment, so that proxies with idle
+// timeouts do not cut it.
+const keepAliveInterval = 15 * time.Second
 
 // Options configure a Server.
 type Options struct {
@@ -43,11 +51,17 @@ type Options struct {
 	RequestTimeout time.Duration
 	// MaxBodyBytes bounds request bodies. Default DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// WriteTimeout bounds each write of a response (each event of a
+	// stream), not the whole response: a client that stops reading fails
+	// the write, which frees the handler and the request's sequences.
+	// Default DefaultWriteTimeout.
+	WriteTimeout time.Duration
 	// DefaultMaxNewTokens is the length limit of a request that sets none
 	// (/score and chat completions; /v1/completions defaults to OpenAI's
 	// 16). Default sample.DefaultMaxNewTokens.
 	DefaultMaxNewTokens int
-	// Chat turns conversations into prompts. Default chat.Llama2().
+	// Chat turns conversations into prompts. The zero Template is
+	// chat.Llama2().
 	Chat chat.Template
 	// Registry gets the server's metrics and is what /metrics serves.
 	// Default: a new registry with the Go and process collectors.
@@ -65,6 +79,8 @@ type Server struct {
 	chat       chat.Template
 	keys       keyring
 	timeout    time.Duration
+	writeTime  time.Duration // Options.WriteTimeout
+	keepAlive  time.Duration // keepAliveInterval; tests shorten it
 	maxBody    int64
 	defaultMax int
 	log        *slog.Logger
@@ -72,6 +88,13 @@ type Server struct {
 	created    int64 // Unix seconds, for /v1/models
 
 	ready, draining atomic.Bool
+
+	// pending holds a token for each generation request past
+	// authentication, taken before its body is read: the engine's
+	// queue limit applies only at Submit, after the body is read,
+	// decoded and tokenized, so without it any number of requests could
+	// hold a connection, a goroutine and a body each.
+	pending chan struct{}
 
 	routes  map[string]route
 	handler http.Handler
@@ -81,7 +104,7 @@ type Server struct {
 type route struct {
 	methods map[string]http.HandlerFunc
 	open    bool // a health probe: no API key needed
-	gen     bool // runs generation: refused while draining
+	gen     bool // runs generation: refused while draining, bounded by pending
 }
 
 // New makes a server for the engine e, whose model's tokenizer is tok.
@@ -93,25 +116,34 @@ func New(e *engine.Engine, tok *tokenizer.Tokenizer, o Options) (*Server, error)
 	if o.ModelName == "" {
 		return nil, errors.New("server: a model name is required (it is the model's id in /v1/models)")
 	}
-	if o.RequestTimeout < 0 || o.MaxBodyBytes < 0 || o.DefaultMaxNewTokens < 0 {
-		return nil, fmt.Errorf("server: request timeout (%v), max body bytes (%d) and default max new tokens (%d) must not be negative",
-			o.RequestTimeout, o.MaxBodyBytes, o.DefaultMaxNewTokens)
+	if o.RequestTimeout < 0 || o.WriteTimeout < 0 || o.MaxBodyBytes < 0 || o.DefaultMaxNewTokens < 0 {
+		return nil, fmt.Errorf("server: request timeout (%v), write timeout (%v), max body bytes (%d) and default max new tokens (%d) must not be negative",
+			o.RequestTimeout, o.WriteTimeout, o.MaxBodyBytes, o.DefaultMaxNewTokens)
 	}
+	// Keys are trimmed, as the key a request presents is: a key with
+	// surrounding spaces could never match otherwise.
+	keys := make([]string, len(o.Keys))
 	for i, k := range o.Keys {
-		if strings.TrimSpace(k) == "" {
+		keys[i] = strings.TrimSpace(k)
+		if keys[i] == "" {
 			return nil, fmt.Errorf("server: API key %d is empty", i)
 		}
 	}
+	cfg := e.Config()
 	s := &Server{
-		e: e, tok: tok, model: o.ModelName, chat: o.Chat, keys: newKeyring(o.Keys),
-		timeout: o.RequestTimeout, maxBody: o.MaxBodyBytes, defaultMax: o.DefaultMaxNewTokens,
+		e: e, tok: tok, model: o.ModelName, chat: o.Chat, keys: newKeyring(keys),
+		timeout: o.RequestTimeout, writeTime: o.WriteTimeout, keepAlive: keepAliveInterval,
+		maxBody: o.MaxBodyBytes, defaultMax: o.DefaultMaxNewTokens,
 		log: o.Log, created: time.Now().Unix(),
-	}
-	if s.chat.Name == "" {
-		s.chat = chat.Llama2()
+		// Room for every sequence the engine runs or queues, and as many
+		// again being read, decoded or answered.
+		pending: make(chan struct{}, 2*cfg.MaxConcurrent+cfg.MaxQueued),
 	}
 	if s.timeout == 0 {
 		s.timeout = DefaultRequestTimeout
+	}
+	if s.writeTime == 0 {
+		s.writeTime = DefaultWriteTimeout
 	}
 	if s.maxBody == 0 {
 		s.maxBody = DefaultMaxBodyBytes
@@ -150,6 +182,7 @@ func New(e *engine.Engine, tok *tokenizer.Tokenizer, o Options) (*Server, error)
 		"/metrics":             {methods: get(metricsHandler.ServeHTTP)},
 		"/score":               {methods: post(s.handleScore), gen: true},
 		"/v1/models":           {methods: get(s.handleModels)},
+		modelRoute:             {methods: get(s.handleModel)},
 		"/v1/completions":      {methods: post(s.handleCompletions), gen: true},
 		"/v1/chat/completions": {methods: post(s.handleChat), gen: true},
 	}
@@ -157,8 +190,58 @@ func New(e *engine.Engine, tok *tokenizer.Tokenizer, o Options) (*Server, error)
 	return s, nil
 }
 
-// Handler returns the server's HTTP handler.
+// modelRoute is the label and routes key of GET /v1/models/{id}, the one
+// route that is not an exact path.
+const modelRoute = "/v1/models/{id}"
+
+// route finds the route of path and its label in metrics; ok false for
+// an unknown path.
+func (s *Server) route(path string) (rt route, label string, ok bool) {
+	if rt, ok := s.routes[path]; ok {
+		return rt, path, true
+	}
+	if strings.HasPrefix(path, "/v1/models/") {
+		return s.routes[modelRoute], modelRoute, true
+	}
+	return route{}, "other", false // unknown paths would make unbounded label values
+}
+
+// Handler returns the server's HTTP handler. Run it under the
+// http.Server of NewHTTPServer, whose timeouts it relies on.
 func (s *Server) Handler() http.Handler { return s.handler }
+
+// Timeouts of NewHTTPServer's http.Server.
+const (
+	readHeaderTimeout = 10 * time.Second
+	readMargin        = 10 * time.Second // beyond RequestTimeout, for the body
+	idleTimeout       = 120 * time.Second
+)
+
+// NewHTTPServer returns the http.Server to serve h, a Server's Handler,
+// with the timeouts that keep slow or stalled clients from holding
+// connections and goroutines (and from holding up a graceful Shutdown);
+// o is the Server's Options:
+//
+//   - ReadHeaderTimeout 10 s, and ReadTimeout o.RequestTimeout (default
+//     DefaultRequestTimeout) plus 10 s for headers and body together: a
+//     body that arrives too slowly ends with a 408. net/http lifts the
+//     read deadline once the body has been read, so it does not cut long
+//     answers.
+//   - IdleTimeout 120 s: keep-alive connections are closed at last.
+//   - WriteTimeout 0: it would bound the whole response and cut long
+//     streams. The Server bounds each write instead (Options.WriteTimeout).
+func NewHTTPServer(h http.Handler, o Options) *http.Server {
+	timeout := o.RequestTimeout
+	if timeout <= 0 {
+		timeout = DefaultRequestTimeout
+	}
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       timeout + readMargin,
+		IdleTimeout:       idleTimeout,
+	}
+}
 
 // SetReady sets what /readyz answers: 200 when ready (the model is
 // loaded and the server not draining), 503 otherwise.
@@ -195,31 +278,32 @@ type reqInfo struct {
 
 type infoKey struct{}
 
+// info is the request's reqInfo, which serveHTTP puts in its context.
+// Handlers run only under serveHTTP: a missing one is a bug, which would
+// otherwise silently lose the request's counts.
 func info(r *http.Request) *reqInfo {
-	if i, ok := r.Context().Value(infoKey{}).(*reqInfo); ok {
-		return i
-	}
-	return &reqInfo{} // a handler called outside serveHTTP (tests)
+	return r.Context().Value(infoKey{}).(*reqInfo)
 }
 
 // noteError records why a request failed, for its log line and metrics.
 func noteError(r *http.Request, e *apiError) { info(r).err = e }
 
-// serveHTTP wraps every request: metrics, a log line, recovery from
-// panics, authentication, routing.
+// serveHTTP wraps every request: a request id, metrics, a log line,
+// recovery from panics, authentication, routing, and the bound on
+// pending generation requests.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rt, known := s.routes[r.URL.Path]
-	label := r.URL.Path
-	if !known {
-		label = "other" // unknown paths would make unbounded label values
+	rt, label, known := s.route(r.URL.Path)
+	id := requestID(r)
+	w.Header().Set("X-Request-Id", id)
+	if rt.gen {
+		s.met.inFlight.Inc()
+		defer s.met.inFlight.Dec()
 	}
-	s.met.inFlight.Inc()
-	defer s.met.inFlight.Dec()
 	ri := &reqInfo{}
 	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
-	rec := &recorder{ResponseWriter: w}
-	defer s.finish(rec, r, ri, label, start)
+	rec := &recorder{ResponseWriter: w, rc: http.NewResponseController(w), writeTimeout: s.writeTime}
+	defer s.finish(rec, r, ri, label, id, start)
 	defer s.recoverPanic(rec, r)
 
 	if !rt.open {
@@ -248,7 +332,43 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, r, errDraining)
 		return
 	}
+	if rt.gen {
+		select {
+		case s.pending <- struct{}{}:
+			defer func() { <-s.pending }()
+		default: // answered at once, before the body is read
+			s.met.rejected.Add(1)
+			writeError(rec, r, errQueueFull)
+			return
+		}
+	}
 	h(rec, r)
+}
+
+// maxRequestID bounds a client's request id that is logged and echoed.
+const maxRequestID = 128
+
+// requestID is the request's id for its log line and the X-Request-Id
+// response header: the client's X-Request-Id, or Azure ML's
+// X-Ms-Client-Request-Id, so that the client's logs and the server's
+// match; a new random one when there is none, or it is longer than
+// maxRequestID or holds bytes other than printable ASCII.
+func requestID(r *http.Request) string {
+	for _, h := range []string{"X-Request-Id", "X-Ms-Client-Request-Id"} {
+		if v := r.Header.Get(h); v != "" && len(v) <= maxRequestID && printableASCII(v) {
+			return v
+		}
+	}
+	return rand.Text()
+}
+
+func printableASCII(s string) bool {
+	for _, c := range []byte(s) {
+		if c < 0x20 || c > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 func allowed(rt route) string {
@@ -287,7 +407,7 @@ func (s *Server) recoverPanic(w *recorder, r *http.Request) {
 // there was one, even when it came after a stream's 200 header (a
 // stream that timed out counts as a 408), and 499 when the client went
 // away.
-func (s *Server) finish(w *recorder, r *http.Request, ri *reqInfo, label string, start time.Time) {
+func (s *Server) finish(w *recorder, r *http.Request, ri *reqInfo, label, id string, start time.Time) {
 	took := time.Since(start)
 	code := w.status
 	if !w.wrote {
@@ -297,7 +417,7 @@ func (s *Server) finish(w *recorder, r *http.Request, ri *reqInfo, label string,
 		code = ri.err.Status
 	}
 	s.met.observeRequest(label, code, took)
-	attrs := []any{"method", r.Method, "path", r.URL.Path, "status", code, "duration", took}
+	attrs := []any{"method", r.Method, "path", r.URL.Path, "status", code, "duration", took, "request_id", id}
 	if ri.promptTokens > 0 || ri.completionTokens > 0 {
 		attrs = append(attrs, "prompt_tokens", ri.promptTokens, "completion_tokens", ri.completionTokens)
 	}
@@ -311,11 +431,25 @@ func (s *Server) finish(w *recorder, r *http.Request, ri *reqInfo, label string,
 	s.log.Log(r.Context(), level, "request", attrs...)
 }
 
-// recorder notes the status a handler sent.
+// recorder notes the status a handler sent, and gives each write to the
+// connection writeTimeout to complete.
 type recorder struct {
 	http.ResponseWriter
-	status int
-	wrote  bool
+	rc           *http.ResponseController // the ResponseWriter's
+	writeTimeout time.Duration
+	status       int
+	wrote        bool
+}
+
+// extend sets the connection's write deadline writeTimeout from now,
+// before each write or flush of every response (sse.data's events and
+// writeJSON's bodies included). A client that stops reading then fails
+// the write, so its handler returns and its sequences end, instead of
+// blocking in Write for as long as the client keeps the connection open.
+// (http.Server.WriteTimeout would bound the whole response and cut long
+// streams.)
+func (w *recorder) extend() {
+	_ = w.rc.SetWriteDeadline(time.Now().Add(w.writeTimeout))
 }
 
 func (w *recorder) WriteHeader(code int) {
@@ -329,24 +463,42 @@ func (w *recorder) Write(b []byte) (int, error) {
 	if !w.wrote {
 		w.status, w.wrote = http.StatusOK, true
 	}
+	w.extend()
 	return w.ResponseWriter.Write(b)
 }
 
-// Flush is http.Flusher's, for code that asserts it; Unwrap serves
-// http.ResponseController.
-func (w *recorder) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
+// FlushError is what http.ResponseController.Flush calls: its error
+// tells that the client is gone. Flush is http.Flusher's, for code that
+// asserts it; Unwrap serves http.ResponseController's other methods.
+func (w *recorder) FlushError() error {
+	w.extend()
+	return w.rc.Flush()
+}
+
+func (w *recorder) Flush() { _ = w.FlushError() }
 
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // readBody reads a request body of at most maxBody bytes.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
+	// MaxBytesReader tells net/http's own ResponseWriter (through an
+	// unexported method) that the body was too large, so that it closes
+	// the connection rather than read the rest; the recorder cannot
+	// pass that on.
+	if rec, ok := w.(*recorder); ok {
+		w = rec.ResponseWriter
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+		var ne net.Error
+		switch {
+		case errors.As(err, &tooBig):
 			return nil, invalid("", "request body is larger than %d bytes", s.maxBody)
-		}
-		if r.Context().Err() != nil {
+		case errors.As(err, &ne) && ne.Timeout(): // the http.Server's ReadTimeout
+			return nil, &apiError{Status: http.StatusRequestTimeout, Type: typeTimeout,
+				Message: "the request body did not arrive in time"}
+		case r.Context().Err() != nil:
 			return nil, errClientGone
 		}
 		return nil, invalid("", "reading the request body: %v", err)

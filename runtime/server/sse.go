@@ -6,12 +6,14 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/leo-operator/leo/runtime/engine"
 )
 
 // sse writes Server-Sent Events as OpenAI streams them: each event one
 // "data: <json>\n\n", flushed at once, and "data: [DONE]\n\n" at the end.
+// Each write has the recorder's write deadline.
 type sse struct {
 	w  http.ResponseWriter
 	rc *http.ResponseController
@@ -24,22 +26,28 @@ func startSSE(w http.ResponseWriter) *sse {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // nginx-based ingresses would buffer the stream otherwise
 	w.WriteHeader(http.StatusOK)
-	s := &sse{w: w, rc: http.NewResponseController(w)}
-	_ = s.rc.Flush()
-	return s
+	return &sse{w: w, rc: http.NewResponseController(w)}
 }
 
 // event sends v as one event. An error means the client is gone.
 func (s *sse) event(v any) error { return s.data(marshal(v)) }
 
 func (s *sse) data(b []byte) error {
-	if _, err := s.w.Write(append(append([]byte("data: "), b...), '\n', '\n')); err != nil {
+	return s.write(append(append([]byte("data: "), b...), '\n', '\n'))
+}
+
+func (s *sse) done() error { return s.data([]byte("[DONE]")) }
+
+// keepAlive sends an SSE comment, which clients ignore, so that proxies
+// see traffic on a stream that is quiet for long.
+func (s *sse) keepAlive() error { return s.write([]byte(": keep-alive\n\n")) }
+
+func (s *sse) write(b []byte) error {
+	if _, err := s.w.Write(b); err != nil {
 		return err
 	}
 	return s.rc.Flush()
 }
-
-func (s *sse) done() error { return s.data([]byte("[DONE]")) }
 
 // chunks makes the events of one endpoint's stream.
 type chunks interface {
@@ -63,10 +71,15 @@ type piece struct {
 
 // streamJob runs a job and streams its sequences as they are generated,
 // interleaved: one goroutine reads each engine stream, and this one
-// writes their pieces in the order they come. Errors before the first
-// event are ordinary error responses; after it, an error event ends the
-// stream (without [DONE]), so that clients do not take it for a
-// complete answer.
+// writes their pieces in the order they come.
+//
+// The 200 header goes out with the first piece (or the end of the
+// stream), not at Submit: until then the sequences may wait in the
+// queue, and an error there (the request timeout, the engine stopping)
+// gets its own status and an ordinary error body. After the header, an
+// error is an error event that ends the stream (without [DONE]), so
+// that clients do not take it for a complete answer. A started stream
+// that has had no event for s.keepAlive gets an SSE comment.
 func (s *Server) streamJob(w http.ResponseWriter, r *http.Request, j *job, c chunks) {
 	ctx, cancel := s.deadline(r)
 	streams, aerr := s.submit(ctx, r, j)
@@ -85,23 +98,35 @@ func (s *Server) streamJob(w http.ResponseWriter, r *http.Request, j *job, c chu
 		wg.Go(func() { read(ctx, i, st, pieces) })
 	}
 
-	out := startSSE(w)
+	var out *sse // nil until the header is sent
+	send := func(ev any) error {
+		if out == nil {
+			out = startSSE(w)
+			for i := range streams {
+				if first := c.start(i); first != nil {
+					if err := out.event(first); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		return out.event(ev)
+	}
 	fail := func(err error) {
 		e := generationError(r, err, s.timeout)
+		if out == nil {
+			writeError(w, r, e)
+			return
+		}
 		noteError(r, e)
 		if e.Status != statusClientGone {
 			_ = out.event(e.body())
 		}
 	}
 	gone := func() { noteError(r, errClientGone) }
-	for i := range streams {
-		if ev := c.start(i); ev != nil {
-			if out.event(ev) != nil {
-				gone()
-				return
-			}
-		}
-	}
+	quiet := time.NewTimer(s.keepAlive)
+	defer quiet.Stop()
+
 	var results []engine.Result
 	for len(results) < len(streams) {
 		var p piece
@@ -110,6 +135,13 @@ func (s *Server) streamJob(w http.ResponseWriter, r *http.Request, j *job, c chu
 		case <-ctx.Done():
 			fail(ctx.Err())
 			return
+		case <-quiet.C:
+			if out != nil && out.keepAlive() != nil {
+				gone()
+				return
+			}
+			quiet.Reset(s.keepAlive)
+			continue
 		}
 		var ev any
 		switch {
@@ -123,16 +155,14 @@ func (s *Server) streamJob(w http.ResponseWriter, r *http.Request, j *job, c chu
 		default:
 			ev = c.delta(p.index, p.text)
 		}
-		if out.event(ev) != nil {
+		if send(ev) != nil {
 			gone()
 			return
 		}
+		quiet.Reset(s.keepAlive)
 	}
 	if j.includeUsage {
-		ri := info(r)
-		u := usage{PromptTokens: ri.promptTokens, CompletionTokens: ri.completionTokens}
-		u.TotalTokens = u.PromptTokens + u.CompletionTokens
-		if out.event(c.usage(u)) != nil {
+		if out.event(c.usage(s.usage(r))) != nil {
 			gone()
 			return
 		}

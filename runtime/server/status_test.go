@@ -66,12 +66,27 @@ func TestBadRequests(t *testing.T) {
 		{"prompt too long", "/score", scoreBody("", long), "input_data.input_string", []string{"context holds 256"}},
 		{"prompt too long (OpenAI)", "/v1/completions", fmt.Sprintf(`{"prompt": %q}`, long), "prompt", []string{"context holds 256"}},
 		{"no prompt", "/v1/completions", `{"max_tokens": 3}`, "prompt", []string{"prompt is required"}},
-		{"token prompts", "/v1/completions", `{"prompt": [1, 2, 3]}`, "prompt[0]", []string{"must be a string"}},
+		{"token prompt out of the vocabulary", "/v1/completions", `{"prompt": [1, 2, 99999]}`, "prompt[2]", []string{"token id 99999", "vocabulary"}},
+		{"token prompt negative", "/v1/completions", `{"prompt": [[1], [-1]]}`, "prompt[1][0]", []string{"token id"}},
+		{"token prompt empty", "/v1/completions", `{"prompt": [[1], []]}`, "prompt[1]", []string{"at least one token"}},
 		{"max_tokens 0", "/v1/completions", `{"prompt": "hi", "max_tokens": 0}`, "max_tokens", []string{"max_tokens must be >= 1"}},
 		{"min_tokens > max_tokens", "/v1/completions", `{"prompt": "hi", "max_tokens": 2, "min_tokens": 5}`, "min_tokens", []string{"min_tokens must be <= max_tokens"}},
 		{"max_completion_tokens 0", "/v1/chat/completions", `{"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 0}`, "max_completion_tokens", []string{"max_completion_tokens must be >= 1"}},
 		{"n 0", "/v1/completions", `{"prompt": "hi", "n": 0}`, "n", []string{"n must be in [1, 16]"}},
 		{"too many sequences", "/v1/completions", `{"prompt": ["a", "b", "c", "d", "e", "f"], "n": 4}`, "n", []string{"24 sequences"}},
+		{"too many prompts", "/v1/completions", `{"prompt": ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q", "r", "s", "t", "u"]}`, "prompt", []string{"21 sequences"}},
+		{"response_format json_object", "/v1/chat/completions", `{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}`, "response_format", []string{"response_format is not supported"}},
+		{"response_format json_schema", "/v1/chat/completions", `{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}`, "response_format", []string{"not supported"}},
+		{"response_format on completions", "/v1/completions", `{"prompt": "hi", "response_format": {"type": "json_object"}}`, "response_format", []string{"not supported"}},
+		{"tools", "/v1/chat/completions", `{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}]}`, "tools", []string{"tools is not supported"}},
+		{"tools with tool_choice auto", "/v1/chat/completions", `{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "auto"}`, "tools", []string{"not supported"}},
+		{"tool_choice required", "/v1/chat/completions", `{"messages": [{"role": "user", "content": "hi"}], "tool_choice": "required"}`, "tool_choice", []string{"not supported"}},
+		{"parallel_tool_calls", "/v1/chat/completions", `{"messages": [{"role": "user", "content": "hi"}], "parallel_tool_calls": true}`, "parallel_tool_calls", []string{"not supported"}},
+		{"num_return_sequences greedy", "/score", scoreBody(`"num_return_sequences": 3`, "hi"), "input_data.parameters.num_return_sequences", []string{"do_sample"}},
+		{"max_length 0", "/score", scoreBody(`"max_length": 0`, "hi"), "input_data.parameters.max_length", []string{"max_length must be >= 1"}},
+		{"max_length within the prompt", "/score", scoreBody(`"max_length": 2`, "hello there, how are you"), "input_data.parameters.max_length", []string{"max_length is 2", "prompt 0 has"}},
+		{"max_length below min_new_tokens", "/score", scoreBody(`"max_length": 30, "min_new_tokens": 29`, "hello there, how are you"), "input_data.parameters.max_length", []string{"min_new_tokens 29"}},
+		{"min_new_tokens over max_length", "/score", scoreBody(`"max_length": 3, "min_new_tokens": 5`, "hi"), "input_data.parameters.min_new_tokens", []string{"min_new_tokens must be <= max_length"}},
 		{"logprobs", "/v1/completions", `{"prompt": "hi", "logprobs": 2}`, "logprobs", []string{"logprobs is not supported"}},
 		{"best_of", "/v1/completions", `{"prompt": "hi", "best_of": 3}`, "best_of", []string{"best_of is not supported"}},
 		{"suffix", "/v1/completions", `{"prompt": "hi", "suffix": "end"}`, "suffix", []string{"suffix is not supported"}},
@@ -101,17 +116,22 @@ func TestBadRequests(t *testing.T) {
 
 func TestBodyTooLarge(t *testing.T) {
 	v := newEnv(t, envConfig{opts: Options{MaxBodyBytes: 100}})
-	got, _ := v.post("/score", scoreBody("", strings.Repeat("x", 200)), http.StatusBadRequest)
+	got, resp := v.post("/score", scoreBody("", strings.Repeat("x", 200)), http.StatusBadRequest)
 	wantError(t, got, typeInvalid, "", "request body is larger than 100 bytes")
+	// net/http learnt that the body was too large: it closes the
+	// connection rather than read the rest.
+	if !resp.Close {
+		t.Errorf("the answer to a body too large keeps the connection open (Connection %q)", resp.Header.Get("Connection"))
+	}
 	v.post("/score", scoreBody(`"max_new_tokens": 1`, "hi"), http.StatusOK)
 }
 
 func TestAuth(t *testing.T) {
-	v := newEnv(t, envConfig{opts: Options{Keys: []string{"key-one", "key-two"}}})
+	v := newEnv(t, envConfig{opts: Options{Keys: []string{"key-one", "key-two", " key-three\n"}}})
 	body := scoreBody(`"max_new_tokens": 2`, "hi")
 	for _, c := range []struct{ name, header string }{
 		{"no header", ""},
-		{"wrong key", "Bearer key-three"},
+		{"wrong key", "Bearer key-four"},
 		{"prefix of a key", "Bearer key-"},
 		{"not bearer", "Basic a2V5LW9uZQ=="},
 	} {
@@ -127,6 +147,7 @@ func TestAuth(t *testing.T) {
 	}
 	v.post("/score", body, http.StatusOK, "Authorization", "Bearer key-one")
 	v.post("/score", body, http.StatusOK, "Authorization", "bearer key-two")
+	v.post("/score", body, http.StatusOK, "Authorization", "Bearer key-three") // given with spaces around it
 	for _, path := range []string{"/metrics", "/v1/models", "/nowhere"} {
 		if resp, _ := v.do(context.Background(), http.MethodGet, path, ""); resp.StatusCode != http.StatusUnauthorized {
 			t.Errorf("GET %s without a key: %d, want 401", path, resp.StatusCode)
@@ -323,9 +344,68 @@ func TestRequestLog(t *testing.T) {
 	v := newEnv(t, envConfig{})
 	v.post("/score", scoreBody(`"max_new_tokens": 3, "ignore_eos": true`, "hi"), http.StatusOK)
 	logs := v.log.String()
-	for _, want := range []string{"level=INFO", "method=POST", "path=/score", "status=200", "duration=", "prompt_tokens=", "completion_tokens=3"} {
+	for _, want := range []string{"level=INFO", "method=POST", "path=/score", "status=200", "duration=", "prompt_tokens=", "completion_tokens=3", "request_id="} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("log %q lacks %q", logs, want)
 		}
 	}
+}
+
+// The request id is the client's, when sane, else a new one; it is in
+// the response's X-Request-Id and the log line.
+func TestRequestID(t *testing.T) {
+	v := newEnv(t, envConfig{})
+	long := strings.Repeat("a", 129)
+	for _, c := range []struct {
+		header []string
+		want   string // "" for a generated one
+	}{
+		{[]string{"X-Request-Id", "client-id-1"}, "client-id-1"},
+		{[]string{"X-Ms-Client-Request-Id", "azure-id-2"}, "azure-id-2"},
+		{[]string{"X-Request-Id", "first", "X-Ms-Client-Request-Id", "second"}, "first"},
+		{[]string{"X-Request-Id", long}, ""},
+		{[]string{"X-Request-Id", "caf\xc3\xa9"}, ""},
+		{nil, ""},
+	} {
+		resp, _ := v.do(context.Background(), http.MethodGet, "/healthz", "", c.header...)
+		id := resp.Header.Get("X-Request-Id")
+		switch {
+		case c.want != "" && id != c.want:
+			t.Errorf("headers %q: X-Request-Id %q, want %q", c.header, id, c.want)
+		case c.want == "" && (len(id) != 26 || id == long):
+			t.Errorf("headers %q: X-Request-Id %q, want a new one", c.header, id)
+		}
+		if !strings.Contains(v.log.String(), "request_id="+id+"\n") {
+			t.Errorf("the log does not have request_id=%s: %s", id, v.log.String())
+		}
+	}
+}
+
+// A stream that times out while queued gets a real 408, not a 200
+// followed by an error event: the header waits for the first piece.
+func TestStreamTimeoutWhileQueued(t *testing.T) {
+	v := newEnv(t, envConfig{paused: true, opts: Options{RequestTimeout: 50 * time.Millisecond}})
+	for _, c := range []struct{ path, body string }{
+		{"/v1/completions", `{"prompt": "hi", "stream": true}`},
+		{"/v1/chat/completions", `{"messages": [{"role": "user", "content": "hi"}], "stream": true}`},
+	} {
+		got, resp := v.post(c.path, c.body, http.StatusRequestTimeout)
+		wantError(t, got, typeTimeout, "", "requestTimeoutMs")
+		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("%s: Content-Type %q", c.path, ct)
+		}
+	}
+	eventually(t, "both handlers end", func() bool { return strings.Count(v.log.String(), "status=408") == 2 })
+	v.start()
+	eventually(t, "the queue empties", func() bool { st := v.e.Stats(); return st.Queued == 0 && st.Running == 0 })
+}
+
+// Outside serveHTTP a handler would lose its counts: info panics.
+func TestInfoOutsideServeHTTP(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Error("info did not panic")
+		}
+	}()
+	info(httptest.NewRequest(http.MethodGet, "/", nil))
 }
