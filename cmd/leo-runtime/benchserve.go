@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -89,17 +90,19 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	fmt.Fprintf(stderr, "bench-serve: %s, %d threads, %d tokens per request, %s KV cache\n", *modelPath, *threads, *maxTokens, kv)
 
-	var one, many []float64
+	var one, many, manyTTFT []float64
 	for r := 0; r < *reps; r++ {
-		rate, err := c.phase(ctx, 1, r)
+		rate, _, err := c.phase(ctx, 1, r)
 		if err != nil {
 			return err
 		}
 		one = append(one, rate)
-		if rate, err = c.phase(ctx, *streams, r); err != nil {
+		rate, ttfts, err := c.phase(ctx, *streams, r)
+		if err != nil {
 			return err
 		}
 		many = append(many, rate)
+		manyTTFT = append(manyTTFT, ttfts...)
 		fmt.Fprintf(stderr, "run %d: 1 stream %.1f tok/s, %d streams %.1f tok/s\n", r+1, one[r], *streams, many[r])
 	}
 	load, err := c.flood(ctx, *clients, *duration)
@@ -109,6 +112,7 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	res := benchServeResult{
 		Model: *modelPath, KVType: kv.String(), Threads: *threads, MaxTokens: *maxTokens, Streams: *streams,
 		SingleTokS: median(one), AggregateTokS: median(many), Clients: *clients, Load: load,
+		StreamsTTFTp50ms: percentile(manyTTFT, 50), StreamsTTFTp99ms: percentile(manyTTFT, 99),
 	}
 	res.Ratio = res.AggregateTokS / res.SingleTokS
 	if *jsonOut {
@@ -118,10 +122,11 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	fmt.Fprintf(stdout, "model %s, %d threads, %s KV cache, %d tokens per request (streamed over loopback HTTP)\n", res.Model, res.Threads, res.KVType, res.MaxTokens)
 	fmt.Fprintf(stdout, "1 stream:            %7.1f tok/s (median of %d)\n", res.SingleTokS, *reps)
-	fmt.Fprintf(stdout, "%d streams at once:  %7.1f tok/s aggregate = %.2f× one stream\n", res.Streams, res.AggregateTokS, res.Ratio)
+	fmt.Fprintf(stdout, "%d streams at once:  %7.1f tok/s aggregate = %.2f× one stream; time to first token p50 %.0f ms, p99 %.0f ms\n",
+		res.Streams, res.AggregateTokS, res.Ratio, res.StreamsTTFTp50ms, res.StreamsTTFTp99ms)
 	fmt.Fprintf(stdout, "%d clients for %s: %d requests done, %d refused with 429, %d other errors; %.1f tok/s\n",
 		res.Clients, *duration, load.Done, load.Refused, load.Errors, load.TokS)
-	fmt.Fprintf(stdout, "time to first token: p50 %.0f ms, p99 %.0f ms\n", load.TTFTp50ms, load.TTFTp99ms)
+	fmt.Fprintf(stdout, "time to first token under that load (queueing included): p50 %.0f ms, p99 %.0f ms\n", load.TTFTp50ms, load.TTFTp99ms)
 	if load.Errors > 0 {
 		return fmt.Errorf("%d requests failed with errors other than 429; first: %s", load.Errors, load.FirstError)
 	}
@@ -129,16 +134,19 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 }
 
 type benchServeResult struct {
-	Model         string    `json:"model"`
-	KVType        string    `json:"kv_cache_type"`
-	Threads       int       `json:"threads"`
-	MaxTokens     int       `json:"max_tokens"`
-	Streams       int       `json:"streams"`
-	SingleTokS    float64   `json:"single_stream_tok_s"`
-	AggregateTokS float64   `json:"aggregate_tok_s"`
-	Ratio         float64   `json:"ratio"`
-	Clients       int       `json:"clients"`
-	Load          loadStats `json:"load"`
+	Model         string  `json:"model"`
+	KVType        string  `json:"kv_cache_type"`
+	Threads       int     `json:"threads"`
+	MaxTokens     int     `json:"max_tokens"`
+	Streams       int     `json:"streams"`
+	SingleTokS    float64 `json:"single_stream_tok_s"`
+	AggregateTokS float64 `json:"aggregate_tok_s"`
+	Ratio         float64 `json:"ratio"`
+	// Time to first token of the streams of phase 2 (all admitted at once).
+	StreamsTTFTp50ms float64   `json:"streams_ttft_p50_ms"`
+	StreamsTTFTp99ms float64   `json:"streams_ttft_p99_ms"`
+	Clients          int       `json:"clients"`
+	Load             loadStats `json:"load"`
 }
 
 type loadStats struct {
@@ -158,8 +166,10 @@ type loadClient struct {
 	http      *http.Client
 }
 
-// errRefused is a 429: the server's queue was full.
-var errRefused = errors.New("429 too many pending requests")
+// refusedError is a 429: the server's queue was full; retry after.
+type refusedError struct{ retryAfter time.Duration }
+
+func (refusedError) Error() string { return "429 too many pending requests" }
 
 type completion struct {
 	tokens int
@@ -185,7 +195,11 @@ func (c *loadClient) complete(ctx context.Context, i int) (completion, error) {
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusTooManyRequests {
 		io.Copy(io.Discard, resp.Body)
-		return completion{}, errRefused
+		wait := time.Second
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s >= 0 {
+			wait = time.Duration(s) * time.Second
+		}
+		return completion{}, refusedError{wait}
 	}
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
@@ -227,8 +241,9 @@ func (c *loadClient) complete(ctx context.Context, i int) (completion, error) {
 }
 
 // phase runs n streams at once, one request each, and returns their
-// aggregate generation rate: all tokens over the wall time.
-func (c *loadClient) phase(ctx context.Context, n, rep int) (float64, error) {
+// aggregate generation rate (all tokens over the wall time) and their
+// times to first token in milliseconds.
+func (c *loadClient) phase(ctx context.Context, n, rep int) (float64, []float64, error) {
 	var wg sync.WaitGroup
 	res := make([]completion, n)
 	errs := make([]error, n)
@@ -239,21 +254,23 @@ func (c *loadClient) phase(ctx context.Context, n, rep int) (float64, error) {
 	wg.Wait()
 	wall := time.Since(start)
 	tokens := 0
+	var ttfts []float64
 	for i := range n {
 		if errs[i] != nil {
-			return 0, fmt.Errorf("%d streams: %w", n, errs[i])
+			return 0, nil, fmt.Errorf("%d streams: %w", n, errs[i])
 		}
 		if res[i].tokens != c.maxTokens {
-			return 0, fmt.Errorf("%d streams: a request generated %d tokens, want %d", n, res[i].tokens, c.maxTokens)
+			return 0, nil, fmt.Errorf("%d streams: a request generated %d tokens, want %d", n, res[i].tokens, c.maxTokens)
 		}
 		tokens += res[i].tokens
+		ttfts = append(ttfts, float64(res[i].ttft)/float64(time.Millisecond))
 	}
-	return float64(tokens) / wall.Seconds(), nil
+	return float64(tokens) / wall.Seconds(), ttfts, nil
 }
 
 // flood runs clients that each send requests back to back until d has
-// passed; a refused request is retried after a short pause, as a client
-// honouring 429 would.
+// passed; a refused request is retried after its Retry-After, as a
+// client honouring 429 does.
 func (c *loadClient) flood(ctx context.Context, clients int, d time.Duration) (loadStats, error) {
 	var (
 		mu    sync.Mutex
@@ -267,9 +284,10 @@ func (c *loadClient) flood(ctx context.Context, clients int, d time.Duration) (l
 		wg.Go(func() {
 			for n := 0; time.Since(start) < d && ctx.Err() == nil; n++ {
 				r, err := c.complete(ctx, i*100000+n)
+				var refused refusedError
 				mu.Lock()
 				switch {
-				case errors.Is(err, errRefused):
+				case errors.As(err, &refused):
 					st.Refused++
 				case err != nil:
 					if st.Errors == 0 {
@@ -282,8 +300,8 @@ func (c *loadClient) flood(ctx context.Context, clients int, d time.Duration) (l
 					ttfts = append(ttfts, float64(r.ttft)/float64(time.Millisecond))
 				}
 				mu.Unlock()
-				if errors.Is(err, errRefused) {
-					time.Sleep(50 * time.Millisecond)
+				if refused.retryAfter > 0 {
+					time.Sleep(min(refused.retryAfter, time.Until(start.Add(d))))
 				}
 			}
 		})

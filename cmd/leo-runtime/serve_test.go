@@ -249,3 +249,18 @@ func TestServeUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestBenchServe(t *testing.T) {
+	stdout, _ := mustCLI(t, "bench-serve", "--model", testModel(t), "--streams", "2", "--queued", "1", "--clients", "8",
+		"--max-tokens", "16", "--duration", "1s", "--reps", "1", "--json")
+	var res benchServeResult
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+		t.Fatalf("bench-serve --json: %v\n%s", err, stdout)
+	}
+	if res.SingleTokS <= 0 || res.AggregateTokS <= 0 || res.Ratio <= 0 || res.StreamsTTFTp50ms <= 0 {
+		t.Errorf("rates and latencies must be positive: %+v", res)
+	}
+	if res.Load.Done == 0 || res.Load.Errors != 0 || res.Load.TTFTp99ms < res.Load.TTFTp50ms {
+		t.Errorf("load phase: %+v", res.Load)
+	}
+}
