@@ -89,7 +89,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return promptSec, time.Since(start).Seconds(), nil
 	}
-	fmt.Fprintf(stderr, "warming up %s with %d threads\n", *modelPath, *threads)
+	_, _ = fmt.Fprintf(stderr, "warming up %s with %d threads\n", *modelPath, *threads)
 	if _, _, err := once(); err != nil {
 		return err
 	}
@@ -98,7 +98,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }() // after StopCPUProfile; a profile lost to a failed close does not fail the bench
 		if err := pprof.StartCPUProfile(f); err != nil {
 			return err
 		}
@@ -112,7 +112,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		pRates = append(pRates, float64(*promptN)/ps)
 		gRates = append(gRates, float64(*genN)/gs)
-		fmt.Fprintf(stderr, "run %d: prompt %.1f tok/s, generation %.1f tok/s\n", r+1, pRates[r], gRates[r])
+		_, _ = fmt.Fprintf(stderr, "run %d: prompt %.1f tok/s, generation %.1f tok/s\n", r+1, pRates[r], gRates[r])
 	}
 	res := benchResult{
 		Model: *modelPath, Threads: *threads, PromptTokens: *promptN, GenTokens: *genN,
@@ -125,11 +125,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(res)
 	}
-	fmt.Fprintf(stdout, "model %s, %d threads\n", *modelPath, *threads)
-	fmt.Fprintf(stdout, "prompt processing (%d tokens): %8.1f tok/s\n", *promptN, res.PromptTokS)
-	fmt.Fprintf(stdout, "generation (%d tokens):        %8.1f tok/s = %.0f%% of the memory bound %.1f tok/s (%.1f GB/s, %.0f MB per token)\n",
+	_, err = fmt.Fprintf(stdout, "model %s, %d threads\n"+
+		"prompt processing (%d tokens): %8.1f tok/s\n"+
+		"generation (%d tokens):        %8.1f tok/s = %.0f%% of the memory bound %.1f tok/s (%.1f GB/s, %.0f MB per token)\n",
+		*modelPath, *threads,
+		*promptN, res.PromptTokS,
 		*genN, res.GenTokS, 100*res.GenTokS/res.GenBoundTokS, res.GenBoundTokS, res.BandwidthGBs, float64(res.FileBytes)/1e6)
-	return nil
+	return err
 }
 
 func fileSize(path string) int64 {

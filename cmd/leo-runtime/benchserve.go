@@ -80,15 +80,15 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	defer stop()
 	go e.Run(ectx)
 	hs := &http.Server{Handler: srv.Handler()}
-	go hs.Serve(ln)
-	defer hs.Close()
+	go func() { _ = hs.Serve(ln) }() // ErrServerClosed once the deferred Close runs
+	defer func() { _ = hs.Close() }()
 
 	c := &loadClient{url: "http://" + ln.Addr().String() + "/v1/completions", maxTokens: *maxTokens,
 		http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *clients}}}
 	if _, err := c.complete(ctx, 0); err != nil { // warm-up
 		return err
 	}
-	fmt.Fprintf(stderr, "bench-serve: %s, %d threads, %d tokens per request, %s KV cache\n", *modelPath, *threads, *maxTokens, kv)
+	_, _ = fmt.Fprintf(stderr, "bench-serve: %s, %d threads, %d tokens per request, %s KV cache\n", *modelPath, *threads, *maxTokens, kv)
 
 	var one, many, manyTTFT []float64
 	for r := 0; r < *reps; r++ {
@@ -103,7 +103,7 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		many = append(many, rate)
 		manyTTFT = append(manyTTFT, ttfts...)
-		fmt.Fprintf(stderr, "run %d: 1 stream %.1f tok/s, %d streams %.1f tok/s\n", r+1, one[r], *streams, many[r])
+		_, _ = fmt.Fprintf(stderr, "run %d: 1 stream %.1f tok/s, %d streams %.1f tok/s\n", r+1, one[r], *streams, many[r])
 	}
 	load, err := c.flood(ctx, *clients, *duration)
 	if err != nil {
@@ -120,13 +120,19 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)
 	}
-	fmt.Fprintf(stdout, "model %s, %d threads, %s KV cache, %d tokens per request (streamed over loopback HTTP)\n", res.Model, res.Threads, res.KVType, res.MaxTokens)
-	fmt.Fprintf(stdout, "1 stream:            %7.1f tok/s (median of %d)\n", res.SingleTokS, *reps)
-	fmt.Fprintf(stdout, "%d streams at once:  %7.1f tok/s aggregate = %.2f× one stream; time to first token p50 %.0f ms, p99 %.0f ms\n",
-		res.Streams, res.AggregateTokS, res.Ratio, res.StreamsTTFTp50ms, res.StreamsTTFTp99ms)
-	fmt.Fprintf(stdout, "%d clients for %s: %d requests done, %d refused with 429, %d other errors; %.1f tok/s\n",
-		res.Clients, *duration, load.Done, load.Refused, load.Errors, load.TokS)
-	fmt.Fprintf(stdout, "time to first token under that load (queueing included): p50 %.0f ms, p99 %.0f ms\n", load.TTFTp50ms, load.TTFTp99ms)
+	_, err = fmt.Fprintf(stdout, "model %s, %d threads, %s KV cache, %d tokens per request (streamed over loopback HTTP)\n"+
+		"1 stream:            %7.1f tok/s (median of %d)\n"+
+		"%d streams at once:  %7.1f tok/s aggregate = %.2f× one stream; time to first token p50 %.0f ms, p99 %.0f ms\n"+
+		"%d clients for %s: %d requests done, %d refused with 429, %d other errors; %.1f tok/s\n"+
+		"time to first token under that load (queueing included): p50 %.0f ms, p99 %.0f ms\n",
+		res.Model, res.Threads, res.KVType, res.MaxTokens,
+		res.SingleTokS, *reps,
+		res.Streams, res.AggregateTokS, res.Ratio, res.StreamsTTFTp50ms, res.StreamsTTFTp99ms,
+		res.Clients, *duration, load.Done, load.Refused, load.Errors, load.TokS,
+		load.TTFTp50ms, load.TTFTp99ms)
+	if err != nil {
+		return err
+	}
 	if load.Errors > 0 {
 		return fmt.Errorf("%d requests failed with errors other than 429; first: %s", load.Errors, load.FirstError)
 	}
@@ -192,9 +198,9 @@ func (c *loadClient) complete(ctx context.Context, i int) (completion, error) {
 	if err != nil {
 		return completion{}, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode == http.StatusTooManyRequests {
-		io.Copy(io.Discard, resp.Body)
+		_, _ = io.Copy(io.Discard, resp.Body) // drained so that the connection is reused; a failure only costs that
 		wait := time.Second
 		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s >= 0 {
 			wait = time.Duration(s) * time.Second
@@ -223,7 +229,7 @@ func (c *loadClient) complete(ctx context.Context, i int) (completion, error) {
 			Error *struct{ Message string } `json:"error"`
 		}
 		if err := json.Unmarshal([]byte(data), &chunk); err != nil {
-			return out, fmt.Errorf("bad event %q: %v", data, err)
+			return out, fmt.Errorf("bad event %q: %w", data, err)
 		}
 		switch {
 		case chunk.Error != nil:

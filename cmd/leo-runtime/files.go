@@ -120,7 +120,7 @@ func runQuantize(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	w, err := convert.Quantize(f, t)
 	if err != nil {
 		return err
@@ -140,7 +140,7 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	return f.Describe(stdout)
 }
 
@@ -165,11 +165,11 @@ func (p *progress) update(done, total int64) {
 	frac := float64(done) / float64(max(total, 1))
 	const width = 30
 	bar := strings.Repeat("=", int(frac*width)) + strings.Repeat(" ", width-int(frac*width))
-	fmt.Fprintf(p.w, "\r%s [%s] %3.0f%% %s / %s", p.label, bar, 100*frac, mib(done), mib(total))
+	_, _ = fmt.Fprintf(p.w, "\r%s [%s] %3.0f%% %s / %s", p.label, bar, 100*frac, mib(done), mib(total))
 }
 
 func (p *progress) done() {
-	fmt.Fprintf(p.w, " in %.1fs\n", time.Since(p.start).Seconds())
+	_, _ = fmt.Fprintf(p.w, " in %.1fs\n", time.Since(p.start).Seconds())
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

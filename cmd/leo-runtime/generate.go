@@ -142,8 +142,10 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			GenTokS      float64             `json:"gen_tok_s"`
 		}{*prompt, tokens, res.Tokens, res.Text, res.Finish, promptRate, genRate})
 	}
-	fmt.Fprintln(stdout)
-	fmt.Fprintf(stderr, "prompt: %d tokens, %.1f tok/s; generated: %d tokens, %.1f tok/s; finish: %s\n",
+	if _, err := fmt.Fprintln(stdout); err != nil { // ends the streamed text, whose write errors count too
+		return err
+	}
+	_, _ = fmt.Fprintf(stderr, "prompt: %d tokens, %.1f tok/s; generated: %d tokens, %.1f tok/s; finish: %s\n",
 		len(tokens), promptRate, len(res.Tokens), genRate, res.Finish)
 	return nil
 }

@@ -42,13 +42,18 @@ var commands = map[string]command{
 	"inspect":     {"print a GGUF file's metadata and tensors", runInspect},
 }
 
-func main() {
+func main() { os.Exit(runWithSignals()) }
+
+// runWithSignals runs the command line under a context that SIGINT or
+// SIGTERM cancels and returns the exit status; main exits only after
+// its deferred calls have run.
+func runWithSignals() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// After the first signal, a second one kills the process at once
 	// (e.g. a second Ctrl-C during serve's graceful shutdown).
 	context.AfterFunc(ctx, stop)
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+	return run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 }
 
 // run dispatches to a subcommand and returns the exit status: 0 on
@@ -63,7 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "leo-runtime: unknown command %q\n\n", args[0])
+		_, _ = fmt.Fprintf(stderr, "leo-runtime: unknown command %q\n\n", args[0])
 		usage(stderr)
 		return 2
 	}
@@ -74,25 +79,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, new(usageError)):
-		fmt.Fprintf(stderr, "leo-runtime %s: %v\n", args[0], err)
+		_, _ = fmt.Fprintf(stderr, "leo-runtime %s: %v\n", args[0], err)
 		return 2
 	default:
-		fmt.Fprintf(stderr, "leo-runtime %s: %v\n", args[0], err)
+		_, _ = fmt.Fprintf(stderr, "leo-runtime %s: %v\n", args[0], err)
 		return 1
 	}
 }
 
+// usage writes the list of commands to w, stderr. Here and elsewhere,
+// errors writing to stderr are ignored: there is nowhere to report them.
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: leo-runtime <command> [flags]\n\ncommands:")
+	_, _ = fmt.Fprintln(w, "usage: leo-runtime <command> [flags]\n\ncommands:")
 	names := make([]string, 0, len(commands))
 	for n := range commands {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+		_, _ = fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
 	}
-	fmt.Fprintln(w, "\nRun 'leo-runtime <command> -h' for a command's flags.")
+	_, _ = fmt.Fprintln(w, "\nRun 'leo-runtime <command> -h' for a command's flags.")
 }
 
 // usageError is a mistake in the command line (exit status 2).

@@ -72,7 +72,7 @@ func flagsFromEnv(fs *flag.FlagSet) error {
 		f.Usage += " [$" + name + "]"
 		if v, ok := os.LookupEnv(name); ok {
 			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("$%s=%q: %v", name, v, err))
+				errs = append(errs, fmt.Errorf("$%s=%q: %w", name, v, err))
 			}
 		}
 	})
@@ -98,7 +98,7 @@ func readKeys(file string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keys file: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		if k := strings.TrimSpace(sc.Text()); k != "" && !strings.HasPrefix(k, "#") {
@@ -152,7 +152,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	var handler atomic.Pointer[http.Handler]
-	loading := http.Handler(loadingHandler())
+	loading := loadingHandler()
 	handler.Store(&loading)
 	opts := server.Options{
 		Keys: keys, RequestTimeout: time.Duration(c.timeoutMs) * time.Millisecond,
@@ -166,9 +166,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	log.Info("listening", "url", "http://"+ln.Addr().String())
 
 	start := time.Now()
+	// On the failures below, Close's error is dropped for the one that
+	// says why serve stops.
 	l, err := load(c.model, c.threads)
 	if err != nil {
-		hs.Close()
+		_ = hs.Close()
 		return err
 	}
 	defer l.Close()
@@ -177,7 +179,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	tmpl, err := chatTemplate(c.chatTemplate, l.ChatTemplate, log)
 	if err != nil {
-		hs.Close()
+		_ = hs.Close()
 		return err
 	}
 	e, err := engine.New(l.Model, l.Tokenizer, engine.Config{
@@ -185,7 +187,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		BatchTokens: c.batchTokens, KVCacheBytes: c.kvCacheMiB << 20, KVType: kvType,
 	})
 	if err != nil {
-		hs.Close()
+		_ = hs.Close()
 		return usageError{err.Error()}
 	}
 	name := c.modelName
@@ -195,7 +197,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	opts.ModelName, opts.Chat = name, tmpl
 	srv, err := server.New(e, l.Tokenizer, opts)
 	if err != nil {
-		hs.Close()
+		_ = hs.Close()
 		return err
 	}
 	engineCtx, stopEngine := context.WithCancel(context.Background())
@@ -238,9 +240,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		<-e.Done()
 		grace, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		hs.Shutdown(grace)
+		_ = hs.Shutdown(grace) // past the deadline already; Close ends what is left
 	}
-	hs.Close()
+	_ = hs.Close() // nothing is left to report: shutdownErr says what was cut off
 	if shutdownErr != nil {
 		log.Warn("requests still running at the shutdown deadline were cut off", "error", shutdownErr)
 	}
@@ -253,9 +255,9 @@ func loadingHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/":
-			io.WriteString(w, "healthy")
+			_, _ = io.WriteString(w, "healthy") // a probe that hung up needs no answer
 		case "/healthz":
-			io.WriteString(w, "ok")
+			_, _ = io.WriteString(w, "ok")
 		default:
 			w.Header().Set("Retry-After", "5")
 			http.Error(w, "the model is loading", http.StatusServiceUnavailable)

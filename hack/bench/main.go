@@ -75,7 +75,7 @@ func run(shape string, types []string, threadList string, rounds, prompt, gen in
 	type row struct {
 		file                 string
 		threads              int
-		leo, cpp             result
+		leo                  result
 		leoPrompt, cppPrompt []float64
 		leoGen, cppGen       []float64
 	}

@@ -136,7 +136,7 @@ func Open(path string) (*Lib, error) {
 		t          quant.Type
 		name       string
 		elems, siz int
-	}{{quant.F16, "f16", 1, 2}, {quant.Q4_K, "q4_K", 256, 144}, {quant.Q8_0, "q8_0", 32, 34}} {
+	}{{quant.F16, "f16", 1, 2}, {quant.Q4K, "q4_K", 256, 144}, {quant.Q8_0, "q8_0", 32, 34}} {
 		name, elems, size, _, ok := l.Traits(c.t)
 		if !ok || name != c.name || elems != c.elems || size != c.siz {
 			return nil, fmt.Errorf("ggmlref: %s: traits of type %d read as %q, %d elements, %d bytes; want %q, %d, %d: the ggml_type_traits layout differs from ggml.h %s", path, c.t, name, elems, size, c.name, c.elems, c.siz, WantVersion)
@@ -202,7 +202,7 @@ func (l *Lib) Dequantize(t quant.Type, src []byte, n int) ([]float32, error) {
 		for i := range dst {
 			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
 		}
-	case t == quant.Q8_K:
+	case t == quant.Q8K:
 		C.call_to_float(l.dequantizeQ8K, unsafe.Pointer(unsafe.SliceData(src)), (*C.float)(unsafe.SliceData(dst)), C.int64_t(n))
 	case tr.to_float != nil:
 		C.call_to_float(unsafe.Pointer(tr.to_float), unsafe.Pointer(unsafe.SliceData(src)), (*C.float)(unsafe.SliceData(dst)), C.int64_t(n))
@@ -225,7 +225,7 @@ func (l *Lib) Quantize(t quant.Type, src []float32) ([]byte, error) {
 	in := (*C.float)(unsafe.SliceData(src))
 	out := unsafe.Pointer(unsafe.SliceData(dst))
 	switch {
-	case t == quant.Q8_K:
+	case t == quant.Q8K:
 		C.call_from_float(l.quantizeQ8K, in, out, C.int64_t(len(src)))
 	case t == quant.F32 || t == quant.F16 || t == quant.BF16 ||
 		(bool(tr.is_quantized) && tr.from_float_ref != nil && !bool(C.call_requires_imatrix(l.requiresImatrix, C.int(t)))):

@@ -54,7 +54,7 @@ func TestConversions(t *testing.T) {
 	for i := range x {
 		x[i] = float32(i%32) - 16
 	}
-	for _, typ := range []quant.Type{quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q8_K} {
+	for _, typ := range []quant.Type{quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q8K} {
 		b, err := l.Quantize(typ, x)
 		if err != nil {
 			t.Fatalf("Quantize(%s): %v", typ, err)
@@ -84,7 +84,7 @@ func TestRefusals(t *testing.T) {
 	}{
 		{"partial block", func() error { _, err := l.Quantize(quant.Q4_0, make([]float32, 33)); return err }()},
 		{"no elements", func() error { _, err := l.Quantize(quant.Q4_0, nil); return err }()},
-		{"needs an importance matrix", func() error { _, err := l.Quantize(quant.IQ2_XXS, make([]float32, 256)); return err }()},
+		{"needs an importance matrix", func() error { _, err := l.Quantize(quant.IQ2XXS, make([]float32, 256)); return err }()},
 		{"integer type", func() error { _, err := l.Quantize(quant.I32, make([]float32, 4)); return err }()},
 		{"retired id", func() error { _, err := l.Quantize(quant.Type(4), make([]float32, 32)); return err }()},
 		{"id past the table", func() error { _, err := l.Dequantize(quant.Type(1000), make([]byte, 4), 1); return err }()},

@@ -93,7 +93,7 @@ func Install(ctx context.Context) (dir string, err error) {
 	cmd.Dir = root
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("hack/peer/install.sh: %v\n%s", err, strings.TrimSpace(stderr.String()))
+		return "", fmt.Errorf("hack/peer/install.sh: %w\n%s", err, strings.TrimSpace(stderr.String()))
 	}
 	dir = strings.TrimSpace(stdout.String())
 	if i := strings.LastIndexByte(dir, '\n'); i >= 0 {
@@ -146,7 +146,7 @@ func run(ctx context.Context, stdin string, args ...string) ([]byte, error) {
 		if msg == "" {
 			msg = "(no output on stderr)"
 		}
-		return nil, fmt.Errorf("peer %s: %v: %s", args[0], err, msg)
+		return nil, fmt.Errorf("peer %s: %w: %s", args[0], err, msg)
 	}
 	return stdout.Bytes(), nil
 }
@@ -214,7 +214,7 @@ func Tokenize(ctx context.Context, model, text string, bos bool) ([]int32, error
 		Tokens []int32 `json:"tokens"`
 	}
 	if err := json.Unmarshal(out, &res); err != nil {
-		return nil, fmt.Errorf("peer tokenize: bad output %.200q: %v", out, err)
+		return nil, fmt.Errorf("peer tokenize: bad output %.200q: %w", out, err)
 	}
 	if res.Tokens == nil {
 		return nil, fmt.Errorf("peer tokenize: no \"tokens\" in %.200q", out)
@@ -272,7 +272,7 @@ func decodeScores(meta, data []byte, positions int) (Scores, error) {
 		Vocab     int    `json:"vocab"`
 	}
 	if err := json.Unmarshal(meta, &m); err != nil {
-		return Scores{}, fmt.Errorf("peer logits: bad metadata %.200q: %v", meta, err)
+		return Scores{}, fmt.Errorf("peer logits: bad metadata %.200q: %w", meta, err)
 	}
 	if m.Kind != KindLogits && m.Kind != KindLogProbs {
 		return Scores{}, fmt.Errorf("peer logits: metadata kind %q, want %q or %q", m.Kind, KindLogits, KindLogProbs)
@@ -333,7 +333,7 @@ func Greedy(ctx context.Context, model string, tokens []int32, n, threads int) (
 		Tokens []int32 `json:"tokens"`
 	}
 	if err := json.Unmarshal(out, &res); err != nil {
-		return nil, fmt.Errorf("peer greedy: bad output %.200q: %v", out, err)
+		return nil, fmt.Errorf("peer greedy: bad output %.200q: %w", out, err)
 	}
 	if len(res.Tokens) != n {
 		return nil, fmt.Errorf("peer greedy: %d tokens, want %d", len(res.Tokens), n)
@@ -360,7 +360,7 @@ func Bench(ctx context.Context, model string, threads, prompt, gen int) (BenchRe
 	}
 	var res BenchResult
 	if err := json.Unmarshal(out, &res); err != nil {
-		return BenchResult{}, fmt.Errorf("peer bench: bad output %.200q: %v", out, err)
+		return BenchResult{}, fmt.Errorf("peer bench: bad output %.200q: %w", out, err)
 	}
 	if !(res.PromptTokS > 0) || !(res.GenTokS > 0) || res.Threads != threads {
 		return BenchResult{}, fmt.Errorf("peer bench: implausible result %.300q", out)

@@ -78,7 +78,7 @@ func Cleanup() {
 	cache.mu.Lock()
 	defer cache.mu.Unlock()
 	if cache.dir != "" {
-		os.RemoveAll(cache.dir)
+		_ = os.RemoveAll(cache.dir) // a temporary directory; the OS cleans up what is left
 		cache.dir, cache.files = "", nil
 	}
 }

@@ -177,9 +177,9 @@ func (t Template) validate(msgs []Message) error {
 			if (i-first)%2 == 1 {
 				want = "assistant"
 			}
-			switch role := msgs[i].Role; {
-			case role == want:
-			case role == "system":
+			switch role := msgs[i].Role; role {
+			case want:
+			case "system":
 				return roleError(i, `is "system"; the %s format allows a system message only as the first message`, name)
 			default:
 				return roleError(i, `is %q; expected %q: the %s format needs user and assistant messages to alternate, starting with "user" (after an optional system message)`, role, want, name)

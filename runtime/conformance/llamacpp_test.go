@@ -96,7 +96,7 @@ func buildFiles() ([]modelFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	for _, typ := range []quant.Type{quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0} {
 		f := modelFile{name: "stories260K-" + typ.String(), typ: typ, trained: true, minCorrelation: 0.999}
 		f.path = filepath.Join(dir, f.name+".gguf")
@@ -135,7 +135,7 @@ func open(t *testing.T, path string) *leo {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { pool.Close(); f.Close() })
+	t.Cleanup(func() { pool.Close(); _ = f.Close() })
 	return &leo{file: f, pool: pool, model: m, tok: tok}
 }
 
@@ -335,7 +335,7 @@ func TestGreedyMatchesLlamaCpp(t *testing.T) {
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if tmpDir != "" {
-		os.RemoveAll(tmpDir)
+		_ = os.RemoveAll(tmpDir) // a temporary directory; the OS cleans up what is left
 	}
 	os.Exit(code)
 }

@@ -54,7 +54,7 @@ func benchMatrix(typ quant.Type, rows, cols int) Matrix {
 }
 
 func BenchmarkMatMul(b *testing.B) {
-	for _, typ := range []quant.Type{quant.Q4_0, quant.Q8_0, quant.Q4_K, quant.Q6_K, quant.F16} {
+	for _, typ := range []quant.Type{quant.Q4_0, quant.Q8_0, quant.Q4K, quant.Q6K, quant.F16} {
 		for _, s := range benchShapes {
 			for _, n := range []int{1, 128} {
 				for _, threads := range []int{1, 2} {

@@ -51,7 +51,7 @@ func Interleave(m Matrix) Matrix {
 // Supported reports whether MatMul computes with weights of type t.
 func Supported(t quant.Type) bool {
 	switch t {
-	case quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0, quant.Q4_K, quant.Q6_K:
+	case quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0, quant.Q4K, quant.Q6K:
 		return true
 	}
 	return false
@@ -174,7 +174,7 @@ func (p *Pool) setup(j *matMulJob, dst []float32, w Matrix, x []float32, n int) 
 		j.group = j.layout.g
 		j.stride = q8Stride(j.group)
 		j.tokBytes = j.layout.groupBytes(j.nb)
-	case w.Type == quant.Q4_K || w.Type == quant.Q6_K:
+	case w.Type == quant.Q4K || w.Type == quant.Q6K:
 		j.nb = w.Cols / 256
 		j.tokBytes = j.nb * q8KStride
 	}
@@ -350,7 +350,7 @@ func (j *matMulJob) Range(start, end int) {
 		switch j.w.Type {
 		case quant.Q4_0, quant.Q8_0:
 			j.q8Rows(r0, r1)
-		case quant.Q4_K, quant.Q6_K:
+		case quant.Q4K, quant.Q6K:
 			j.kRows(r0, r1)
 		default:
 			j.floatRows(r0, r1)
@@ -425,7 +425,7 @@ func (j *matMulJob) laneRows(r0, r1 int) {
 
 func (j *matMulJob) kRows(r0, r1 int) {
 	dot := j.ks.q6KVec1
-	if j.w.Type == quant.Q4_K {
+	if j.w.Type == quant.Q4K {
 		dot = j.ks.q4KVec1
 	}
 	for r := r0; r < r1; r++ {

@@ -18,7 +18,7 @@ import (
 // integers, float sums within a tight bound); and the pool (coverage, no
 // allocation, errors).
 
-var testTypes = []quant.Type{quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0, quant.Q4_K, quant.Q6_K}
+var testTypes = []quant.Type{quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0, quant.Q4K, quant.Q6K}
 
 // halfBits truncates a normal float32 (|v| in [2⁻¹⁴, 65504]) to binary16.
 func halfBits(v float32) uint16 {
@@ -115,7 +115,7 @@ func randRow(r *rand.Rand, t quant.Type, cols int) []byte {
 				fill(o+2, bs-2, 0x7f)
 			}
 		}
-	case quant.Q4_K:
+	case quant.Q4K:
 		for o := 0; o < n; o += 144 {
 			put16(o, randScale(r))
 			put16(o+2, randScale(r))
@@ -123,7 +123,7 @@ func randRow(r *rand.Rand, t quant.Type, cols int) []byte {
 				fill(o+4, 140, 0xff) // every scale, min and quant at its top
 			}
 		}
-	case quant.Q6_K:
+	case quant.Q6K:
 		for o := 0; o < n; o += 210 {
 			put16(o+208, randScale(r))
 			switch r.IntN(8) {
@@ -177,7 +177,7 @@ func dequantMag(t quant.Type, row []byte, cols int, mag bool) []float64 {
 				y[32*b+j+16] = d * float64(int(qs[j]>>4)-8)
 			}
 		}
-	case quant.Q4_K:
+	case quant.Q4K:
 		for b := 0; b < cols/256; b++ {
 			blk := row[144*b:]
 			d, dmin, sc, qs := h(144*b), h(144*b+2), blk[4:16], blk[16:]
@@ -203,7 +203,7 @@ func dequantMag(t quant.Type, row []byte, cols int, mag bool) []float64 {
 				}
 			}
 		}
-	case quant.Q6_K:
+	case quant.Q6K:
 		for b := 0; b < cols/256; b++ {
 			blk := row[210*b:]
 			d := h(210*b + 208)
@@ -277,7 +277,7 @@ func quantizedX(j *matMulJob, typ quant.Type, x []float32, t, cols int) []float6
 			qo, _, do, _ := j.layout.at(c/32, t%j.group)
 			y[c] = float64(f32at(a[do:])) * float64(int8(a[qo+c%32]))
 		}
-	case quant.Q4_K, quant.Q6_K:
+	case quant.Q4K, quant.Q6K:
 		a := j.act[t*j.tokBytes:]
 		for c := range y {
 			b := c / 256
@@ -616,7 +616,7 @@ func TestMatMulErrors(t *testing.T) {
 		n    int
 		want string
 	}{
-		{"type", Matrix{Type: quant.Q5_K, Rows: 2, Cols: 256, Data: make([]byte, 352)}, make([]float32, 256), dst, 1, "Q5_K weights is not supported"},
+		{"type", Matrix{Type: quant.Q5K, Rows: 2, Cols: 256, Data: make([]byte, 352)}, make([]float32, 256), dst, 1, "Q5_K weights is not supported"},
 		{"blocks", Matrix{Type: quant.Q8_0, Rows: 2, Cols: 40, Data: make([]byte, 200)}, make([]float32, 40), dst, 1, "not a whole number of blocks"},
 		{"data", Matrix{Type: quant.Q8_0, Rows: 2, Cols: 64, Data: make([]byte, 135)}, x, dst, 1, "hold 135 bytes, too few"},
 		{"x", ok, x[:63], dst, 1, "input holds 63 values, too few"},
@@ -631,7 +631,7 @@ func TestMatMulErrors(t *testing.T) {
 			t.Errorf("%s: error %v, want one containing %q", c.name, err, c.want)
 		}
 	}
-	if !Supported(quant.Q4_K) || Supported(quant.Q5_0) {
+	if !Supported(quant.Q4K) || Supported(quant.Q5_0) {
 		t.Error("Supported disagrees with the kernels")
 	}
 }
@@ -709,7 +709,7 @@ func TestMatMuls(t *testing.T) {
 		for _, set := range [][]Matrix{
 			{mk(quant.Q4_0, 64, 256), mk(quant.Q4_0, 16, 256), mk(quant.Q4_0, 16, 256)},
 			{mk(quant.Q8_0, 48, 256), mk(quant.Q8_0, 48, 256)},
-			{mk(quant.Q4_K, 20, 256), mk(quant.Q6_K, 20, 256)}, // differ: one at a time
+			{mk(quant.Q4K, 20, 256), mk(quant.Q6K, 20, 256)}, // differ: one at a time
 			{mk(quant.F16, 8, 64), mk(quant.F16, 12, 64)},
 		} {
 			x := randX(r, n, set[0].Cols)

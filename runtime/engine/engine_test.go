@@ -206,7 +206,7 @@ func TestStreamDeltasMakeTheText(t *testing.T) {
 	pieces := 0
 	for {
 		piece, err := s.Recv(context.Background())
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {

@@ -57,9 +57,9 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	for _, l := range fixtures.models {
 		l.pool.Close()
-		l.file.Close()
+		_ = l.file.Close()
 	}
-	os.RemoveAll(dir)
+	_ = os.RemoveAll(dir) // a temporary directory; the OS cleans up what is left
 	os.Exit(code)
 }
 
@@ -86,14 +86,14 @@ func load(tb testing.TB, typ quant.Type) *loaded {
 	}
 	tok, err := tokenizer.FromGGUF(f)
 	if err != nil {
-		f.Close()
+		_ = f.Close()
 		tb.Fatal(err)
 	}
 	pool := cpu.NewPool(min(2, runtime.NumCPU()))
 	m, err := model.Load(f, cpu.Backend{Pool: pool})
 	if err != nil {
 		pool.Close()
-		f.Close()
+		_ = f.Close()
 		tb.Fatal(err)
 	}
 	l := &loaded{file: f, pool: pool, model: m, tok: tok}

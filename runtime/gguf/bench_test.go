@@ -10,7 +10,7 @@ import (
 
 // vocabWriter makes a header the size of Llama 2's: 32,000 tokens with
 // scores and types, and the 291 tensor infos of a 7B model (without data).
-func vocabWriter(b *testing.B) *Writer {
+func vocabWriter() *Writer {
 	w := NewWriter()
 	tokens := make([]string, 32000)
 	scores := make([]float32, len(tokens))
@@ -29,7 +29,7 @@ func vocabWriter(b *testing.B) *Writer {
 
 // BenchmarkParse measures parsing a header with a Llama 2 sized vocabulary.
 func BenchmarkParse(b *testing.B) {
-	w := vocabWriter(b)
+	w := vocabWriter()
 	for i := range 291 {
 		if err := w.AddTensorBytes(fmt.Sprintf("blk.%d.t", i), quant.F32, []uint64{1}, make([]byte, 4)); err != nil {
 			b.Fatal(err)

@@ -21,7 +21,8 @@ func (f *File) Describe(w io.Writer) error {
 	for _, t := range f.Tensors {
 		total += t.Size
 	}
-	fmt.Fprintf(bw, "GGUF v%d: %d metadata keys, %d tensors (%d bytes of data), alignment %d, data at offset %d\n",
+	// bw keeps the first write error for Flush to return.
+	_, _ = fmt.Fprintf(bw, "GGUF v%d: %d metadata keys, %d tensors (%d bytes of data), alignment %d, data at offset %d\n",
 		f.Version, len(f.KVs), len(f.Tensors), total, f.Alignment, f.DataOffset)
 	keyWidth := 0
 	for _, kv := range f.KVs {
@@ -32,7 +33,7 @@ func (f *File) Describe(w io.Writer) error {
 		if kv.Value.typ == TypeArray {
 			typ = fmt.Sprintf("%s[%d]", kv.Value.elem, kv.Value.Len())
 		}
-		fmt.Fprintf(bw, "  %-*s %-12s = %s\n", keyWidth, kv.Key, typ, cut(kv.Value.String(), maxDescribedValue))
+		_, _ = fmt.Fprintf(bw, "  %-*s %-12s = %s\n", keyWidth, kv.Key, typ, cut(kv.Value.String(), maxDescribedValue))
 	}
 	nameWidth := 0
 	for _, t := range f.Tensors {
@@ -43,7 +44,7 @@ func (f *File) Describe(w io.Writer) error {
 		for j, d := range t.Shape {
 			dims[j] = fmt.Sprint(d)
 		}
-		fmt.Fprintf(bw, "  %4d %-*s %-7s [%s] offset %d, %d bytes\n",
+		_, _ = fmt.Fprintf(bw, "  %4d %-*s %-7s [%s] offset %d, %d bytes\n",
 			i, nameWidth, t.Name, t.Type, strings.Join(dims, " "), t.Offset, t.Size)
 	}
 	return bw.Flush()

@@ -19,12 +19,12 @@ func TestParseErrors(t *testing.T) {
 	}
 	// oneTensor is a file with a single tensor and room for its data.
 	oneTensor := func(name string, shape []uint64, typ quant.Type, offset uint64, data int) []byte {
-		return header(3, 1, 0).tensor(name, shape, typ, offset).pad(32).data(data).b
+		return header(3, 1, 0).tensor(name, shape, typ, offset).pad().data(data).b
 	}
 	alignment := func(typ ValueType, payload func(r *raw)) []byte {
 		r := header(3, 1, 1).kv(AlignmentKey, typ)
 		payload(r)
-		return r.tensor("t", []uint64{1}, quant.F32, 0).pad(32).data(4).b
+		return r.tensor("t", []uint64{1}, quant.F32, 0).pad().data(4).b
 	}
 	nested := func(depth int) []byte {
 		r := header(3, 0, 1).kv("k", TypeArray)
@@ -87,7 +87,7 @@ func TestParseErrors(t *testing.T) {
 		{"alignment negative", alignment(TypeInt16, func(r *raw) { r.raw(0xe0, 0xff) }), []string{`"general.alignment": is -32, want a non-negative integer`}},
 		{"alignment float", alignment(TypeFloat32, func(r *raw) { r.u32(math.Float32bits(32)) }), []string{`"general.alignment": is FLOAT32, want an integer`}},
 		{"alignment array", alignment(TypeArray, func(r *raw) { r.u32(uint32(TypeUint32)).u64(1).u32(32) }), []string{`"general.alignment": is ARRAY of UINT32`}},
-		{"empty tensor name", header(3, 1, 0).tensor("", []uint64{1}, quant.F32, 0).pad(32).data(4).b, []string{"tensor 0 at offset 24 has an empty name"}},
+		{"empty tensor name", header(3, 1, 0).tensor("", []uint64{1}, quant.F32, 0).pad().data(4).b, []string{"tensor 0 at offset 24 has an empty name"}},
 		{"tensor name too long", header(3, 1, 0).u64(1 << 50).data(30).b, []string{"tensor 0: name at offset 24 claims 1125899906842624 bytes"}},
 		{"five dims", oneTensor("t", []uint64{1, 1, 1, 1, 1}, quant.F32, 0, 4), []string{`tensor "t": 5 dimensions; GGML tensors have at most 4`}},
 		{"unknown tensor type", oneTensor("blk.0.attn_q.weight", []uint64{32}, quant.Type(4), 0, 32), []string{`tensor "blk.0.attn_q.weight": unknown type id 4`}},
@@ -101,7 +101,7 @@ func TestParseErrors(t *testing.T) {
 		{"past the end", oneTensor("t", []uint64{4}, quant.F32, 0, 15), []string{`tensor "t": its 16 bytes at data offset 0 extend past the end of the file (79 bytes, data from offset 64)`}},
 		{"offset past the end", oneTensor("t", []uint64{1}, quant.F32, 32, 4), []string{`tensor "t": its 4 bytes at data offset 32`, "past the end"}},
 		{"offset overflows", oneTensor("t", []uint64{1}, quant.F32, math.MaxUint64-31, 4), []string{`tensor "t"`, "data offset 18446744073709551584", "past the end"}},
-		{"duplicate tensor", header(3, 2, 0).tensor("t", []uint64{1}, quant.F32, 0).tensor("t", []uint64{1}, quant.F32, 32).pad(32).data(64).b,
+		{"duplicate tensor", header(3, 2, 0).tensor("t", []uint64{1}, quant.F32, 0).tensor("t", []uint64{1}, quant.F32, 32).pad().data(64).b,
 			[]string{`tensor "t" appears twice`}},
 		{"truncated dims", header(3, 1, 0).str("t").u32(2).u64(1).data(7).b, []string{`tensor "t": dimension needs 8 bytes`}},
 		{"truncated type", header(3, 1, 0).str("tensor-name").u32(1).u64(1).raw(0, 0).b, []string{`tensor "tensor-name": type needs 4 bytes`}},
@@ -150,12 +150,12 @@ func TestParseAcceptsEdgeCases(t *testing.T) {
 				t.Errorf("got %+v", f)
 			}
 		}},
-		{"scalar tensor", header(3, 1, 0).tensor("s", nil, quant.F32, 0).pad(32).data(4).b, func(t *testing.T, f *File) {
+		{"scalar tensor", header(3, 1, 0).tensor("s", nil, quant.F32, 0).pad().data(4).b, func(t *testing.T, f *File) {
 			if s, _ := f.Tensor("s"); s.Size != 4 || s.Elements() != 1 || len(s.Shape) != 0 {
 				t.Errorf("scalar tensor %+v", s)
 			}
 		}},
-		{"zero-sized tensor at the end", header(3, 1, 0).tensor("z", []uint64{0, 8}, quant.Q4_K, 0).pad(32).b, func(t *testing.T, f *File) {
+		{"zero-sized tensor at the end", header(3, 1, 0).tensor("z", []uint64{0, 8}, quant.Q4K, 0).pad().b, func(t *testing.T, f *File) {
 			if z, _ := f.Tensor("z"); z.Size != 0 || len(f.TensorData(z)) != 0 {
 				t.Errorf("zero tensor %+v", z)
 			}
@@ -168,7 +168,7 @@ func TestParseAcceptsEdgeCases(t *testing.T) {
 					t.Errorf("alignment %d, b = %x", f.Alignment, f.TensorData(b))
 				}
 			}},
-		{"overlapping tensors", header(3, 2, 0).tensor("a", []uint64{8}, quant.F32, 0).tensor("b", []uint64{8}, quant.F32, 0).pad(32).data(32).b,
+		{"overlapping tensors", header(3, 2, 0).tensor("a", []uint64{8}, quant.F32, 0).tensor("b", []uint64{8}, quant.F32, 0).pad().data(32).b,
 			func(t *testing.T, f *File) {
 				if len(f.Tensors) != 2 {
 					t.Errorf("%d tensors", len(f.Tensors))

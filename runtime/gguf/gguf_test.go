@@ -125,7 +125,7 @@ func TestRoundTrip(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				defer opened.Close()
+				defer func() { _ = opened.Close() }()
 				for name, f := range map[string]*File{"Parse": parsed, "Open": opened} {
 					checkFile(t, name, f, version, al.want, kvs, tensors)
 				}
@@ -215,8 +215,8 @@ func TestWriterMatchesSpecification(t *testing.T) {
 	r.kv("nested", TypeArray).u32(uint32(TypeArray)).u64(1).u32(uint32(TypeUint16)).u64(1).raw(7, 0)
 	r.tensor("t", []uint64{2, 3}, quant.F32, 0)
 	r.tensor("u", []uint64{1}, quant.F16, 32) // 24 bytes, padded to 32
-	dataOffset := len(r.pad(32).b)
-	r.raw(tensor...).pad(32).raw(0x00, 0x3c).pad(32)
+	dataOffset := len(r.pad().b)
+	r.raw(tensor...).pad().raw(0x00, 0x3c).pad()
 
 	if got := encode(t, w); !bytes.Equal(got, r.b) {
 		t.Fatalf("Writer bytes differ from the specification's layout\n got %x\nwant %x", got, r.b)
@@ -588,7 +588,7 @@ func TestWriteFileLeavesNoPartialFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
 		t.Errorf("a good write left files behind: %v", entries)
 	}

@@ -37,9 +37,9 @@ func (r *raw) tensor(name string, shape []uint64, t quant.Type, offset uint64) *
 	return r.u32(uint32(t)).u64(offset)
 }
 
-// pad appends zeros up to a multiple of align.
-func (r *raw) pad(align int) *raw {
-	for len(r.b)%align != 0 {
+// pad appends zeros up to a multiple of DefaultAlignment.
+func (r *raw) pad() *raw {
+	for len(r.b)%DefaultAlignment != 0 {
 		r.b = append(r.b, 0)
 	}
 	return r
@@ -90,8 +90,8 @@ func sampleTensors(t testing.TB) []sampleTensor {
 		{"blk.0.attn_norm.weight", quant.F16, []uint64{3}},
 		{"blk.0.attn_q.weight", quant.Q4_0, []uint64{64, 2}},
 		{"blk.0.ffn_up.weight", quant.Q8_0, []uint64{32, 1, 1}},
-		{"blk.0.ffn_down.weight", quant.Q4_K, []uint64{256, 1}},
-		{"blk.0.ffn_gate.weight", quant.Q6_K, []uint64{256, 2, 1, 1}},
+		{"blk.0.ffn_down.weight", quant.Q4K, []uint64{256, 1}},
+		{"blk.0.ffn_gate.weight", quant.Q6K, []uint64{256, 2, 1, 1}},
 		{"output_norm.weight", quant.BF16, []uint64{5}},
 		{"empty", quant.F32, []uint64{0, 4}},
 	}

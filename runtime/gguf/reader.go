@@ -110,7 +110,7 @@ func Open(path string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gguf: %w", err)
 	}
-	defer fh.Close() // the mapping outlives the descriptor
+	defer func() { _ = fh.Close() }() // the mapping outlives the descriptor; read only, so nothing is lost
 	st, err := fh.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("gguf: %w", err)

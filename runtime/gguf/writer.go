@@ -222,9 +222,9 @@ func (w *Writer) WriteFile(path string) (err error) {
 		return fmt.Errorf("gguf: %w", err)
 	}
 	defer func() {
-		if err != nil {
-			fh.Close()
-			os.Remove(tmp)
+		if err != nil { // err says what failed; these only clean up after it
+			_ = fh.Close()
+			_ = os.Remove(tmp)
 		}
 	}()
 	if _, err = w.WriteTo(fh); err != nil {
@@ -243,7 +243,7 @@ func (w *Writer) WriteFile(path string) (err error) {
 	// every platform can, so a failure here is not reported.
 	if dir, derr := os.Open(filepath.Dir(path)); derr == nil {
 		_ = dir.Sync()
-		dir.Close()
+		_ = dir.Close()
 	}
 	return nil
 }

@@ -24,7 +24,7 @@ func TestOpenTensorDataIsTheMapping(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	ti, _ := f.Tensor("blk.0.attn_q.weight")
 	view := f.TensorData(ti)
 	start := uintptr(unsafe.Pointer(unsafe.SliceData(f.data)))
@@ -39,7 +39,7 @@ func TestOpenTensorDataIsTheMapping(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer fh.Close()
+	defer func() { _ = fh.Close() }()
 	want := view[0] ^ 0x5a
 	if _, err := fh.WriteAt([]byte{want}, int64(f.DataOffset+ti.Offset)); err != nil {
 		t.Fatal(err)

@@ -206,7 +206,7 @@ func Open(path string) (*Checkpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("llama2c: %w", err)
 	}
-	defer fh.Close()
+	defer func() { _ = fh.Close() }() // read only
 	st, err := fh.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("llama2c: %w", err)

@@ -95,14 +95,14 @@ func ConfigFromGGUF(f *gguf.File) (Config, error) {
 		errs = append(errs, err)
 		c.NormEps = float32(v)
 	}
-	emb, ok := f.Tensor("token_embd.weight")
-	if !ok {
+	switch emb, ok := f.Tensor("token_embd.weight"); {
+	case !ok:
 		errs = append(errs, errors.New("the file has no token_embd.weight tensor"))
-	} else if len(emb.Shape) != 2 {
+	case len(emb.Shape) != 2:
 		errs = append(errs, fmt.Errorf("token_embd.weight has %d dimensions, want 2", len(emb.Shape)))
-	} else if emb.Shape[1] > 1<<31 {
+	case emb.Shape[1] > 1<<31:
 		errs = append(errs, fmt.Errorf("token_embd.weight has %d rows", emb.Shape[1]))
-	} else {
+	default:
 		c.VocabSize = int(emb.Shape[1])
 	}
 	if err := errors.Join(errs...); err != nil {

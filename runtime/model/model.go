@@ -144,7 +144,7 @@ func New(c Config, w Weights, b Backend) (*Model, error) {
 
 func canDequantize(t quant.Type) bool {
 	switch t {
-	case quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0, quant.Q4_K, quant.Q6_K:
+	case quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0, quant.Q4K, quant.Q6K:
 		return true
 	}
 	return false

@@ -20,13 +20,13 @@ var converters = map[Type]codec{
 	BF16: {dequantizeBF16, quantizeBF16},
 	Q8_0: {dequantizeQ8_0, quantizeQ8_0},
 	Q4_0: {dequantizeQ4_0, quantizeQ4_0},
-	Q4_K: {dequantizeQ4_K, quantizeQ4_K},
-	Q6_K: {dequantizeQ6_K, quantizeQ6_K},
-	Q8_K: {dequantizeQ8_K, quantizeQ8_K},
+	Q4K:  {dequantizeQ4K, quantizeQ4K},
+	Q6K:  {dequantizeQ6K, quantizeQ6K},
+	Q8K:  {dequantizeQ8K, quantizeQ8K},
 }
 
 // convertible lists the converted types in the order error messages name them.
-var convertible = []Type{F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K, Q8_K}
+var convertible = []Type{F32, F16, BF16, Q8_0, Q4_0, Q4K, Q6K, Q8K}
 
 // CanConvert reports whether Dequantize and Quantize handle t.
 func CanConvert(t Type) bool {

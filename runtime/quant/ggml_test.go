@@ -46,7 +46,7 @@ func ggml(t *testing.T) *ggmlref.Lib {
 }
 
 // The types Dequantize and Quantize support.
-var types = []quant.Type{quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0, quant.Q4_K, quant.Q6_K, quant.Q8_K}
+var types = []quant.Type{quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0, quant.Q4K, quant.Q6K, quant.Q8K}
 
 func TestGGMLVersion(t *testing.T) {
 	v, commit := ggml(t).Version()

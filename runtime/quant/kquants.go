@@ -52,15 +52,15 @@ func ScaleMinK4(j int, scales []byte) (sc, m uint8) {
 	return (q[j+4] & 0xF) | ((q[j-4] >> 6) << 4), (q[j+4] >> 4) | ((q[j] >> 6) << 4)
 }
 
-func dequantizeQ4_K(src []byte, dst []float32) {
-	for ; len(dst) > 0; src, dst = src[q4KBytes:], dst[QK_K:] {
+func dequantizeQ4K(src []byte, dst []float32) {
+	for ; len(dst) > 0; src, dst = src[q4KBytes:], dst[QKK:] {
 		d := fp16At(src[q4KD:])
 		dmin := fp16At(src[q4KDmin:])
 		scales := src[q4KScales : q4KScales+12]
 		q := src[q4KQs:q4KBytes]
-		y := dst[:QK_K]
+		y := dst[:QKK]
 		is := 0
-		for j := 0; j < QK_K; j += 64 {
+		for j := 0; j < QKK; j += 64 {
 			sc, m := ScaleMinK4(is, scales)
 			d1, m1 := float32(d*float32(sc)), float32(dmin*float32(m))
 			sc, m = ScaleMinK4(is+1, scales)
@@ -77,19 +77,19 @@ func dequantizeQ4_K(src []byte, dst []float32) {
 	}
 }
 
-func quantizeQ4_K(src []float32, dst []byte) {
+func quantizeQ4K(src []float32, dst []byte) {
 	var (
-		L       [QK_K]uint8
+		L       [QKK]uint8
 		laux    [32]uint8
 		weights [32]float32
-		mins    [QK_K / 32]float32
-		scales  [QK_K / 32]float32
+		mins    [QKK / 32]float32
+		scales  [QKK / 32]float32
 	)
-	for ; len(src) > 0; src, dst = src[QK_K:], dst[q4KBytes:] {
-		x := src[:QK_K]
+	for ; len(src) > 0; src, dst = src[QKK:], dst[q4KBytes:] {
+		x := src[:QKK]
 		y := dst[:q4KBytes]
 		var maxScale, maxMin float32 // as the min is subtracted, scales are positive
-		for j := 0; j < QK_K/32; j++ {
+		for j := 0; j < QKK/32; j++ {
 			xs := x[32*j : 32*j+32]
 			var sumX2 float32
 			for _, v := range xs {
@@ -116,7 +116,7 @@ func quantizeQ4_K(src []float32, dst []byte) {
 			invMin = 63 / maxMin
 		}
 		var sc [12]byte
-		for j := 0; j < QK_K/32; j++ {
+		for j := 0; j < QKK/32; j++ {
 			// C stores nearest_int's int in a uint8_t, then takes MIN(63, ·).
 			ls := min(63, uint8(nearestInt(float32(invScale*scales[j]))))
 			lm := min(63, uint8(nearestInt(float32(invMin*mins[j]))))
@@ -136,7 +136,7 @@ func quantizeQ4_K(src []float32, dst []byte) {
 		// Requantize against the scales as stored (6-bit, times fp16 d).
 		dd := fp16At(y[q4KD:])
 		ddmin := fp16At(y[q4KDmin:])
-		for j := 0; j < QK_K/32; j++ {
+		for j := 0; j < QKK/32; j++ {
 			s, m := ScaleMinK4(j, sc[:])
 			d := float32(dd * float32(s))
 			if d == 0 {
@@ -150,7 +150,7 @@ func quantizeQ4_K(src []float32, dst []byte) {
 		}
 
 		q := y[q4KQs:]
-		for j := 0; j < QK_K; j += 64 {
+		for j := 0; j < QKK; j += 64 {
 			for l := 0; l < 32; l++ {
 				q[l] = L[j+l] | L[j+l+32]<<4
 			}
@@ -159,11 +159,12 @@ func quantizeQ4_K(src []float32, dst []byte) {
 	}
 }
 
-// makeQKX2Quants is GGML's make_qkx2_quants: it fits x ≈ scale·L − min with
-// L in 0..nmax, trying nstep+1 scales around nmax/(max−min) and keeping the
-// one with the least weighted error. It returns the scale and the min (as
-// a positive number to subtract). laux is scratch of len(x).
-func makeQKX2Quants(nmax int32, x, weights []float32, L, laux []uint8, rmin, rdelta float32, nstep int, useMAD bool) (scale, theMin float32) {
+// makeQKX2Quants is GGML's make_qkx2_quants: it fits
+// x ≈ scale·levels − min with levels in 0..nmax (GGML's L), trying
+// nstep+1 scales around nmax/(max−min) and keeping the one with the least
+// weighted error. It returns the scale and the min (as a positive number
+// to subtract). laux is scratch of len(x).
+func makeQKX2Quants(nmax int32, x, weights []float32, levels, laux []uint8, rmin, rdelta float32, nstep int, useMAD bool) (scale, theMin float32) {
 	n := len(x)
 	xmin, xmax := x[0], x[0]
 	sumW := weights[0]
@@ -184,7 +185,7 @@ func makeQKX2Quants(nmax int32, x, weights []float32, L, laux []uint8, rmin, rde
 	}
 	if xmax == xmin {
 		for i := range n {
-			L[i] = 0
+			levels[i] = 0
 		}
 		return 0, -xmin
 	}
@@ -199,8 +200,8 @@ func makeQKX2Quants(nmax int32, x, weights []float32, L, laux []uint8, rmin, rde
 	var bestError float32
 	for i := range n {
 		l := nearestInt(float32(iscale * (x[i] - xmin)))
-		L[i] = uint8(clamp(l, 0, nmax))
-		diff := float32(float32(scale*float32(L[i]))+xmin) - x[i]
+		levels[i] = uint8(clamp(l, 0, nmax))
+		diff := float32(float32(scale*float32(levels[i]))+xmin) - x[i]
 		bestError += float32(weights[i] * errOf(diff))
 	}
 	if nstep < 1 {
@@ -232,7 +233,7 @@ func makeQKX2Quants(nmax int32, x, weights []float32, L, laux []uint8, rmin, rde
 				curError += float32(weights[i] * errOf(diff))
 			}
 			if curError < bestError {
-				copy(L[:n], laux[:n])
+				copy(levels[:n], laux[:n])
 				bestError = curError
 				scale = thisScale
 				xmin = thisMin
@@ -244,14 +245,14 @@ func makeQKX2Quants(nmax int32, x, weights []float32, L, laux []uint8, rmin, rde
 
 func clamp(v, lo, hi int32) int32 { return max(lo, min(hi, v)) }
 
-func dequantizeQ6_K(src []byte, dst []float32) {
-	for ; len(dst) > 0; src, dst = src[q6KBytes:], dst[QK_K:] {
+func dequantizeQ6K(src []byte, dst []float32) {
+	for ; len(dst) > 0; src, dst = src[q6KBytes:], dst[QKK:] {
 		d := fp16At(src[q6KD:])
 		ql := src[q6KQl:q6KQh]
 		qh := src[q6KQh:q6KScales]
 		sc := src[q6KScales:q6KD]
-		y := dst[:QK_K]
-		for n := 0; n < QK_K; n += 128 {
+		y := dst[:QKK]
+		for n := 0; n < QKK; n += 128 {
 			for l := 0; l < 32; l++ {
 				is := l / 16
 				q1 := int32((ql[l+0]&0xF)|((qh[l]>>0)&3)<<4) - 32
@@ -271,16 +272,16 @@ func dequantizeQ6_K(src []byte, dst []float32) {
 	}
 }
 
-func quantizeQ6_K(src []float32, dst []byte) {
+func quantizeQ6K(src []float32, dst []byte) {
 	var (
-		L      [QK_K]int8
-		scales [QK_K / 16]float32
+		L      [QKK]int8
+		scales [QKK / 16]float32
 	)
-	for ; len(src) > 0; src, dst = src[QK_K:], dst[q6KBytes:] {
-		x := src[:QK_K]
+	for ; len(src) > 0; src, dst = src[QKK:], dst[q6KBytes:] {
+		x := src[:QKK]
 		y := dst[:q6KBytes]
 		var maxScale, maxAbsScale float32
-		for ib := 0; ib < QK_K/16; ib++ {
+		for ib := 0; ib < QKK/16; ib++ {
 			scale := makeQXQuants(32, x[16*ib:16*ib+16], L[16*ib:16*ib+16])
 			scales[ib] = scale
 			if a := abs32(scale); a > maxAbsScale {
@@ -302,7 +303,7 @@ func quantizeQ6_K(src []float32, dst []byte) {
 		}
 
 		dd := fp16At(y[q6KD:])
-		for j := 0; j < QK_K/16; j++ {
+		for j := 0; j < QKK/16; j++ {
 			d := float32(dd * float32(int8(ys[j])))
 			if d == 0 {
 				continue // keeps make_qx_quants' levels, as GGML does
@@ -315,7 +316,7 @@ func quantizeQ6_K(src []float32, dst []byte) {
 
 		ql := y[q6KQl:q6KQh]
 		qh := y[q6KQh:q6KScales]
-		for j := 0; j < QK_K; j += 128 {
+		for j := 0; j < QKK; j += 128 {
 			for l := 0; l < 32; l++ {
 				q1 := uint8(L[j+l+0]) & 0xF
 				q2 := uint8(L[j+l+32]) & 0xF
@@ -333,9 +334,10 @@ func quantizeQ6_K(src []float32, dst []byte) {
 
 // makeQXQuants is GGML's make_qx_quants with rmse_type 1 and no importance
 // weights (the only use the reference quantizers make of it): it fits
-// x ≈ scale·(L − nmax) with L in 0..2·nmax−1, weighting by x², trying 19
-// scales around −nmax/max, and returns the best scale.
-func makeQXQuants(nmax int32, x []float32, L []int8) float32 {
+// x ≈ scale·(levels − nmax) with levels in 0..2·nmax−1 (GGML's L),
+// weighting by x², trying 19 scales around −nmax/max, and returns the
+// best scale.
+func makeQXQuants(nmax int32, x []float32, levels []int8) float32 {
 	n := len(x)
 	var xmax, amax float32
 	for i := range n {
@@ -346,7 +348,7 @@ func makeQXQuants(nmax int32, x []float32, L []int8) float32 {
 	}
 	if amax < groupMaxEps { // all zero
 		for i := range n {
-			L[i] = 0
+			levels[i] = 0
 		}
 		return 0
 	}
@@ -354,7 +356,7 @@ func makeQXQuants(nmax int32, x []float32, L []int8) float32 {
 	var sumLX, sumL2 float32
 	for i := range n {
 		l := clamp(nearestInt(float32(iscale*x[i])), -nmax, nmax-1)
-		L[i] = int8(l + nmax)
+		levels[i] = int8(l + nmax)
 		w := float32(x[i] * x[i])
 		fl := float32(l)
 		sumLX += float32(float32(w*x[i]) * fl)
@@ -381,7 +383,7 @@ func makeQXQuants(nmax int32, x []float32, L []int8) float32 {
 		if sumL2 > 0 && float32(sumLX*sumLX) > float32(best*sumL2) {
 			for i := range n {
 				l := clamp(nearestInt(float32(iscale*x[i])), -nmax, nmax-1)
-				L[i] = int8(nmax + l)
+				levels[i] = int8(nmax + l)
 			}
 			scale = sumLX / sumL2
 			best = float32(scale * sumLX)
@@ -390,20 +392,20 @@ func makeQXQuants(nmax int32, x []float32, L []int8) float32 {
 	return scale
 }
 
-func dequantizeQ8_K(src []byte, dst []float32) {
-	for ; len(dst) > 0; src, dst = src[q8KBytes:], dst[QK_K:] {
+func dequantizeQ8K(src []byte, dst []float32) {
+	for ; len(dst) > 0; src, dst = src[q8KBytes:], dst[QKK:] {
 		d := math.Float32frombits(binary.LittleEndian.Uint32(src[q8KD:]))
 		qs := src[q8KQs:q8KBsums]
-		y := dst[:QK_K]
+		y := dst[:QKK]
 		for j, q := range qs {
 			y[j] = d * float32(int8(q))
 		}
 	}
 }
 
-func quantizeQ8_K(src []float32, dst []byte) {
-	for ; len(src) > 0; src, dst = src[QK_K:], dst[q8KBytes:] {
-		x := src[:QK_K]
+func quantizeQ8K(src []float32, dst []byte) {
+	for ; len(src) > 0; src, dst = src[QKK:], dst[q8KBytes:] {
+		x := src[:QKK]
 		y := dst[:q8KBytes]
 		var xmax, amax float32
 		for _, v := range x {
@@ -425,7 +427,7 @@ func quantizeQ8_K(src []float32, dst []byte) {
 		for j, v := range x {
 			qs[j] = uint8(int8(min(127, nearestInt(float32(iscale*v)))))
 		}
-		for j := 0; j < QK_K/16; j++ {
+		for j := 0; j < QKK/16; j++ {
 			var sum int32
 			for _, q := range qs[16*j : 16*j+16] {
 				sum += int32(int8(q))

@@ -84,7 +84,7 @@ func TestQ4_KBlockLayout(t *testing.T) {
 			t.Errorf("ScaleMinK4(%d) = %d, %d, want %d, %d", j, sc, m, scales[j], mins[j])
 		}
 	}
-	expectFloats(t, Q4_K, dequantizeOrFail(t, Q4_K, b), want)
+	expectFloats(t, Q4K, dequantizeOrFail(t, Q4K, b), want)
 }
 
 func TestQ6_KBlockLayout(t *testing.T) {
@@ -110,7 +110,7 @@ func TestQ6_KBlockLayout(t *testing.T) {
 		s := sc[8*half+l/16+2*quarter]
 		want[e] = float32(s) / 16 * float32(int(q)-32)
 	}
-	expectFloats(t, Q6_K, dequantizeOrFail(t, Q6_K, b), want)
+	expectFloats(t, Q6K, dequantizeOrFail(t, Q6K, b), want)
 }
 
 func TestQ8_KBlockLayout(t *testing.T) {
@@ -122,7 +122,7 @@ func TestQ8_KBlockLayout(t *testing.T) {
 		b[4+j] = byte(q)
 		want[j] = -0.75 * float32(q)
 	}
-	expectFloats(t, Q8_K, dequantizeOrFail(t, Q8_K, b), want)
+	expectFloats(t, Q8K, dequantizeOrFail(t, Q8K, b), want)
 }
 
 func TestQuantizeQ8_0Fields(t *testing.T) {
@@ -152,7 +152,7 @@ func TestQuantizeQ8_KFields(t *testing.T) {
 	}
 	x[77] = -4 // the max magnitude: it becomes -127 (iscale = -127/max), so d = 4/127
 	b := make([]byte, 292)
-	if err := Quantize(Q8_K, x, b); err != nil {
+	if err := Quantize(Q8K, x, b); err != nil {
 		t.Fatal(err)
 	}
 	if d := math.Float32frombits(binary.LittleEndian.Uint32(b)); math.Abs(float64(d)-4.0/127) > 1e-7 {
@@ -215,12 +215,12 @@ func TestSizeAndTypeErrors(t *testing.T) {
 		err  error
 		want []string
 	}{
-		{"unsupported type", Dequantize(Q5_K, make([]byte, 176), make([]float32, 256)), []string{"Q5_K", "not supported", "Q4_K"}},
+		{"unsupported type", Dequantize(Q5K, make([]byte, 176), make([]float32, 256)), []string{"Q5_K", "not supported", "Q4_K"}},
 		{"unknown type", Quantize(Type(99), make([]float32, 1), make([]byte, 4)), []string{"type(99)", "not supported"}},
 		{"partial block", Dequantize(Q4_0, make([]byte, 18), make([]float32, 33)), []string{"Q4_0", "33 elements", "blocks of 32"}},
-		{"short src", Dequantize(Q6_K, make([]byte, 209), make([]float32, 256)), []string{"Q6_K", "210 bytes", "src has 209"}},
+		{"short src", Dequantize(Q6K, make([]byte, 209), make([]float32, 256)), []string{"Q6_K", "210 bytes", "src has 209"}},
 		{"long src", Dequantize(F16, make([]byte, 10), make([]float32, 4)), []string{"F16", "8 bytes", "src has 10"}},
-		{"partial super-block", Quantize(Q8_K, make([]float32, 255), make([]byte, 292)), []string{"Q8_K", "255 elements", "blocks of 256"}},
+		{"partial super-block", Quantize(Q8K, make([]float32, 255), make([]byte, 292)), []string{"Q8_K", "255 elements", "blocks of 256"}},
 		{"short dst", Quantize(Q8_0, make([]float32, 64), make([]byte, 67)), []string{"Q8_0", "68 bytes", "dst has 67"}},
 	} {
 		if c.err == nil {
@@ -233,7 +233,7 @@ func TestSizeAndTypeErrors(t *testing.T) {
 			}
 		}
 	}
-	if _, err := Q4_K.RowBytes(-256); err == nil {
+	if _, err := Q4K.RowBytes(-256); err == nil {
 		t.Error("RowBytes(-256): no error")
 	}
 	if err := Dequantize(Q4_0, nil, nil); err != nil {

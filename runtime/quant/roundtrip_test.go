@@ -71,9 +71,9 @@ func TestRoundTripErrorBounds(t *testing.T) {
 			{BF16, 0, 0},
 			{Q8_0, 0.5/127 + 1.0/2048, 0.006}, // half a step of amax/127, plus fp16 rounding of d
 			{Q4_0, 1.0/8 + 8.0/2048, 0.11},    // a full step at the clamped end (-amax → 7·d)
-			{Q8_K, 0.5/127 + 1e-6, 0.008},     // d is float32; the amax of 256 values is larger
-			{Q4_K, 0, 0.10},                   // 4 bits + min over 32 elements
-			{Q6_K, 0, 0.025},                  // 6 bits over 16 elements
+			{Q8K, 0.5/127 + 1e-6, 0.008},      // d is float32; the amax of 256 values is larger
+			{Q4K, 0, 0.10},                    // 4 bits + min over 32 elements
+			{Q6K, 0, 0.025},                   // 6 bits over 16 elements
 		} {
 			y := roundTrip(t, c.typ, x)
 			var se, sx float64

@@ -12,43 +12,47 @@ type Type uint32
 // The GGML types. leo computes with F32, F16, BF16, Q8_0, Q4_0, Q4_K and
 // Q6_K (and Q8_K for activations); the others are known so that a file
 // holding them can be read, listed and refused with a clear message.
+//
+// The names are ggml.h's less the underscores that Go style leaves out
+// (Q4K is GGML_TYPE_Q4_K, IQ2XXS is GGML_TYPE_IQ2_XXS); one between
+// digits stays (Q4_0). String returns GGML's name.
 const (
-	F32     Type = 0
-	F16     Type = 1
-	Q4_0    Type = 2
-	Q4_1    Type = 3
-	Q5_0    Type = 6
-	Q5_1    Type = 7
-	Q8_0    Type = 8
-	Q8_1    Type = 9
-	Q2_K    Type = 10
-	Q3_K    Type = 11
-	Q4_K    Type = 12
-	Q5_K    Type = 13
-	Q6_K    Type = 14
-	Q8_K    Type = 15
-	IQ2_XXS Type = 16
-	IQ2_XS  Type = 17
-	IQ3_XXS Type = 18
-	IQ1_S   Type = 19
-	IQ4_NL  Type = 20
-	IQ3_S   Type = 21
-	IQ2_S   Type = 22
-	IQ4_XS  Type = 23
-	I8      Type = 24
-	I16     Type = 25
-	I32     Type = 26
-	I64     Type = 27
-	F64     Type = 28
-	IQ1_M   Type = 29
-	BF16    Type = 30
-	TQ1_0   Type = 34
-	TQ2_0   Type = 35
-	MXFP4   Type = 39
+	F32    Type = 0
+	F16    Type = 1
+	Q4_0   Type = 2
+	Q4_1   Type = 3
+	Q5_0   Type = 6
+	Q5_1   Type = 7
+	Q8_0   Type = 8
+	Q8_1   Type = 9
+	Q2K    Type = 10
+	Q3K    Type = 11
+	Q4K    Type = 12
+	Q5K    Type = 13
+	Q6K    Type = 14
+	Q8K    Type = 15
+	IQ2XXS Type = 16
+	IQ2XS  Type = 17
+	IQ3XXS Type = 18
+	IQ1S   Type = 19
+	IQ4NL  Type = 20
+	IQ3S   Type = 21
+	IQ2S   Type = 22
+	IQ4XS  Type = 23
+	I8     Type = 24
+	I16    Type = 25
+	I32    Type = 26
+	I64    Type = 27
+	F64    Type = 28
+	IQ1M   Type = 29
+	BF16   Type = 30
+	TQ1_0  Type = 34
+	TQ2_0  Type = 35
+	MXFP4  Type = 39
 )
 
-// QK_K is the number of elements in a k-quant super-block.
-const QK_K = 256
+// QKK is the number of elements in a k-quant super-block (GGML's QK_K).
+const QKK = 256
 
 type layout struct {
 	name       string
@@ -58,38 +62,38 @@ type layout struct {
 
 // layouts holds every known type's block layout, from ggml.c's type_traits.
 var layouts = map[Type]layout{
-	F32:     {"F32", 1, 4},
-	F16:     {"F16", 1, 2},
-	Q4_0:    {"Q4_0", 32, 18},
-	Q4_1:    {"Q4_1", 32, 20},
-	Q5_0:    {"Q5_0", 32, 22},
-	Q5_1:    {"Q5_1", 32, 24},
-	Q8_0:    {"Q8_0", 32, 34},
-	Q8_1:    {"Q8_1", 32, 36},
-	Q2_K:    {"Q2_K", QK_K, 84},
-	Q3_K:    {"Q3_K", QK_K, 110},
-	Q4_K:    {"Q4_K", QK_K, 144},
-	Q5_K:    {"Q5_K", QK_K, 176},
-	Q6_K:    {"Q6_K", QK_K, 210},
-	Q8_K:    {"Q8_K", QK_K, 292},
-	IQ2_XXS: {"IQ2_XXS", QK_K, 66},
-	IQ2_XS:  {"IQ2_XS", QK_K, 74},
-	IQ3_XXS: {"IQ3_XXS", QK_K, 98},
-	IQ1_S:   {"IQ1_S", QK_K, 50},
-	IQ4_NL:  {"IQ4_NL", 32, 18},
-	IQ3_S:   {"IQ3_S", QK_K, 110},
-	IQ2_S:   {"IQ2_S", QK_K, 82},
-	IQ4_XS:  {"IQ4_XS", QK_K, 136},
-	I8:      {"I8", 1, 1},
-	I16:     {"I16", 1, 2},
-	I32:     {"I32", 1, 4},
-	I64:     {"I64", 1, 8},
-	F64:     {"F64", 1, 8},
-	IQ1_M:   {"IQ1_M", QK_K, 56},
-	BF16:    {"BF16", 1, 2},
-	TQ1_0:   {"TQ1_0", QK_K, 54},
-	TQ2_0:   {"TQ2_0", QK_K, 66},
-	MXFP4:   {"MXFP4", 32, 17},
+	F32:    {"F32", 1, 4},
+	F16:    {"F16", 1, 2},
+	Q4_0:   {"Q4_0", 32, 18},
+	Q4_1:   {"Q4_1", 32, 20},
+	Q5_0:   {"Q5_0", 32, 22},
+	Q5_1:   {"Q5_1", 32, 24},
+	Q8_0:   {"Q8_0", 32, 34},
+	Q8_1:   {"Q8_1", 32, 36},
+	Q2K:    {"Q2_K", QKK, 84},
+	Q3K:    {"Q3_K", QKK, 110},
+	Q4K:    {"Q4_K", QKK, 144},
+	Q5K:    {"Q5_K", QKK, 176},
+	Q6K:    {"Q6_K", QKK, 210},
+	Q8K:    {"Q8_K", QKK, 292},
+	IQ2XXS: {"IQ2_XXS", QKK, 66},
+	IQ2XS:  {"IQ2_XS", QKK, 74},
+	IQ3XXS: {"IQ3_XXS", QKK, 98},
+	IQ1S:   {"IQ1_S", QKK, 50},
+	IQ4NL:  {"IQ4_NL", 32, 18},
+	IQ3S:   {"IQ3_S", QKK, 110},
+	IQ2S:   {"IQ2_S", QKK, 82},
+	IQ4XS:  {"IQ4_XS", QKK, 136},
+	I8:     {"I8", 1, 1},
+	I16:    {"I16", 1, 2},
+	I32:    {"I32", 1, 4},
+	I64:    {"I64", 1, 8},
+	F64:    {"F64", 1, 8},
+	IQ1M:   {"IQ1_M", QKK, 56},
+	BF16:   {"BF16", 1, 2},
+	TQ1_0:  {"TQ1_0", QKK, 54},
+	TQ2_0:  {"TQ2_0", QKK, 66},
+	MXFP4:  {"MXFP4", 32, 17},
 }
 
 // Known reports whether t is a GGML type this package knows the layout of.

@@ -192,16 +192,16 @@ func (o *object) array(k string) (elems []json.RawMessage, ok bool) {
 	return elems, true
 }
 
-// str returns field k as a string, def when not given.
-func (o *object) str(k, def string) string {
+// str returns field k as a string, "" when not given.
+func (o *object) str(k string) string {
 	v, ok := o.raw(k)
 	if !ok {
-		return def
+		return ""
 	}
 	s, err := stringAt(o.key(k), v)
 	if err != nil {
 		o.d.fail(err)
-		return def
+		return ""
 	}
 	return s
 }
@@ -215,11 +215,11 @@ func stringAt(path string, raw json.RawMessage) (string, *apiError) {
 }
 
 // strings returns field k, a string or an array of strings (as "stop"
-// and "prompt" may be); ok false when not given.
-func (o *object) strings(k string) (list []string, ok bool) {
+// and "prompt" may be); nil when not given or not valid.
+func (o *object) strings(k string) []string {
 	v, ok := o.raw(k)
 	if !ok {
-		return nil, false
+		return nil
 	}
 	path := o.key(k)
 	switch bytes.TrimSpace(v)[0] {
@@ -227,31 +227,31 @@ func (o *object) strings(k string) (list []string, ok bool) {
 		s, err := stringAt(path, v)
 		if err != nil {
 			o.d.fail(err)
-			return nil, false
+			return nil
 		}
-		return []string{s}, true
+		return []string{s}
 	case '[':
 		elems, _ := o.array(k)
-		list = make([]string, 0, len(elems))
+		list := make([]string, 0, len(elems))
 		for i, e := range elems {
 			s, err := stringAt(fmt.Sprintf("%s[%d]", path, i), e)
 			if err != nil {
 				o.d.fail(err)
-				return nil, false
+				return nil
 			}
 			list = append(list, s)
 		}
-		return list, o.d.err == nil
+		return list
 	}
 	o.d.fail(typeError(path, "a string or an array of strings", v))
-	return nil, false
+	return nil
 }
 
-// boolean returns field k, def when not given.
-func (o *object) boolean(k string, def bool) bool {
+// boolean returns field k, false when not given.
+func (o *object) boolean(k string) bool {
 	v, ok := o.raw(k)
 	if !ok {
-		return def
+		return false
 	}
 	switch string(bytes.TrimSpace(v)) {
 	case "true":
@@ -260,24 +260,25 @@ func (o *object) boolean(k string, def bool) bool {
 		return false
 	}
 	o.d.fail(typeError(o.key(k), "true or false", v))
-	return def
+	return false
 }
 
-// number returns field k as a float64, def when not given.
-func (o *object) number(k string, def float64) float64 {
+// number returns field k as a float64, 1 when not given: the default of
+// every such parameter (temperature, top_p, repetition_penalty).
+func (o *object) number(k string) float64 {
 	v, ok := o.raw(k)
 	if !ok {
-		return def
+		return 1
 	}
 	path := o.key(k)
 	if kind(v) != "a number" {
 		o.d.fail(typeError(path, "a number", v))
-		return def
+		return 1
 	}
 	f, ok := parseNumber(v)
 	if !ok { // the syntax is JSON's; only the range can be wrong
 		o.d.fail(invalid(path, "%s is out of range (got %s)", path, clip(v)))
-		return def
+		return 1
 	}
 	return f
 }

@@ -108,8 +108,17 @@ func newEnv(t *testing.T, c envConfig) *env {
 // start runs the engine's loop, once.
 func (v *env) start() { v.runOnce.Do(func() { go v.e.Run(v.ctx) }) }
 
-// do sends a request and returns the response with its body read.
-func (v *env) do(ctx context.Context, method, path, body string, header ...string) (*http.Response, []byte) {
+// reply is what the tests look at in a response whose body do has read
+// and closed.
+type reply struct {
+	StatusCode int
+	Header     http.Header
+	Close      bool // the server closes the connection after it
+}
+
+// do sends a request and returns the response's status and header, and
+// its body.
+func (v *env) do(ctx context.Context, method, path, body string, header ...string) (reply, []byte) {
 	v.t.Helper()
 	req, err := http.NewRequestWithContext(ctx, method, v.srv.URL+path, strings.NewReader(body))
 	if err != nil {
@@ -125,16 +134,16 @@ func (v *env) do(ctx context.Context, method, path, body string, header ...strin
 	if err != nil {
 		v.t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		v.t.Fatal(err)
 	}
-	return resp, b
+	return reply{StatusCode: resp.StatusCode, Header: resp.Header, Close: resp.Close}, b
 }
 
 // post sends a JSON body and wants status; it returns the decoded body.
-func (v *env) post(path, body string, status int, header ...string) (any, *http.Response) {
+func (v *env) post(path, body string, status int, header ...string) (any, reply) {
 	v.t.Helper()
 	resp, b := v.do(context.Background(), http.MethodPost, path, body, header...)
 	if resp.StatusCode != status {

@@ -35,7 +35,7 @@ func dial(t *testing.T, addr net.Addr) net.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
+	t.Cleanup(func() { _ = conn.Close() })
 	return conn
 }
 
@@ -48,8 +48,8 @@ func serveLikeServe(t *testing.T, v *env, o Options, l net.Listener, change func
 	if change != nil {
 		change(hs)
 	}
-	go hs.Serve(l)
-	t.Cleanup(func() { hs.Close() })
+	go func() { _ = hs.Serve(l) }() // ErrServerClosed once the test closes it
+	t.Cleanup(func() { _ = hs.Close() })
 	return hs
 }
 
@@ -130,6 +130,7 @@ func TestSlowBody(t *testing.T) {
 		t.Fatalf("no answer to a slow body: %v", err)
 	}
 	b, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusRequestTimeout {
 		t.Fatalf("status %d, want 408: %s", resp.StatusCode, b)
 	}
@@ -174,7 +175,7 @@ func TestPendingRequestsBounded(t *testing.T) {
 	}
 
 	for _, c := range conns {
-		c.Close()
+		_ = c.Close()
 	}
 	eventually(t, "the stalled requests end", func() bool { return len(v.s.pending) == 0 })
 	v.start()
@@ -196,7 +197,7 @@ func TestFlushError(t *testing.T) {
 		}}
 	}})
 	if resp, err := v.srv.Client().Get(v.srv.URL + "/flush"); err == nil {
-		resp.Body.Close()
+		_ = resp.Body.Close()
 	}
 	if err := <-errs; err == nil {
 		t.Error("Flush returned nil on a connection that cannot be written")

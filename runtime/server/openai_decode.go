@@ -19,9 +19,9 @@ func decodeCompletion(body []byte) (*job, *apiError) {
 	d := &decoder{}
 	o := d.body(body)
 	j := &job{promptParam: "prompt", nParam: "n"}
-	j.model = o.str("model", "")
+	j.model = o.str("model")
 	decodePrompt(o, j)
-	j.echo = o.boolean("echo", false)
+	j.echo = o.boolean("echo")
 	maxTokens := o.integer("max_tokens", openAIMaxTokens)
 	refuse(o, "suffix", func(raw []byte) bool { return string(bytes.TrimSpace(raw)) != `""` })
 	refuse(o, "logprobs", nil)
@@ -51,7 +51,7 @@ func decodePrompt(o *object, j *job) {
 		return
 	}
 	if bytes.TrimSpace(raw)[0] != '[' {
-		j.prompts, _ = o.strings("prompt") // a string, or a type error
+		j.prompts = o.strings("prompt") // a string, or a type error
 		return
 	}
 	elems, _ := o.array("prompt")
@@ -61,7 +61,7 @@ func decodePrompt(o *object, j *job) {
 	}
 	switch bytes.TrimSpace(elems[0])[0] {
 	case '"':
-		j.prompts, _ = o.strings("prompt")
+		j.prompts = o.strings("prompt")
 	case '[':
 		j.tokens = make([][]int32, 0, len(elems))
 		for i, e := range elems {
@@ -107,7 +107,7 @@ func decodeChat(body []byte, defaultMax int) (*job, *apiError) {
 	d := &decoder{}
 	o := d.body(body)
 	j := &job{promptParam: "messages", nParam: "n"}
-	j.model = o.str("model", "")
+	j.model = o.str("model")
 	elems, ok := o.array("messages")
 	switch {
 	case !ok && d.err == nil:
@@ -121,7 +121,7 @@ func decodeChat(body []byte, defaultMax int) (*job, *apiError) {
 		if m == nil {
 			break
 		}
-		role := m.str("role", "")
+		role := m.str("role")
 		if role == "developer" { // OpenAI's newer name of the system role
 			role = "system"
 		}
@@ -190,11 +190,11 @@ func messageContent(m *object) string {
 		if part == nil {
 			return ""
 		}
-		if t := part.str("type", ""); t != "text" && m.d.err == nil {
+		if t := part.str("type"); t != "text" && m.d.err == nil {
 			m.d.fail(invalid(pp+".type", "%s.type %q is not supported; only text parts are", pp, t))
 			return ""
 		}
-		texts = append(texts, part.str("text", ""))
+		texts = append(texts, part.str("text"))
 		part.done()
 	}
 	return strings.Join(texts, "\n")
@@ -207,30 +207,30 @@ func messageContent(m *object) string {
 func decodeOpenAICommon(o *object, j *job, maxTokens int, maxName string) paramNames {
 	p := sample.DefaultParams()
 	p.MaxNewTokens = maxTokens
-	p.Temperature = o.number("temperature", 1)
+	p.Temperature = o.number("temperature")
 	p.DoSample = p.Temperature > 0 // 0: greedy (and a negative one fails Validate)
-	p.TopP = o.number("top_p", 1)
+	p.TopP = o.number("top_p")
 	p.TopK = o.integer("top_k", 0)
 	if p.TopK == -1 {
 		p.TopK = 0 // vLLM's "off"
 	}
-	p.RepetitionPenalty = o.number("repetition_penalty", 1)
+	p.RepetitionPenalty = o.number("repetition_penalty")
 	p.MinNewTokens = o.integer("min_tokens", 0)
-	p.IgnoreEOS = o.boolean("ignore_eos", false)
+	p.IgnoreEOS = o.boolean("ignore_eos")
 	p.Seed = o.seed("seed")
-	p.Stop, _ = o.strings("stop")
+	p.Stop = o.strings("stop")
 	j.params = p
 
 	j.n = o.integer("n", 1)
 	if o.d.err == nil && (j.n < 1 || j.n > maxChoices) {
 		o.d.fail(invalid("n", "n must be in [1, %d] (got %d)", maxChoices, j.n))
 	}
-	j.stream = o.boolean("stream", false)
+	j.stream = o.boolean("stream")
 	if so := o.object("stream_options"); so != nil {
 		if !j.stream && o.d.err == nil {
 			o.d.fail(invalid("stream_options", "stream_options is only allowed when stream is true"))
 		}
-		j.includeUsage = so.boolean("include_usage", false)
+		j.includeUsage = so.boolean("include_usage")
 		so.done()
 	}
 	o.skip("user") // an end-user id for OpenAI's abuse monitoring; nothing to do here

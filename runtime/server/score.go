@@ -109,7 +109,7 @@ func decodeInputString(in *object, j *job) {
 			if m == nil {
 				return
 			}
-			j.messages = append(j.messages, chat.Message{Role: m.str("role", ""), Content: m.str("content", "")})
+			j.messages = append(j.messages, chat.Message{Role: m.str("role"), Content: m.str("content")})
 			m.done()
 		}
 		return
@@ -137,10 +137,10 @@ func decodeScoreParams(o *object, defaultMax int, j *job) {
 	if o == nil {
 		return
 	}
-	p.Temperature = o.number("temperature", 1)
-	p.TopP = o.number("top_p", 1)
+	p.Temperature = o.number("temperature")
+	p.TopP = o.number("top_p")
 	p.TopK = o.integer("top_k", 0)
-	p.DoSample = o.boolean("do_sample", false)
+	p.DoSample = o.boolean("do_sample")
 	hasMaxLength := o.has("max_length") // read (known) even when max_new_tokens wins
 	if o.has("max_new_tokens") || !hasMaxLength {
 		p.MaxNewTokens = o.integer("max_new_tokens", defaultMax)
@@ -154,11 +154,11 @@ func decodeScoreParams(o *object, defaultMax int, j *job) {
 		p.MaxNewTokens = j.maxLength
 	}
 	p.MinNewTokens = o.integer("min_new_tokens", 0)
-	p.RepetitionPenalty = o.number("repetition_penalty", 1)
-	p.IgnoreEOS = o.boolean("ignore_eos", false)
+	p.RepetitionPenalty = o.number("repetition_penalty")
+	p.IgnoreEOS = o.boolean("ignore_eos")
 	p.Seed = o.seed("seed")
-	p.Stop, _ = o.strings("stop")
-	j.echo = o.boolean("return_full_text", false)
+	p.Stop = o.strings("stop")
+	j.echo = o.boolean("return_full_text")
 	j.n = o.integer("num_return_sequences", 1)
 	if o.d.err == nil && (j.n < 1 || j.n > maxChoices) {
 		path := o.key("num_return_sequences")

@@ -172,7 +172,7 @@ func TestStopString(t *testing.T) {
 		t.Fatalf("greedy output too short to cut: %q", text)
 	}
 	stop := string(r[len(r)/2 : len(r)/2+3])
-	want := text[:strings.Index(text, stop)]
+	want, _, _ := strings.Cut(text, stop)
 	stopped := req(fmt.Sprintf(`, "stop": %q`, stop))
 	if stopped["text"] != want || stopped["finish_reason"] != "stop" {
 		t.Errorf("with stop %q: text %q finish %v, want %q and stop (full output %q)", stop, stopped["text"], stopped["finish_reason"], want, text)

@@ -267,7 +267,7 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 func writeText(w http.ResponseWriter, status int, body string) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(status)
-	io.WriteString(w, body)
+	_, _ = io.WriteString(w, body) // the client may be gone; nothing to do then
 }
 
 // reqInfo is what a handler tells the request's log line and metrics.
@@ -391,7 +391,7 @@ func (s *Server) recoverPanic(w *recorder, r *http.Request) {
 	if p == nil {
 		return
 	}
-	if p == http.ErrAbortHandler { // net/http's way to cut a response; it logs nothing
+	if err, ok := p.(error); ok && errors.Is(err, http.ErrAbortHandler) { // net/http's way to cut a response; it logs nothing
 		panic(p)
 	}
 	s.log.Error("handler panic", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))

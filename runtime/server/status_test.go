@@ -228,7 +228,7 @@ func TestQueueFull(t *testing.T) {
 			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, v.srv.URL+"/score", strings.NewReader(scoreBody("", "hi")))
 			resp, err := v.srv.Client().Do(req)
 			if err == nil {
-				resp.Body.Close()
+				_ = resp.Body.Close()
 			}
 		})
 	}
@@ -263,7 +263,7 @@ func TestDrain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	br := bufio.NewReader(resp.Body)
 	if _, err := br.ReadString('\n'); err != nil { // the first event: it runs
 		t.Fatal(err)

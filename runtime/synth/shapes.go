@@ -58,7 +58,7 @@ func Shape(name string) (model.Config, error) {
 
 // FileTypes are the weight types a generated file can have, named as
 // llama.cpp names its quantizations.
-var FileTypes = []quant.Type{quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0, quant.Q4_K, quant.Q6_K}
+var FileTypes = []quant.Type{quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0, quant.Q4K, quant.Q6K}
 
 // TensorType is the type a tensor gets in a file of type ft, following
 // llama.cpp's quantize: norm gains stay F32, and in files quantized below
@@ -70,8 +70,8 @@ func TensorType(ft quant.Type, s model.TensorSpec) quant.Type {
 		return quant.F32
 	}
 	t := ft
-	if s.Name == "output.weight" && (ft == quant.Q4_0 || ft == quant.Q4_K) {
-		t = quant.Q6_K
+	if s.Name == "output.weight" && (ft == quant.Q4_0 || ft == quant.Q4K) {
+		t = quant.Q6K
 	}
 	if t.BlockElems() > 1 && s.Cols%t.BlockElems() != 0 {
 		if s.Cols%quant.Q8_0.BlockElems() == 0 {

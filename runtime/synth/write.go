@@ -27,7 +27,7 @@ type Options struct {
 
 // ftype is llama.cpp's general.file_type for each file type (llama_ftype).
 var ftype = map[quant.Type]uint32{
-	quant.F32: 0, quant.F16: 1, quant.Q4_0: 2, quant.Q8_0: 7, quant.Q4_K: 14, quant.Q6_K: 18, quant.BF16: 32,
+	quant.F32: 0, quant.F16: 1, quant.Q4_0: 2, quant.Q8_0: 7, quant.Q4K: 14, quant.Q6K: 18, quant.BF16: 32,
 }
 
 // FileTypeID is llama.cpp's general.file_type value for a file of type t.
@@ -105,7 +105,7 @@ func NewWriter(o Options) (*gguf.Writer, error) {
 // peaked next-token distributions like trained ones rather than flat ones.
 func writeTensor(out io.Writer, s model.TensorSpec, t quant.Type, seed uint64) (int64, error) {
 	h := fnv.New64a()
-	io.WriteString(h, s.Name)
+	_, _ = io.WriteString(h, s.Name) // writing to a hash never fails
 	rng := rand.New(rand.NewPCG(seed, h.Sum64()))
 	lo, span := float32(-1), float32(2)
 	switch {

@@ -77,7 +77,9 @@ func (d *Decoder) append(dst []byte, id int32) []byte {
 	}
 	// Emit every character that is complete or known to be invalid; keep
 	// a tail that may still become a character.
-	b := append(d.pending, piece...)
+	// b is d.pending's buffer; its undecided tail moves to the front below.
+	d.pending = append(d.pending, piece...)
+	b := d.pending
 	i := 0
 	for i < len(b) {
 		if b[i] < utf8.RuneSelf {

@@ -27,7 +27,7 @@ func ggufVocab(t *testing.T, v Vocab, extra func(w *gguf.Writer)) (Vocab, error)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	return VocabFromGGUF(f)
 }
 
