@@ -74,19 +74,19 @@ func (b Backend) Exp(x []float32) { ExpF32(x) }
 // SwiGLU is SwiGLUF32.
 func (b Backend) SwiGLU(gate, up []float32) { SwiGLUF32(gate, up) }
 
-// F32ToF16 is the function F32ToF16. It and RoundF16, DotRowsF16 and
-// AxpyRowsF16 keep the KV cache in half precision (model.HalfKV).
+// F32ToF16 is the function F32ToF16. It and RoundF16, DotHeadsF16 and
+// AxpyHeadsF16 keep the KV cache in half precision (model.HalfKV).
 func (b Backend) F32ToF16(dst []uint16, src []float32) { F32ToF16(dst, src) }
 
 // RoundF16 is the function RoundF16.
 func (b Backend) RoundF16(x []float32) { RoundF16(x) }
 
-// DotRowsF16 is the function DotRowsF16.
-func (b Backend) DotRowsF16(out, q []float32, rows []uint16, stride int) {
-	DotRowsF16(out, q, rows, stride)
+// DotHeadsF16 is the function DotHeadsF16.
+func (b Backend) DotHeadsF16(out, q []float32, rows []uint16, stride, heads, group int) {
+	DotHeadsF16(out, q, rows, stride, heads, group)
 }
 
-// AxpyRowsF16 is the function AxpyRowsF16.
-func (b Backend) AxpyRowsF16(dst, w []float32, rows []uint16, stride int) {
-	AxpyRowsF16(dst, w, rows, stride)
+// AxpyHeadsF16 is the function AxpyHeadsF16.
+func (b Backend) AxpyHeadsF16(out, w []float32, rows []uint16, stride, heads, group int) {
+	AxpyHeadsF16(out, w, rows, stride, heads, group)
 }

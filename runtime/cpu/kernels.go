@@ -59,10 +59,10 @@ type kernelSet struct {
 	exp                      func(x []float32)
 	swiGLU                   func(gate, up []float32)
 	// The KV cache in half precision.
-	f32ToF16    func(dst []uint16, src []float32)
-	roundF16    func(x []float32)
-	dotRowsF16  func(out, q []float32, rows []uint16, stride int)
-	axpyRowsF16 func(dst, w []float32, rows []uint16, stride int)
+	f32ToF16     func(dst []uint16, src []float32)
+	roundF16     func(x []float32)
+	dotHeadsF16  func(out, q []float32, rows []uint16, stride, heads, group int)
+	axpyHeadsF16 func(out, w []float32, rows []uint16, stride, heads, group int)
 }
 
 func (ks *kernelSet) q8Vec4(t quant.Type) q8Vec4Func {
@@ -115,21 +115,21 @@ var goKernels = kernelSet{
 		}
 		return out
 	},
-	q4KVec1:     refQ4KDot,
-	q6KVec1:     refQ6KDot,
-	f32Vec4:     refVec4(refF32Dot),
-	f16Vec4:     refVec4(refF16Dot),
-	bf16Vec4:    refVec4(refBF16Dot),
-	dot:         refDotF32,
-	axpy:        refAxpyF32,
-	dotRows:     loopDotRows(refDotF32),
-	axpyRows:    loopAxpyRows(refAxpyF32),
-	exp:         refExpF32,
-	swiGLU:      refSwiGLUF32,
-	f32ToF16:    refF32ToF16,
-	roundF16:    refRoundF16,
-	dotRowsF16:  refDotRowsF16,
-	axpyRowsF16: refAxpyRowsF16,
+	q4KVec1:      refQ4KDot,
+	q6KVec1:      refQ6KDot,
+	f32Vec4:      refVec4(refF32Dot),
+	f16Vec4:      refVec4(refF16Dot),
+	bf16Vec4:     refVec4(refBF16Dot),
+	dot:          refDotF32,
+	axpy:         refAxpyF32,
+	dotRows:      loopDotRows(refDotF32),
+	axpyRows:     loopAxpyRows(refAxpyF32),
+	exp:          refExpF32,
+	swiGLU:       refSwiGLUF32,
+	f32ToF16:     refF32ToF16,
+	roundF16:     refRoundF16,
+	dotHeadsF16:  refDotHeadsF16,
+	axpyHeadsF16: refAxpyHeadsF16,
 }
 
 func refF32ToF16(dst []uint16, src []float32) {
@@ -144,22 +144,31 @@ func refRoundF16(x []float32) {
 	}
 }
 
-func refDotRowsF16(out, q []float32, rows []uint16, stride int) {
-	for t := range out {
-		row := rows[t*stride : t*stride+len(q)]
-		var s float32
-		for i, v := range q {
-			s += v * quant.FP16ToFloat32(row[i])
+// refDotHeadsF16 is DotHeadsF16, one product at a time.
+func refDotHeadsF16(out, q []float32, rows []uint16, stride, heads, group int) {
+	hd := len(q) / heads
+	for t := 0; t < len(out)/heads; t++ {
+		for h := 0; h < heads; h++ {
+			k := rows[t*stride+h/group*hd:][:hd]
+			var s float32
+			for i, v := range q[h*hd : (h+1)*hd] {
+				s += v * quant.FP16ToFloat32(k[i])
+			}
+			out[t*heads+h] = s
 		}
-		out[t] = s
 	}
 }
 
-func refAxpyRowsF16(dst, w []float32, rows []uint16, stride int) {
-	for t, a := range w {
-		row := rows[t*stride : t*stride+len(dst)]
-		for i := range dst {
-			dst[i] += a * quant.FP16ToFloat32(row[i])
+// refAxpyHeadsF16 is AxpyHeadsF16, one element at a time.
+func refAxpyHeadsF16(out, w []float32, rows []uint16, stride, heads, group int) {
+	hd := len(out) / heads
+	for t := 0; t < len(w)/heads; t++ {
+		for h := 0; h < heads; h++ {
+			v := rows[t*stride+h/group*hd:][:hd]
+			a := w[t*heads+h]
+			for i := range hd {
+				out[h*hd+i] += a * quant.FP16ToFloat32(v[i])
+			}
 		}
 	}
 }
@@ -250,22 +259,35 @@ func F32ToF16(dst []uint16, src []float32) { active.f32ToF16(dst[:len(src)], src
 // KV cache.
 func RoundF16(x []float32) { active.roundF16(x) }
 
-// DotRowsF16 is DotRowsF32 over half-precision rows.
-func DotRowsF16(out, q []float32, rows []uint16, stride int) {
-	if len(out) == 0 {
-		return
-	}
-	_ = rows[(len(out)-1)*stride+len(q)-1]
-	active.dotRowsF16(out, q, rows, stride)
+// DotHeadsF16 computes attention scores against a half-precision KV
+// cache for several heads of one query at once: out[t*heads+h] = q_h ·
+// k_t,h for positions t < len(out)/heads, where q_h is
+// q[h*hd:(h+1)*hd] (hd = len(q)/heads) and k_t,h, the key of KV head
+// h/group at position t, is rows[t*stride+(h/group)*hd:][:hd]. Position
+// by position, the keys of all heads are read in one pass over the row.
+func DotHeadsF16(out, q []float32, rows []uint16, stride, heads, group int) {
+	checkHeads(len(out), len(q), len(rows), stride, heads, group)
+	active.dotHeadsF16(out, q, rows, stride, heads, group)
 }
 
-// AxpyRowsF16 is AxpyRowsF32 over half-precision rows.
-func AxpyRowsF16(dst, w []float32, rows []uint16, stride int) {
-	if len(w) == 0 {
-		return
+// AxpyHeadsF16 is attention's weighted sum of values for several heads:
+// out[h*hd:(h+1)*hd] += w[t*heads+h] · v_t,h for t < len(w)/heads in
+// order, with hd = len(out)/heads and v_t,h laid out as DotHeadsF16's
+// keys.
+func AxpyHeadsF16(out, w []float32, rows []uint16, stride, heads, group int) {
+	checkHeads(len(w), len(out), len(rows), stride, heads, group)
+	active.axpyHeadsF16(out, w, rows, stride, heads, group)
+}
+
+// checkHeads panics unless perPos/heads positions of heads heads fit:
+// the kernels read without bounds checks.
+func checkHeads(perPos, perHead, rows, stride, heads, group int) {
+	if heads < 1 || group < 1 || heads%group != 0 || perPos%heads != 0 || perHead%heads != 0 {
+		panic("cpu: DotHeadsF16/AxpyHeadsF16: heads must be a positive multiple of group dividing the lengths")
 	}
-	_ = rows[(len(w)-1)*stride+len(dst)-1]
-	active.axpyRowsF16(dst, w, rows, stride)
+	if n := perPos / heads; n > 0 && (n-1)*stride+heads/group*(perHead/heads) > rows {
+		panic("cpu: DotHeadsF16/AxpyHeadsF16: rows too short")
+	}
 }
 
 // ExpF32 replaces each x[i] with e^x[i], float32(math.Exp(float64(x[i])))

@@ -37,10 +37,10 @@ func platformKernels() []kernelSet {
 		exp:      expAVX2,
 		swiGLU:   swiGLUAVX2,
 
-		f32ToF16:    f32ToF16,
-		roundF16:    roundF16,
-		dotRowsF16:  dotRowsF16,
-		axpyRowsF16: axpyRowsF16,
+		f32ToF16:     f32ToF16,
+		roundF16:     roundF16,
+		dotHeadsF16:  dotHeadsF16,
+		axpyHeadsF16: axpyHeadsF16,
 	}
 	sets = append(sets, avx2)
 	if cpu.X86.HasAVX512VNNI && cpu.X86.HasAVX512VL && cpu.X86.HasAVX512BW {
@@ -183,20 +183,22 @@ func roundF16(x []float32) {
 	refRoundF16(x[n:])
 }
 
-func dotRowsF16(out, q []float32, rows []uint16, stride int) {
-	if len(q)%32 != 0 {
-		refDotRowsF16(out, q, rows, stride)
+func dotHeadsF16(out, q []float32, rows []uint16, stride, heads, group int) {
+	hd := len(q) / heads
+	if hd%32 != 0 || len(out) == 0 {
+		refDotHeadsF16(out, q, rows, stride, heads, group)
 		return
 	}
-	dotRowsF16AVX2(&q[0], &rows[0], stride, len(out), len(q), &out[0])
+	dotHeadsF16AVX2(&q[0], &rows[0], stride, len(out)/heads, heads, hd, group, &out[0])
 }
 
-func axpyRowsF16(dst, w []float32, rows []uint16, stride int) {
-	if len(dst)%32 != 0 {
-		refAxpyRowsF16(dst, w, rows, stride)
+func axpyHeadsF16(out, w []float32, rows []uint16, stride, heads, group int) {
+	hd := len(out) / heads
+	if hd%32 != 0 || len(w) == 0 {
+		refAxpyHeadsF16(out, w, rows, stride, heads, group)
 		return
 	}
-	axpyRowsF16AVX2(&dst[0], &w[0], &rows[0], stride, len(w), len(dst))
+	axpyHeadsF16AVX2(&out[0], &w[0], &rows[0], stride, len(w)/heads, heads, hd, group)
 }
 
 func expAVX2(x []float32) {
@@ -270,10 +272,10 @@ func f32ToF16AVX2(dst *uint16, src *float32, n int)
 func roundF16AVX2(x *float32, n int)
 
 //go:noescape
-func dotRowsF16AVX2(q *float32, rows *uint16, stride, n, hd int, out *float32)
+func dotHeadsF16AVX2(q *float32, rows *uint16, stride, n, heads, hd, group int, out *float32)
 
 //go:noescape
-func axpyRowsF16AVX2(dst, w *float32, rows *uint16, stride, n, hd int)
+func axpyHeadsF16AVX2(out, w *float32, rows *uint16, stride, n, heads, hd, group int)
 
 //go:noescape
 func expF32AVX2(x *float32, n int)

@@ -934,6 +934,17 @@ q80zloop:
 	VZEROUPPER
 	RET
 
+// DOTSUM: the sum of the 32 floats of Y0..Y3 in X0's low lane, the
+// reduction every 4-accumulator dot product ends with.
+#define DOTSUM \
+	VADDPS Y1, Y0, Y0; \
+	VADDPS Y3, Y2, Y2; \
+	VADDPS Y2, Y0, Y0; \
+	VEXTRACTF128 $1, Y0, X1; \
+	VADDPS X1, X0, X0; \
+	VHADDPS X0, X0, X0; \
+	VHADDPS X0, X0, X0
+
 // func dotRowsF32AVX2(q, rows *float32, stride, n, hd int, out *float32)
 // out[t] = q · rows[t*stride : t*stride+hd] for t < n (hd a multiple of 32,
 // > 0; stride in floats): one 4-accumulator dot product per row (DotF32 is
@@ -970,13 +981,7 @@ drowdot:
 	SUBQ $32, CX
 	JNZ  drowdot
 
-	VADDPS Y1, Y0, Y0
-	VADDPS Y3, Y2, Y2
-	VADDPS Y2, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
+	DOTSUM
 	MOVSS X0, (R10)
 	ADDQ $4, R10
 	ADDQ R8, DI
@@ -1245,103 +1250,6 @@ roundhalfloop:
 	VZEROUPPER
 	RET
 
-// func dotRowsF16AVX2(q *float32, rows *uint16, stride, n, hd int, out *float32)
-// As dotRowsF32AVX2 with fp16 rows (stride in elements).
-TEXT ·dotRowsF16AVX2(SB), NOSPLIT, $0-48
-	MOVQ q+0(FP), SI
-	MOVQ rows+8(FP), DI
-	MOVQ stride+16(FP), R8
-	SHLQ $1, R8
-	MOVQ n+24(FP), DX
-	MOVQ hd+32(FP), R9
-	MOVQ out+40(FP), R10
-
-hrowloop:
-	MOVQ SI, R11
-	MOVQ DI, R12
-	MOVQ R9, CX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-
-hrowdot:
-	VCVTPH2PS (R12), Y4
-	VCVTPH2PS 16(R12), Y5
-	VCVTPH2PS 32(R12), Y6
-	VCVTPH2PS 48(R12), Y7
-	VFMADD231PS (R11), Y4, Y0
-	VFMADD231PS 32(R11), Y5, Y1
-	VFMADD231PS 64(R11), Y6, Y2
-	VFMADD231PS 96(R11), Y7, Y3
-	ADDQ $128, R11
-	ADDQ $64, R12
-	SUBQ $32, CX
-	JNZ  hrowdot
-
-	VADDPS Y1, Y0, Y0
-	VADDPS Y3, Y2, Y2
-	VADDPS Y2, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
-	MOVSS X0, (R10)
-	ADDQ $4, R10
-	ADDQ R8, DI
-	DECQ DX
-	JNZ  hrowloop
-
-	VZEROUPPER
-	RET
-
-// func axpyRowsF16AVX2(dst, w *float32, rows *uint16, stride, n, hd int)
-// As axpyRowsF32AVX2 with fp16 rows (stride in elements).
-TEXT ·axpyRowsF16AVX2(SB), NOSPLIT, $0-48
-	MOVQ dst+0(FP), DI
-	MOVQ w+8(FP), SI
-	MOVQ rows+16(FP), R8
-	MOVQ stride+24(FP), R9
-	SHLQ $1, R9
-	MOVQ n+32(FP), R10
-	MOVQ hd+40(FP), CX
-
-hrowchunk:
-	VMOVUPS (DI), Y1
-	VMOVUPS 32(DI), Y2
-	VMOVUPS 64(DI), Y3
-	VMOVUPS 96(DI), Y4
-	MOVQ SI, R11
-	MOVQ R8, R12
-	MOVQ R10, DX
-
-hrowrow:
-	VBROADCASTSS (R11), Y0
-	VCVTPH2PS (R12), Y5
-	VCVTPH2PS 16(R12), Y6
-	VCVTPH2PS 32(R12), Y7
-	VCVTPH2PS 48(R12), Y8
-	VFMADD231PS Y5, Y0, Y1
-	VFMADD231PS Y6, Y0, Y2
-	VFMADD231PS Y7, Y0, Y3
-	VFMADD231PS Y8, Y0, Y4
-	ADDQ $4, R11
-	ADDQ R9, R12
-	DECQ DX
-	JNZ  hrowrow
-
-	VMOVUPS Y1, (DI)
-	VMOVUPS Y2, 32(DI)
-	VMOVUPS Y3, 64(DI)
-	VMOVUPS Y4, 96(DI)
-	ADDQ $128, DI
-	ADDQ $64, R8
-	SUBQ $32, CX
-	JNZ  hrowchunk
-
-	VZEROUPPER
-	RET
-
 // ---------------------------------------------------------------------------
 // Float weights × four tokens, AVX-512: 4 rows × 4 tokens in sixteen 16-wide
 // accumulators (Z0..Z15, token t row r in Z(4t+r)); each block of 16
@@ -1573,4 +1481,134 @@ f32tloop:
 	SUBQ $16, CX
 	JNZ  f32tloop
 	FTILE_END
+	RET
+
+// Attention over a half-precision KV cache, all heads of a token at once:
+// position by position, the keys (values) of every head are read in one
+// sequential pass over the cache row, where one head at a time would walk
+// the rows with a stride and wait on memory at each. Head h reads KV head
+// h/group. Per (position, head) the arithmetic is dotRowsF16AVX2's and
+// axpyRowsF16AVX2's, in the same order, so the results are the same bits.
+
+// func dotHeadsF16AVX2(q *float32, rows *uint16, stride, n, heads, hd, group int, out *float32)
+// out[t*heads+h] = q[h*hd:(h+1)*hd] · rows[t*stride+(h/group)*hd:][:hd]
+// for t < n, h < heads (hd a multiple of 32).
+TEXT ·dotHeadsF16AVX2(SB), NOSPLIT, $0-64
+	MOVQ q+0(FP), SI
+	MOVQ rows+8(FP), DI
+	MOVQ stride+16(FP), R8
+	SHLQ $1, R8
+	MOVQ n+24(FP), DX
+	MOVQ heads+32(FP), R10
+	MOVQ hd+40(FP), R9
+	MOVQ group+48(FP), AX
+	MOVQ out+56(FP), BX
+
+dhpos:
+	MOVQ SI, R11
+	MOVQ DI, R12
+	MOVQ R10, R13
+	MOVQ AX, R14
+
+dhhead:
+	MOVQ R12, R15
+	MOVQ R9, CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+dhdot:
+	VCVTPH2PS (R15), Y4
+	VCVTPH2PS 16(R15), Y5
+	VCVTPH2PS 32(R15), Y6
+	VCVTPH2PS 48(R15), Y7
+	VFMADD231PS (R11), Y4, Y0
+	VFMADD231PS 32(R11), Y5, Y1
+	VFMADD231PS 64(R11), Y6, Y2
+	VFMADD231PS 96(R11), Y7, Y3
+	ADDQ $128, R11
+	ADDQ $64, R15
+	SUBQ $32, CX
+	JNZ  dhdot
+
+	DOTSUM
+	MOVSS X0, (BX)
+	ADDQ $4, BX
+	DECQ R14
+	JNZ  dhsamekv
+	MOVQ R15, R12 // the next KV head follows this one
+	MOVQ AX, R14
+
+dhsamekv:
+	DECQ R13
+	JNZ  dhhead
+	ADDQ R8, DI
+	DECQ DX
+	JNZ  dhpos
+
+	VZEROUPPER
+	RET
+
+// func axpyHeadsF16AVX2(out, w *float32, rows *uint16, stride, n, heads, hd, group int)
+// out[h*hd:(h+1)*hd] += w[t*heads+h] · rows[t*stride+(h/group)*hd:][:hd]
+// for t < n in order, h < heads (hd a multiple of 32).
+TEXT ·axpyHeadsF16AVX2(SB), NOSPLIT, $0-64
+	MOVQ out+0(FP), BX
+	MOVQ w+8(FP), SI
+	MOVQ rows+16(FP), DI
+	MOVQ stride+24(FP), R8
+	SHLQ $1, R8
+	MOVQ n+32(FP), DX
+	MOVQ heads+40(FP), R10
+	MOVQ hd+48(FP), R9
+	MOVQ group+56(FP), AX
+
+ahpos:
+	MOVQ BX, R11
+	MOVQ DI, R12
+	MOVQ R10, R13
+	MOVQ AX, R14
+
+ahhead:
+	VBROADCASTSS (SI), Y0
+	ADDQ $4, SI
+	MOVQ R12, R15
+	MOVQ R9, CX
+
+ahchunk:
+	VCVTPH2PS (R15), Y5
+	VCVTPH2PS 16(R15), Y6
+	VCVTPH2PS 32(R15), Y7
+	VCVTPH2PS 48(R15), Y8
+	VMOVUPS (R11), Y1
+	VMOVUPS 32(R11), Y2
+	VMOVUPS 64(R11), Y3
+	VMOVUPS 96(R11), Y4
+	VFMADD231PS Y5, Y0, Y1
+	VFMADD231PS Y6, Y0, Y2
+	VFMADD231PS Y7, Y0, Y3
+	VFMADD231PS Y8, Y0, Y4
+	VMOVUPS Y1, (R11)
+	VMOVUPS Y2, 32(R11)
+	VMOVUPS Y3, 64(R11)
+	VMOVUPS Y4, 96(R11)
+	ADDQ $128, R11
+	ADDQ $64, R15
+	SUBQ $32, CX
+	JNZ  ahchunk
+
+	DECQ R14
+	JNZ  ahsamekv
+	MOVQ R15, R12
+	MOVQ AX, R14
+
+ahsamekv:
+	DECQ R13
+	JNZ  ahhead
+	ADDQ R8, DI
+	DECQ DX
+	JNZ  ahpos
+
+	VZEROUPPER
 	RET

@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -135,40 +136,75 @@ func TestHalfPrecisionKV(t *testing.T) {
 			}
 		}
 		for _, hd := range []int{16, 64, 128} {
-			const n, stride = 9, 300
-			rows := make([]uint16, (n-1)*stride+hd)
-			for j := range rows {
-				rows[j] = quant.Float32ToFP16(r.Float32()*2 - 1)
+			for _, g := range []struct{ heads, group int }{{1, 1}, {4, 1}, {4, 2}, {6, 3}} {
+				checkHeadKernels(t, r, hd, g.heads, g.group)
 			}
-			q, w := make([]float32, hd), make([]float32, n)
-			for j := range q {
-				q[j] = r.Float32()*2 - 1
+		}
+	}
+}
+
+// checkHeadKernels runs DotHeadsF16 and AxpyHeadsF16 over heads heads
+// sharing KV heads in groups of group: against a float64 reference, and
+// bit for bit against one call per head (heads 1), which is what an
+// attention item of one KV head does.
+func checkHeadKernels(t *testing.T, r *rand.Rand, hd, heads, group int) {
+	t.Helper()
+	const n = 9
+	kvHeads := heads / group
+	stride := kvHeads*hd + 8 // a cache row holds every KV head, and more
+	rows := make([]uint16, (n-1)*stride+kvHeads*hd)
+	for j := range rows {
+		rows[j] = quant.Float32ToFP16(r.Float32()*2 - 1)
+	}
+	q, w := make([]float32, heads*hd), make([]float32, n*heads)
+	for j := range q {
+		q[j] = r.Float32()*2 - 1
+	}
+	for j := range w {
+		w[j] = r.Float32()
+	}
+	dots := make([]float32, n*heads)
+	DotHeadsF16(dots, q, rows, stride, heads, group)
+	acc := make([]float32, heads*hd)
+	AxpyHeadsF16(acc, w, rows, stride, heads, group)
+
+	what := func(s string) string {
+		return fmt.Sprintf("%s, head size %d, %d heads in groups of %d: %s", active.name, hd, heads, group, s)
+	}
+	for h := 0; h < heads; h++ {
+		kv := h / group * hd
+		// One head at a time, as an item of one KV head computes it.
+		one, oneW := make([]float32, n), make([]float32, n)
+		for t2 := range n {
+			oneW[t2] = w[t2*heads+h]
+		}
+		DotHeadsF16(one, q[h*hd:(h+1)*hd], rows[kv:], stride, 1, 1)
+		oneAcc := make([]float32, hd)
+		AxpyHeadsF16(oneAcc, oneW, rows[kv:], stride, 1, 1)
+		for t2 := range n {
+			if math.Float32bits(one[t2]) != math.Float32bits(dots[t2*heads+h]) {
+				t.Fatalf("%s", what(fmt.Sprintf("head %d position %d: %v with the others, %v alone", h, t2, dots[t2*heads+h], one[t2])))
 			}
-			for j := range w {
-				w[j] = r.Float32()
+		}
+		sameBits(t, what(fmt.Sprintf("axpy of head %d", h)), hd, n, acc[h*hd:(h+1)*hd], oneAcc)
+
+		wantAcc := make([]float64, hd)
+		for t2 := range n {
+			var want, mag float64
+			for j := range hd {
+				v := float64(quant.FP16ToFloat32(rows[t2*stride+kv+j]))
+				want += float64(q[h*hd+j]) * v
+				mag += math.Abs(float64(q[h*hd+j]) * v)
+				wantAcc[j] += float64(w[t2*heads+h]) * v
 			}
-			dots := make([]float32, n)
-			DotRowsF16(dots, q, rows, stride)
-			acc := make([]float32, hd)
-			AxpyRowsF16(acc, w, rows, stride)
-			wantAcc := make([]float64, hd)
-			for t2 := 0; t2 < n; t2++ {
-				var want, mag float64
-				for j := range q {
-					v := float64(quant.FP16ToFloat32(rows[t2*stride+j]))
-					want += float64(q[j]) * v
-					mag += math.Abs(float64(q[j]) * v)
-					wantAcc[j] += float64(w[t2]) * v
-				}
-				if math.Abs(float64(dots[t2])-want) > 1e-6*mag {
-					t.Errorf("%s, head size %d: dot row %d = %v, want %v", active.name, hd, t2, dots[t2], want)
-				}
+			if got := dots[t2*heads+h]; math.Abs(float64(got)-want) > 1e-6*mag {
+				t.Errorf("%s", what(fmt.Sprintf("dot of head %d position %d = %v, want %v", h, t2, got, want)))
 			}
-			for j := range acc {
-				if math.Abs(float64(acc[j])-wantAcc[j]) > 1e-5 {
-					t.Errorf("%s, head size %d: axpy [%d] = %v, want %v", active.name, hd, j, acc[j], wantAcc[j])
-					break
-				}
+		}
+		for j := range hd {
+			if math.Abs(float64(acc[h*hd+j])-wantAcc[j]) > 1e-5 {
+				t.Errorf("%s", what(fmt.Sprintf("axpy of head %d [%d] = %v, want %v", h, j, acc[h*hd+j], wantAcc[j])))
+				break
 			}
 		}
 	}

@@ -52,11 +52,16 @@ type ElementWise interface {
 // precision, as llama.cpp does by default: half the memory, and half the
 // bytes attention reads. As in GGML, the query and the attention weights
 // are rounded to half precision where they meet the cache.
+//
+// DotHeadsF16 and AxpyHeadsF16 work on several heads of one token at once
+// (head h reads KV head h/group), position by position, so that each row
+// of the cache is read in one pass: out[t*heads+h] = q_h · k_t,h, and
+// out_h += Σ_t w[t*heads+h]·v_t,h in order of t.
 type HalfKV interface {
 	F32ToF16(dst []uint16, src []float32)
 	RoundF16(x []float32)
-	DotRowsF16(out, q []float32, rows []uint16, stride int)
-	AxpyRowsF16(dst, w []float32, rows []uint16, stride int)
+	DotHeadsF16(out, q []float32, rows []uint16, stride, heads, group int)
+	AxpyHeadsF16(out, w []float32, rows []uint16, stride, heads, group int)
 }
 
 // Product is one of several matrix products of the same input.
@@ -334,9 +339,11 @@ func (m *Model) NewStateKV(slots, length, maxBatch int, kv quant.Type) (*State, 
 	s.prods = make([]Product, 0, 4)
 	// One score buffer per thread that may run attention at once.
 	threads := max(1, m.backend.Threads())
-	s.attn.scores = make(chan []float32, threads)
+	s.attn.scratch = make(chan *attnScratch, threads)
 	for i := 0; i < threads; i++ {
-		s.attn.scores <- make([]float32, length)
+		s.attn.scratch <- &attnScratch{
+			scores: make([]float32, length*c.Heads), maxes: make([]float32, c.Heads), sums: make([]float64, c.Heads),
+		}
 	}
 	return s, nil
 }
@@ -374,7 +381,7 @@ func (s *State) Forward(b *Batch) ([]float32, error) {
 			s.Cache.store(m.backend, l, b.Seq[i], b.Pos[i], k[i*kvDim:(i+1)*kvDim], v[i*kvDim:(i+1)*kvDim])
 		}
 		s.attn.layer, s.attn.batch = l, b
-		m.backend.Parallel(n*c.Heads, &s.attn)
+		m.backend.Parallel(s.attn.items(n), &s.attn)
 		if err := m.backend.MatMul(xb, &w.O, s.xb2[:n*dim], n); err != nil {
 			return nil, err
 		}
@@ -449,72 +456,119 @@ func (m *Model) rope(vec []float32, pos int) {
 	}
 }
 
-// attention computes, for each (token, head) pair of the batch, softmax(q·Kᵀ/√d)·V
-// over the token's sequence up to its own position, into State.xb2. It
-// is a Ranger so that the backend's threads share the pairs.
+// attention computes, for each token of the batch and each head,
+// softmax(q·Kᵀ/√d)·V over the token's sequence up to its own position,
+// into State.xb2. It is a Ranger over work items of one token and a run
+// of KV heads (with the query heads that read them): all of them when
+// there are tokens enough to keep every thread busy, so that a
+// half-precision cache row is read in one pass, else one.
 type attention struct {
-	s      *State
-	layer  int
-	batch  *Batch
-	scores chan []float32 // free score buffers, one per thread
+	s         *State
+	layer     int
+	batch     *Batch
+	kvPerItem int
+	scratch   chan *attnScratch // free scratch, one per thread
 }
 
-// Range computes the pairs [start, end), numbered token*Heads + head, as
-// GGML does without flash attention: all scores, their maximum, float32
-// exponentials summed in float64, then the weighted sum of the values.
+// attnScratch is one thread's room for the scores of a work item, laid
+// out position by position (scores[t*heads+h]), and per-head sums.
+type attnScratch struct {
+	scores, maxes []float32
+	sums          []float64
+}
+
+// items sets the work items of a batch of n tokens and returns how many.
+func (a *attention) items(n int) int {
+	c := a.s.m.Config
+	a.kvPerItem = 1
+	if n >= 2*a.s.m.backend.Threads() {
+		a.kvPerItem = c.KVHeads
+	}
+	return n * (c.KVHeads / a.kvPerItem)
+}
+
+// Range computes the work items [start, end), numbered token*(KVHeads /
+// kvPerItem) + run, as GGML does without flash attention: all scores,
+// their maximum, float32 exponentials summed in float64, then the
+// weighted sum of the values.
 func (a *attention) Range(start, end int) {
-	scores := <-a.scores
-	defer func() { a.scores <- scores }()
+	sc := <-a.scratch
+	defer func() { a.scratch <- sc }()
 	s, c, b := a.s, a.s.m.Config, a.s.m.backend
 	hd, group := c.HeadDim(), c.Heads/c.KVHeads
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	kc := s.Cache
+	runs := c.KVHeads / a.kvPerItem
 	for p := start; p < end; p++ {
-		i, h := p/c.Heads, p%c.Heads
-		q := s.q[i*c.Dim+h*hd : i*c.Dim+(h+1)*hd]
-		out := s.xb2[i*c.Dim+h*hd : i*c.Dim+(h+1)*hd]
-		kvOff := (h / group) * hd
+		i, k0 := p/runs, (p%runs)*a.kvPerItem
+		h0, heads := k0*group, a.kvPerItem*group
+		q := s.q[i*c.Dim+h0*hd : i*c.Dim+(h0+heads)*hd]
+		out := s.xb2[i*c.Dim+h0*hd : i*c.Dim+(h0+heads)*hd]
 		slot, n := a.batch.Seq[i], a.batch.Pos[i]+1
-		sc := scores[:n]
-		// The head's keys and values of positions 0..n-1, KVDim apart.
-		first, last := kc.offset(slot, 0)+kvOff, kc.offset(slot, n-1)+kvOff+hd
-		if kc.Type == quant.F16 {
-			half := b.(HalfKV)
-			half.RoundF16(q)
-			half.DotRowsF16(sc, q, kc.K16[a.layer][first:last], kc.KVDim)
-		} else {
-			b.DotRows(sc, q, kc.K[a.layer][first:last], kc.KVDim)
-		}
-		maxScore := float32(math.Inf(-1))
-		for t := range sc {
-			sc[t] *= scale
-			maxScore = max(maxScore, sc[t])
-		}
-		for t := range sc {
-			sc[t] -= maxScore
-		}
-		if ew, ok := b.(ElementWise); ok {
-			ew.Exp(sc)
-		} else {
-			for t, v := range sc {
-				sc[t] = float32(math.Exp(float64(v)))
-			}
-		}
-		var sum float64
-		for _, e := range sc {
-			sum += float64(e)
-		}
-		inv := float32(1 / sum)
-		for t := range sc {
-			sc[t] *= inv
-		}
+		// The run's keys and values of positions 0..n-1, rows KVDim apart.
+		first, last := kc.offset(slot, 0)+k0*hd, kc.offset(slot, n-1)+(k0+a.kvPerItem)*hd
 		clear(out)
 		if kc.Type == quant.F16 {
 			half := b.(HalfKV)
-			half.RoundF16(sc)
-			half.AxpyRowsF16(out, sc, kc.V16[a.layer][first:last], kc.KVDim)
-		} else {
-			b.AxpyRows(out, sc, kc.V[a.layer][first:last], kc.KVDim)
+			w := sc.scores[:n*heads]
+			half.RoundF16(q)
+			half.DotHeadsF16(w, q, kc.K16[a.layer][first:last], kc.KVDim, heads, group)
+			softmax(b, w, heads, scale, sc)
+			half.RoundF16(w)
+			half.AxpyHeadsF16(out, w, kc.V16[a.layer][first:last], kc.KVDim, heads, group)
+			continue
+		}
+		// Float32: one head at a time.
+		for h := 0; h < heads; h++ {
+			kv := h / group * hd
+			w := sc.scores[:n]
+			b.DotRows(w, q[h*hd:(h+1)*hd], kc.K[a.layer][first+kv:last], kc.KVDim)
+			softmax(b, w, 1, scale, sc)
+			b.AxpyRows(out[h*hd:(h+1)*hd], w, kc.V[a.layer][first+kv:last], kc.KVDim)
+		}
+	}
+}
+
+// softmax turns the scores w[t*heads+h] of each head into its attention
+// weights: scaled, minus the head's maximum, exponentials summed in
+// float64, normalized.
+func softmax(b Backend, w []float32, heads int, scale float32, sc *attnScratch) {
+	maxes, sums := sc.maxes[:heads], sc.sums[:heads]
+	for h := range maxes {
+		maxes[h] = float32(math.Inf(-1))
+		sums[h] = 0
+	}
+	for t := 0; t < len(w); t += heads {
+		for h, v := range w[t : t+heads] {
+			v *= scale
+			w[t+h] = v
+			maxes[h] = max(maxes[h], v)
+		}
+	}
+	for t := 0; t < len(w); t += heads {
+		for h := range maxes {
+			w[t+h] -= maxes[h]
+		}
+	}
+	if ew, ok := b.(ElementWise); ok {
+		ew.Exp(w)
+	} else {
+		for t, v := range w {
+			w[t] = float32(math.Exp(float64(v)))
+		}
+	}
+	for t := 0; t < len(w); t += heads {
+		for h, e := range w[t : t+heads] {
+			sums[h] += float64(e)
+		}
+	}
+	inv := maxes // the maxima are no longer needed
+	for h, sum := range sums {
+		inv[h] = float32(1 / sum)
+	}
+	for t := 0; t < len(w); t += heads {
+		for h, f := range inv {
+			w[t+h] *= f
 		}
 	}
 }
