@@ -236,12 +236,8 @@ func (e *Engine) Submit(ctx context.Context, reqs ...Request) ([]*Stream, error)
 		if err := e.check(r); err != nil {
 			return nil, &InputError{err}
 		}
-		smp, err := sample.New(r.Params, e.model.Config.VocabSize, e.eos)
-		if err != nil {
-			return nil, &InputError{err}
-		}
 		seqs[i] = &sequence{
-			ctx: ctx, prompt: r.Prompt, sampler: smp, submitted: now,
+			ctx: ctx, prompt: r.Prompt, params: r.Params, submitted: now,
 			tokens: append(make([]int32, 0, len(r.Prompt)+min(r.Params.MaxNewTokens, e.cfg.ContextSize)), r.Prompt...),
 			stream: newStream(), dec: e.tok.NewDecoder(), stop: sample.NewStopMatcher(r.Params.Stop),
 		}
@@ -370,6 +366,14 @@ func (e *Engine) admit() {
 			s.end(sample.FinishNone, err)
 			continue
 		}
+		// The sampler's buffers (a vocabulary's worth when sampling) are
+		// made only now, not for every sequence waiting in the queue.
+		smp, err := sample.New(s.params, e.model.Config.VocabSize, e.eos)
+		if err != nil { // Submit validated the parameters
+			s.end(sample.FinishNone, err)
+			continue
+		}
+		s.sampler = smp
 		s.slot = e.pickSlot(s.prompt)
 		sl := &e.slots[s.slot]
 		sl.busy = true

@@ -19,7 +19,8 @@ type sequence struct {
 	stopWatch func() bool // stops the context.AfterFunc that wakes the loop
 	prompt    []int32
 	tokens    []int32 // prompt, then generated tokens
-	sampler   *sample.Sampler
+	params    sample.Params
+	sampler   *sample.Sampler // made when the sequence gets a slot
 	dec       *tokenizer.Decoder
 	stop      *sample.StopMatcher
 	stream    *Stream
@@ -42,7 +43,12 @@ func (s *sequence) end(reason sample.FinishReason, err error) {
 		Finish:             reason,
 		PromptTokens:       len(s.prompt),
 		ReusedPromptTokens: s.reused,
-		Seed:               s.sampler.Seed(),
+	}
+	switch {
+	case s.sampler != nil:
+		r.Seed = s.sampler.Seed()
+	case s.params.Seed != nil:
+		r.Seed = *s.params.Seed
 	}
 	if len(s.tokens) > len(s.prompt) {
 		r.Tokens = s.tokens[len(s.prompt):]
