@@ -417,6 +417,11 @@ func (j *matMulJob) laneRows(r0, r1 int) {
 	for r := r0; r < r1; r += 8 {
 		re := min(r+8, r1)
 		wr := w[(r-r0)*j.rowBytes : (re-r0)*j.rowBytes]
+		// Ask for the next rows now: the first token group's pass over
+		// them then finds them in cache instead of waiting on memory.
+		if next := (re - r0) * j.rowBytes; next < len(w) {
+			j.ks.prefetch(w[next:min(next+8*j.rowBytes, len(w))])
+		}
 		for g := 0; 4*g < j.n; g++ {
 			tile(wr, j.act[g*j.tokBytes:(g+1)*j.tokBytes], j.nb, (re-r)/4, j.dst[4*g*rows+r:], rows, j.n-4*g)
 		}

@@ -56,6 +56,7 @@ type kernelSet struct {
 	axpy                     func(dst []float32, a float32, x []float32)
 	dotRows                  func(out, q, rows []float32, stride int)
 	axpyRows                 func(dst, w, rows []float32, stride int)
+	prefetch                 func(b []byte) // a hint: bring b into the cache
 	exp                      func(x []float32)
 	swiGLU                   func(gate, up []float32)
 	// The KV cache in half precision.
@@ -124,6 +125,7 @@ var goKernels = kernelSet{
 	axpy:         refAxpyF32,
 	dotRows:      loopDotRows(refDotF32),
 	axpyRows:     loopAxpyRows(refAxpyF32),
+	prefetch:     func([]byte) {},
 	exp:          refExpF32,
 	swiGLU:       refSwiGLUF32,
 	f32ToF16:     refF32ToF16,
