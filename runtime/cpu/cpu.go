@@ -410,20 +410,21 @@ func (j *matMulJob) laneRows(r0, r1 int) {
 		return
 	}
 	// Eight rows (one call of the 8-row kernel) for all tokens at a time:
-	// the rows stay in L1 for the later token groups, while the first
-	// group's pass overlaps their fetch from memory with arithmetic.
+	// the rows stay in L1 for the later token groups. The first group's
+	// pass also prefetches the next eight rows, block by block, so that
+	// their fetch from memory overlaps its arithmetic.
 	tile := j.ks.laneTile(j.w.Type)
 	rows := j.w.Rows
 	for r := r0; r < r1; r += 8 {
 		re := min(r+8, r1)
 		wr := w[(r-r0)*j.rowBytes : (re-r0)*j.rowBytes]
-		// Ask for the next rows now: the first token group's pass over
-		// them then finds them in cache instead of waiting on memory.
-		if next := (re - r0) * j.rowBytes; next < len(w) {
-			j.ks.prefetch(w[next:min(next+8*j.rowBytes, len(w))])
+		pf := 0
+		if re+8 <= r1 {
+			pf = 8 * j.rowBytes
 		}
 		for g := 0; 4*g < j.n; g++ {
-			tile(wr, j.act[g*j.tokBytes:(g+1)*j.tokBytes], j.nb, (re-r)/4, j.dst[4*g*rows+r:], rows, j.n-4*g)
+			tile(wr, j.act[g*j.tokBytes:(g+1)*j.tokBytes], j.nb, (re-r)/4, j.dst[4*g*rows+r:], rows, j.n-4*g, pf)
+			pf = 0
 		}
 	}
 }

@@ -663,7 +663,7 @@ func TestInterleave(t *testing.T) {
 		active = &kernelSets[i]
 		p := NewPool(2)
 		for _, typ := range []quant.Type{quant.Q4_0, quant.Q8_0} {
-			for _, s := range []shape{{4, 32, 1}, {40, 64, 1}, {36, 256, 3}, {64, 128, 8}, {16, 96, 128}, {20, 64, 5}} {
+			for _, s := range []shape{{4, 32, 1}, {40, 64, 1}, {36, 256, 3}, {64, 128, 8}, {16, 96, 128}, {20, 64, 5}, {44, 96, 13}, {40, 64, 16}, {12, 64, 17}} {
 				w := Matrix{Type: typ, Rows: s.rows, Cols: s.cols}
 				for range s.rows {
 					w.Data = append(w.Data, randRow(r, typ, s.cols)...)

@@ -21,8 +21,10 @@ type q8TileFunc func(w [4][]byte, a []byte, nb, wstep int) [16]float32
 type laneVecFunc func(w, a []byte, nb, groups int, out []float32)
 
 // laneTileFunc is laneVecFunc for the four tokens of a lane activation
-// group: out[t*stride+4g+r], stored for the first ntok tokens only.
-type laneTileFunc func(w, a []byte, nb, groups int, out []float32, stride, ntok int)
+// group: out[t*stride+4g+r], stored for the first ntok tokens only. pf > 0
+// asks it to prefetch, as it goes, the weights pf bytes after w's (a hint
+// only: nothing there is read).
+type laneTileFunc func(w, a []byte, nb, groups int, out []float32, stride, ntok, pf int)
 
 // kVec1Func is the dot of one Q4_K or Q6_K row of nb super-blocks with one
 // Q8_K token.
@@ -56,7 +58,6 @@ type kernelSet struct {
 	axpy                     func(dst []float32, a float32, x []float32)
 	dotRows                  func(out, q, rows []float32, stride int)
 	axpyRows                 func(dst, w, rows []float32, stride int)
-	prefetch                 func(b []byte) // a hint: bring b into the cache
 	exp                      func(x []float32)
 	swiGLU                   func(gate, up []float32)
 	// The KV cache in half precision.
@@ -125,7 +126,6 @@ var goKernels = kernelSet{
 	axpy:         refAxpyF32,
 	dotRows:      loopDotRows(refDotF32),
 	axpyRows:     loopAxpyRows(refAxpyF32),
-	prefetch:     func([]byte) {},
 	exp:          refExpF32,
 	swiGLU:       refSwiGLUF32,
 	f32ToF16:     refF32ToF16,

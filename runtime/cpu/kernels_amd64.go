@@ -34,7 +34,6 @@ func platformKernels() []kernelSet {
 		axpy:     axpyAVX2,
 		dotRows:  dotRowsAVX2,
 		axpyRows: axpyRowsAVX2,
-		prefetch: prefetch,
 		exp:      expAVX2,
 		swiGLU:   swiGLUAVX2,
 
@@ -202,12 +201,6 @@ func axpyHeadsF16(out, w []float32, rows []uint16, stride, heads, group int) {
 	axpyHeadsF16AVX2(&out[0], &w[0], &rows[0], stride, len(w)/heads, heads, hd, group)
 }
 
-func prefetch(b []byte) {
-	if len(b) > 0 {
-		prefetchT0(&b[0], len(b))
-	}
-}
-
 func expAVX2(x []float32) {
 	n := len(x) &^ 3
 	if n > 0 {
@@ -265,9 +258,6 @@ func f16x4AVX2(w0, w1, w2, w3 *byte, x *float32, n int, out *[4]float32)
 
 //go:noescape
 func bf16x4AVX2(w0, w1, w2, w3 *byte, x *float32, n int, out *[4]float32)
-
-//go:noescape
-func prefetchT0(p *byte, n int)
 
 //go:noescape
 func f16x4x4AVX512(w0, w1, w2, w3 *byte, x0, x1, x2, x3 *float32, n int, out *[16]float32)

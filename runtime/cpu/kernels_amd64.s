@@ -1516,17 +1516,3 @@ ahsamekv:
 
 	VZEROUPPER
 	RET
-
-// func prefetchT0(p *byte, n int): PREFETCHT0 every 64-byte line of
-// [p, p+n) (n > 0).
-TEXT ·prefetchT0(SB), NOSPLIT, $0-16
-	MOVQ p+0(FP), SI
-	MOVQ n+8(FP), CX
-	ADDQ SI, CX
-
-prefetchloop:
-	PREFETCHT0 (SI)
-	ADDQ $64, SI
-	CMPQ SI, CX
-	JB   prefetchloop
-	RET

@@ -9,10 +9,10 @@ func q40LaneVec(w, a *byte, nb, groups int, out *float32)
 func q80LaneVec(w, a *byte, nb, groups int, out *float32)
 
 //go:noescape
-func q40LaneTile8(w, a *byte, nb, groups int, out *float32, stride, ntok int)
+func q40LaneTile8(w, a *byte, nb, groups int, out *float32, stride, ntok, pf int)
 
 //go:noescape
-func q80LaneTile8(w, a *byte, nb, groups int, out *float32, stride, ntok int)
+func q80LaneTile8(w, a *byte, nb, groups int, out *float32, stride, ntok, pf int)
 
 //go:noescape
 func q40LaneTile(w, a *byte, nb, groups int, out *float32, stride, ntok int)
@@ -32,16 +32,17 @@ func laneVec(k func(w, a *byte, nb, groups int, out *float32)) laneVecFunc {
 
 // laneTile wraps the four-token lane kernels: out[t*stride+4g+r] for the
 // first ntok (1..4) tokens. Pairs of groups go to k8, which reads each
-// token's record once for eight rows; an odd last group to k4.
-func laneTile(k4, k8 func(w, a *byte, nb, groups int, out *float32, stride, ntok int)) laneTileFunc {
-	return func(w, a []byte, nb, groups int, out []float32, stride, ntok int) {
+// token's record once for eight rows, and prefetches as it goes the
+// weights pf bytes on (0: none); an odd last group goes to k4.
+func laneTile(k4 func(w, a *byte, nb, groups int, out *float32, stride, ntok int), k8 func(w, a *byte, nb, groups int, out *float32, stride, ntok, pf int)) laneTileFunc {
+	return func(w, a []byte, nb, groups int, out []float32, stride, ntok, pf int) {
 		if nb <= 0 || groups <= 0 || ntok <= 0 {
 			return
 		}
 		_ = out[(min(ntok, 4)-1)*stride+4*groups-1]
 		even := groups &^ 1 // w holds exactly the groups: len(w)/groups bytes each
 		if even > 0 {
-			k8(&w[0], &a[0], nb, even, &out[0], 4*stride, ntok)
+			k8(&w[0], &a[0], nb, even, &out[0], 4*stride, ntok, max(pf, 0))
 		}
 		if even < groups {
 			k4(&w[len(w)/groups*even], &a[0], nb, 1, &out[4*even], 4*stride, ntok)

@@ -165,7 +165,10 @@ TEXT ·q80LaneTile(SB), NOSPLIT, $0-56
 	RET
 
 // Eight rows (two groups, the second R13 bytes after the first) × four
-// tokens: each token's record is loaded once for both groups.
+// tokens: each token's record is loaded once for both groups. With pf > 0
+// each block of weights also prefetches the block pf bytes on in both
+// groups (the next rows a caller will multiply): spread over the loop, the
+// fetch overlaps arithmetic instead of stalling a burst of prefetches.
 
 // LTOKEN8: token record at off(R9) into both groups' accumulators.
 #define LTOKEN8(off, acc0, acc1, c, l, h, t1, t2, t3) \
@@ -218,6 +221,7 @@ done:
 #define LTILE8_BODY(lw, lwb, bytes) \
 	MOVQ CX, R13; \
 	IMULQ $bytes, R13; \
+	LEAQ (R14)(R13*1), R15; \
 	SHRQ $1, DX; \
 ltile8group: \
 	VPXORD Z0, Z0, Z0; \
@@ -231,6 +235,15 @@ ltile8group: \
 	MOVQ SI, R9; \
 	MOVQ CX, R10; \
 ltile8block: \
+	TESTQ R14, R14; \
+	JZ ltile8nopf; \
+	PREFETCHT0 (R8)(R14*1); \
+	PREFETCHT0 64(R8)(R14*1); \
+	PREFETCHT0 128(R8)(R14*1); \
+	PREFETCHT0 (R8)(R15*1); \
+	PREFETCHT0 64(R8)(R15*1); \
+	PREFETCHT0 128(R8)(R15*1); \
+ltile8nopf: \
 	LSCALES(R8); \
 	lw(R8); \
 	LSCALES2(R8); \
@@ -255,20 +268,22 @@ ltile8block: \
 	DECQ DX; \
 	JNZ ltile8group
 
-// func q40LaneTile8(w, a *byte, nb, groups int, out *float32, stride, ntok int) (groups even)
-TEXT ·q40LaneTile8(SB), NOSPLIT, $0-56
+// func q40LaneTile8(w, a *byte, nb, groups int, out *float32, stride, ntok, pf int) (groups even)
+TEXT ·q40LaneTile8(SB), NOSPLIT, $0-64
 	LANE_SETUP
 	TILE_STRIDE
+	MOVQ pf+56(FP), R14
 	MOVL $0x0f, AX
 	VPBROADCASTB AX, Z15
 	LTILE8_BODY(LW40, LW40B, 72)
 	VZEROUPPER
 	RET
 
-// func q80LaneTile8(w, a *byte, nb, groups int, out *float32, stride, ntok int) (groups even)
-TEXT ·q80LaneTile8(SB), NOSPLIT, $0-56
+// func q80LaneTile8(w, a *byte, nb, groups int, out *float32, stride, ntok, pf int) (groups even)
+TEXT ·q80LaneTile8(SB), NOSPLIT, $0-64
 	LANE_SETUP
 	TILE_STRIDE
+	MOVQ pf+56(FP), R14
 	MOVL $0x80, AX
 	VPBROADCASTB AX, Z15
 	LTILE8_BODY(LW80, LW80B, 136)

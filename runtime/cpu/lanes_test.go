@@ -53,7 +53,7 @@ func TestLaneKernels(t *testing.T) {
 				}
 				stride := 4*s.groups + 3 // rows of the output, with room to spare
 				out := make([]float32, 4*stride)
-				tile(w, a4, s.nb, s.groups, out, stride, 4)
+				tile(w, a4, s.nb, s.groups, out, stride, 4, 4*rowBytes)
 				want4 := make([]float32, 16)
 				for g := 0; g < s.groups; g++ {
 					laneRef(typ, w[g*4*rowBytes:], a4, s.nb, 4*laneTokBytes, 4, want4)

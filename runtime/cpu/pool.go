@@ -16,8 +16,12 @@ type Ranger interface {
 
 // Pool runs kernels on a fixed set of threads: threads-1 goroutines that
 // live until Close, plus the goroutine that calls MatMul or For, which works
-// too instead of waiting idle. Work is handed out in chunks from an atomic
-// counter, so a thread slowed down by a noisy neighbour simply takes fewer.
+// too instead of waiting idle. Work is handed out in chunks, so a thread
+// slowed down by a noisy neighbour simply takes fewer, and a job is done
+// when its chunks are, whoever ran them: the caller never waits for a
+// worker that has not been scheduled yet (on a server, request handlers
+// share the threads; a worker stuck in a run queue behind them must not
+// stall every kernel).
 //
 // A Pool runs one call at a time (calls from several goroutines are
 // serialised); a body must not call back into its own Pool.
@@ -25,20 +29,25 @@ type Pool struct {
 	threads int
 	mu      sync.Mutex // one MatMul/For at a time
 
-	// the current job, set by run before waking the workers
+	// the current job, set by run before it publishes state; read by a
+	// thread only after it claimed a chunk of that job, so never while
+	// run sets them for the next one (which waits for all chunks done)
 	body  Ranger
-	n     int          // number of chunks
-	grain int          // indices per chunk
-	limit int          // end of the index range
-	next  atomic.Int64 // next chunk to take
+	grain int // indices per chunk
+	limit int // end of the index range
 
-	// Starting a job bumps gen; idle workers spin on it for a moment
-	// before they park on their wake channel (parked says which did).
-	// pending counts the workers still on the current job.
-	gen     atomic.Uint64
-	pending atomic.Int32
-	wake    []chan struct{} // one per background worker
-	parked  []atomic.Bool
+	// state is the job's generation (high 32 bits), its number of chunks
+	// (next 16) and the next chunk to claim (low 16): a chunk is claimed
+	// by a compare-and-swap, which fails for a late worker that saw an
+	// earlier job. done counts the job's finished chunks.
+	state atomic.Uint64
+	done  atomic.Int64
+	gen   uint32 // the current job's generation (run's own copy)
+
+	// Idle workers spin on state's generation for a moment before they
+	// park on their wake channel (parked says which did).
+	wake   []chan struct{} // one per background worker
+	parked []atomic.Bool
 
 	multi  multiJob  // MatMul's and MatMuls' body, reused
 	quant  quantJob  // activation quantization's body, reused
@@ -47,12 +56,22 @@ type Pool struct {
 	closed atomic.Bool
 }
 
+// maxChunks is the most chunks state can count.
+const maxChunks = 1<<16 - 1
+
 // spinFor is how long an idle worker keeps looking for the next job
 // before it parks. A forward pass is a hundred or more parallel kernels
 // with microseconds of serial work between them, and waking a parked
 // goroutine takes tens of microseconds on a busy VM: spinning through the
-// gaps keeps both threads on the kernels.
-const spinFor = 50 * time.Microsecond
+// gaps keeps both threads on the kernels. The gaps are not always short:
+// on a server the calling goroutine shares its thread with the request
+// handlers and may run them for a few hundred microseconds between two
+// kernels. With 50 µs a worker parked in such gaps and then missed the
+// start of the next kernels (16 streams over HTTP lost about 20% against
+// the engine alone; with 1 ms, about 7%, the handlers' own CPU time). A
+// millisecond of spinning (with Gosched, so it yields to anything ready)
+// after the last kernel of a burst is the price.
+const spinFor = time.Millisecond
 
 // NewPool starts a pool of threads threads (GOMAXPROCS when threads < 1).
 func NewPool(threads int) *Pool {
@@ -80,14 +99,17 @@ func (p *Pool) Close() {
 	if p.closed.Swap(true) {
 		return
 	}
-	p.start()
+	p.start(0) // a job of no chunks: the workers see closed
 }
 
-// start publishes a job (or Close) to the workers: bump gen, then wake
-// those that parked. A worker parks only after setting parked and seeing
-// gen unchanged, so it either sees the new gen or gets a wake-up.
-func (p *Pool) start() {
-	p.gen.Add(1)
+// start publishes a job of chunks chunks (or Close) to the workers: a new
+// generation in state, then a wake-up for those that parked. A worker
+// parks only after setting parked and seeing the generation unchanged, so
+// it either sees the new one or gets a wake-up.
+func (p *Pool) start(chunks int) {
+	p.gen++
+	p.done.Store(0)
+	p.state.Store(uint64(p.gen)<<32 | uint64(chunks)<<16)
 	for i := range p.wake {
 		if p.parked[i].Load() {
 			select {
@@ -114,18 +136,20 @@ func (p *Pool) For(n int, body Ranger) {
 // run executes body over [0, limit) in chunks of grain; p.mu is held.
 func (p *Pool) run(limit, grain int, body Ranger) {
 	chunks := (limit + grain - 1) / grain
+	if chunks > maxChunks {
+		grain = (limit + maxChunks - 1) / maxChunks
+		chunks = (limit + grain - 1) / grain
+	}
 	if chunks <= 1 || p.threads == 1 || p.closed.Load() {
 		body.Range(0, limit)
 		return
 	}
-	p.body, p.n, p.grain, p.limit = body, chunks, grain, limit
-	p.next.Store(0)
-	p.pending.Store(int32(len(p.wake)))
-	p.start()
-	p.work()
-	// The others finish their last chunks; yield rather than spin if
+	p.body, p.grain, p.limit = body, grain, limit
+	p.start(chunks)
+	p.work(p.gen)
+	// The others finish the chunks they took; yield rather than spin if
 	// one of them is slow (descheduled).
-	for spins := 0; p.pending.Load() != 0; spins++ {
+	for spins := 0; p.done.Load() != int64(chunks); spins++ {
 		if spins > 100 {
 			runtime.Gosched()
 		}
@@ -133,36 +157,42 @@ func (p *Pool) run(limit, grain int, body Ranger) {
 	p.body = nil
 }
 
-// work takes chunks of the current job until none are left.
-func (p *Pool) work() {
+// work runs chunks of job gen until none are left to claim (or a later
+// job has started: a worker that woke late).
+func (p *Pool) work(gen uint32) {
 	for {
-		c := int(p.next.Add(1) - 1)
-		if c >= p.n {
+		s := p.state.Load()
+		n, c := int(s>>16&maxChunks), int(s&maxChunks)
+		if uint32(s>>32) != gen || c >= n {
 			return
+		}
+		if !p.state.CompareAndSwap(s, s+1) {
+			continue
 		}
 		start := c * p.grain
 		p.body.Range(start, min(start+p.grain, p.limit))
+		p.done.Add(1)
 	}
 }
 
 func (p *Pool) worker(i int) {
-	var seen uint64 // gen is 0 when the pool starts
+	var seen uint32 // the generation is 0 when the pool starts
 	for {
 		seen = p.awaitJob(i, seen)
 		if p.closed.Load() {
 			return
 		}
-		p.work()
-		p.pending.Add(-1)
+		p.work(seen)
 	}
 }
 
-// awaitJob returns the gen of the next job after seen: spinning for
-// spinFor, then parked on the worker's wake channel.
-func (p *Pool) awaitJob(i int, seen uint64) uint64 {
+// awaitJob returns the generation of the next job after seen: spinning
+// for spinFor, then parked on the worker's wake channel.
+func (p *Pool) awaitJob(i int, seen uint32) uint32 {
+	gen := func() uint32 { return uint32(p.state.Load() >> 32) }
 	deadline := time.Now().Add(spinFor)
 	for n := 1; ; n++ {
-		if g := p.gen.Load(); g != seen {
+		if g := gen(); g != seen {
 			return g
 		}
 		if n%64 == 0 {
@@ -176,13 +206,13 @@ func (p *Pool) awaitJob(i int, seen uint64) uint64 {
 	}
 	for {
 		p.parked[i].Store(true)
-		if g := p.gen.Load(); g != seen {
+		if g := gen(); g != seen {
 			p.parked[i].Store(false)
 			return g
 		}
 		<-p.wake[i]
 		p.parked[i].Store(false)
-		if g := p.gen.Load(); g != seen {
+		if g := gen(); g != seen {
 			return g
 		}
 		// A stale wake-up from an earlier job: park again.
