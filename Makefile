@@ -71,7 +71,8 @@ FUZZ_TARGETS := ./runtime/gguf:FuzzParse:300000 ./runtime/llama2c:FuzzParse:3000
 	./runtime/tokenizer:FuzzEncode:40000 ./runtime/tokenizer:FuzzParseSentencePiece:60000 \
 	./runtime/quant:FuzzDequantize:100000 ./runtime/sample:FuzzStopMatcher:300000 \
 	./runtime/server:FuzzDecodeScore:30000 ./runtime/server:FuzzDecodeCompletion:30000 \
-	./runtime/server:FuzzDecodeChat:30000 ./runtime/chat:FuzzEncode:40000
+	./runtime/server:FuzzDecodeChat:30000 ./runtime/chat:FuzzEncode:40000 \
+	./runtime/fetch:FuzzSourceAndRanges:100000
 FUZZ_SCALE ?= 1
 
 .PHONY: fuzz
@@ -87,6 +88,11 @@ bench-serve: ## the HTTP server under load: 1 vs 16 streams, 64 clients (429s), 
 	mkdir -p bin/models
 	test -f bin/models/stories110M-q8_0.gguf || $(GO) run ./cmd/leo-runtime gen-model --shape stories110M --type q8_0 -o bin/models/stories110M-q8_0.gguf
 	$(GO) run ./cmd/leo-runtime bench-serve --model bin/models/stories110M-q8_0.gguf $(BENCH_SERVE_FLAGS)
+
+.PHONY: bench-pull
+bench-pull: ## leo-runtime pull vs curl: one 1 GiB file from a loopback HTTP server, alternating
+	command -v curl >/dev/null || (apt-get update -qq && apt-get install -y -qq curl)
+	$(GO) run ./hack/benchpull
 
 .PHONY: bench
 bench: ## leo-runtime vs llama.cpp on TinyLlama-1.1B-shaped Q4_0 and Q8_0 files, 1 and 2 threads (installs the peer)

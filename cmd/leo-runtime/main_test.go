@@ -44,6 +44,11 @@ var shared struct {
 }
 
 func TestMain(m *testing.M) {
+	// Re-executed by a test as the leo-runtime command itself (to be
+	// killed, for example).
+	if os.Getenv("LEO_RUNTIME_MAIN") == "1" {
+		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	}
 	code := m.Run()
 	if shared.dir != "" {
 		_ = os.RemoveAll(shared.dir) // a temporary directory; the OS cleans up what is left

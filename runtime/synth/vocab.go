@@ -18,3 +18,8 @@ var llama2Vocab = sync.OnceValues(func() (tokenizer.Vocab, error) {
 // tokens), embedded in the binary; see NOTICE.md. Callers must not modify
 // the returned slices.
 func Llama2Vocab() (tokenizer.Vocab, error) { return llama2Vocab() }
+
+// Llama2TokenizerModel returns the bytes of Meta's tokenizer.model (the
+// SentencePiece model file a Hugging Face Llama 2 checkpoint carries).
+// Callers must not modify them.
+func Llama2TokenizerModel() []byte { return llama2TokenizerModel }
