@@ -74,15 +74,31 @@ func runGenModel(ctx context.Context, args []string, stdout, stderr io.Writer) e
 
 func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
-	in := fs.String("llama2c", "", "llama2.c checkpoint (legacy format, e.g. stories260K.bin)")
-	out := fs.String("o", "", "output GGUF file (F32)")
+	l2c := fs.String("llama2c", "", "llama2.c checkpoint (legacy format, e.g. stories260K.bin); written in F32")
+	hf := fs.String("hf", "", "Hugging Face Llama checkpoint directory (config.json, *.safetensors, tokenizer.model); matrices keep their type (F32, F16 or BF16)")
+	out := fs.String("o", "", "output GGUF file")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
-	if err := required(map[string]string{"llama2c": *in, "o": *out}); err != nil {
+	if err := required(map[string]string{"o": *out}); err != nil {
 		return err
 	}
-	ck, err := llama2c.Open(*in)
+	if (*l2c == "") == (*hf == "") {
+		return usagef("give one of --llama2c FILE and --hf DIR")
+	}
+	if *hf != "" {
+		ck, err := convert.OpenHF(*hf)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = ck.Close() }()
+		w, err := ck.Writer(filepath.Base(filepath.Clean(*hf)))
+		if err != nil {
+			return err
+		}
+		return w.WriteFile(*out)
+	}
+	ck, err := llama2c.Open(*l2c)
 	if err != nil {
 		return err
 	}
@@ -94,7 +110,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return fmt.Errorf("no tokenizer for a vocabulary of %d tokens: %w", ck.Config.VocabSize, err)
 	}
-	w, err := convert.Llama2C(ck, vocab, strings.TrimSuffix(filepath.Base(*in), filepath.Ext(*in)))
+	w, err := convert.Llama2C(ck, vocab, strings.TrimSuffix(filepath.Base(*l2c), filepath.Ext(*l2c)))
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,7 @@
 //	leo-runtime bench-serve --model FILE                       the server under load (make bench-serve)
 //	leo-runtime pull      SOURCE DEST [--include GLOB]         download a model (hf://, https://, pvc://) robustly
 //	leo-runtime gen-model --shape NAME --type TYPE -o FILE     a Llama-shaped model with random weights
-//	leo-runtime convert   --llama2c FILE -o FILE               a llama2.c checkpoint as GGUF
+//	leo-runtime convert   --hf DIR | --llama2c FILE -o FILE    a Hugging Face or llama2.c checkpoint as GGUF
 //	leo-runtime quantize  --model FILE --type TYPE -o FILE     a GGUF model in another weight type
 //	leo-runtime inspect   FILE                                 a GGUF file's metadata and tensors
 package main
@@ -39,7 +39,7 @@ var commands = map[string]command{
 	"bench-serve": {"measure the HTTP server under load: 1 vs many streams, 429s, time to first token", runBenchServe},
 	"pull":        {"download a model's files (hf://, https://, pvc://): resumable, verified, with a manifest", runPull},
 	"gen-model":   {"write a Llama-shaped GGUF model with deterministic random weights", runGenModel},
-	"convert":     {"convert a llama2.c checkpoint to GGUF", runConvert},
+	"convert":     {"convert a Hugging Face (safetensors) or llama2.c checkpoint to GGUF", runConvert},
 	"quantize":    {"convert a GGUF model's weights to another type", runQuantize},
 	"inspect":     {"print a GGUF file's metadata and tensors", runInspect},
 }

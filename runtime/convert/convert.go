@@ -1,5 +1,6 @@
-// Package convert turns model files into leo's GGUF: llama2.c checkpoints
-// into F32 GGUF, and GGUF files into other weight types (quantization).
+// Package convert turns model files into leo's GGUF: Hugging Face Llama
+// checkpoints (safetensors) and llama2.c checkpoints into GGUF, and GGUF
+// files into other weight types (quantization).
 package convert
 
 import (
