@@ -112,8 +112,8 @@ func (e usageError) Error() string { return e.msg }
 func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
 
 // parse parses a subcommand's flags, refusing stray positional arguments
-// unless positional names them.
-func parse(fs *flag.FlagSet, args []string, stderr io.Writer, positional ...string) error {
+// (commands that take some use parseInterspersed).
+func parse(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -121,8 +121,8 @@ func parse(fs *flag.FlagSet, args []string, stderr io.Writer, positional ...stri
 		}
 		return usageError{err.Error()}
 	}
-	if fs.NArg() > len(positional) {
-		return usagef("unexpected argument %q", fs.Arg(len(positional)))
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
 	}
 	return nil
 }

@@ -157,11 +157,43 @@ func TestGenModel(t *testing.T) {
 func TestInspect(t *testing.T) {
 	stdout, _ := mustCLI(t, "inspect", testModel(t))
 	for _, want := range []string{
+		"mostly Q8_0", "layers 2", "key/value heads 2", "chat template: false",
 		"GGUF v3", "general.architecture", "llama", "llama.embedding_length", "256",
 		"tokenizer.ggml.tokens", "token_embd.weight", "output.weight", "blk.1.ffn_down.weight", "Q8_0",
 	} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("inspect's output lacks %q:\n%s", want, stdout)
+		}
+	}
+}
+
+func TestInspectJSON(t *testing.T) {
+	stdout, _ := mustCLI(t, "inspect", "--json", testModel(t))
+	var facts modelFacts
+	if err := json.Unmarshal([]byte(stdout), &facts); err != nil {
+		t.Fatalf("%v:\n%s", err, stdout)
+	}
+	if facts.Architecture != "llama" || facts.FileType != "Q8_0" || facts.Layers != 2 || facts.KVHeads >= facts.Heads ||
+		facts.VocabSize != 32000 || facts.Parameters <= 0 || facts.TensorTypes["Q8_0"].Tensors == 0 || facts.SizeBytes <= 0 {
+		t.Errorf("facts %+v", facts)
+	}
+}
+
+func TestQuantizeCommand(t *testing.T) {
+	dir := t.TempDir()
+	f16 := filepath.Join(dir, "f16.gguf")
+	mustCLI(t, "gen-model", "--shape", "test-gqa", "--type", "f16", "-o", f16)
+	a, b := filepath.Join(dir, "a.gguf"), filepath.Join(dir, "b.gguf")
+	stdout, _ := mustCLI(t, "quantize", f16, a, "--type", "q4_0")
+	mustCLI(t, "quantize", "--model", f16, "-o", b, "--type", "q4_0", "--threads", "1")
+	x, _ := os.ReadFile(a)
+	y, _ := os.ReadFile(b)
+	if len(x) == 0 || !bytes.Equal(x, y) {
+		t.Error("quantizing with all threads and with one gave different files")
+	}
+	for _, want := range []string{"RMSE", "blk.*.attn_q.weight", "F16    Q4_0", "blk.*.attn_norm.weight"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("the report lacks %q:\n%s", want, stdout)
 		}
 	}
 }

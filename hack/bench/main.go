@@ -14,14 +14,18 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/leo-operator/leo/internal/hfgen"
 	"github.com/leo-operator/leo/internal/peer"
+	"github.com/leo-operator/leo/runtime/synth"
 )
 
 type result struct {
@@ -38,10 +42,20 @@ func main() {
 	rounds := flag.Int("rounds", 2, "alternating rounds of leo and llama.cpp per setting; medians are reported")
 	prompt := flag.Int("prompt", 128, "prompt tokens")
 	gen := flag.Int("gen", 64, "generated tokens")
+	speed := flag.Bool("speed", true, "run the speed comparison with llama.cpp")
+	pipeline := flag.Bool("pipeline", true, "measure the peak memory of converting and quantizing a checkpoint of the shape")
 	flag.Parse()
-	if err := run(*shape, strings.Split(*types, ","), *threadList, *rounds, *prompt, *gen); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
+	if *speed {
+		if err := run(*shape, strings.Split(*types, ","), *threadList, *rounds, *prompt, *gen); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+	}
+	if *pipeline {
+		if err := pipelineMemory(*shape); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
 	}
 }
 
@@ -149,4 +163,79 @@ func median(v []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// pipelineMemory converts a Hugging Face checkpoint of the shape (F16,
+// random weights, generated once into bin/bench) to GGUF, then quantizes
+// that to Q8_0 and Q4_0, each under /usr/bin/time -v, and prints each
+// step's peak resident memory against the checkpoint's size.
+func pipelineMemory(shape string) error {
+	root, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(root, "bin", "bench")
+	bin := filepath.Join(dir, "leo-runtime")
+	if err := sh("go", "build", "-trimpath", "-o", bin, "./cmd/leo-runtime"); err != nil {
+		return err
+	}
+	if _, err := exec.LookPath("/usr/bin/time"); err != nil {
+		if err := sh("sh", "-c", "apt-get update -qq && apt-get install -y -qq time"); err != nil {
+			return fmt.Errorf("/usr/bin/time is missing and could not be installed: %w", err)
+		}
+	}
+	c, err := synth.Shape(shape)
+	if err != nil {
+		return err
+	}
+	ck := filepath.Join(dir, "hf-"+shape)
+	if _, err := os.Stat(filepath.Join(ck, "config.json")); err != nil {
+		fmt.Fprintf(os.Stderr, "writing a %s-shaped Hugging Face checkpoint (F16) to %s…\n", shape, ck)
+		if err := os.MkdirAll(ck, 0o755); err != nil {
+			return err
+		}
+		if err := hfgen.WriteShape(ck, c, "F16", 1); err != nil {
+			return err
+		}
+	}
+	var ckBytes int64
+	shards, _ := filepath.Glob(filepath.Join(ck, "*.safetensors"))
+	for _, p := range shards {
+		if fi, err := os.Stat(p); err == nil {
+			ckBytes += fi.Size()
+		}
+	}
+	f16 := filepath.Join(dir, "hf-"+shape+"-f16.gguf")
+	steps := []struct {
+		name string
+		args []string
+	}{
+		{"convert --hf (safetensors F16 → GGUF F16)", []string{"convert", "--hf", ck, "-o", f16}},
+		{"quantize F16 → Q8_0", []string{"quantize", f16, filepath.Join(dir, "hf-"+shape+"-q8_0.gguf"), "--type", "q8_0"}},
+		{"quantize F16 → Q4_0", []string{"quantize", f16, filepath.Join(dir, "hf-"+shape+"-q4_0.gguf"), "--type", "q4_0"}},
+	}
+	fmt.Printf("\nweights pipeline, %s shape: checkpoint %.2f GB in %d safetensors shards; peak RSS by /usr/bin/time -v\n\n", shape, float64(ckBytes)/1e9, len(shards))
+	fmt.Println("| step | wall s | peak RSS MB | RSS / checkpoint |")
+	fmt.Println("|---|---|---|---|")
+	for _, st := range steps {
+		var errOut bytes.Buffer
+		cmd := exec.Command("/usr/bin/time", append([]string{"-v", bin}, st.args...)...)
+		cmd.Stdout, cmd.Stderr = io.Discard, &errOut
+		start := time.Now()
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("%s: %w\n%s", st.name, err, errOut.String())
+		}
+		wall := time.Since(start).Seconds()
+		kb := 0
+		for _, line := range strings.Split(errOut.String(), "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Maximum resident set size (kbytes): "); ok {
+				kb, _ = strconv.Atoi(v)
+			}
+		}
+		if kb == 0 {
+			return fmt.Errorf("%s: no peak RSS in /usr/bin/time's output:\n%s", st.name, errOut.String())
+		}
+		fmt.Printf("| %s | %.1f | %.0f | %.3f |\n", st.name, wall, float64(kb)/1e3, float64(kb)*1e3/float64(ckBytes))
+	}
+	return nil
 }

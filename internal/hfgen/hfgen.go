@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/leo-operator/leo/runtime/model"
 	"github.com/leo-operator/leo/runtime/quant"
 	"github.com/leo-operator/leo/runtime/safetensors"
 	"github.com/leo-operator/leo/runtime/synth"
@@ -172,4 +173,122 @@ func writeJSON(path string, v any) error {
 		return err
 	}
 	return os.WriteFile(path, b, 0o644)
+}
+
+// WriteShape writes a checkpoint of shape c in dtype ("F16" or "BF16")
+// with random weights, streamed: memory stays small whatever the model's
+// size (for conversion benchmarks on billion-parameter shapes). Shards
+// hold at most 2 GiB (transformers splits at 5 GB by default; smaller
+// shards keep several in play for a 1B model).
+func WriteShape(dir string, c model.Config, dtype string, seed uint64) error {
+	if dtype != "F16" && dtype != "BF16" {
+		return fmt.Errorf("dtype %q: want F16 or BF16", dtype)
+	}
+	hd := c.Dim / c.Heads
+	var specs []safetensors.Spec
+	add := func(name string, shape ...int64) {
+		specs = append(specs, safetensors.Spec{Name: name, DType: dtype, Shape: shape})
+	}
+	add("model.embed_tokens.weight", int64(c.VocabSize), int64(c.Dim))
+	for l := 0; l < c.Layers; l++ {
+		p := fmt.Sprintf("model.layers.%d.", l)
+		add(p+"input_layernorm.weight", int64(c.Dim))
+		add(p+"self_attn.q_proj.weight", int64(c.Dim), int64(c.Dim))
+		add(p+"self_attn.k_proj.weight", int64(c.KVHeads*hd), int64(c.Dim))
+		add(p+"self_attn.v_proj.weight", int64(c.KVHeads*hd), int64(c.Dim))
+		add(p+"self_attn.o_proj.weight", int64(c.Dim), int64(c.Dim))
+		add(p+"post_attention_layernorm.weight", int64(c.Dim))
+		add(p+"mlp.gate_proj.weight", int64(c.HiddenDim), int64(c.Dim))
+		add(p+"mlp.up_proj.weight", int64(c.HiddenDim), int64(c.Dim))
+		add(p+"mlp.down_proj.weight", int64(c.Dim), int64(c.HiddenDim))
+	}
+	add("model.norm.weight", int64(c.Dim))
+	add("lm_head.weight", int64(c.VocabSize), int64(c.Dim))
+
+	const shardBytes = 2 << 30
+	var shards [][]safetensors.Spec
+	var size int64
+	for _, s := range specs {
+		n, _ := s.Bytes()
+		if len(shards) == 0 || size+n > shardBytes {
+			shards = append(shards, nil)
+			size = 0
+		}
+		shards[len(shards)-1] = append(shards[len(shards)-1], s)
+		size += n
+	}
+	r := rand.New(rand.NewPCG(seed, 7))
+	index := map[string]string{}
+	for i, sh := range shards {
+		name := fmt.Sprintf("model-%05d-of-%05d.safetensors", i+1, len(shards))
+		if err := writeStreamed(filepath.Join(dir, name), sh, dtype, r); err != nil {
+			return err
+		}
+		for _, s := range sh {
+			index[s.Name] = name
+		}
+	}
+	if err := writeJSON(filepath.Join(dir, "model.safetensors.index.json"), map[string]any{"metadata": map[string]any{}, "weight_map": index}); err != nil {
+		return err
+	}
+	torchDtype := map[string]string{"F16": "float16", "BF16": "bfloat16"}[dtype]
+	if err := writeJSON(filepath.Join(dir, "config.json"), map[string]any{
+		"architectures": []string{"LlamaForCausalLM"}, "model_type": "llama", "hidden_size": c.Dim,
+		"intermediate_size": c.HiddenDim, "num_hidden_layers": c.Layers, "num_attention_heads": c.Heads,
+		"num_key_value_heads": c.KVHeads, "vocab_size": c.VocabSize, "max_position_embeddings": c.ContextLength,
+		"rms_norm_eps": c.NormEps, "rope_theta": c.RopeBase, "tie_word_embeddings": false, "torch_dtype": torchDtype,
+	}); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "tokenizer.model"), synth.Llama2TokenizerModel(), 0o644)
+}
+
+// writeStreamed writes one shard, generating each tensor's values (normal,
+// scaled by 1/√cols; norm gains near 1) a MiB at a time.
+func writeStreamed(path string, specs []safetensors.Spec, dtype string, r *rand.Rand) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriterSize(f, 1<<20)
+	h, err := safetensors.Header(specs, map[string]string{"format": "pt"})
+	if err == nil {
+		_, err = bw.Write(h)
+	}
+	buf := make([]byte, 1<<20)
+	for _, s := range specs {
+		if err != nil {
+			break
+		}
+		n, _ := s.Bytes()
+		scale := 1.0
+		if len(s.Shape) == 2 {
+			scale = 1 / math.Sqrt(float64(s.Shape[1]))
+		}
+		for n > 0 && err == nil {
+			k := min(int64(len(buf)), n)
+			for i := int64(0); i < k; i += 2 {
+				x := float32(r.NormFloat64() * scale)
+				if len(s.Shape) == 1 {
+					x = float32(1 + 0.1*r.NormFloat64())
+				}
+				var b uint16
+				if dtype == "F16" {
+					b = quant.Float32ToFP16(x)
+				} else {
+					b = quant.Float32ToBF16(x)
+				}
+				binary.LittleEndian.PutUint16(buf[i:], b)
+			}
+			_, err = bw.Write(buf[:k])
+			n -= k
+		}
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

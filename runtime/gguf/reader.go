@@ -184,6 +184,20 @@ func (f *File) TensorData(t TensorInfo) []byte {
 	return f.data[start:end:end]
 }
 
+// Release tells the kernel that tensor t's pages will not be read again
+// soon, so that they leave this process's resident memory (a pass over a
+// whole model, such as quantizing it, then holds one tensor at a time
+// rather than the file). The bytes stay readable. A no-op for a parsed
+// file.
+func (f *File) Release(t TensorInfo) {
+	if f.unmap == nil {
+		return
+	}
+	if b := f.TensorData(t); len(b) > 0 {
+		release(f.data, b)
+	}
+}
+
 // Lookup returns the value of a metadata key.
 func (f *File) Lookup(key string) (Value, bool) {
 	i, ok := f.keys[key]

@@ -29,42 +29,21 @@ type headerEntry struct {
 // Write writes tensors (in the order given) and metadata as a safetensors
 // file. Sizes are checked against dtypes and shapes.
 func Write(w io.Writer, tensors []Tensor, metadata map[string]string) error {
-	header := map[string]any{}
-	if len(metadata) > 0 {
-		header["__metadata__"] = metadata
+	specs := make([]Spec, len(tensors))
+	for i, t := range tensors {
+		specs[i] = Spec{Name: t.Name, DType: t.DType, Shape: t.Shape}
+		if n, err := specs[i].Bytes(); err != nil || n != int64(len(t.Data)) {
+			if err != nil {
+				return fmt.Errorf("tensor %s: %w", t.Name, err)
+			}
+			return fmt.Errorf("tensor %s: shape %v of %s is %d bytes, the data %d", t.Name, t.Shape, t.DType, n, len(t.Data))
+		}
 	}
-	var off int64
-	for _, t := range tensors {
-		size, err := DTypeSize(t.DType)
-		if err != nil {
-			return fmt.Errorf("tensor %s: %w", t.Name, err)
-		}
-		n := int64(1)
-		for _, d := range t.Shape {
-			n *= d
-		}
-		if n*int64(size) != int64(len(t.Data)) {
-			return fmt.Errorf("tensor %s: shape %v of %s is %d bytes, the data %d", t.Name, t.Shape, t.DType, n*int64(size), len(t.Data))
-		}
-		if _, dup := header[t.Name]; dup || t.Name == "__metadata__" {
-			return fmt.Errorf("tensor name %q used twice (or reserved)", t.Name)
-		}
-		header[t.Name] = headerEntry{DType: t.DType, Shape: t.Shape, DataOffsets: [2]int64{off, off + int64(len(t.Data))}}
-		off += int64(len(t.Data))
-	}
-	js, err := json.Marshal(header)
+	h, err := Header(specs, metadata)
 	if err != nil {
 		return err
 	}
-	for len(js)%8 != 0 { // the data starts 8-byte aligned, as the reference writer pads
-		js = append(js, ' ')
-	}
-	var n [8]byte
-	binary.LittleEndian.PutUint64(n[:], uint64(len(js)))
-	if _, err := w.Write(n[:]); err != nil {
-		return err
-	}
-	if _, err := w.Write(js); err != nil {
+	if _, err := w.Write(h); err != nil {
 		return err
 	}
 	for _, t := range tensors {
@@ -73,6 +52,59 @@ func Write(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 		}
 	}
 	return nil
+}
+
+// Spec is a tensor's name, dtype and shape, without its data.
+type Spec struct {
+	Name  string
+	DType string
+	Shape []int64
+}
+
+// Bytes is the size of the tensor's data.
+func (s Spec) Bytes() (int64, error) {
+	size, err := DTypeSize(s.DType)
+	if err != nil {
+		return 0, err
+	}
+	n := int64(size)
+	for _, d := range s.Shape {
+		n *= d
+	}
+	return n, nil
+}
+
+// Header returns the start of a safetensors file holding tensors of these
+// specs in this order: the header's length and the header, padded so that
+// the data starts 8-byte aligned. The tensors' bytes follow it, in order
+// (a writer of large files streams them).
+func Header(specs []Spec, metadata map[string]string) ([]byte, error) {
+	header := map[string]any{}
+	if len(metadata) > 0 {
+		header["__metadata__"] = metadata
+	}
+	var off int64
+	for _, s := range specs {
+		n, err := s.Bytes()
+		if err != nil {
+			return nil, fmt.Errorf("tensor %s: %w", s.Name, err)
+		}
+		if _, dup := header[s.Name]; dup || s.Name == "__metadata__" {
+			return nil, fmt.Errorf("tensor name %q used twice (or reserved)", s.Name)
+		}
+		header[s.Name] = headerEntry{DType: s.DType, Shape: s.Shape, DataOffsets: [2]int64{off, off + n}}
+		off += n
+	}
+	js, err := json.Marshal(header)
+	if err != nil {
+		return nil, err
+	}
+	for len(js)%8 != 0 { // as the reference writer pads
+		js = append(js, ' ')
+	}
+	out := make([]byte, 8, 8+len(js))
+	binary.LittleEndian.PutUint64(out, uint64(len(js)))
+	return append(out, js...), nil
 }
 
 // DTypeSize is the bytes of one element of a safetensors dtype.
