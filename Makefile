@@ -20,6 +20,7 @@ HELM_VERSION := v4.3.1
 HELM := bin/helm-$(HELM_VERSION)
 # The kube-apiserver and etcd that envtest starts, built from source.
 KUBE_BIN_DIR = $(shell hack/kube/build.sh)
+WEED = $(shell hack/seaweedfs/build.sh)
 
 .PHONY: all
 all: generate manifests build
@@ -48,6 +49,10 @@ build: ## the manager and leo-runtime binaries
 kube-bins: ## build kube-apiserver and etcd for envtest into bin/kube/<version> (cached)
 	hack/kube/build.sh
 
+.PHONY: s3-bins
+s3-bins: ## build SeaweedFS's weed (the weights tests' real S3 server) into bin/seaweedfs/<version> (cached)
+	hack/seaweedfs/build.sh
+
 ##@ Run
 
 .PHONY: demo
@@ -57,8 +62,8 @@ demo: kube-bins ## start a real control plane, install the CRDs, run the manager
 ##@ Test
 
 .PHONY: test
-test: kube-bins $(HELM) ## all tests, against a real kube-apiserver and etcd; the serving packages again under the race detector; then the fuzzers briefly
-	KUBEBUILDER_ASSETS="$(KUBE_BIN_DIR)" HELM="$(CURDIR)/$(HELM)" $(GO) test -count=1 ./...
+test: kube-bins s3-bins $(HELM) ## all tests, against a real kube-apiserver and etcd (and S3 server); the serving packages again under the race detector; then the fuzzers briefly
+	KUBEBUILDER_ASSETS="$(KUBE_BIN_DIR)" WEED="$(WEED)" HELM="$(CURDIR)/$(HELM)" $(GO) test -count=1 ./...
 	$(GO) test -race -count=1 ./runtime/engine ./runtime/server ./runtime/cpu
 	$(MAKE) fuzz
 

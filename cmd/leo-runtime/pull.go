@@ -26,12 +26,15 @@ SOURCE is one of
                              tag or commit; main by default), pinned to the
                              commit the revision names when the pull starts
   https://HOST/PATH/FILE     one file (http:// only with --allow-http)
+  s3://BUCKET[/PREFIX]       the objects under PREFIX/ (or the one object PREFIX)
   pvc://PATH or PATH         a file or directory on a mounted volume: copied
                              into DEST, or checked in place when DEST is "-"
                              or the same directory
 
 Environment: HF_TOKEN (a Hub token, for gated and private repositories),
-HF_ENDPOINT (a Hub mirror), and LEO_<FLAG> for each flag below.
+HF_ENDPOINT (a Hub mirror); AWS_ENDPOINT_URL (an S3-compatible store),
+AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
+AWS_SHARED_CREDENTIALS_FILE; and LEO_<FLAG> for each flag below.
 
 flags:
 `)

@@ -11,12 +11,12 @@ package hubtest
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha1" //nolint:gosec // git's blob ids are SHA-1
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -82,9 +82,8 @@ type Server struct {
 	// Fault, when set, decides each file request's fault.
 	Fault func(Request) Fault
 	// sent counts body bytes of file responses, sentTo per client.
-	sent    atomic.Int64
-	sentTo  map[string]int64
-	corrupt map[string][]byte // corrupted copies of files, by path and offset
+	sent   atomic.Int64
+	sentTo map[string]int64
 	// AuthSeen records the Authorization headers of API and resolve
 	// requests (to check the token is sent to the Hub).
 	authSeen []string
@@ -344,76 +343,83 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request, f *File, etag stri
 		http.Error(w, http.StatusText(fault.Status), fault.Status)
 		return
 	}
-	data := f.Data
-	if fault.Corrupt && fault.CorruptAt >= 0 && fault.CorruptAt < int64(len(data)) {
-		data = s.corruptCopy(f, fault.CorruptAt)
-	}
 	w.Header().Set("ETag", etag)
 	w.Header().Set("Accept-Ranges", "bytes")
-	fw := &faultWriter{ResponseWriter: w, s: s, fault: fault, ctx: r, client: r.Header.Get(ClientHeader)}
-	http.ServeContent(fw, r, "", time.Time{}, bytes.NewReader(data))
+	client := r.Header.Get(ClientHeader)
+	fw := &FaultWriter{ResponseWriter: w, Fault: fault, Ctx: r.Context(), Count: func(n int) {
+		s.sent.Add(int64(n))
+		s.mu.Lock()
+		s.sentTo[client] += int64(n)
+		s.mu.Unlock()
+	}}
+	http.ServeContent(fw, r, "", time.Time{}, bytes.NewReader(f.Data))
 }
 
-// corruptCopy returns f's bytes with the byte at off flipped (made once).
-func (s *Server) corruptCopy(f *File, off int64) []byte {
-	key := f.Path + "@" + strconv.FormatInt(off, 10)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.corrupt == nil {
-		s.corrupt = map[string][]byte{}
-	}
-	if b, ok := s.corrupt[key]; ok {
-		return b
-	}
-	b := bytes.Clone(f.Data)
-	b[off] ^= 0xff
-	s.corrupt[key] = b
-	return b
-}
-
-// faultWriter counts the body bytes and cuts or stalls the response.
-type faultWriter struct {
+// FaultWriter applies a Fault to a response body on its way out (cut,
+// stall, delay, a corrupted byte at a file offset) and reports the bytes
+// it sends to Count. Used by this package and by s3test's proxy.
+type FaultWriter struct {
 	http.ResponseWriter
-	s       *Server
-	fault   Fault
+	Fault Fault
+	Ctx   context.Context
+	// Count, when set, is called with the bytes of each write that went
+	// out.
+	Count   func(n int)
+	start   int64 // the file offset of the body's first byte (Content-Range)
 	written int64
-	ctx     *http.Request
-	client  string
+	header  bool
 }
 
-func (fw *faultWriter) count(n int) {
+// WriteHeader notes where a ranged body starts, for CorruptAt.
+func (fw *FaultWriter) WriteHeader(code int) {
+	if cr := fw.Header().Get("Content-Range"); strings.HasPrefix(cr, "bytes ") {
+		a, _, _ := strings.Cut(strings.TrimPrefix(cr, "bytes "), "-")
+		fw.start, _ = strconv.ParseInt(a, 10, 64)
+	}
+	fw.header = true
+	fw.ResponseWriter.WriteHeader(code)
+}
+
+func (fw *FaultWriter) count(n int) {
 	fw.written += int64(n)
-	fw.s.sent.Add(int64(n))
-	fw.s.mu.Lock()
-	fw.s.sentTo[fw.client] += int64(n)
-	fw.s.mu.Unlock()
+	if fw.Count != nil {
+		fw.Count(n)
+	}
 }
 
-func (fw *faultWriter) Write(p []byte) (int, error) {
-	if fw.fault.Delay > 0 {
+func (fw *FaultWriter) Write(p []byte) (int, error) {
+	if !fw.header {
+		fw.WriteHeader(http.StatusOK)
+	}
+	f := fw.Fault
+	if f.Delay > 0 {
 		select {
-		case <-time.After(fw.fault.Delay):
-		case <-fw.ctx.Context().Done():
-			return 0, fw.ctx.Context().Err()
+		case <-time.After(f.Delay):
+		case <-fw.Ctx.Done():
+			return 0, fw.Ctx.Err()
+		}
+	}
+	if f.Corrupt {
+		if i := f.CorruptAt - fw.start - fw.written; i >= 0 && i < int64(len(p)) {
+			p = bytes.Clone(p)
+			p[i] ^= 0xff
 		}
 	}
 	limit := int64(-1)
 	switch {
-	case fw.fault.CutAfter > 0:
-		limit = fw.fault.CutAfter
-	case fw.fault.StallAfter > 0:
-		limit = fw.fault.StallAfter
+	case f.CutAfter > 0:
+		limit = f.CutAfter
+	case f.StallAfter > 0:
+		limit = f.StallAfter
 	}
 	if limit >= 0 && fw.written+int64(len(p)) > limit {
 		k := int(limit - fw.written)
 		n, _ := fw.ResponseWriter.Write(p[:k])
 		fw.count(n)
-		if f, ok := fw.ResponseWriter.(http.Flusher); ok {
-			f.Flush()
-		}
-		if fw.fault.StallAfter > 0 {
+		fw.Flush()
+		if f.StallAfter > 0 {
 			select {
-			case <-fw.ctx.Context().Done():
+			case <-fw.Ctx.Done():
 			case <-time.After(time.Minute):
 			}
 		}
@@ -424,7 +430,12 @@ func (fw *faultWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// Unwrap lets http.ResponseController reach the real writer.
-func (fw *faultWriter) Unwrap() http.ResponseWriter { return fw.ResponseWriter }
+// Flush passes flushes through.
+func (fw *FaultWriter) Flush() {
+	if fl, ok := fw.ResponseWriter.(http.Flusher); ok {
+		fl.Flush()
+	}
+}
 
-var _ io.Writer = (*faultWriter)(nil)
+// Unwrap lets http.ResponseController reach the real writer.
+func (fw *FaultWriter) Unwrap() http.ResponseWriter { return fw.ResponseWriter }

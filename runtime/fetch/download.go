@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"crypto/md5"  //nolint:gosec // S3's ETags are MD5; used to check, not to sign
 	"crypto/sha1" //nolint:gosec // git's blob ids are SHA-1; used to check, not to sign
 	"crypto/sha256"
 	"encoding/hex"
@@ -370,9 +371,9 @@ func (j *fileJob) try(ctx context.Context, p *part) (int64, error) {
 }
 
 type hashResult struct {
-	sha256, gitSHA1 string
-	size            int64
-	err             error
+	sha256, gitSHA1, md5 string
+	size                 int64
+	err                  error
 }
 
 // prefix is how many bytes from the start are written.
@@ -423,9 +424,9 @@ func (j *fileJob) hash(ctx context.Context, fetched <-chan struct{}) hashResult 
 // writers (the bytes they write where the hashed prefix ends, from their
 // buffer) and by hash (the rest, read back from the file).
 type digest struct {
-	mu     sync.Mutex
-	sh, gh hash.Hash
-	at     int64 // bytes hashed
+	mu         sync.Mutex
+	sh, gh, mh hash.Hash // SHA-256; the git blob id and MD5 when the source publishes them
+	at         int64     // bytes hashed
 }
 
 func newDigest(r remote) *digest {
@@ -433,6 +434,9 @@ func newDigest(r remote) *digest {
 	if r.gitSHA1 != "" && r.size >= 0 {
 		d.gh = sha1.New() //nolint:gosec // git's blob id
 		_, _ = d.gh.Write([]byte("blob " + strconv.FormatInt(r.size, 10) + "\x00"))
+	}
+	if r.md5 != "" {
+		d.mh = md5.New() //nolint:gosec // S3's ETag is an MD5; checked, not trusted for security
 	}
 	return d
 }
@@ -444,9 +448,10 @@ func (d *digest) add(off int64, b []byte) {
 	if off != d.at {
 		return
 	}
-	_, _ = d.sh.Write(b)
-	if d.gh != nil {
-		_, _ = d.gh.Write(b)
+	for _, h := range []hash.Hash{d.sh, d.gh, d.mh} {
+		if h != nil {
+			_, _ = h.Write(b)
+		}
 	}
 	d.at += int64(len(b))
 }
@@ -463,6 +468,9 @@ func (d *digest) result() hashResult {
 	r := hashResult{sha256: hex.EncodeToString(d.sh.Sum(nil)), size: d.at}
 	if d.gh != nil {
 		r.gitSHA1 = hex.EncodeToString(d.gh.Sum(nil))
+	}
+	if d.mh != nil {
+		r.md5 = hex.EncodeToString(d.mh.Sum(nil))
 	}
 	return r
 }
@@ -484,6 +492,8 @@ func (j *fileJob) finish(h hashResult) error {
 		return bad("SHA-256", r.sha256, h.sha256)
 	case r.gitSHA1 != "" && h.gitSHA1 != r.gitSHA1:
 		return bad("git blob id", r.gitSHA1, h.gitSHA1)
+	case r.md5 != "" && h.md5 != r.md5:
+		return bad("MD5 (ETag)", r.md5, h.md5)
 	}
 	if j.o.Fsync {
 		if err := j.f.Sync(); err != nil {

@@ -40,6 +40,13 @@ type Options struct {
 	StallTimeout time.Duration
 	// Timeout bounds the whole pull (0: none).
 	Timeout time.Duration
+	// S3Endpoint is an S3-compatible store's address (https://host:port;
+	// AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL when empty; AWS when all
+	// are). S3Region is the region (AWS_REGION). S3AccessKey and the rest
+	// are credentials; when empty they come from the environment, a
+	// shared credentials file, or the instance's role.
+	S3Endpoint, S3Region                     string
+	S3AccessKey, S3SecretKey, S3SessionToken string
 	// Fsync flushes each file to the disk before it is renamed into
 	// place, so that a node that loses power cannot leave a file the
 	// manifest vouches for with bytes missing. Off by default, as curl and
@@ -137,6 +144,8 @@ func Pull(ctx context.Context, src Source, dest string, o Options) (*Result, err
 		m.Revision, files, err = listHub(ctx, &o, src)
 	case HTTPS:
 		files, err = listHTTPS(ctx, &o, src)
+	case S3:
+		files, err = listS3(ctx, &o, src)
 	case Local:
 		if inPlace(src.Path, dest) {
 			return verifyInPlace(ctx, src, &o)

@@ -16,9 +16,10 @@ type remote struct {
 	name string // path under the destination
 	size int64  // bytes; -1 when the source does not say
 	// sha256 is the checksum the source publishes (hex), "" when none;
-	// gitSHA1 the git blob id of a Hub file kept outside LFS.
-	sha256, gitSHA1 string
-	get             getter
+	// gitSHA1 the git blob id of a Hub file kept outside LFS; md5 an S3
+	// object's MD5 (the ETag of a single-part upload).
+	sha256, gitSHA1, md5 string
+	get                  getter
 }
 
 // getter opens byte ranges of one remote file.

@@ -1,6 +1,7 @@
 // Package fetch downloads model files robustly: from the Hugging Face Hub
-// (hf://org/repo[@revision]), from https:// URLs, and from local paths
-// (pvc:// or a plain path). Large files are fetched in parallel ranged
+// (hf://org/repo[@revision]), from https:// URLs, from S3 and S3-compatible
+// stores (s3://bucket/prefix), and from local paths (pvc:// or a plain
+// path). Large files are fetched in parallel ranged
 // parts; an interrupted download resumes from what is on disk; a request
 // that fails, stalls or is cut off is retried with backoff; every file is
 // checked against the checksum its source publishes, renamed into place
@@ -23,6 +24,7 @@ type Kind string
 const (
 	HF    Kind = "hf"    // the Hugging Face Hub
 	HTTPS Kind = "https" // one file by URL (http too when allowed)
+	S3    Kind = "s3"    // objects of an S3 (or S3-compatible) bucket
 	Local Kind = "local" // a path on a mounted volume (pvc:// or plain)
 )
 
@@ -34,6 +36,8 @@ type Source struct {
 	Repo, Revision string
 	// HTTPS: the URL.
 	URL *url.URL
+	// S3: the bucket and the key prefix (a key, or a "directory").
+	Bucket, Prefix string
 	// Local: the path (a file or a directory).
 	Path string
 }
@@ -44,6 +48,8 @@ func (s Source) String() string {
 		return "hf://" + s.Repo + "@" + s.Revision
 	case HTTPS:
 		return s.URL.Redacted()
+	case S3:
+		return "s3://" + s.Bucket + "/" + s.Prefix
 	default:
 		return s.Path
 	}
@@ -80,7 +86,14 @@ func ParseSource(s string, allowHTTP bool) (Source, error) {
 		}
 		return Source{Kind: HTTPS, URL: u}, nil
 	case strings.HasPrefix(s, "s3://"):
-		return Source{}, fmt.Errorf("source %q: s3:// sources are not supported yet", s)
+		bucket, prefix, _ := strings.Cut(strings.TrimPrefix(s, "s3://"), "/")
+		if !validBucket(bucket) {
+			return Source{}, fmt.Errorf("source %q: want s3://bucket[/prefix], the bucket 3-63 lowercase letters, digits, '.' and '-'", s)
+		}
+		if strings.Contains(prefix, "//") || strings.Contains("/"+prefix+"/", "/../") {
+			return Source{}, fmt.Errorf("source %q: bad key prefix", s)
+		}
+		return Source{Kind: S3, Bucket: bucket, Prefix: prefix}, nil
 	case strings.Contains(s, "://") && !strings.HasPrefix(s, "pvc://"):
 		return Source{}, fmt.Errorf("source %q: unknown scheme; want hf://, https://, pvc:// or a path", s)
 	}
@@ -97,6 +110,19 @@ func validRepoPart(s string) bool {
 	}
 	for _, r := range s {
 		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.'
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func validBucket(b string) bool {
+	if len(b) < 3 || len(b) > 63 {
+		return false
+	}
+	for _, r := range b {
+		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.'
 		if !ok {
 			return false
 		}
