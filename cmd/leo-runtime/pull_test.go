@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leo-operator/leo/internal/hfgen"
 	"github.com/leo-operator/leo/internal/hubtest"
 )
 
@@ -176,4 +177,48 @@ func savedPartial(dest string) bool {
 		}
 	}
 	return false
+}
+
+// TestWeightsPipeline runs what a LlamaModel's Job runs: pull a Hugging
+// Face checkpoint from the Hub, convert it, quantize it, inspect it; then
+// generates from the result.
+func TestWeightsPipeline(t *testing.T) {
+	src := t.TempDir()
+	if err := hfgen.Small(11, false).Write(src, "BF16"); err != nil {
+		t.Fatal(err)
+	}
+	var files []hubtest.File
+	entries, _ := os.ReadDir(src)
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, hubtest.File{Path: e.Name(), Data: b})
+	}
+	s := hubtest.NewPlain(&hubtest.Repo{ID: "leo/small-gqa", Commit: testCommit, Files: files})
+	defer s.Close()
+	t.Setenv("HF_ENDPOINT", s.URL)
+	dir := t.TempDir()
+	ck := filepath.Join(dir, "checkpoint")
+	mustCLI(t, "pull", "hf://leo/small-gqa", ck, "--allow-http", "--include", "*.safetensors", "--include", "*.json", "--include", "tokenizer.model")
+	bf16 := filepath.Join(dir, "model-bf16.gguf")
+	mustCLI(t, "convert", "--hf", ck, "-o", bf16)
+	q8 := filepath.Join(dir, "model-q8_0.gguf")
+	report, _ := mustCLI(t, "quantize", bf16, q8, "--type", "q8_0")
+	if !strings.Contains(report, "BF16   Q8_0") {
+		t.Errorf("quantize report:\n%s", report)
+	}
+	out, _ := mustCLI(t, "inspect", "--json", q8)
+	var facts modelFacts
+	if err := json.Unmarshal([]byte(out), &facts); err != nil {
+		t.Fatal(err)
+	}
+	if facts.FileType != "Q8_0" || facts.Heads != 4 || facts.KVHeads != 2 || facts.Layers != 2 || facts.VocabSize != 32000 {
+		t.Errorf("facts %+v", facts)
+	}
+	gen, _ := mustCLI(t, "generate", "--model", q8, "--prompt", "Once upon a time", "--max-new-tokens", "8", "--ignore-eos")
+	if strings.TrimSpace(gen) == "" {
+		t.Error("the converted model generated nothing")
+	}
 }

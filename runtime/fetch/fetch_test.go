@@ -537,3 +537,23 @@ func FuzzSourceAndRanges(f *testing.F) {
 		_ = safeName(s)
 	})
 }
+
+// TestTotalTimeout: a pull that does not finish in time ends with an
+// error that says so, whatever the link is doing.
+func TestTotalTimeout(t *testing.T) {
+	big := checkpoint(t)[1]
+	s := hubtest.New(&hubtest.Repo{ID: "leo/tiny", Commit: commit, Files: []hubtest.File{big}})
+	defer s.Close()
+	s.Fault = func(hubtest.Request) hubtest.Fault { return hubtest.Fault{Delay: 50 * time.Millisecond} } // slow, never stalled
+	o := hubOptions(s, nil)
+	o.Timeout = 500 * time.Millisecond
+	src, _ := ParseSource("hf://leo/tiny", false)
+	start := time.Now()
+	_, err := Pull(context.Background(), src, t.TempDir(), o)
+	if err == nil || !strings.Contains(err.Error(), "longer than its timeout") {
+		t.Fatalf("got %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the pull stopped %s after it began, long after its 500ms timeout", d)
+	}
+}
