@@ -77,7 +77,8 @@ FUZZ_TARGETS := ./runtime/gguf:FuzzParse:300000 ./runtime/llama2c:FuzzParse:3000
 	./runtime/quant:FuzzDequantize:100000 ./runtime/sample:FuzzStopMatcher:300000 \
 	./runtime/server:FuzzDecodeScore:30000 ./runtime/server:FuzzDecodeCompletion:30000 \
 	./runtime/server:FuzzDecodeChat:30000 ./runtime/chat:FuzzEncode:40000 \
-	./runtime/fetch:FuzzSourceAndRanges:100000 ./runtime/safetensors:FuzzParseHeader:50000
+	./runtime/fetch:FuzzSourceAndRanges:100000 ./runtime/safetensors:FuzzParseHeader:50000 \
+	./runtime/tokenizer:FuzzParseHFTokenizerJSON:30000
 FUZZ_SCALE ?= 1
 
 .PHONY: fuzz

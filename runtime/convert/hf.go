@@ -162,24 +162,29 @@ func (ck *HFCheckpoint) openShards(dir string) error {
 	return nil
 }
 
-// hfVocab reads tokenizer.model, padding the vocabulary to the model's
-// size (checkpoints often have embedding rows for tokens the tokenizer
-// never produces) as llama.cpp's converter does.
+// hfVocab reads tokenizer.model, or else a SentencePiece-style
+// tokenizer.json, padding the vocabulary to the model's size
+// (checkpoints often have embedding rows for tokens the tokenizer never
+// produces) as llama.cpp's converter does.
 func hfVocab(dir string, size int) (tokenizer.Vocab, error) {
+	var v tokenizer.Vocab
 	b, err := os.ReadFile(filepath.Join(dir, "tokenizer.model"))
-	if err != nil {
-		if _, jerr := os.Stat(filepath.Join(dir, "tokenizer.json")); jerr == nil {
-			return tokenizer.Vocab{}, errors.New("the checkpoint has tokenizer.json but no tokenizer.model: only SentencePiece tokenizers (Llama 1 and 2) are converted so far")
+	if err == nil {
+		if v, err = tokenizer.ParseSentencePiece(b); err != nil {
+			return v, fmt.Errorf("tokenizer.model: %w", err)
 		}
-		return tokenizer.Vocab{}, fmt.Errorf("a Llama checkpoint needs tokenizer.model: %w", err)
-	}
-	v, err := tokenizer.ParseSentencePiece(b)
-	if err != nil {
-		return v, fmt.Errorf("tokenizer.model: %w", err)
+	} else {
+		j, jerr := os.ReadFile(filepath.Join(dir, "tokenizer.json"))
+		if jerr != nil {
+			return v, fmt.Errorf("a Llama checkpoint needs tokenizer.model or tokenizer.json: %w", err)
+		}
+		if v, err = tokenizer.ParseHFTokenizerJSON(j); err != nil {
+			return v, err
+		}
 	}
 	switch n := len(v.Tokens); {
 	case n > size:
-		return v, fmt.Errorf("tokenizer.model has %d tokens, more than the model's vocab_size %d", n, size)
+		return v, fmt.Errorf("the tokenizer has %d tokens, more than the model's vocab_size %d", n, size)
 	case n < size:
 		v.Tokens = append([]string(nil), v.Tokens...)
 		scores := make([]float32, size)

@@ -6,12 +6,15 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/leo-operator/leo/internal/hfgen"
 	"github.com/leo-operator/leo/runtime/loader"
 	"github.com/leo-operator/leo/runtime/model"
+	"github.com/leo-operator/leo/runtime/synth"
+	"github.com/leo-operator/leo/runtime/tokenizer"
 )
 
 // forward is transformers' LlamaForCausalLM in float64 on the checkpoint's
@@ -139,24 +142,7 @@ func TestHFToGGUF(t *testing.T) {
 			if err := m.Write(dir, c.dtype); err != nil {
 				t.Fatal(err)
 			}
-			ck, err := OpenHF(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			w, err := ck.Writer("test")
-			if err != nil {
-				t.Fatal(err)
-			}
-			out := filepath.Join(dir, "model.gguf")
-			if err := w.WriteFile(out); err != nil {
-				t.Fatal(err)
-			}
-			_ = ck.Close()
-			l, err := loader.Open(out, 2)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
+			l := convertAndLoad(t, dir)
 			if l.Model.Config.KVHeads != 2 || l.Model.Config.Heads != 4 {
 				t.Fatalf("config %+v", l.Model.Config)
 			}
@@ -228,4 +214,67 @@ func writeJSON(t *testing.T, path string, v any) {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestHFTokenizerJSONOnly: a checkpoint with tokenizer.json and no
+// tokenizer.model converts, and its GGUF tokenizes as the SentencePiece
+// model does; a byte-level one (Llama 3) is refused by name.
+func TestHFTokenizerJSONOnly(t *testing.T) {
+	dir := t.TempDir()
+	if err := hfgen.Small(4, true).Write(dir, "F32"); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := synth.Llama2Vocab()
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := tokenizer.HFTokenizerJSON(sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, "tokenizer.model")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tokenizer.json"), js, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l := convertAndLoad(t, dir)
+	want, _ := tokenizer.New(sp)
+	for _, text := range []string{"Once upon a time, there was a little girl named Lily.", "def f(x):\n    return x ** 2  # 平方"} {
+		if got, w := l.Tokenizer.Encode(text, true), want.Encode(text, true); !slices.Equal(got, w) {
+			t.Errorf("%q: %v from the converted tokenizer.json, %v from tokenizer.model", text, got, w)
+		}
+	}
+	llama3 := `{"model":{"type":"BPE","byte_fallback":false,"vocab":{"a":0},"merges":[]},"pre_tokenizer":{"type":"ByteLevel"}}`
+	if err := os.WriteFile(filepath.Join(dir, "tokenizer.json"), []byte(llama3), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenHF(dir); err == nil || !strings.Contains(err.Error(), "Llama 3") {
+		t.Errorf("a byte-level tokenizer.json: %v", err)
+	}
+}
+
+// convertAndLoad converts the checkpoint in dir to dir/model.gguf and
+// loads that (closed when the test ends).
+func convertAndLoad(t *testing.T, dir string) *loader.Loaded {
+	t.Helper()
+	ck, err := OpenHF(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ck.Close() }()
+	w, err := ck.Writer(filepath.Base(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "model.gguf")
+	if err := w.WriteFile(out); err != nil {
+		t.Fatal(err)
+	}
+	l, err := loader.Open(out, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	return l
 }
