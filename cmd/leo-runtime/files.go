@@ -11,9 +11,9 @@ import (
 
 	"github.com/leo-operator/leo/runtime/convert"
 	"github.com/leo-operator/leo/runtime/gguf"
-	"github.com/leo-operator/leo/runtime/llama2c"
 	"github.com/leo-operator/leo/runtime/quant"
 	"github.com/leo-operator/leo/runtime/synth"
+	"github.com/leo-operator/leo/runtime/tokenizer"
 )
 
 func fileTypeNames() string {
@@ -98,22 +98,22 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return w.WriteFile(*out)
 	}
-	ck, err := llama2c.Open(*l2c)
+	vocab := func(size int) (tokenizer.Vocab, error) {
+		full, err := synth.Llama2Vocab()
+		if err != nil {
+			return full, err
+		}
+		v, err := convert.TruncatedVocab(full, size)
+		if err != nil {
+			return v, fmt.Errorf("no tokenizer for a vocabulary of %d tokens: %w", size, err)
+		}
+		return v, nil
+	}
+	w, closeCk, err := convert.Llama2CFile(*l2c, vocab, strings.TrimSuffix(filepath.Base(*l2c), filepath.Ext(*l2c)))
 	if err != nil {
 		return err
 	}
-	full, err := synth.Llama2Vocab()
-	if err != nil {
-		return err
-	}
-	vocab, err := convert.TruncatedVocab(full, ck.Config.VocabSize)
-	if err != nil {
-		return fmt.Errorf("no tokenizer for a vocabulary of %d tokens: %w", ck.Config.VocabSize, err)
-	}
-	w, err := convert.Llama2C(ck, vocab, strings.TrimSuffix(filepath.Base(*l2c), filepath.Ext(*l2c)))
-	if err != nil {
-		return err
-	}
+	defer func() { _ = closeCk() }()
 	return w.WriteFile(*out)
 }
 

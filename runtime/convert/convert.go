@@ -31,22 +31,10 @@ import (
 // the checkpoint's vocabulary size (see TruncatedVocab).
 func Llama2C(ck *llama2c.Checkpoint, vocab tokenizer.Vocab, name string) (*gguf.Writer, error) {
 	cc := ck.Config
-	if len(vocab.Tokens) != cc.VocabSize {
-		return nil, fmt.Errorf("the checkpoint has a vocabulary of %d tokens but the tokenizer has %d", cc.VocabSize, len(vocab.Tokens))
-	}
-	c := model.Config{
-		Dim: cc.Dim, HiddenDim: cc.HiddenDim, Layers: cc.Layers, Heads: cc.Heads, KVHeads: cc.KVHeads,
-		VocabSize: cc.VocabSize, ContextLength: cc.SeqLen, RopeBase: 10000, RopeDim: cc.Dim / cc.Heads, NormEps: 1e-5,
-	}
-	if err := c.Validate(); err != nil {
+	w, c, err := llama2cHeader(cc, vocab, name)
+	if err != nil {
 		return nil, err
 	}
-	w := gguf.NewWriter()
-	w.SetString("general.architecture", "llama")
-	w.SetString("general.name", name)
-	w.SetUint32("general.file_type", 0)
-	model.WriteConfig(w, c)
-	tokenizer.WriteGGUF(w, vocab)
 
 	data := map[string][]float32{
 		"token_embd.weight":  ck.TokenEmbedding,
@@ -80,6 +68,28 @@ func Llama2C(ck *llama2c.Checkpoint, vocab tokenizer.Vocab, name string) (*gguf.
 		}
 	}
 	return w, nil
+}
+
+// llama2cHeader starts the GGUF writer of a llama2.c checkpoint of
+// shape cc: its metadata and tokenizer.
+func llama2cHeader(cc llama2c.Config, vocab tokenizer.Vocab, name string) (*gguf.Writer, model.Config, error) {
+	if len(vocab.Tokens) != cc.VocabSize {
+		return nil, model.Config{}, fmt.Errorf("the checkpoint has a vocabulary of %d tokens but the tokenizer has %d", cc.VocabSize, len(vocab.Tokens))
+	}
+	c := model.Config{
+		Dim: cc.Dim, HiddenDim: cc.HiddenDim, Layers: cc.Layers, Heads: cc.Heads, KVHeads: cc.KVHeads,
+		VocabSize: cc.VocabSize, ContextLength: cc.SeqLen, RopeBase: 10000, RopeDim: cc.Dim / cc.Heads, NormEps: 1e-5,
+	}
+	if err := c.Validate(); err != nil {
+		return nil, c, err
+	}
+	w := gguf.NewWriter()
+	w.SetString("general.architecture", "llama")
+	w.SetString("general.name", name)
+	w.SetUint32("general.file_type", 0)
+	model.WriteConfig(w, c)
+	tokenizer.WriteGGUF(w, vocab)
+	return w, c, nil
 }
 
 func shapeOf(s model.TensorSpec) []uint64 {

@@ -1,6 +1,7 @@
 package convert
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -11,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/leo-operator/leo/internal/hfgen"
+	"github.com/leo-operator/leo/runtime/llama2c"
 	"github.com/leo-operator/leo/runtime/loader"
 	"github.com/leo-operator/leo/runtime/model"
 	"github.com/leo-operator/leo/runtime/synth"
@@ -277,4 +279,45 @@ func convertAndLoad(t *testing.T, dir string) *loader.Loaded {
 	}
 	t.Cleanup(l.Close)
 	return l
+}
+
+// TestLlama2CFile: converting stories260K from its file, a piece at a
+// time, writes the same bytes as converting it from memory.
+func TestLlama2CFile(t *testing.T) {
+	const path = "../llama2c/testdata/stories260K.bin"
+	ck, err := llama2c.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := synth.Llama2Vocab()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vocab := func(n int) (tokenizer.Vocab, error) { return TruncatedVocab(full, n) }
+	v, _ := vocab(ck.Config.VocabSize)
+	mem, err := Llama2C(ck, v, "stories260K")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b bytes.Buffer
+	if _, err := mem.WriteTo(&a); err != nil {
+		t.Fatal(err)
+	}
+	w, closeCk, err := Llama2CFile(path, vocab, "stories260K")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = closeCk() }()
+	if _, err := w.WriteTo(&b); err != nil {
+		t.Fatal(err)
+	}
+	if a.Len() == 0 || !bytes.Equal(a.Bytes(), b.Bytes()) {
+		t.Errorf("streamed conversion: %d bytes, from memory %d, equal %v", b.Len(), a.Len(), bytes.Equal(a.Bytes(), b.Bytes()))
+	}
+	bad := filepath.Join(t.TempDir(), "short.bin")
+	raw, _ := os.ReadFile(path)
+	_ = os.WriteFile(bad, raw[:len(raw)-4], 0o644)
+	if _, _, err := Llama2CFile(bad, vocab, "x"); err == nil || !strings.Contains(err.Error(), "implies a file of") {
+		t.Errorf("a truncated checkpoint: %v", err)
+	}
 }

@@ -135,6 +135,23 @@ func sections(c Config) []section {
 	return s
 }
 
+// Offsets returns where each float array starts in a checkpoint file of
+// this shape, in bytes from the file's start, and its length in floats
+// (all layers together): token_embedding, rms_att, wq, wk, wv, wo,
+// rms_ffn, w1, w2, w3, rms_final, and wcls unless the classifier is
+// shared. For reading a checkpoint a piece at a time; the config must
+// have passed ParseHeader.
+func (c Config) Offsets() map[string][2]int64 {
+	out := map[string][2]int64{}
+	off := int64(HeaderBytes)
+	for _, s := range sections(c) {
+		n := int64(s.count) //nolint:gosec // bounded by ParseHeader
+		out[s.name] = [2]int64{off, n}
+		off += 4 * n
+	}
+	return out
+}
+
 // ParseHeader decodes and checks the header at the start of data and
 // returns the file size in bytes it implies. The products behind that
 // size are checked for overflow, so it is safe to compare with a real
