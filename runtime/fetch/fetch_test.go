@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -555,5 +556,22 @@ func TestTotalTimeout(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("the pull stopped %s after it began, long after its 500ms timeout", d)
+	}
+}
+
+// TestReadOnly: a read-only volume (as a pvc:// mount may be) is verified
+// without its manifest being written; other write errors still fail.
+func TestReadOnly(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{&os.PathError{Op: "open", Path: "/m/x", Err: syscall.EROFS}, true},
+		{&os.PathError{Op: "open", Path: "/m/x", Err: syscall.EACCES}, true},
+		{&os.PathError{Op: "write", Path: "/m/x", Err: syscall.ENOSPC}, false},
+	} {
+		if got := readOnly(c.err); got != c.want {
+			t.Errorf("readOnly(%v) = %v", c.err, got)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -285,7 +286,9 @@ func verifyInPlace(ctx context.Context, src Source, o *Options) (*Result, error)
 		m.Files = append(m.Files, ManifestFile{Name: f.name, Size: f.size, SHA256: sum})
 		o.Report.Event(Event{Kind: "verified", File: f.name, BytesTotal: f.size, SHA256: sum})
 	}
-	if err := writeManifest(dir, m); err != nil {
+	// A volume mounted read-only is checked all the same; the manifest is
+	// then only returned.
+	if err := writeManifest(dir, m); err != nil && !readOnly(err) {
 		return nil, err
 	}
 	res := &Result{Manifest: m, Present: total, Elapsed: time.Since(start)}
@@ -314,4 +317,10 @@ func hashFile(ctx context.Context, p string) (string, error) {
 			return "", err
 		}
 	}
+}
+
+// readOnly reports whether err says the file system refused a write
+// (mounted read-only, or no permission).
+func readOnly(err error) bool {
+	return errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS)
 }
