@@ -10,9 +10,9 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
-	"slices"
 	"time"
 
+	"github.com/leo-operator/leo/internal/stats"
 	"github.com/leo-operator/leo/runtime/cpu"
 	"github.com/leo-operator/leo/runtime/generate"
 )
@@ -116,7 +116,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	res := benchResult{
 		Model: *modelPath, Threads: *threads, PromptTokens: *promptN, GenTokens: *genN,
-		PromptTokS: median(pRates), GenTokS: median(gRates),
+		PromptTokS: stats.Median(pRates), GenTokS: stats.Median(gRates),
 		FileBytes: fileSize(*modelPath), BandwidthGBs: cpu.MemoryBandwidth(l.Pool) / 1e9,
 	}
 	if res.FileBytes > 0 {
@@ -150,13 +150,4 @@ func argmax(v []float32) int {
 		}
 	}
 	return best
-}
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/leo-operator/leo/internal/stats"
 	"github.com/leo-operator/leo/runtime/engine"
 	"github.com/leo-operator/leo/runtime/server"
 )
@@ -114,10 +115,10 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	res := benchServeResult{
 		Model: *modelPath, KVType: kv.String(), Threads: *threads, MaxTokens: *maxTokens, Streams: *streams,
-		SingleTokS: median(one), AggregateTokS: median(many), Clients: *clients, Load: load,
+		SingleTokS: stats.Median(one), AggregateTokS: stats.Median(many), Clients: *clients, Load: load,
 		StreamsTTFTp50ms: percentile(manyTTFT, 50), StreamsTTFTp99ms: percentile(manyTTFT, 99),
 	}
-	res.Ratio = median(ratios)
+	res.Ratio = stats.Median(ratios)
 	if *jsonOut {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

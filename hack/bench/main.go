@@ -18,13 +18,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/leo-operator/leo/internal/hfgen"
 	"github.com/leo-operator/leo/internal/peer"
+	"github.com/leo-operator/leo/internal/stats"
 	"github.com/leo-operator/leo/runtime/synth"
 )
 
@@ -131,7 +131,7 @@ func run(shape string, types []string, threadList string, rounds, prompt, gen in
 	fmt.Println("| file | threads | prompt tok/s leo | llama.cpp | ratio | gen tok/s leo | llama.cpp | ratio | bound tok/s | leo % of bound | llama.cpp % of bound |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rows {
-		lp, cp, lg, cg := median(r.leoPrompt), median(r.cppPrompt), median(r.leoGen), median(r.cppGen)
+		lp, cp, lg, cg := stats.Median(r.leoPrompt), stats.Median(r.cppPrompt), stats.Median(r.leoGen), stats.Median(r.cppGen)
 		bound := r.leo.BandwidthGBs * 1e9 / float64(r.leo.FileBytes)
 		fmt.Printf("| %s | %d | %.1f | %.1f | %.2f× | %.1f | %.1f | %.2f× | %.1f | %.0f%% | %.0f%% |\n",
 			r.file, r.threads, lp, cp, lp/cp, lg, cg, lg/cg, bound, 100*lg/bound, 100*cg/bound)
@@ -151,18 +151,6 @@ func sh(name string, args ...string) error {
 		return fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
 	}
 	return nil
-}
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // pipelineMemory converts a Hugging Face checkpoint of the shape (F16,

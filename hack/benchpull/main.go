@@ -20,9 +20,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"syscall"
 	"time"
+
+	"github.com/leo-operator/leo/internal/stats"
 )
 
 func main() {
@@ -96,7 +97,7 @@ func run() error {
 		fmt.Printf("round %d: curl %.2fs (%.0f MB/s), pull %.2fs (%.0f MB/s)\n", r+1, curlS[r], mbs(curlS[r]), pullS[r], mbs(pullS[r]))
 	}
 	_ = os.RemoveAll(out)
-	c, p := median(curlS), median(pullS)
+	c, p := stats.Median(curlS), stats.Median(pullS)
 	fmt.Printf("median: curl %.0f MB/s, leo-runtime pull %.0f MB/s = %.0f%% of curl\n",
 		float64(len(data))/c/1e6, float64(len(data))/p/1e6, 100*c/p)
 	return nil
@@ -139,13 +140,4 @@ func check(path string, want []byte) error {
 		return errors.New("its SHA-256 differs from the served file's")
 	}
 	return nil
-}
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

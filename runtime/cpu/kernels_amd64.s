@@ -173,6 +173,21 @@ GLOBL k6shuf<>(SB), RODATA|NOPTR, $128
 	VXORPS Y6, Y6, Y6; \
 	VXORPS Y7, Y7, Y7
 
+// FTILE_ARGS: the 4×4 float tile kernels' rows, tokens, column count and
+// output (AX), and their accumulators cleared.
+#define FTILE_ARGS \
+	MOVQ w0+0(FP), R8; \
+	MOVQ w1+8(FP), R9; \
+	MOVQ w2+16(FP), R10; \
+	MOVQ w3+24(FP), R11; \
+	MOVQ x0+32(FP), SI; \
+	MOVQ x1+40(FP), DI; \
+	MOVQ x2+48(FP), R12; \
+	MOVQ x3+56(FP), R13; \
+	MOVQ n+64(FP), CX; \
+	FTILE_ZERO; \
+	MOVQ out+72(FP), AX
+
 // PF is how far ahead of the 4 rows the mat-vec kernels prefetch: reading
 // 4 rows at once, each advancing 18 or 34 bytes a step, is not a pattern
 // the hardware prefetchers follow well from DRAM.
@@ -1347,17 +1362,7 @@ roundhalfloop:
 // out[4t+r] = row r · token t over n columns (a multiple of 16, > 0), half-precision
 // rows; each row block is loaded once for the four tokens.
 TEXT ·f16x4x4AVX512(SB), NOSPLIT, $0-80
-	MOVQ w0+0(FP), R8
-	MOVQ w1+8(FP), R9
-	MOVQ w2+16(FP), R10
-	MOVQ w3+24(FP), R11
-	MOVQ x0+32(FP), SI
-	MOVQ x1+40(FP), DI
-	MOVQ x2+48(FP), R12
-	MOVQ x3+56(FP), R13
-	MOVQ n+64(FP), CX
-	FTILE_ZERO
-	MOVQ out+72(FP), AX
+	FTILE_ARGS
 f16tloop:
 	FTILE_STEP(VCVTPH2PS, 32)
 	SUBQ $16, CX
@@ -1369,17 +1374,7 @@ f16tloop:
 // out[4t+r] = row r · token t over n columns (a multiple of 16, > 0), float32
 // rows; each row block is loaded once for the four tokens.
 TEXT ·f32x4x4AVX512(SB), NOSPLIT, $0-80
-	MOVQ w0+0(FP), R8
-	MOVQ w1+8(FP), R9
-	MOVQ w2+16(FP), R10
-	MOVQ w3+24(FP), R11
-	MOVQ x0+32(FP), SI
-	MOVQ x1+40(FP), DI
-	MOVQ x2+48(FP), R12
-	MOVQ x3+56(FP), R13
-	MOVQ n+64(FP), CX
-	FTILE_ZERO
-	MOVQ out+72(FP), AX
+	FTILE_ARGS
 f32tloop:
 	FTILE_STEP(VMOVUPS, 64)
 	SUBQ $16, CX

@@ -447,32 +447,27 @@ func TestLocalSource(t *testing.T) {
 	}
 }
 
-func TestNotEnoughSpace(t *testing.T) {
-	// A listing that claims an exabyte file: refused before any byte.
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/api/") {
-			_, _ = w.Write([]byte(`{"sha":"` + commit + `","siblings":[{"rfilename":"huge.safetensors","size":1,"lfs":{"sha256":"` + strings.Repeat("0", 64) + `","size":1152921504606846976}}]}`))
-			return
+// TestRefusedListings: a Hub listing that cannot be fetched safely is
+// refused before any file is requested: an exabyte file (more than the
+// free space), a name that climbs out of the destination.
+func TestRefusedListings(t *testing.T) {
+	for _, c := range []struct{ siblings, want string }{
+		{`[{"rfilename":"huge.safetensors","size":1,"lfs":{"sha256":"` + strings.Repeat("0", 64) + `","size":1152921504606846976}}]`, "not enough space"},
+		{`[{"rfilename":"../../etc/passwd","size":3}]`, "outside the destination"},
+	} {
+		srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !strings.HasPrefix(r.URL.Path, "/api/") {
+				t.Errorf("unexpected request %s", r.URL)
+				return
+			}
+			_, _ = w.Write([]byte(`{"sha":"` + commit + `","siblings":` + c.siblings + `}`))
+		}))
+		src, _ := ParseSource("hf://leo/refused", false)
+		_, err := Pull(context.Background(), src, t.TempDir(), Options{Endpoint: srv.URL, Client: srv.Client()})
+		srv.Close()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want %q", c.siblings, err, c.want)
 		}
-		t.Errorf("unexpected request %s", r.URL)
-	}))
-	defer srv.Close()
-	src, _ := ParseSource("hf://leo/huge", false)
-	_, err := Pull(context.Background(), src, t.TempDir(), Options{Endpoint: srv.URL, Client: srv.Client()})
-	if err == nil || !strings.Contains(err.Error(), "not enough space") {
-		t.Fatalf("got %v", err)
-	}
-}
-
-func TestUnsafeNames(t *testing.T) {
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = w.Write([]byte(`{"sha":"` + commit + `","siblings":[{"rfilename":"../../etc/passwd","size":3}]}`))
-	}))
-	defer srv.Close()
-	src, _ := ParseSource("hf://leo/evil", false)
-	_, err := Pull(context.Background(), src, t.TempDir(), Options{Endpoint: srv.URL, Client: srv.Client()})
-	if err == nil || !strings.Contains(err.Error(), "outside the destination") {
-		t.Fatalf("got %v", err)
 	}
 }
 

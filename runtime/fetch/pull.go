@@ -168,8 +168,8 @@ func Pull(ctx context.Context, src Source, dest string, o Options) (*Result, err
 	if old.Source != m.Source {
 		old = &Manifest{} // files of another source: nothing to trust
 	}
-	var todo []remote
-	var total int64
+	var toFetch []remote
+	var total, need int64 // need: the bytes still to fetch
 	for _, f := range files {
 		total += max(f.size, 0)
 		if mf, ok := old.find(f.name); ok && upToDate(dest, f, mf) {
@@ -177,18 +177,18 @@ func Pull(ctx context.Context, src Source, dest string, o Options) (*Result, err
 			m.Files = append(m.Files, mf)
 			continue
 		}
-		todo = append(todo, f)
+		toFetch = append(toFetch, f)
+		partial := partialBytes(dest, f, &o)
+		rn.present.Add(partial)
+		need += max(f.size, 0) - partial
 	}
-	if err := checkSpace(dest, todo, &o); err != nil {
+	if err := checkSpace(dest, need); err != nil {
 		return nil, err
-	}
-	for _, f := range todo {
-		rn.present.Add(partialBytes(dest, f, &o))
 	}
 	o.Report.Event(Event{Kind: "start", Source: m.Source, Files: len(files), BytesTotal: total, BytesPresent: rn.present.Load()})
 	stopProgress := rn.progress(total)
 	defer stopProgress()
-	for _, f := range todo {
+	for _, f := range toFetch {
 		o.Report.Event(Event{Kind: "file", File: f.name, BytesTotal: f.size})
 		sum, err := rn.download(ctx, f)
 		if err != nil {
@@ -336,16 +336,9 @@ func writeManifest(dest string, m *Manifest) error {
 	return writeFileAtomic(filepath.Join(dest, ManifestName), append(b, '\n'))
 }
 
-// checkSpace refuses to start when the files still to fetch do not fit in
-// dest's free space (parts already on disk count as fetched).
-func checkSpace(dest string, todo []remote, o *Options) error {
-	var need int64
-	for _, f := range todo {
-		if f.size < 0 {
-			continue
-		}
-		need += f.size - partialBytes(dest, f, o)
-	}
+// checkSpace refuses to start when need bytes (what the files lack, parts
+// already on disk counted as fetched) do not fit in dest's free space.
+func checkSpace(dest string, need int64) error {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dest, &st); err != nil {
 		return nil //nolint:nilerr // no way to know the free space: the writes will tell
