@@ -63,7 +63,7 @@ demo: kube-bins ## start a real control plane, install the CRDs, run the manager
 
 .PHONY: test
 test: kube-bins s3-bins $(HELM) ## all tests, against a real kube-apiserver and etcd (and S3 server); the serving packages again under the race detector; then the fuzzers briefly
-	KUBEBUILDER_ASSETS="$(KUBE_BIN_DIR)" WEED="$(WEED)" HELM="$(CURDIR)/$(HELM)" $(GO) test -count=1 ./...
+	KUBEBUILDER_ASSETS="$(KUBE_BIN_DIR)" WEED="$(WEED)" HELM="$(CURDIR)/$(HELM)" $(GO) test -count=1 -timeout 30m ./...
 	$(GO) test -race -count=1 ./runtime/engine ./runtime/server ./runtime/cpu
 	$(MAKE) fuzz
 
