@@ -62,9 +62,9 @@ demo: kube-bins ## start a real control plane, install the CRDs, run the manager
 ##@ Test
 
 .PHONY: test
-test: kube-bins s3-bins $(HELM) ## all tests, against a real kube-apiserver and etcd (and S3 server); the serving packages again under the race detector; then the fuzzers briefly
+test: kube-bins s3-bins $(HELM) ## all tests, against a real kube-apiserver and etcd (and S3 server); the serving packages again under the race detector with the controllers; then the fuzzers briefly
 	KUBEBUILDER_ASSETS="$(KUBE_BIN_DIR)" WEED="$(WEED)" HELM="$(CURDIR)/$(HELM)" $(GO) test -count=1 -timeout 30m ./...
-	$(GO) test -race -count=1 ./runtime/engine ./runtime/server ./runtime/cpu
+	$(GO) test -race -count=1 ./runtime/engine ./runtime/server ./runtime/cpu ./controllers/...
 	$(MAKE) fuzz
 
 # Fuzz targets of parsers of untrusted input: package:target:executions.
@@ -94,6 +94,10 @@ bench-serve: ## the HTTP server under load: 1 vs 16 streams, 64 clients (429s), 
 	mkdir -p bin/models
 	test -f bin/models/stories110M-q8_0.gguf || $(GO) run ./cmd/leo-runtime gen-model --shape stories110M --type q8_0 -o bin/models/stories110M-q8_0.gguf
 	$(GO) run ./cmd/leo-runtime bench-serve --model bin/models/stories110M-q8_0.gguf $(BENCH_SERVE_FLAGS)
+
+.PHONY: bench-operator
+bench-operator: kube-bins ## the operator against a real API server: 200 OnlineEndpoints from scratch (time to settle, API writes), then a restarted manager's writes (0)
+	KUBEBUILDER_ASSETS="$(KUBE_BIN_DIR)" $(GO) test -run '^$$' -bench Settle -benchtime 1x -count 3 ./controllers/scale
 
 .PHONY: bench-pull
 bench-pull: ## leo-runtime pull vs curl: one 1 GiB file from a loopback HTTP server, alternating

@@ -1,31 +1,34 @@
-// Package controllers holds one reconciler per leo kind.
-//
-// Until the operator issue lands, each reconciler only acknowledges its
-// objects: it records the generation it saw and says, in a Ready=False
-// condition with reason NotImplemented, that this build does not act on them
-// yet. It never claims progress it did not make.
+// Package controllers holds one reconciler per leo kind. Each observes,
+// computes the objects it wants with the pure functions of package desired,
+// applies them (server-side apply, and only when they differ: a steady
+// state makes no API write), then writes status with conditions.
 package controllers
 
 import (
 	"fmt"
+	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	servingv1alpha1 "github.com/leo-operator/leo/api/v1alpha1"
+	"github.com/leo-operator/leo/controllers/desired"
 )
 
-// notImplementedCondition is the Ready condition of an object this build
-// accepts but does not act on yet. what says what it would do.
-func notImplementedCondition(generation int64, what string) metav1.Condition {
-	return metav1.Condition{
-		Type:               servingv1alpha1.ConditionReady,
-		Status:             metav1.ConditionFalse,
-		Reason:             servingv1alpha1.ReasonNotImplemented,
-		Message:            "accepted, but this build of leo does not " + what + " yet",
-		ObservedGeneration: generation,
-	}
+// Options configure the reconcilers.
+type Options struct {
+	// Config is what every object made depends on: the runtime image, the
+	// cluster domain.
+	Config desired.Config
+	// ProgressInterval is how often the progress of a running Job is read
+	// from its pods' logs; 0 means 5 seconds.
+	ProgressInterval time.Duration
 }
 
 // equalStatus reports whether two statuses are the same, so a reconcile that
@@ -35,16 +38,43 @@ func equalStatus(a, b any) bool {
 }
 
 // SetupAll registers the three reconcilers with mgr.
-func SetupAll(mgr ctrl.Manager) error {
+func SetupAll(mgr ctrl.Manager, o Options) error {
+	logs, err := kubernetes.NewForConfig(mgr.GetConfig())
+	if err != nil {
+		return err
+	}
 	c, s := mgr.GetClient(), mgr.GetScheme()
-	if err := (&LlamaModelReconciler{Client: c, Scheme: s}).SetupWithManager(mgr); err != nil {
+	a := applier{Client: c, scheme: s}
+	events := mgr.GetEventRecorder("leo-operator")
+	if err := (&LlamaModelReconciler{
+		Client: c, Scheme: s, APIReader: mgr.GetAPIReader(), Logs: logs, Events: events,
+		Config: o.Config, ProgressInterval: o.ProgressInterval,
+	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("LlamaModel controller: %w", err)
 	}
-	if err := (&OnlineEndpointReconciler{Client: c, Scheme: s}).SetupWithManager(mgr); err != nil {
+	if err := (&OnlineEndpointReconciler{applier: a, Events: events, Config: o.Config}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("OnlineEndpoint controller: %w", err)
 	}
-	if err := (&BatchDeploymentReconciler{Client: c, Scheme: s}).SetupWithManager(mgr); err != nil {
+	if err := (&BatchDeploymentReconciler{
+		applier: a, APIReader: mgr.GetAPIReader(), Logs: logs, Events: events,
+		Config: o.Config, ProgressInterval: o.ProgressInterval,
+	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("BatchDeployment controller: %w", err)
 	}
 	return nil
+}
+
+// CacheOptions restrict the manager's cache of Secrets, Deployments,
+// Services and Jobs to the ones the operator made (they all carry
+// app.kubernetes.io/managed-by: leo-operator), so that it neither holds
+// every Secret of the cluster in memory nor wakes for every Deployment.
+// Claims are cached whole: a model may name an existing one.
+func CacheOptions() cache.Options {
+	ours := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{desired.LabelManagedBy: desired.ManagedBy})}
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&corev1.Secret{}:     ours,
+		&appsv1.Deployment{}: ours,
+		&corev1.Service{}:    ours,
+		&batchv1.Job{}:       ours,
+	}}
 }

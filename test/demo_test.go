@@ -24,7 +24,12 @@ func TestDemo(t *testing.T) {
 		"applied llamamodel/llama-2-7b-q4",
 		"applied onlineendpoint/llama-chat",
 		"applied batchdeployment/review-summaries",
-		"NotImplemented",
+		"leo-prepare-",              // the models' Jobs
+		"Downloading",               // their phase before the Jobs finish
+		"Ready",                     // and after
+		"llama-chat-blue",           // an endpoint's Deployment
+		"leo-runtime serve --model", // running the runtime
+		"Secret",                    // with its keys
 		"traffic percentages must add up to 100",
 	} {
 		if !strings.Contains(string(out), want) {

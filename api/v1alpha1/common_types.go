@@ -12,13 +12,6 @@ const (
 	ConditionReady = "Ready"
 )
 
-// Reasons shared by the three kinds.
-const (
-	// ReasonNotImplemented says that this build of the operator accepts the
-	// object but does not act on it yet. Status says so instead of pretending.
-	ReasonNotImplemented = "NotImplemented"
-)
-
 // ComputeResources are what each runtime pod asks of a node.
 type ComputeResources struct {
 	// gpus is the number of GPUs each pod requests (and is limited to). 0

@@ -35,6 +35,9 @@ const (
 	// ConditionModelsReady is True when every LlamaModel the deployments use
 	// is Ready; its message names the ones still awaited.
 	ConditionModelsReady = "ModelsReady"
+	// ConditionDeploymentsReady is True when every deployment has a ready
+	// pod (or is scaled to zero); its message names the ones that have not.
+	ConditionDeploymentsReady = "DeploymentsReady"
 )
 
 // ScaleSettings say how many instances a deployment runs.

@@ -13,7 +13,6 @@ import (
 	"github.com/leo-operator/leo/runtime/gguf"
 	"github.com/leo-operator/leo/runtime/quant"
 	"github.com/leo-operator/leo/runtime/synth"
-	"github.com/leo-operator/leo/runtime/tokenizer"
 )
 
 func fileTypeNames() string {
@@ -98,18 +97,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return w.WriteFile(*out)
 	}
-	vocab := func(size int) (tokenizer.Vocab, error) {
-		full, err := synth.Llama2Vocab()
-		if err != nil {
-			return full, err
-		}
-		v, err := convert.TruncatedVocab(full, size)
-		if err != nil {
-			return v, fmt.Errorf("no tokenizer for a vocabulary of %d tokens: %w", size, err)
-		}
-		return v, nil
-	}
-	w, closeCk, err := convert.Llama2CFile(*l2c, vocab, strings.TrimSuffix(filepath.Base(*l2c), filepath.Ext(*l2c)))
+	w, closeCk, err := convert.Llama2CFile(*l2c, llama2cVocab, strings.TrimSuffix(filepath.Base(*l2c), filepath.Ext(*l2c)))
 	if err != nil {
 		return err
 	}

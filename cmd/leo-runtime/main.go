@@ -6,6 +6,8 @@
 //	leo-runtime bench     --model FILE --threads T             prompt and generation speed
 //	leo-runtime bench-serve --model FILE                       the server under load (make bench-serve)
 //	leo-runtime pull      SOURCE DEST [--include GLOB]         download a model (hf://, https://, pvc://) robustly
+//	leo-runtime prepare   --source URI --dir DIR --artifact FILE   a LlamaModel's Job: pull, convert, quantize, inspect
+//	leo-runtime prune     --root DIR DIR/leo-models/...           a deleted LlamaModel's files off an existing claim
 //	leo-runtime gen-model --shape NAME --type TYPE -o FILE     a Llama-shaped model with random weights
 //	leo-runtime convert   --hf DIR | --llama2c FILE -o FILE    a Hugging Face or llama2.c checkpoint as GGUF
 //	leo-runtime quantize  --model FILE --type TYPE -o FILE     a GGUF model in another weight type
@@ -38,6 +40,8 @@ var commands = map[string]command{
 	"bench":       {"measure prompt processing and generation speed", runBench},
 	"bench-serve": {"measure the HTTP server under load: 1 vs many streams, 429s, time to first token", runBenchServe},
 	"pull":        {"download a model's files (hf://, https://, pvc://): resumable, verified, with a manifest", runPull},
+	"prune":       {"remove a deleted LlamaModel's artifact directory from a cache volume (the operator's cleanup Job)", runPrune},
+	"prepare":     {"a LlamaModel's download Job: pull, convert, quantize and inspect into one GGUF artifact, with a result", runPrepare},
 	"gen-model":   {"write a Llama-shaped GGUF model with deterministic random weights", runGenModel},
 	"convert":     {"convert a Hugging Face (safetensors) or llama2.c checkpoint to GGUF", runConvert},
 	"quantize":    {"convert a GGUF model's weights to another type", runQuantize},
@@ -59,7 +63,7 @@ func runWithSignals() int {
 }
 
 // run dispatches to a subcommand and returns the exit status: 0 on
-// success, 2 for usage errors, 1 for failures.
+// success, 2 for usage errors, 1 for failures (3 for prepare's permanent ones).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stderr)
@@ -85,7 +89,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	default:
 		_, _ = fmt.Fprintf(stderr, "leo-runtime %s: %v\n", args[0], err)
-		return 1
+		return exitCode(err)
 	}
 }
 

@@ -183,20 +183,7 @@ func savedPartial(dest string) bool {
 // Face checkpoint from the Hub, convert it, quantize it, inspect it; then
 // generates from the result.
 func TestWeightsPipeline(t *testing.T) {
-	src := t.TempDir()
-	if err := hfgen.Small(11, false).Write(src, "BF16"); err != nil {
-		t.Fatal(err)
-	}
-	var files []hubtest.File
-	entries, _ := os.ReadDir(src)
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		files = append(files, hubtest.File{Path: e.Name(), Data: b})
-	}
-	s := hubtest.NewPlain(&hubtest.Repo{ID: "leo/small-gqa", Commit: testCommit, Files: files})
+	s := smallCheckpointHub(t)
 	defer s.Close()
 	t.Setenv("HF_ENDPOINT", s.URL)
 	dir := t.TempDir()
@@ -221,4 +208,27 @@ func TestWeightsPipeline(t *testing.T) {
 	if strings.TrimSpace(gen) == "" {
 		t.Error("the converted model generated nothing")
 	}
+}
+
+// smallCheckpointHub serves a small Hugging Face Llama checkpoint (BF16
+// safetensors, GQA) as the Hub repository leo/small-gqa at testCommit.
+func smallCheckpointHub(t *testing.T) *hubtest.Server {
+	t.Helper()
+	src := t.TempDir()
+	if err := hfgen.Small(11, false).Write(src, "BF16"); err != nil {
+		t.Fatal(err)
+	}
+	var files []hubtest.File
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, hubtest.File{Path: e.Name(), Data: b})
+	}
+	return hubtest.NewPlain(&hubtest.Repo{ID: "leo/small-gqa", Commit: testCommit, Files: files})
 }

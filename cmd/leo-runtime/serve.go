@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -11,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -31,7 +32,7 @@ type serveConfig struct {
 	threads, ctxSize, batchTokens, maxNewTokens    int
 	maxConcurrent, maxQueued, timeoutMs            int
 	kvCacheMiB, maxBodyBytes                       int64
-	shutdownTimeout, drainDelay                    time.Duration
+	shutdownTimeout, drainDelay, keysReload        time.Duration
 }
 
 func serveFlags(fs *flag.FlagSet) *serveConfig {
@@ -49,7 +50,8 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.IntVar(&c.batchTokens, "batch-tokens", 256, "most tokens in one forward pass: every running sequence's next token, then prompt chunks")
 	fs.IntVar(&c.maxNewTokens, "default-max-new-tokens", sample.DefaultMaxNewTokens, "max_new_tokens of requests that do not say")
 	fs.Int64Var(&c.maxBodyBytes, "max-body-bytes", server.DefaultMaxBodyBytes, "largest request body accepted")
-	fs.StringVar(&c.keysFile, "keys-file", "", "file of API keys, one per line; then every path but /, /healthz and /readyz needs 'Authorization: Bearer <key>'. Keys may also come from LEO_API_KEYS (comma-separated)")
+	fs.StringVar(&c.keysFile, "keys-file", "", "file of API keys, one per line, or a directory of one key per file (a mounted Secret); then every path but /, /healthz and /readyz needs 'Authorization: Bearer <key>'. Keys may also come from LEO_API_KEYS (comma-separated)")
+	fs.DurationVar(&c.keysReload, "keys-reload-interval", 10*time.Second, "how often the keys file is read again, so that a rotated key takes effect without a restart (0: never)")
 	fs.StringVar(&c.chatTemplate, "chat-template", "", "chat format: llama2, mistral, chatml, llama3 or zephyr (default: from the model's tokenizer.chat_template, else llama2)")
 	fs.DurationVar(&c.drainDelay, "drain-delay", 5*time.Second, "on SIGTERM, how long to go on answering (/readyz 503, new requests 503) before closing the listener, so that Kubernetes takes the pod out of its Service first")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 20*time.Second, "then, how long in-flight requests may take to finish; keep drain-delay + shutdown-timeout below the pod's terminationGracePeriodSeconds (30s by default)")
@@ -82,8 +84,10 @@ func flagsFromEnv(fs *flag.FlagSet) error {
 	return nil
 }
 
-// readKeys reads the API keys: one per line of the file (blank lines and
-// lines starting with # skipped), and the comma-separated LEO_API_KEYS.
+// readKeys reads the API keys: the comma-separated LEO_API_KEYS, and the
+// keys file: one key per line (blank lines and lines starting with #
+// skipped) or, when it is a directory (a mounted Kubernetes Secret), one key
+// per file, hidden files (the Secret volume's ..data links) skipped.
 func readKeys(file string) ([]string, error) {
 	var keys []string
 	for _, k := range strings.Split(os.Getenv("LEO_API_KEYS"), ",") {
@@ -94,24 +98,86 @@ func readKeys(file string) ([]string, error) {
 	if file == "" {
 		return keys, nil
 	}
-	f, err := os.Open(file)
+	fromFile, err := readKeysFile(file)
 	if err != nil {
-		return nil, fmt.Errorf("keys file: %w", err)
+		return nil, err
 	}
-	defer func() { _ = f.Close() }() // read only
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k := strings.TrimSpace(sc.Text()); k != "" && !strings.HasPrefix(k, "#") {
-			keys = append(keys, k)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("keys file %s: %w", file, err)
-	}
+	keys = append(keys, fromFile...)
 	if len(keys) == 0 {
 		return nil, fmt.Errorf("keys file %s holds no key; with no keys the server would accept every request, so remove --keys-file to mean that", file)
 	}
 	return keys, nil
+}
+
+func readKeysFile(file string) ([]string, error) {
+	fi, err := os.Stat(file)
+	if err != nil {
+		return nil, fmt.Errorf("keys file: %w", err)
+	}
+	if !fi.IsDir() {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("keys file: %w", err)
+		}
+		var keys []string
+		for _, line := range strings.Split(string(b), "\n") {
+			if k := strings.TrimSpace(line); k != "" && !strings.HasPrefix(k, "#") {
+				keys = append(keys, k)
+			}
+		}
+		return keys, nil
+	}
+	entries, err := os.ReadDir(file)
+	if err != nil {
+		return nil, fmt.Errorf("keys directory: %w", err)
+	}
+	var keys []string
+	for _, e := range entries { // sorted by name
+		if strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		p := filepath.Join(file, e.Name())
+		if st, err := os.Stat(p); err != nil || st.IsDir() {
+			continue // a dangling link or a folder is not a key
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("keys directory: %w", err)
+		}
+		if k := strings.TrimSpace(string(b)); k != "" {
+			keys = append(keys, k)
+		}
+	}
+	return keys, nil
+}
+
+// reloadKeys re-reads the keys every interval and gives the server the new
+// ones when they change (a rotated key of a mounted Secret), until ctx ends.
+// A read that fails or finds no key keeps the keys in force.
+func reloadKeys(ctx context.Context, file string, every time.Duration, current []string, srv *server.Server, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		keys, err := readKeys(file)
+		if err != nil {
+			log.Warn("keys not reloaded; the keys in force stay", "file", file, "err", err)
+			continue
+		}
+		if slices.Equal(keys, current) {
+			continue
+		}
+		if err := srv.SetKeys(keys); err != nil {
+			log.Warn("keys not reloaded; the keys in force stay", "file", file, "err", err)
+			continue
+		}
+		current = keys
+		log.Info("keys reloaded", "file", file, "keys", len(keys))
+	}
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -208,6 +274,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		stopEngine()
 		<-e.Done()
 	}()
+	if c.keysFile != "" && c.keysReload > 0 {
+		go reloadKeys(engineCtx, c.keysFile, c.keysReload, keys, srv, log)
+	}
 	ready := srv.Handler()
 	handler.Store(&ready)
 	ec := e.Config()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -19,6 +20,7 @@ import (
 
 	servingv1alpha1 "github.com/leo-operator/leo/api/v1alpha1"
 	"github.com/leo-operator/leo/controllers"
+	"github.com/leo-operator/leo/controllers/desired"
 )
 
 func main() {
@@ -51,12 +53,18 @@ func run() error {
 		leaderElect   bool
 		leaderElectNS string
 		secureMetrics bool
+		runtimeImage  string
+		pullPolicy    string
+		clusterDomain string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; \"0\" turns it off")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	flag.BoolVar(&leaderElect, "leader-elect", true, "elect a leader so that only one of several replicas reconciles")
 	flag.StringVar(&leaderElectNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's namespace)")
 	flag.BoolVar(&secureMetrics, "metrics-secure", false, "serve metrics over HTTPS (self-signed unless certificates are mounted), each scrape authenticated and authorized by the API server")
+	flag.StringVar(&runtimeImage, "runtime-image", "ghcr.io/leo-operator/leo-runtime:latest", "the leo-runtime image of the pods the operator makes (prepare, serve and batch)")
+	flag.StringVar(&pullPolicy, "runtime-image-pull-policy", "", "imagePullPolicy of those pods: Always, IfNotPresent, Never, or empty for Kubernetes' default")
+	flag.StringVar(&clusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain, for endpoints' scoring URIs")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -74,6 +82,7 @@ func run() error {
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
+		Cache:                   controllers.CacheOptions(),
 		Metrics:                 metricsOptions(metricsAddr, secureMetrics),
 		HealthProbeBindAddress:  probeAddr,
 		LeaderElection:          leaderElect,
@@ -86,7 +95,17 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
-	if err := controllers.SetupAll(mgr); err != nil {
+	switch corev1.PullPolicy(pullPolicy) {
+	case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+	default:
+		return fmt.Errorf("--runtime-image-pull-policy %q: want Always, IfNotPresent, Never or empty", pullPolicy)
+	}
+	if runtimeImage == "" {
+		return fmt.Errorf("--runtime-image must name the leo-runtime image")
+	}
+	if err := controllers.SetupAll(mgr, controllers.Options{Config: desired.Config{
+		RuntimeImage: runtimeImage, ImagePullPolicy: corev1.PullPolicy(pullPolicy), ClusterDomain: clusterDomain,
+	}}); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

@@ -23,8 +23,10 @@ import (
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -205,6 +207,46 @@ func TestManagerBinary(t *testing.T) {
 		}
 		if m.Status.ObservedGeneration != m.Generation {
 			return fmt.Errorf("status not written: %+v", m.Status)
+		}
+		return nil
+	})
+
+	// With only its generated RBAC it makes what the kinds need: the
+	// model's claim and Job, an endpoint's keys Secret and Services, and
+	// events about them.
+	waitFor(t, "the model's claim and prepare Job", func() error {
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: "rbac-check-cache"}, &corev1.PersistentVolumeClaim{}); err != nil {
+			return err
+		}
+		var jobs batchv1.JobList
+		if err := k8s.List(context.Background(), &jobs, client.InNamespace("default")); err != nil {
+			return err
+		}
+		if len(jobs.Items) != 1 {
+			return fmt.Errorf("%d Jobs", len(jobs.Items))
+		}
+		return nil
+	})
+	e := &servingv1alpha1.OnlineEndpoint{
+		ObjectMeta: metav1.ObjectMeta{Name: "rbac-check", Namespace: "default"},
+		Spec:       servingv1alpha1.OnlineEndpointSpec{Deployments: []servingv1alpha1.EndpointDeployment{{Name: "blue", Model: "rbac-check"}}},
+	}
+	if err := k8s.Create(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the endpoint's keys, Services and events", func() error {
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: "rbac-check-keys"}, &corev1.Secret{}); err != nil {
+			return err
+		}
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: "rbac-check"}, &corev1.Service{}); err != nil {
+			return err
+		}
+		var events eventsv1.EventList
+		if err := k8s.List(context.Background(), &events, client.InNamespace("default")); err != nil {
+			return err
+		}
+		if len(events.Items) == 0 {
+			return fmt.Errorf("no events")
 		}
 		return nil
 	})

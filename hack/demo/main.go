@@ -34,6 +34,7 @@ import (
 
 	servingv1alpha1 "github.com/leo-operator/leo/api/v1alpha1"
 	"github.com/leo-operator/leo/controllers"
+	"github.com/leo-operator/leo/controllers/desired"
 	"github.com/leo-operator/leo/internal/testenv"
 )
 
@@ -66,13 +67,14 @@ func run(keep bool) error {
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 testenv.Scheme(),
+		Cache:                  controllers.CacheOptions(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 	})
 	if err != nil {
 		return err
 	}
-	if err := controllers.SetupAll(mgr); err != nil {
+	if err := controllers.SetupAll(mgr, controllers.Options{Config: desired.Config{RuntimeImage: "leo-runtime:demo"}}); err != nil {
 		return err
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -117,6 +119,26 @@ func run(keep bool) error {
 	if err := printStatus(ctx, k8s, ns); err != nil {
 		return err
 	}
+	step("what the operator made so far (the endpoints and the batch run wait for their models):")
+	if err := printMade(ctx, k8s, ns); err != nil {
+		return err
+	}
+	n, err := finishPrepareJobs(ctx, k8s, ns)
+	if err != nil {
+		return err
+	}
+	step("playing the node (there is none here): finished %d prepare Jobs as leo-runtime prepare would, with a result", n)
+	if err := waitModelsReady(ctx, k8s, ns); err != nil {
+		return err
+	}
+	time.Sleep(time.Second) // the endpoints and the batch run catch up
+	if err := printStatus(ctx, k8s, ns); err != nil {
+		return err
+	}
+	step("what the operator made for the Ready models:")
+	if err := printMade(ctx, k8s, ns); err != nil {
+		return err
+	}
 
 	bad := `
 apiVersion: serving.leo.dev/v1alpha1
@@ -137,8 +159,8 @@ spec:
 	step("an endpoint with traffic {blue: 90, green: 20} is refused:\n    %v", err)
 
 	if !keep {
-		fmt.Println("\nWhat works today: the API (validation, defaults, status), the manager, a real control plane.")
-		fmt.Println("What does not yet: downloading models, serving, batch runs (see the open issues).")
+		fmt.Println("\nWhat works today: the API, the operator (claims, prepare Jobs, endpoints' Deployments, Services and keys, batch Jobs), the runtime.")
+		fmt.Println("What does not yet: a node to run the pods on here (the end-to-end cluster issue), the gateway, the batch worker (see the open issues).")
 		return nil
 	}
 	admin, err := env.AddUser(envtest.User{Name: "demo-admin", Groups: []string{"system:masters"}}, nil)

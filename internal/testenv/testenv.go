@@ -133,6 +133,13 @@ func StartForTest(t testing.TB) (*envtest.Environment, *rest.Config, client.Clie
 // last error when timeout has passed.
 func Eventually(t testing.TB, timeout time.Duration, what string, check func() error) {
 	t.Helper()
+	EventuallyEvery(t, timeout, 50*time.Millisecond, what, check)
+}
+
+// EventuallyEvery is Eventually checking every interval (for checks that
+// load the API server they observe, such as listing hundreds of objects).
+func EventuallyEvery(t testing.TB, timeout, interval time.Duration, what string, check func() error) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		err := check()
@@ -142,6 +149,6 @@ func Eventually(t testing.TB, timeout time.Duration, what string, check func() e
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: %v", what, err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(interval)
 	}
 }

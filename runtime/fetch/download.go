@@ -71,8 +71,15 @@ func (rn *run) download(ctx context.Context, r remote) (string, error) {
 	}
 }
 
+// ErrChecksumMismatch is in the chain of the error a pull returns when a
+// file's bytes, fetched twice, do not match the checksum or size its
+// source publishes (errors.Is).
+var ErrChecksumMismatch = errors.New("checksum mismatch")
+
 // checksumError: the bytes do not match what the source published.
 type checksumError struct{ name, what, want, got string }
+
+func (e *checksumError) Is(target error) bool { return target == ErrChecksumMismatch }
 
 func (e *checksumError) Error() string {
 	return fmt.Sprintf("%s: %s mismatch: the source says %s, the downloaded bytes have %s", e.name, e.what, e.want, e.got)
@@ -346,7 +353,7 @@ func (j *fileJob) try(ctx context.Context, p *part) (int64, error) {
 		}
 		if n > 0 {
 			if _, werr := j.f.WriteAt(buf[:n], start+got); werr != nil {
-				return got, permanent("writing %s: %v", j.partial, werr)
+				return got, permanent("writing %s: %w", j.partial, werr) // %w: errors.Is(err, syscall.ENOSPC)
 			}
 			j.sum.add(start+got, buf[:n])
 			got += int64(n)

@@ -336,6 +336,10 @@ func writeManifest(dest string, m *Manifest) error {
 	return writeFileAtomic(filepath.Join(dest, ManifestName), append(b, '\n'))
 }
 
+// ErrNoSpace is in the chain of the error a pull returns when the
+// destination's free space is less than the files need (errors.Is).
+var ErrNoSpace = errors.New("not enough space")
+
 // checkSpace refuses to start when need bytes (what the files lack, parts
 // already on disk counted as fetched) do not fit in dest's free space.
 func checkSpace(dest string, need int64) error {
@@ -345,7 +349,7 @@ func checkSpace(dest string, need int64) error {
 	}
 	free := int64(st.Bavail) * st.Bsize //nolint:gosec // block counts fit in int64
 	if need > free {
-		return fmt.Errorf("not enough space in %s: the files need %s more, %s is free", dest, humanBytes(need), humanBytes(free))
+		return fmt.Errorf("%w in %s: the files need %s more, %s is free", ErrNoSpace, dest, humanBytes(need), humanBytes(free))
 	}
 	return nil
 }

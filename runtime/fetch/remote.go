@@ -33,14 +33,35 @@ type getter interface {
 	identity() string
 }
 
-// permanentError is a failure that no retry will fix (401, 404, ...).
-type permanentError struct{ err error }
+// permanentError is a failure that no retry will fix (401, 404, ...);
+// status is the HTTP status that said so, 0 when none did.
+type permanentError struct {
+	err    error
+	status int
+}
 
 func (e *permanentError) Error() string { return e.err.Error() }
 func (e *permanentError) Unwrap() error { return e.err }
 
 func permanent(format string, args ...any) error {
-	return &permanentError{fmt.Errorf(format, args...)}
+	return &permanentError{err: fmt.Errorf(format, args...)}
+}
+
+// permanentStatus is permanent for a failure an HTTP status gave.
+func permanentStatus(status int, format string, args ...any) error {
+	return &permanentError{err: fmt.Errorf(format, args...), status: status}
+}
+
+// HTTPStatus returns the HTTP status (the Hub's, an https server's or an
+// S3 store's) that made err a permanent failure: 401 and 403 (credentials),
+// 404 (no such repository, revision, file, bucket or key), and the other
+// 4xx no retry fixes. ok is false when no status caused err.
+func HTTPStatus(err error) (status int, ok bool) {
+	var p *permanentError
+	if errors.As(err, &p) && p.status != 0 {
+		return p.status, true
+	}
+	return 0, false
 }
 
 // retryAfterError is a retryable failure whose server asked for a delay.
@@ -128,11 +149,11 @@ func statusError(resp *http.Response, what string) error {
 	}
 	switch {
 	case code == http.StatusUnauthorized || code == http.StatusForbidden:
-		return permanent("%s (the file is private or gated, or the token is wrong: set HF_TOKEN or the source's credentials)", base)
+		return permanentStatus(code, "%s (the file is private or gated, or the token is wrong: set HF_TOKEN or the source's credentials)", base)
 	case code == http.StatusNotFound:
-		return permanent("%s (no such repository, revision or file)", base)
+		return permanentStatus(code, "%s (no such repository, revision or file)", base)
 	case code == http.StatusRequestedRangeNotSatisfiable:
-		return permanent("%s (the file is shorter than expected)", base)
+		return permanentStatus(code, "%s (the file is shorter than expected)", base)
 	case code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500:
 		after := time.Duration(0)
 		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
@@ -140,7 +161,7 @@ func statusError(resp *http.Response, what string) error {
 		}
 		return &retryAfterError{errors.New(base), after}
 	default:
-		return permanent("%s", base)
+		return permanentStatus(code, "%s", base)
 	}
 }
 

@@ -162,13 +162,13 @@ func s3Error(err error, what string) error {
 	msg := fmt.Sprintf("%s: %d %s: %s", what, resp.StatusCode, resp.Code, resp.Message)
 	switch resp.StatusCode {
 	case http.StatusForbidden, http.StatusUnauthorized:
-		return permanent("%s (check the credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the mounted credentials file)", msg)
+		return permanentStatus(resp.StatusCode, "%s (check the credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the mounted credentials file)", msg)
 	case http.StatusNotFound:
-		return permanent("%s (no such bucket or key)", msg)
+		return permanentStatus(resp.StatusCode, "%s (no such bucket or key)", msg)
 	case http.StatusPreconditionFailed:
-		return permanent("%s (the object changed since the download began)", msg)
+		return permanentStatus(resp.StatusCode, "%s (the object changed since the download began)", msg)
 	case http.StatusRequestedRangeNotSatisfiable:
-		return permanent("%s", msg)
+		return permanentStatus(resp.StatusCode, "%s", msg)
 	}
 	return &retryAfterError{err: errors.New(msg)}
 }

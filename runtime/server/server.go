@@ -77,7 +77,7 @@ type Server struct {
 	tok        *tokenizer.Tokenizer
 	model      string
 	chat       chat.Template
-	keys       keyring
+	keys       atomic.Pointer[keyring]
 	timeout    time.Duration
 	writeTime  time.Duration // Options.WriteTimeout
 	keepAlive  time.Duration // keepAliveInterval; tests shorten it
@@ -131,7 +131,7 @@ func New(e *engine.Engine, tok *tokenizer.Tokenizer, o Options) (*Server, error)
 	}
 	cfg := e.Config()
 	s := &Server{
-		e: e, tok: tok, model: o.ModelName, chat: o.Chat, keys: newKeyring(keys),
+		e: e, tok: tok, model: o.ModelName, chat: o.Chat,
 		timeout: o.RequestTimeout, writeTime: o.WriteTimeout, keepAlive: keepAliveInterval,
 		maxBody: o.MaxBodyBytes, defaultMax: o.DefaultMaxNewTokens,
 		log: o.Log, created: time.Now().Unix(),
@@ -139,6 +139,8 @@ func New(e *engine.Engine, tok *tokenizer.Tokenizer, o Options) (*Server, error)
 		// again being read, decoded or answered.
 		pending: make(chan struct{}, 2*cfg.MaxConcurrent+cfg.MaxQueued),
 	}
+	ring := newKeyring(keys)
+	s.keys.Store(&ring)
 	if s.timeout == 0 {
 		s.timeout = DefaultRequestTimeout
 	}
@@ -243,6 +245,25 @@ func NewHTTPServer(h http.Handler, o Options) *http.Server {
 	}
 }
 
+// SetKeys replaces the API keys, as when an endpoint's key is rotated:
+// requests from then on need one of the new keys. An empty list turns
+// authentication off, so it is refused here: a rotation never does that.
+func (s *Server) SetKeys(keys []string) error {
+	trimmed := make([]string, len(keys))
+	for i, k := range keys {
+		trimmed[i] = strings.TrimSpace(k)
+		if trimmed[i] == "" {
+			return fmt.Errorf("server: API key %d is empty", i)
+		}
+	}
+	if len(trimmed) == 0 {
+		return errors.New("server: SetKeys needs at least one key (authentication cannot be turned off while serving)")
+	}
+	ring := newKeyring(trimmed)
+	s.keys.Store(&ring)
+	return nil
+}
+
 // SetReady sets what /readyz answers: 200 when ready (the model is
 // loaded and the server not draining), 503 otherwise.
 func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
@@ -307,7 +328,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.recoverPanic(rec, r)
 
 	if !rt.open {
-		if err := s.keys.check(r); err != nil {
+		if err := s.keys.Load().check(r); err != nil {
 			writeError(rec, r, err)
 			return
 		}
