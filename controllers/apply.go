@@ -2,6 +2,9 @@ package controllers
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"reflect"
 
@@ -16,9 +19,24 @@ import (
 
 // fieldOwner is the operator's field manager: server-side apply records
 // which fields it owns, so that fields it leaves out (a Deployment's
-// replicas under an autoscaler, labels a GitOps tool adds) stay with
-// whoever sets them.
+// replicas under an autoscaler, labels a GitOps tool adds, a webhook's
+// additions) stay with whoever sets them, and fields it stops setting are
+// removed.
 const fieldOwner = "leo-operator"
+
+// replicasOwner is the field manager that holds an autoscaled Deployment's
+// replica count on the operator's behalf until the autoscaler writes it:
+// server-side apply removes a field when its last owner stops applying it,
+// so the count is handed to this manager before the operator's own applies
+// leave it out.
+const replicasOwner = "leo-operator-initial-replicas"
+
+// annotationApplied records, on every object the operator applies, the
+// hash of what it applied: the next reconcile applies again only when the
+// hash of what it wants differs. This is how the operator makes no write
+// in a steady state, and notices what it stopped setting (a removed
+// environment variable) as well as what it changed.
+const annotationApplied = "serving.leo.dev/applied"
 
 // errNotOurs says that an object with the name we need exists and is
 // controlled by something else: we never take it over.
@@ -29,57 +47,100 @@ func (e errNotOurs) Error() string {
 }
 
 // applier applies desired objects with server-side apply, and only when
-// they differ from what is there: in a steady state the operator makes no
-// write at all.
+// they changed since the last apply.
 type applier struct {
 	client.Client
 	scheme *runtime.Scheme
+	// reader reads uncached: the manager caches only objects with the
+	// operator's label, so one absent from the cache may still exist,
+	// someone else's.
+	reader client.Reader
 }
 
 // apply makes obj (a desired object, typed) exist as computed, controlled by
-// owner. current is the object as read (its zero value when absent: pass
-// found=false). It returns whether it wrote.
-//
-// createOnly are fields set when the object is created but never applied
-// later (a Deployment's initial replicas under an autoscaler): they are
-// written by a create, which server-side apply does not count as the
-// operator owning them.
-func (a applier) apply(ctx context.Context, owner, obj, current client.Object, found bool, createOnly func(client.Object)) (bool, error) {
+// owner. current is the cached object (found false when the cache has
+// none). It returns whether it wrote.
+func (a applier) apply(ctx context.Context, owner, obj, current client.Object, found bool) (bool, error) {
+	return a.applyKeepingReplicas(ctx, owner, obj, current, found, nil)
+}
+
+// applyKeepingReplicas is apply for a Deployment whose replica count is not
+// the operator's (autoscaled): replicas is the count to create it with, or
+// to keep, handed over to replicasOwner before the apply that leaves it out.
+func (a applier) applyKeepingReplicas(ctx context.Context, owner, obj, current client.Object, found bool, replicas *int32) (bool, error) {
 	if err := controllerutil.SetControllerReference(owner, obj, a.scheme); err != nil {
 		return false, err
 	}
 	kind := reflect.TypeOf(obj).Elem().Name()
-	if found {
-		if ref := metav1.GetControllerOf(current); ref == nil || ref.UID != owner.GetUID() {
-			by := "no controller"
-			if ref != nil {
-				by = ref.Kind + " " + ref.Name
-			}
-			return false, errNotOurs{kind, obj.GetName(), by}
-		}
+	if found && !metav1.IsControlledBy(current, owner) {
+		return false, errNotOurs{kind, obj.GetName(), controllerName(current)}
 	}
-	if !found && createOnly != nil {
-		created := obj.DeepCopyObject().(client.Object)
-		createOnly(created)
-		if err := a.Create(ctx, created, client.FieldOwner(fieldOwner+"-create")); err == nil || !apierrors.IsAlreadyExists(err) {
-			return err == nil, err
+	if !found {
+		other := obj.DeepCopyObject().(client.Object)
+		err := a.reader.Get(ctx, client.ObjectKeyFromObject(obj), other)
+		if err == nil && !metav1.IsControlledBy(other, owner) {
+			return false, errNotOurs{kind, obj.GetName(), controllerName(other)}
 		}
-		// Created meanwhile (a stale cache): apply over it below.
+		if err != nil && !apierrors.IsNotFound(err) {
+			return false, err
+		}
 	}
 	want, err := toApply(obj, a.scheme)
 	if err != nil {
 		return false, err
 	}
-	if found {
-		have, err := runtime.DefaultUnstructuredConverter.ToUnstructured(current)
-		if err != nil {
+	hash, err := hashOf(want.Object)
+	if err != nil {
+		return false, err
+	}
+	if found && current.GetAnnotations()[annotationApplied] == hash {
+		return false, nil
+	}
+	ann := want.GetAnnotations()
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann[annotationApplied] = hash
+	want.SetAnnotations(ann)
+
+	if replicas != nil && found {
+		if err := a.holdReplicas(ctx, want, *replicas); err != nil {
 			return false, err
 		}
-		if contains(have, want.Object) {
-			return false, nil
+	}
+	if replicas != nil && !found {
+		// Created with the count, which is then handed over below.
+		if err := unstructured.SetNestedField(want.Object, int64(*replicas), "spec", "replicas"); err != nil {
+			return false, err
 		}
 	}
-	return true, a.Apply(ctx, client.ApplyConfigurationFromUnstructured(want), client.FieldOwner(fieldOwner), client.ForceOwnership)
+	if err := a.Apply(ctx, client.ApplyConfigurationFromUnstructured(want), client.FieldOwner(fieldOwner), client.ForceOwnership); err != nil {
+		return false, err
+	}
+	if replicas != nil && !found {
+		// The operator owns the count along with replicasOwner until its
+		// next apply, which leaves it out and so lets go of it; the
+		// autoscaler's first write takes it from both.
+		if err := a.holdReplicas(ctx, want, *replicas); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
+}
+
+// holdReplicas applies the replica count alone as replicasOwner. It does
+// not force: the count is the one read, and if another writer changed it
+// meanwhile the conflict sends the reconcile round again with a fresh read,
+// rather than undoing the other writer.
+func (a applier) holdReplicas(ctx context.Context, obj *unstructured.Unstructured, replicas int32) error {
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(obj.GroupVersionKind())
+	u.SetNamespace(obj.GetNamespace())
+	u.SetName(obj.GetName())
+	if err := unstructured.SetNestedField(u.Object, int64(replicas), "spec", "replicas"); err != nil {
+		return err
+	}
+	return a.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(replicasOwner))
 }
 
 // toApply is obj as an apply configuration: the fields set in it, with its
@@ -102,65 +163,13 @@ func toApply(obj client.Object, scheme *runtime.Scheme) (*unstructured.Unstructu
 	return u, nil
 }
 
-// contains reports whether have holds every field of want with the same
-// value. Lists must have the same length, item by item, since server-side
-// apply would make them so.
-func contains(have, want any) bool {
-	switch w := want.(type) {
-	case map[string]any:
-		h, ok := have.(map[string]any)
-		if !ok {
-			return len(w) == 0 && have == nil
-		}
-		for k, wv := range w {
-			hv, present := h[k]
-			if !present {
-				if isEmpty(wv) {
-					continue
-				}
-				return false
-			}
-			if !contains(hv, wv) {
-				return false
-			}
-		}
-		return true
-	case []any:
-		h, ok := have.([]any)
-		if !ok {
-			return len(w) == 0 && have == nil
-		}
-		if len(h) != len(w) {
-			return false
-		}
-		for i := range w {
-			if !contains(h[i], w[i]) {
-				return false
-			}
-		}
-		return true
-	case nil:
-		return true
-	default:
-		return reflect.DeepEqual(have, want)
+// hashOf is a short hash of an object's JSON (encoding/json sorts map keys,
+// so equal objects hash equally).
+func hashOf(m map[string]any) (string, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return "", err
 	}
-}
-
-// isEmpty is a value that the API server drops on the way in (an empty
-// map or list, a null).
-func isEmpty(v any) bool {
-	switch x := v.(type) {
-	case nil:
-		return true
-	case map[string]any:
-		for _, e := range x {
-			if !isEmpty(e) {
-				return false
-			}
-		}
-		return true
-	case []any:
-		return len(x) == 0
-	}
-	return false
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8]), nil
 }

@@ -76,7 +76,7 @@ func (r *BatchDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	}
 	before := b.DeepCopy()
 	b.Status.ObservedGeneration = b.Generation
-	if b.Status.OutputURI == "" {
+	if b.Status.StartTime == nil { // the output may change until the run starts
 		b.Status.OutputURI = desired.OutputURI(&b)
 	}
 	res, err := r.reconcile(ctx, &b)
@@ -115,6 +115,14 @@ func (r *BatchDeploymentReconciler) reconcile(ctx context.Context, b *servingv1a
 	if !metav1.IsControlledBy(&job, b) {
 		return ctrl.Result{}, errNotOurs{"Job", job.Name, controllerName(&job)}
 	}
+	if st.CompletionTime != nil {
+		// Finished: the counts are final (the pods may be gone since), and a
+		// run stopped by the error threshold stays stopped.
+		if st.Phase == servingv1alpha1.BatchPhaseFailed && !finished(&job, batchv1.JobFailed) {
+			return ctrl.Result{}, r.holdSuspended(ctx, &job)
+		}
+		return ctrl.Result{}, nil
+	}
 	st.JobName = job.Name
 	if st.StartTime == nil && job.Status.StartTime != nil {
 		st.StartTime = job.Status.StartTime.DeepCopy()
@@ -150,8 +158,6 @@ func (r *BatchDeploymentReconciler) reconcile(ctx context.Context, b *servingv1a
 		setCondition(&st.Conditions, gen, servingv1alpha1.ConditionSuspended, false, "Finished", "the run has finished")
 		setCondition(&st.Conditions, gen, servingv1alpha1.ConditionReady, false, reason, msg)
 		return ctrl.Result{}, nil
-	case st.Phase == servingv1alpha1.BatchPhaseFailed:
-		return ctrl.Result{}, r.holdSuspended(ctx, &job) // stopped by the error threshold: stays stopped
 	case threshold >= 0 && p.FilesFailed > threshold:
 		// Past the error threshold: stop every worker now (the Job is
 		// suspended, which ends its pods) and say so.
@@ -235,7 +241,18 @@ func (r *BatchDeploymentReconciler) start(ctx context.Context, b *servingv1alpha
 	if err := controllerutil.SetControllerReference(b, job, r.scheme); err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.Create(ctx, job, client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsAlreadyExists(err) {
+	if err := r.Create(ctx, job, client.FieldOwner(fieldOwner)); apierrors.IsAlreadyExists(err) {
+		// Not in the cache, which holds only the operator's Jobs: unless
+		// the cache is just behind, someone else's.
+		var other batchv1.Job
+		if err := r.reader.Get(ctx, client.ObjectKeyFromObject(job), &other); err != nil {
+			return ctrl.Result{}, err
+		}
+		if !metav1.IsControlledBy(&other, b) {
+			return ctrl.Result{}, errNotOurs{"Job", job.Name, controllerName(&other)}
+		}
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	} else if err != nil {
 		return ctrl.Result{}, err
 	}
 	r.event(b, corev1.EventTypeNormal, "Started", "CreateJob", "started Job %s: %d workers scoring %s with LlamaModel %s", job.Name, *job.Spec.Parallelism, b.Spec.Input.URI, m.Name)

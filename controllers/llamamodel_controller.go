@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -34,9 +35,10 @@ import (
 // existing claim.
 const modelFinalizer = "serving.leo.dev/cleanup"
 
-// cleanupTimeout bounds how long a deleted model waits for the Job that
-// removes its files from an existing claim; past it the model goes anyway
-// (with a Warning event naming the directory), so deletion never hangs.
+// cleanupTimeout bounds how long a deleted model waits, from its deletion,
+// for its files to be removed from an existing claim; past it the model
+// goes anyway (with a Warning event naming the directory), so deletion
+// never hangs.
 const cleanupTimeout = 10 * time.Minute
 
 // LlamaModelReconciler downloads, converts and quantizes models into a
@@ -84,21 +86,35 @@ func (r *LlamaModelReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	before := m.DeepCopy()
 	m.Status.ObservedGeneration = m.Generation
 	res, err := r.reconcile(ctx, &m)
-	if err != nil {
-		var notOurs errNotOurs
-		if !asNotOurs(err, &notOurs) {
-			return ctrl.Result{}, err
-		}
+	var notOurs errNotOurs
+	var reported reportedError
+	switch {
+	case err == nil:
+	case asNotOurs(err, &notOurs):
 		r.fail(&m, "NameConflict", err.Error())
-		res = ctrl.Result{}
+		res, err = ctrl.Result{}, nil
+	case errors.As(err, &reported):
+		// Said in status, and tried again with backoff.
+		setCondition(&m.Status.Conditions, m.Generation, servingv1alpha1.ConditionReady, false, reported.reason, firstLine(reported.Error(), 900))
+	default:
+		return ctrl.Result{}, err
 	}
-	if equalStatus(before.Status, m.Status) {
-		return res, nil
+	if !equalStatus(before.Status, m.Status) {
+		if before.Status.Phase != m.Status.Phase {
+			log.FromContext(ctx).Info("phase", "from", before.Status.Phase, "to", m.Status.Phase)
+		}
+		if perr := r.Status().Patch(ctx, &m, client.MergeFrom(before)); perr != nil {
+			return ctrl.Result{}, perr
+		}
 	}
-	if before.Status.Phase != m.Status.Phase {
-		log.FromContext(ctx).Info("phase", "from", before.Status.Phase, "to", m.Status.Phase)
-	}
-	return res, r.Status().Patch(ctx, &m, client.MergeFrom(before))
+	return res, err
+}
+
+// reportedError is an error the model's status states (a Job the API
+// server refused to create, say) before the reconcile is retried.
+type reportedError struct {
+	reason string
+	error
 }
 
 func (r *LlamaModelReconciler) reconcile(ctx context.Context, m *servingv1alpha1.LlamaModel) (ctrl.Result, error) {
@@ -142,6 +158,14 @@ func (r *LlamaModelReconciler) reconcile(ctx context.Context, m *servingv1alpha1
 		if a := m.Status.Artifact; a != nil && a.ClaimName == claim && a.Path == artifactPath && m.Status.Phase == servingv1alpha1.ModelPhaseReady {
 			return ctrl.Result{}, nil // done, and the Job was cleaned up since
 		}
+		if cleaning, err := r.cleanupRunning(ctx, m.Namespace, desired.ArtifactHash(claim, dir)); err != nil || cleaning {
+			// A deleted model's files are being removed from this very
+			// directory: start the download once that is done.
+			m.Status.Phase = servingv1alpha1.ModelPhasePending
+			setCondition(&m.Status.Conditions, m.Generation, servingv1alpha1.ConditionReady, false, "WaitingForCleanup",
+				"the files of a deleted model with the same source are being removed from "+dir+"; the download starts after")
+			return ctrl.Result{RequeueAfter: 2 * time.Second}, err
+		}
 		job := desired.PrepareJob(m, r.Config)
 		if err := controllerutil.SetControllerReference(m, job, r.Scheme); err != nil {
 			return ctrl.Result{}, err
@@ -150,7 +174,7 @@ func (r *LlamaModelReconciler) reconcile(ctx context.Context, m *servingv1alpha1
 			if apierrors.IsAlreadyExists(err) {
 				return ctrl.Result{RequeueAfter: time.Second}, nil // another model's, just made: share it
 			}
-			return ctrl.Result{}, err
+			return ctrl.Result{}, reportedError{"JobCreateFailed", fmt.Errorf("creating Job %s: %w", job.Name, err)}
 		}
 		r.event(m, corev1.EventTypeNormal, "Downloading", "CreateJob", "started Job %s: %s into %s on claim %s", job.Name, m.Spec.Source.URI, artifactPath, claim)
 		m.Status.Phase = servingv1alpha1.ModelPhaseDownloading
@@ -168,14 +192,22 @@ func (r *LlamaModelReconciler) reconcile(ctx context.Context, m *servingv1alpha1
 		// this Job: share it, and keep it while either model exists.
 		patch := client.MergeFromWithOptions(job.DeepCopy(), client.MergeFromWithOptimisticLock{})
 		job.OwnerReferences = append(job.OwnerReferences, ownerRef(m, false))
+		if job.Annotations == nil {
+			job.Annotations = map[string]string{}
+		}
+		job.Annotations[desired.GenerationAnnotation(m)] = strconv.FormatInt(m.Generation, 10)
 		if err := r.Patch(ctx, &job, patch); err != nil {
 			return ctrl.Result{}, err
 		}
 		r.event(m, corev1.EventTypeNormal, "SharedDownload", "ShareJob", "shares Job %s with the other models of %s on claim %s", job.Name, artifactPath, claim)
 	}
-	if finished(&job, batchv1.JobFailed) && metav1.IsControlledBy(&job, m) && jobGeneration(&job) < m.Generation {
-		// The spec changed since the Job failed (new credentials, say): try
-		// again with a new Job.
+	if finished(&job, batchv1.JobComplete) && m.Status.Phase == servingv1alpha1.ModelPhaseReady && m.Status.Artifact != nil &&
+		m.Status.Artifact.Path == artifactPath && m.Status.Artifact.ClaimName == claim {
+		return ctrl.Result{}, nil // done: its pods may be gone since, and need not be read
+	}
+	if finished(&job, batchv1.JobFailed) && joinedAt(&job, m) < m.Generation {
+		// This model's spec changed since it made or joined the Job that
+		// failed (new credentials, say): try again with a new Job.
 		if err := r.Delete(ctx, &job, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
 			return ctrl.Result{}, err
 		}
@@ -255,16 +287,25 @@ func (r *LlamaModelReconciler) statusFromJob(ctx context.Context, m *servingv1al
 		if st.Phase != servingv1alpha1.ModelPhaseFailed {
 			r.event(m, corev1.EventTypeWarning, "Failed", "Prepare", "Job %s failed after %d attempts: %s: %s", job.Name, st.Attempts, reason, msg)
 		}
-		failedStep := stepCondition(st.Phase)
-		st.Phase = servingv1alpha1.ModelPhaseFailed
 		msg = fmt.Sprintf("%s (after %d attempts; fix the cause and change the spec, e.g. the credentials, to try again)", msg, st.Attempts)
-		setCondition(&st.Conditions, gen, failedStep, false, reason, msg)
+		if st.Phase != servingv1alpha1.ModelPhaseFailed {
+			// The step it failed in says so; later passes leave the steps be.
+			setCondition(&st.Conditions, gen, stepCondition(st.Phase), false, reason, msg)
+		}
+		st.Phase = servingv1alpha1.ModelPhaseFailed
 		setCondition(&st.Conditions, gen, servingv1alpha1.ConditionReady, false, reason, msg)
 		return ctrl.Result{}, nil
 	}
 
-	// Running, or waiting to be retried.
-	phase := servingv1alpha1.ModelPhaseDownloading
+	// Running, or waiting to be retried. The phase is what the newest line
+	// of the log's tail says: a pull event means downloading, any event
+	// with a phase that phase; with no line, it stays.
+	phase := st.Phase
+	switch phase {
+	case servingv1alpha1.ModelPhaseDownloading, servingv1alpha1.ModelPhaseConverting, servingv1alpha1.ModelPhaseQuantizing:
+	default:
+		phase = servingv1alpha1.ModelPhaseDownloading
+	}
 	var pod *corev1.Pod
 	for i := range pods {
 		if pods[i].Status.Phase == corev1.PodRunning {
@@ -274,10 +315,13 @@ func (r *LlamaModelReconciler) statusFromJob(ctx context.Context, m *servingv1al
 	}
 	if pod != nil {
 		for _, l := range progressLines(logTail(ctx, r.Logs, pod, "prepare")) {
-			switch l.Event {
-			case "phase":
+			if l.Phase != "" {
 				phase = phaseOf(l.Phase, phase)
-			case "start", "progress", "verified", "done":
+				continue
+			}
+			switch l.Event {
+			case "start", "progress", "verified", "done", "retry":
+				phase = servingv1alpha1.ModelPhaseDownloading
 				if l.BytesTotal > 0 {
 					p := &servingv1alpha1.TransferProgress{BytesDone: l.BytesDone, BytesTotal: l.BytesTotal}
 					if l.Event == "start" {
@@ -346,6 +390,7 @@ func (r *LlamaModelReconciler) finalize(ctx context.Context, m *servingv1alpha1.
 		}
 		patch := client.MergeFromWithOptions(job.DeepCopy(), client.MergeFromWithOptimisticLock{})
 		job.OwnerReferences = others
+		delete(job.Annotations, desired.GenerationAnnotation(m))
 		if err := r.Patch(ctx, job, patch); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -392,10 +437,26 @@ func (r *LlamaModelReconciler) cleanExistingClaim(ctx context.Context, m *servin
 	} else if err != nil {
 		return false, err
 	}
+	if time.Since(m.DeletionTimestamp.Time) > cleanupTimeout {
+		r.event(m, corev1.EventTypeWarning, "CleanupFailed", "DeleteFiles", "could not remove %s from claim %s within %s: remove it by hand", dir, claim, cleanupTimeout)
+		return true, nil
+	}
 	want := desired.CleanupJob(m, r.Config)
 	var job batchv1.Job
 	err := r.Get(ctx, client.ObjectKeyFromObject(want), &job)
 	if apierrors.IsNotFound(err) {
+		// The model's prepare pods may still be writing there (their Job was
+		// just deleted): wait until they are gone.
+		var pods corev1.PodList
+		if err := r.APIReader.List(ctx, &pods, client.InNamespace(m.Namespace),
+			client.MatchingLabels{desired.LabelComponent: "prepare", desired.LabelArtifact: desired.ArtifactHash(claim, dir)}); err != nil {
+			return false, err
+		}
+		for _, p := range pods.Items {
+			if p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+				return false, nil
+			}
+		}
 		// Owned by the model being deleted, the Job goes with it.
 		if err := controllerutil.SetOwnerReference(m, want, r.Scheme); err != nil {
 			return false, err
@@ -412,8 +473,8 @@ func (r *LlamaModelReconciler) cleanExistingClaim(ctx context.Context, m *servin
 	switch {
 	case finished(&job, batchv1.JobComplete):
 		return true, nil
-	case finished(&job, batchv1.JobFailed) || time.Since(job.CreationTimestamp.Time) > cleanupTimeout:
-		r.event(m, corev1.EventTypeWarning, "CleanupFailed", "DeleteFiles", "could not remove %s from claim %s (Job %s): remove it by hand", dir, claim, job.Name)
+	case finished(&job, batchv1.JobFailed):
+		r.event(m, corev1.EventTypeWarning, "CleanupFailed", "DeleteFiles", "could not remove %s from claim %s (Job %s failed): remove it by hand", dir, claim, job.Name)
 		return true, nil
 	}
 	return false, nil
@@ -494,9 +555,28 @@ func finished(job *batchv1.Job, typ batchv1.JobConditionType) bool {
 	return false
 }
 
-func jobGeneration(job *batchv1.Job) int64 {
-	g, _ := strconv.ParseInt(job.Annotations[desired.AnnotationModelGeneration], 10, 64)
+// joinedAt is the generation of m when it made or joined the Job.
+func joinedAt(job *batchv1.Job, m *servingv1alpha1.LlamaModel) int64 {
+	g, err := strconv.ParseInt(job.Annotations[desired.GenerationAnnotation(m)], 10, 64)
+	if err != nil {
+		return m.Generation // not recorded: nothing to compare with
+	}
 	return g
+}
+
+// cleanupRunning says whether a cleanup Job is removing the files of the
+// artifact directory with this hash.
+func (r *LlamaModelReconciler) cleanupRunning(ctx context.Context, ns, hash string) (bool, error) {
+	var jobs batchv1.JobList
+	if err := r.List(ctx, &jobs, client.InNamespace(ns), client.MatchingLabels{desired.LabelComponent: "cleanup", desired.LabelArtifact: hash}); err != nil {
+		return false, err
+	}
+	for i := range jobs.Items {
+		if !finished(&jobs.Items[i], batchv1.JobComplete) && !finished(&jobs.Items[i], batchv1.JobFailed) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // stepsDone says whether conversion and quantization ran, from the

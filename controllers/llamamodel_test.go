@@ -3,9 +3,11 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -359,4 +361,55 @@ func mustGetPod(t *testing.T, p *corev1.Pod) *corev1.Pod {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// A long quantization keeps its phase when its phase line has scrolled out
+// of the log's tail; a failure while quantizing says so in Quantized and
+// leaves Downloaded true.
+func TestModelQuantizeLongLogThenFail(t *testing.T) {
+	ns := namespace(t)
+	m := &servingv1alpha1.LlamaModel{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "big"},
+		Spec: servingv1alpha1.LlamaModelSpec{
+			Source:       servingv1alpha1.ModelSource{URI: "https://models.example/big.gguf"},
+			Quantization: servingv1alpha1.QuantizationQ4_0,
+			Download:     servingv1alpha1.DownloadSettings{Retries: ptr(int32(0))},
+		},
+	}
+	create(t, m)
+	job := jobOf(t, ns, desired.PrepareJobName(desired.CacheClaimName(m), desired.ArtifactDir(m.Spec)))
+	jobStatus(t, job, 1, 0)
+	var log strings.Builder
+	log.WriteString(`{"event":"phase","phase":"downloading"}` + "\n" + `{"event":"done","files":1,"bytes_done":100}` + "\n")
+	log.WriteString(`{"event":"phase","phase":"quantizing","quantization":"q4_0"}` + "\n")
+	for i := range 100 { // a line a second for 100 s: the phase line is long gone from the tail
+		fmt.Fprintf(&log, `{"event":"progress","phase":"quantizing","bytes_done":%d,"bytes_total":1000}`+"\n", i*10)
+	}
+	pod := runPod(t, job, job.Name+"-1", "prepare", log.String(), nil)
+	eventually(t, "Quantizing", func() error {
+		if err := wantPhase(m, servingv1alpha1.ModelPhaseQuantizing); err != nil {
+			return err
+		}
+		return wantCondition(m.Status.Conditions, servingv1alpha1.ConditionDownloaded, metav1.ConditionTrue, "Downloaded")
+	})
+	endPod(t, pod, desired.PrepareExitPermanent, `{"reason":"Unsupported","message":"q4_0 of a tensor of 13 columns"}`)
+	jobStatus(t, job, 0, 1)
+	jobDone(t, job, false, "PodFailurePolicy")
+	eventually(t, "Failed in Quantized", func() error {
+		if err := wantPhase(m, servingv1alpha1.ModelPhaseFailed); err != nil {
+			return err
+		}
+		if err := wantCondition(m.Status.Conditions, servingv1alpha1.ConditionQuantized, metav1.ConditionFalse, "Unsupported"); err != nil {
+			return err
+		}
+		return wantCondition(m.Status.Conditions, servingv1alpha1.ConditionDownloaded, metav1.ConditionTrue, "Downloaded")
+	})
+	// Another pass (a label changed, say) leaves the conditions as they are.
+	before := mustGet(t, m).Status.Conditions
+	update(t, m, func(m *servingv1alpha1.LlamaModel) { m.Labels = map[string]string{"touched": "yes"} })
+	update(t, job, func(j *batchv1.Job) { j.Labels["touched"] = "yes" }) // wakes the model's reconciler
+	time.Sleep(time.Second)
+	if after := mustGet(t, m).Status.Conditions; !reflect.DeepEqual(before, after) {
+		t.Errorf("conditions changed on a pass with nothing new:\nbefore %+v\nafter  %+v", before, after)
+	}
 }

@@ -143,8 +143,6 @@ func (r *OnlineEndpointReconciler) reconcile(ctx context.Context, e *servingv1al
 			return err
 		}
 		st.KeysSecretName = desired.KeysSecretName(e)
-	} else if err := r.deleteKeys(ctx, e); err != nil {
-		return err
 	}
 
 	// Deployments and their Services.
@@ -165,12 +163,15 @@ func (r *OnlineEndpointReconciler) reconcile(ctx context.Context, e *servingv1al
 			if !found {
 				current = &appsv1.Deployment{}
 			}
-			var createOnly func(client.Object)
+			var keep *int32 // the count to create with, or to keep: the autoscaler's
 			if replicas == nil {
 				n := desired.InitialReplicas(d)
-				createOnly = func(o client.Object) { o.(*appsv1.Deployment).Spec.Replicas = &n }
+				if found && current.Spec.Replicas != nil {
+					n = *current.Spec.Replicas
+				}
+				keep = &n
 			}
-			wrote, err := r.apply(ctx, e, dep, current, found, createOnly)
+			wrote, err := r.applyKeepingReplicas(ctx, e, dep, current, found, keep)
 			if err != nil {
 				return err
 			}
@@ -206,6 +207,13 @@ func (r *OnlineEndpointReconciler) reconcile(ctx context.Context, e *servingv1al
 			if err := r.Delete(ctx, svc); client.IgnoreNotFound(err) != nil {
 				return err
 			}
+		}
+	}
+	if e.Spec.AuthMode == servingv1alpha1.AuthModeNone && !mountsKeys(haveDep, desired.KeysSecretName(e)) {
+		// Only once no Deployment's pods may mount it: a pod of an old
+		// template started meanwhile would wait for it forever.
+		if err := r.deleteKeys(ctx, e); err != nil {
+			return err
 		}
 	}
 
@@ -264,7 +272,7 @@ func (r *OnlineEndpointReconciler) applyService(ctx context.Context, e *servingv
 	if !found {
 		current = &corev1.Service{}
 	}
-	_, err := r.apply(ctx, e, svc, current, found, nil)
+	_, err := r.apply(ctx, e, svc, current, found)
 	return err
 }
 
@@ -282,7 +290,15 @@ func (r *OnlineEndpointReconciler) ensureKeys(ctx context.Context, e *servingv1a
 		if err := controllerutil.SetControllerReference(e, want, r.scheme); err != nil {
 			return err
 		}
-		if err := r.Create(ctx, want, client.FieldOwner(fieldOwner)); err != nil {
+		if err := r.Create(ctx, want, client.FieldOwner(fieldOwner)); apierrors.IsAlreadyExists(err) {
+			// Not in the cache, which holds only the operator's Secrets:
+			// someone else's.
+			var other corev1.Secret
+			if err := r.reader.Get(ctx, client.ObjectKeyFromObject(want), &other); err != nil {
+				return err
+			}
+			return errNotOurs{"Secret", name, controllerName(&other)}
+		} else if err != nil {
 			return err
 		}
 		r.event(e, corev1.EventTypeNormal, "KeysCreated", "Create", "created Secret %s with primaryKey and secondaryKey", name)
@@ -391,6 +407,18 @@ func (r *OnlineEndpointReconciler) usersOf(ctx context.Context, o client.Object)
 		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&e)})
 	}
 	return out
+}
+
+// mountsKeys says whether a Deployment's pod template mounts the Secret.
+func mountsKeys(deps map[string]*appsv1.Deployment, secret string) bool {
+	for _, d := range deps {
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			if v.Secret != nil && v.Secret.SecretName == secret {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // newKey is a random key of 32 bytes, URL-safe base64 (43 characters).

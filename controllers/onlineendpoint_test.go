@@ -199,6 +199,17 @@ func TestEndpointChanges(t *testing.T) {
 		return get(green)
 	})
 
+	// The split in force first, so that what follows is a change of it.
+	eventually(t, "the first status", func() error {
+		if err := get(e); err != nil {
+			return err
+		}
+		if e.Status.ObservedGeneration != e.Generation || e.Status.Traffic["blue"] != 90 {
+			return fmt.Errorf("status of generation %d, traffic %v", e.Status.ObservedGeneration, e.Status.Traffic)
+		}
+		return nil
+	})
+
 	// The autoscaler scales green through the scale subresource.
 	scale := &autoscalingv1.Scale{}
 	if err := k8s.SubResource("scale").Get(context.Background(), green, scale); err != nil {
@@ -302,4 +313,91 @@ func mustGetDeployment(t *testing.T, d *appsv1.Deployment) *appsv1.Deployment {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// What the operator stops setting goes (an environment variable removed),
+// also on an autoscaled Deployment; switching a deployment to the
+// autoscaler keeps its replica count.
+func TestEndpointRemovalsAndScaleSwitch(t *testing.T) {
+	ns := namespace(t)
+	readyModel(t, ns, "llama")
+	e := blueGreen(ns)
+	e.Spec.Deployments[0].EnvironmentVariables = servingv1alpha1.EnvironmentVariables{"KEEP": "1", "DROP": "2"}
+	e.Spec.Deployments[1].EnvironmentVariables = servingv1alpha1.EnvironmentVariables{"DROP": "2"}
+	create(t, e)
+	blue := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "chat-blue"}}
+	green := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "chat-green"}}
+	eventually(t, "the Deployments", func() error {
+		if err := get(blue); err != nil {
+			return err
+		}
+		return get(green)
+	})
+	env := func(d *appsv1.Deployment) []string {
+		var names []string
+		for _, v := range d.Spec.Template.Spec.Containers[0].Env {
+			names = append(names, v.Name)
+		}
+		return names
+	}
+	update(t, e, func(e *servingv1alpha1.OnlineEndpoint) {
+		e.Spec.Deployments[0].EnvironmentVariables = servingv1alpha1.EnvironmentVariables{"KEEP": "1"}
+		e.Spec.Deployments[1].EnvironmentVariables = nil
+		// blue goes to the autoscaler: its 2 replicas must stay.
+		e.Spec.Deployments[0].ScaleSettings = servingv1alpha1.ScaleSettings{Type: servingv1alpha1.ScaleTypeTargetUtilization, MinInstances: ptr(int32(1)), MaxInstances: ptr(int32(4))}
+	})
+	eventually(t, "the removed variables gone", func() error {
+		if err := get(blue); err != nil {
+			return err
+		}
+		if err := get(green); err != nil {
+			return err
+		}
+		if !slices.Equal(env(blue), []string{"KEEP"}) || len(env(green)) != 0 {
+			return fmt.Errorf("blue's env %v, green's %v", env(blue), env(green))
+		}
+		return nil
+	})
+	if *blue.Spec.Replicas != 2 || *green.Spec.Replicas != 1 {
+		t.Errorf("replicas blue %d (want 2, kept), green %d (want 1)", *blue.Spec.Replicas, *green.Spec.Replicas)
+	}
+	// A later change of blue leaves the count alone too.
+	update(t, e, func(e *servingv1alpha1.OnlineEndpoint) {
+		e.Spec.Deployments[0].EnvironmentVariables = nil
+	})
+	eventually(t, "blue's env emptied", func() error {
+		if err := get(blue); err != nil {
+			return err
+		}
+		if len(env(blue)) != 0 {
+			return fmt.Errorf("blue's env %v", env(blue))
+		}
+		return nil
+	})
+	if *blue.Spec.Replicas != 2 {
+		t.Errorf("blue's replicas %d after another change, want 2", *blue.Spec.Replicas)
+	}
+}
+
+// A Service of the same name that is not the operator's is never taken
+// over: the endpoint says NameConflict.
+func TestEndpointNameConflict(t *testing.T) {
+	ns := namespace(t)
+	readyModel(t, ns, "llama")
+	theirs := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "chat"},
+		Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": "theirs"}, Ports: []corev1.ServicePort{{Port: 8000}}},
+	}
+	create(t, theirs)
+	create(t, blueGreen(ns))
+	e := &servingv1alpha1.OnlineEndpoint{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "chat"}}
+	eventually(t, "NameConflict", func() error {
+		if err := get(e); err != nil {
+			return err
+		}
+		return wantCondition(e.Status.Conditions, servingv1alpha1.ConditionReady, metav1.ConditionFalse, "NameConflict")
+	})
+	if err := get(theirs); err != nil || theirs.Spec.Selector["app"] != "theirs" || len(theirs.OwnerReferences) != 0 {
+		t.Errorf("their Service was changed: %+v %v", theirs.Spec.Selector, theirs.OwnerReferences)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"sort"
 	"strings"
+	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -28,7 +29,9 @@ const logTailLines = 40
 func jobPods(ctx context.Context, r client.Reader, job *batchv1.Job) ([]corev1.Pod, error) {
 	var pods corev1.PodList
 	if err := r.List(ctx, &pods, client.InNamespace(job.Namespace),
-		client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
+		// By the Job's UID too: a Job replaced under the same name must not
+		// be judged on the pods of the one before.
+		client.MatchingLabels{batchv1.JobNameLabel: job.Name, batchv1.ControllerUidLabel: string(job.UID)}); err != nil {
 		return nil, err
 	}
 	out := pods.Items
@@ -59,8 +62,13 @@ func logTail(ctx context.Context, logs kubernetes.Interface, p *corev1.Pod, cont
 	if logs == nil || p.Spec.NodeName == "" || p.Status.Phase != corev1.PodRunning {
 		return nil
 	}
-	n := int64(logTailLines)
-	b, err := logs.CoreV1().Pods(p.Namespace).GetLogs(p.Name, &corev1.PodLogOptions{Container: container, TailLines: &n}).DoRaw(ctx)
+	// Bounded in time and size: a log request is a long-running request
+	// the API server does not time out, and one stuck read must not hold
+	// the controller's worker.
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	n, limit := int64(logTailLines), int64(64<<10)
+	b, err := logs.CoreV1().Pods(p.Namespace).GetLogs(p.Name, &corev1.PodLogOptions{Container: container, TailLines: &n, LimitBytes: &limit}).DoRaw(ctx)
 	if err != nil {
 		return nil // progress is best effort; the Job's status is the truth
 	}

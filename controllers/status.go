@@ -44,7 +44,7 @@ func SetupAll(mgr ctrl.Manager, o Options) error {
 		return err
 	}
 	c, s := mgr.GetClient(), mgr.GetScheme()
-	a := applier{Client: c, scheme: s}
+	a := applier{Client: c, scheme: s, reader: mgr.GetAPIReader()}
 	events := mgr.GetEventRecorder("leo-operator")
 	if err := (&LlamaModelReconciler{
 		Client: c, Scheme: s, APIReader: mgr.GetAPIReader(), Logs: logs, Events: events,

@@ -232,7 +232,7 @@ func jobOf(t *testing.T, ns, name string) *batchv1.Job {
 // of the Job on the test node, with a log served by the test kubelet.
 func runPod(t *testing.T, job *batchv1.Job, name, container, log string, labels map[string]string) *corev1.Pod {
 	t.Helper()
-	l := map[string]string{batchv1.JobNameLabel: job.Name, "controller-uid": string(job.UID)}
+	l := map[string]string{batchv1.JobNameLabel: job.Name, batchv1.ControllerUidLabel: string(job.UID)}
 	for k, v := range labels {
 		l[k] = v
 	}

@@ -20,7 +20,9 @@ const BatchExitPermanent = 3
 // BatchJobName is the name of a BatchDeployment's Indexed Job. It leaves
 // room in 63 characters for the index in the pods' host names.
 func BatchJobName(b *servingv1alpha1.BatchDeployment) string {
-	return dnsLabel(boundedName(52, b.Name))
+	// A BatchDeployment's name may hold dots; a pod's host name (the Job's
+	// name and the index) may not.
+	return dnsLabel(boundedName(52, strings.ReplaceAll(b.Name, ".", "-")))
 }
 
 // BatchJob is the Indexed Job of a batch run: instanceCount pods, each

@@ -52,7 +52,7 @@ func hfModel() *servingv1alpha1.LlamaModel {
 	size := resource.MustParse("40Gi")
 	retries := int32(2)
 	return &servingv1alpha1.LlamaModel{
-		ObjectMeta: metav1.ObjectMeta{Name: "llama-2-7b-q4", Namespace: "team-a", Generation: 3},
+		ObjectMeta: metav1.ObjectMeta{Name: "llama-2-7b-q4", Namespace: "team-a", Generation: 3, UID: "0c5e1a3b-7d2f-4e9a-9b1c-2f6d8e4a7c10"},
 		Spec: servingv1alpha1.LlamaModelSpec{
 			Source: servingv1alpha1.ModelSource{
 				URI: "hf://meta-llama/Llama-2-7b-hf@main", Files: []string{"*.safetensors", "config.json", "tokenizer.model"},
@@ -246,6 +246,9 @@ func TestNames(t *testing.T) {
 	}
 	if boundedName(63, "short", "name") != "short-name" {
 		t.Error("a short name must be kept as it is")
+	}
+	if n := BatchJobName(&servingv1alpha1.BatchDeployment{ObjectMeta: metav1.ObjectMeta{Name: "reviews.2026-11"}}); n != "reviews-2026-11" {
+		t.Errorf("batch Job name %q: want a DNS label (no dots)", n)
 	}
 	if dnsLabel("7b-chat") != "e-7b-chat" || dnsLabel("chat") != "chat" {
 		t.Error("a Service name must start with a letter")

@@ -172,8 +172,8 @@ func PrepareJob(m *servingv1alpha1.LlamaModel, cfg Config) *batchv1.Job {
 		ObjectMeta: metav1.ObjectMeta{
 			Name: PrepareJobName(claim, dir), Namespace: m.Namespace, Labels: labels,
 			Annotations: map[string]string{
-				AnnotationArtifactPath:    ArtifactPath(m.Spec),
-				AnnotationModelGeneration: strconv.FormatInt(m.Generation, 10),
+				AnnotationArtifactPath:  ArtifactPath(m.Spec),
+				GenerationAnnotation(m): strconv.FormatInt(m.Generation, 10),
 			},
 		},
 		Spec: batchv1.JobSpec{
@@ -236,6 +236,12 @@ func ModelVolume(m *servingv1alpha1.LlamaModel) (corev1.Volume, corev1.VolumeMou
 	}
 	v, vm := claimVolume("model", a.ClaimName, ModelsMount, true)
 	return v, vm, path.Join(ModelsMount, a.Path), nil
+}
+
+// GenerationAnnotation is the annotation of a prepare Job that records the
+// generation of the model m when it made or joined the Job.
+func GenerationAnnotation(m *servingv1alpha1.LlamaModel) string {
+	return AnnotationGenerationPrefix + string(m.UID)
 }
 
 // CleanupJob removes a deleted model's artifact directory from an existing

@@ -37,10 +37,11 @@ const (
 
 // Annotations the operator writes.
 const (
-	// AnnotationModelGeneration records, on a prepare Job, the generation of
-	// the LlamaModel that made it: a failed Job is replaced when the model's
-	// spec has changed since (new credentials, say).
-	AnnotationModelGeneration = "serving.leo.dev/model-generation"
+	// AnnotationGenerationPrefix, followed by a LlamaModel's UID, records on
+	// a prepare Job the generation of each model when it made or joined the
+	// Job: a failed Job is replaced when one of its models' spec has changed
+	// since (new credentials, say).
+	AnnotationGenerationPrefix = "generation.serving.leo.dev/"
 	// AnnotationArtifactPath records, on a prepare Job, the artifact's path
 	// on the claim.
 	AnnotationArtifactPath = "serving.leo.dev/artifact-path"

@@ -16,6 +16,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -85,7 +86,7 @@ func settle(t testing.TB, n int) figures {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Room for 2 Services per endpoint: envtest's default range is a /24.
+	// Room for 3 Services per endpoint: envtest's default range is a /24.
 	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.0.0.0/16")
 	t.Cleanup(func() { _ = env.Stop() })
 	cfg, err := env.Start()
@@ -117,10 +118,23 @@ func settle(t testing.TB, n int) figures {
 	if err := k8s.Status().Update(ctx, m); err != nil {
 		t.Fatal(err)
 	}
+	// Each with a plain deployment and an autoscaled one, resources, a
+	// variable and a node selector: every kind of field the operator sets.
+	cpu, mem := resource.MustParse("500m"), resource.MustParse("24Gi")
 	for i := range n {
 		e := &servingv1alpha1.OnlineEndpoint{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("endpoint-%03d", i)},
-			Spec:       servingv1alpha1.OnlineEndpointSpec{Deployments: []servingv1alpha1.EndpointDeployment{{Name: "blue", Model: "llama"}}},
+			Spec: servingv1alpha1.OnlineEndpointSpec{
+				Deployments: []servingv1alpha1.EndpointDeployment{
+					{Name: "blue", Model: "llama", InstanceCount: ptr(int32(2)),
+						Resources:            servingv1alpha1.ComputeResources{GPUs: 1, CPU: &cpu, Memory: &mem},
+						EnvironmentVariables: servingv1alpha1.EnvironmentVariables{"B": "2", "A": "1"},
+						Placement:            servingv1alpha1.Placement{NodeSelector: map[string]string{"gpu": "h100"}}},
+					{Name: "green", Model: "llama", ScaleSettings: servingv1alpha1.ScaleSettings{
+						Type: servingv1alpha1.ScaleTypeTargetUtilization, MinInstances: ptr(int32(0)), MaxInstances: ptr(int32(3))}},
+				},
+				Traffic: map[string]int32{"blue": 100},
+			},
 		}
 		if err := k8s.Create(ctx, e); err != nil {
 			t.Fatal(err)
@@ -145,8 +159,8 @@ func settle(t testing.TB, n int) figures {
 		if err := k8s.List(ctx, &deps, client.InNamespace(ns)); err != nil {
 			return err
 		}
-		if len(deps.Items) != n {
-			return fmt.Errorf("%d Deployments of %d", len(deps.Items), n)
+		if len(deps.Items) != 2*n {
+			return fmt.Errorf("%d Deployments of %d", len(deps.Items), 2*n)
 		}
 		// Settled: no write for a second.
 		if time.Since(first.lastWrite()) < time.Second {

@@ -41,7 +41,7 @@ func finishPrepareJobs(ctx context.Context, k8s client.Client, ns string) (int, 
 		}
 		now := metav1.Now()
 		pod := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: job.Name + "-demo", Labels: map[string]string{batchv1.JobNameLabel: job.Name}},
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: job.Name + "-demo", Labels: map[string]string{batchv1.JobNameLabel: job.Name, batchv1.ControllerUidLabel: string(job.UID)}},
 			Spec:       corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "prepare", Image: "leo-runtime:demo"}}},
 		}
 		if err := k8s.Create(ctx, pod); err != nil {
