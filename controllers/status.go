@@ -21,6 +21,10 @@ import (
 	"github.com/leo-operator/leo/controllers/desired"
 )
 
+// maxConcurrentReconciles is how many objects of a kind are reconciled at
+// once (never the same object twice at once).
+const maxConcurrentReconciles = 4
+
 // Options configure the reconcilers.
 type Options struct {
 	// Config is what every object made depends on: the runtime image, the
