@@ -78,6 +78,8 @@ FUZZ_TARGETS := ./runtime/gguf:FuzzParse:300000 ./runtime/llama2c:FuzzParse:3000
 	./runtime/server:FuzzDecodeScore:30000 ./runtime/server:FuzzDecodeCompletion:30000 \
 	./runtime/server:FuzzDecodeChat:30000 ./runtime/chat:FuzzEncode:40000 \
 	./runtime/fetch:FuzzSourceAndRanges:100000 ./runtime/safetensors:FuzzParseHeader:50000 \
+	./runtime/batchio:FuzzParseCSV:80000 ./runtime/batchio:FuzzParseJSONL:40000 \
+	./runtime/batchio:FuzzAppendPrediction:150000 ./runtime/batchio:FuzzAppendOpenAIResult:80000 \
 	./runtime/tokenizer:FuzzParseHFTokenizerJSON:30000
 FUZZ_SCALE ?= 1
 
@@ -94,6 +96,12 @@ bench-serve: ## the HTTP server under load: 1 vs 16 streams, 64 clients (429s), 
 	mkdir -p bin/models
 	test -f bin/models/stories110M-q8_0.gguf || $(GO) run ./cmd/leo-runtime gen-model --shape stories110M --type q8_0 -o bin/models/stories110M-q8_0.gguf
 	$(GO) run ./cmd/leo-runtime bench-serve --model bin/models/stories110M-q8_0.gguf $(BENCH_SERVE_FLAGS)
+
+.PHONY: bench-batch
+bench-batch: ## leo-runtime batch on 1,000 short prompts, stories15M-shaped Q8_0: continuous batching (16) vs one at a time, alternating
+	mkdir -p bin/models
+	test -f bin/models/stories15M-q8_0.gguf || $(GO) run ./cmd/leo-runtime gen-model --shape stories15M --type q8_0 -o bin/models/stories15M-q8_0.gguf
+	LEO_BENCH_MODEL=$(CURDIR)/bin/models/stories15M-q8_0.gguf $(GO) test -run '^$$' -bench BatchThroughput -benchtime 1x ./cmd/leo-runtime
 
 .PHONY: bench-operator
 bench-operator: kube-bins ## the operator against a real API server: 200 OnlineEndpoints from scratch (time to settle, API writes), then a restarted manager's writes (0)

@@ -3,6 +3,7 @@
 //
 //	leo-runtime serve     --model FILE --addr HOST:PORT        the HTTP API: Azure ML /score, OpenAI /v1
 //	leo-runtime generate  --model FILE --prompt TEXT [flags]   stream a completion to stdout
+//	leo-runtime batch     --model FILE --input PATH --output DIR   score files exactly once (a BatchDeployment's worker)
 //	leo-runtime bench     --model FILE --threads T             prompt and generation speed
 //	leo-runtime bench-serve --model FILE                       the server under load (make bench-serve)
 //	leo-runtime pull      SOURCE DEST [--include GLOB]         download a model (hf://, https://, pvc://) robustly
@@ -37,6 +38,7 @@ type command struct {
 var commands = map[string]command{
 	"serve":       {"serve the model over HTTP (Azure ML /score, OpenAI /v1) with continuous batching", runServe},
 	"generate":    {"generate text from a prompt, streaming to stdout", runGenerate},
+	"batch":       {"score input files exactly once, resumably: a BatchDeployment's worker (docs/batch.md)", runBatch},
 	"bench":       {"measure prompt processing and generation speed", runBench},
 	"bench-serve": {"measure the HTTP server under load: 1 vs many streams, 429s, time to first token", runBenchServe},
 	"pull":        {"download a model's files (hf://, https://, pvc://): resumable, verified, with a manifest", runPull},

@@ -87,11 +87,11 @@ func failf(reason, format string, args ...any) error {
 }
 
 // exitCode is the exit status of a command that failed with err (not a
-// usage error): exitPermanent for a prepare failure no retry can fix, 1
-// otherwise.
+// usage error): exitPermanent for a failure no retry can fix (prepare's
+// and batch's errors say so with a permanent method), 1 otherwise.
 func exitCode(err error) int {
-	var pe *prepareError
-	if errors.As(err, &pe) && pe.permanent() {
+	var p interface{ permanent() bool }
+	if errors.As(err, &p) && p.permanent() {
 		return exitPermanent
 	}
 	return 1

@@ -185,7 +185,7 @@ func roundF16(x []float32) {
 
 func dotHeadsF16(out, q []float32, rows []uint16, stride, heads, group int) {
 	hd := len(q) / heads
-	if hd%32 != 0 || len(out) == 0 {
+	if hd%8 != 0 || len(out) == 0 {
 		refDotHeadsF16(out, q, rows, stride, heads, group)
 		return
 	}
@@ -194,7 +194,7 @@ func dotHeadsF16(out, q []float32, rows []uint16, stride, heads, group int) {
 
 func axpyHeadsF16(out, w []float32, rows []uint16, stride, heads, group int) {
 	hd := len(out) / heads
-	if hd%32 != 0 || len(w) == 0 {
+	if hd%8 != 0 || len(w) == 0 {
 		refAxpyHeadsF16(out, w, rows, stride, heads, group)
 		return
 	}

@@ -1391,7 +1391,7 @@ f32tloop:
 
 // func dotHeadsF16AVX2(q *float32, rows *uint16, stride, n, heads, hd, group int, out *float32)
 // out[t*heads+h] = q[h*hd:(h+1)*hd] · rows[t*stride+(h/group)*hd:][:hd]
-// for t < n, h < heads (hd a multiple of 32).
+// for t < n, h < heads (hd a multiple of 8).
 TEXT ·dotHeadsF16AVX2(SB), NOSPLIT, $0-64
 	MOVQ q+0(FP), SI
 	MOVQ rows+8(FP), DI
@@ -1416,6 +1416,8 @@ dhhead:
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
+	CMPQ CX, $32
+	JB   dhtail16
 
 dhdot:
 	VCVTPH2PS (R15), Y4
@@ -1429,8 +1431,31 @@ dhdot:
 	ADDQ $128, R11
 	ADDQ $64, R15
 	SUBQ $32, CX
-	JNZ  dhdot
+	CMPQ CX, $32
+	JAE  dhdot
 
+// Head sizes that are a multiple of 8 but not of 32 (48: stories15M):
+// the last 16 and 8 elements.
+dhtail16:
+	CMPQ CX, $16
+	JB   dhtail8
+	VCVTPH2PS (R15), Y4
+	VCVTPH2PS 16(R15), Y5
+	VFMADD231PS (R11), Y4, Y0
+	VFMADD231PS 32(R11), Y5, Y1
+	ADDQ $64, R11
+	ADDQ $32, R15
+	SUBQ $16, CX
+
+dhtail8:
+	CMPQ CX, $8
+	JB   dhsum
+	VCVTPH2PS (R15), Y4
+	VFMADD231PS (R11), Y4, Y0
+	ADDQ $32, R11
+	ADDQ $16, R15
+
+dhsum:
 	DOTSUM
 	MOVSS X0, (BX)
 	ADDQ $4, BX
@@ -1451,7 +1476,7 @@ dhsamekv:
 
 // func axpyHeadsF16AVX2(out, w *float32, rows *uint16, stride, n, heads, hd, group int)
 // out[h*hd:(h+1)*hd] += w[t*heads+h] · rows[t*stride+(h/group)*hd:][:hd]
-// for t < n in order, h < heads (hd a multiple of 32).
+// for t < n in order, h < heads (hd a multiple of 8).
 TEXT ·axpyHeadsF16AVX2(SB), NOSPLIT, $0-64
 	MOVQ out+0(FP), BX
 	MOVQ w+8(FP), SI
@@ -1474,6 +1499,8 @@ ahhead:
 	ADDQ $4, SI
 	MOVQ R12, R15
 	MOVQ R9, CX
+	CMPQ CX, $32
+	JB   ahtail8
 
 ahchunk:
 	VCVTPH2PS (R15), Y5
@@ -1495,8 +1522,23 @@ ahchunk:
 	ADDQ $128, R11
 	ADDQ $64, R15
 	SUBQ $32, CX
-	JNZ  ahchunk
+	CMPQ CX, $32
+	JAE  ahchunk
 
+// Head sizes that are a multiple of 8 but not of 32: 8 at a time.
+ahtail8:
+	CMPQ CX, $8
+	JB   ahnext
+	VCVTPH2PS (R15), Y5
+	VMOVUPS (R11), Y1
+	VFMADD231PS Y5, Y0, Y1
+	VMOVUPS Y1, (R11)
+	ADDQ $32, R11
+	ADDQ $16, R15
+	SUBQ $8, CX
+	JMP  ahtail8
+
+ahnext:
 	DECQ R14
 	JNZ  ahsamekv
 	MOVQ R15, R12
