@@ -215,13 +215,41 @@ func (s *Sampler) repetitionPenalty(logits []float32, seq []int32) {
 // argmax returns the index of the largest score, the first on ties; NaN
 // never wins, and all -inf (or NaN) gives 0.
 func argmax(logits []float32) int32 {
-	best, at := float32(math.Inf(-1)), 0
-	for i, v := range logits {
-		if v > best {
-			best, at = v, i
+	// Eight running maxima, so that the comparisons do not wait on each
+	// other (greedy decoding runs this over the whole vocabulary for every
+	// token of every sequence); then the first index holding the largest.
+	// NaNs are never larger, as before.
+	ninf := float32(math.Inf(-1))
+	m := [8]float32{ninf, ninf, ninf, ninf, ninf, ninf, ninf, ninf}
+	i := 0
+	for ; i+8 <= len(logits); i += 8 {
+		v := logits[i : i+8 : i+8]
+		for j := range m {
+			if v[j] > m[j] {
+				m[j] = v[j]
+			}
 		}
 	}
-	return int32(at)
+	best := ninf
+	for _, v := range m {
+		if v > best {
+			best = v
+		}
+	}
+	for _, v := range logits[i:] {
+		if v > best {
+			best = v
+		}
+	}
+	if best == ninf {
+		return 0 // every score NaN or -inf: the first, as before
+	}
+	for j, v := range logits {
+		if v == best {
+			return int32(j)
+		}
+	}
+	return 0 // not reached
 }
 
 // warpTemperature turns NaN into -inf, divides by the temperature and,

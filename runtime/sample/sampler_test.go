@@ -722,3 +722,36 @@ func BenchmarkNext(b *testing.B) {
 		})
 	}
 }
+
+// TestArgmaxMatchesScan: the eight-lane argmax picks what a plain scan
+// picks (the first of ties, NaN never), on sizes around its stride.
+func TestArgmaxMatchesScan(t *testing.T) {
+	scan := func(l []float32) int32 {
+		best, at := float32(math.Inf(-1)), 0
+		for i, v := range l {
+			if v > best {
+				best, at = v, i
+			}
+		}
+		return int32(at)
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for n := 1; n < 70; n++ {
+		for range 50 {
+			l := make([]float32, n)
+			for i := range l {
+				switch r.IntN(10) {
+				case 0:
+					l[i] = float32(math.NaN())
+				case 1:
+					l[i] = float32(math.Inf(-1))
+				default:
+					l[i] = float32(r.IntN(5)) // many ties
+				}
+			}
+			if got, want := argmax(l), scan(l); got != want {
+				t.Fatalf("argmax %v = %d, a scan gives %d", l, got, want)
+			}
+		}
+	}
+}
