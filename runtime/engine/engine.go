@@ -99,6 +99,9 @@ type Engine struct {
 	active []*sequence
 	batch  model.Batch
 	owners []*sequence // owners[i] is the sequence of batch token i
+	// picks are this step's sequences that get a token, sampled in
+	// parallel (each has its own sampler) before they are streamed in order.
+	picks picks
 	clock  uint64      // orders slot use, for least-recently-used reuse
 }
 
@@ -493,13 +496,23 @@ func (e *Engine) step() {
 		return
 	}
 	vocab := e.model.Config.VocabSize
-	row := 0
+	e.picks.seqs, e.picks.toks, e.picks.logits, e.picks.vocab = e.picks.seqs[:0], e.picks.toks[:0], logits, vocab
 	for i, s := range e.owners {
-		if !b.Logits[i] {
-			continue
+		if b.Logits[i] {
+			e.picks.seqs = append(e.picks.seqs, s)
+			e.picks.toks = append(e.picks.toks, 0)
 		}
-		e.next(s, logits[row*vocab:(row+1)*vocab])
-		row++
+	}
+	// Sampling is per token and would otherwise run on one thread while the
+	// others wait: a step of many sequences spends a good part of its time
+	// there (greedy scans the whole vocabulary per token).
+	if len(e.picks.seqs) > 1 {
+		e.model.Parallel(len(e.picks.seqs), &e.picks)
+	} else {
+		e.picks.Range(0, len(e.picks.seqs))
+	}
+	for i, s := range e.picks.seqs {
+		e.accept(s, e.picks.toks[i])
 	}
 	e.sweep(func(s *sequence) (bool, error) { return s.finish != sample.FinishNone, nil })
 }
@@ -517,10 +530,25 @@ func (e *Engine) failBatch(err error) {
 	})
 }
 
-// next picks s's next token from logits and streams its text.
-func (e *Engine) next(s *sequence, logits []float32) {
+// picks samples the next token of sequences, row i of logits being
+// sequence i's scores.
+type picks struct {
+	seqs   []*sequence
+	toks   []int32
+	logits []float32
+	vocab  int
+}
+
+func (p *picks) Range(start, end int) {
+	for i := start; i < end; i++ {
+		s := p.seqs[i]
+		p.toks[i] = s.sampler.Next(p.logits[i*p.vocab:(i+1)*p.vocab], s.tokens, len(s.tokens)-len(s.prompt))
+	}
+}
+
+// accept appends s's sampled token and streams its text.
+func (e *Engine) accept(s *sequence, tok int32) {
 	generated := len(s.tokens) - len(s.prompt)
-	tok := s.sampler.Next(logits, s.tokens, generated)
 	s.tokens = append(s.tokens, tok)
 	generated++
 	e.stats.generatedTokens.Add(1)
