@@ -102,7 +102,7 @@ type Engine struct {
 	// picks are this step's sequences that get a token, sampled in
 	// parallel (each has its own sampler) before they are streamed in order.
 	picks picks
-	clock  uint64      // orders slot use, for least-recently-used reuse
+	clock uint64 // orders slot use, for least-recently-used reuse
 }
 
 // slot is one sequence's room in the KV cache. cached holds the tokens

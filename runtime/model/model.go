@@ -303,13 +303,13 @@ func (g *gluJob) Range(start, end int) {
 	swiGLU(g.gate[lo:hi], g.up[lo:hi])
 }
 
-// NewState makes a state for up to slots sequences of up to length
-// positions each (at most the model's context length), fed at most
-// maxBatch tokens per Forward call, with a float32 KV cache.
 // Parallel runs body.Range over [0, n) on the backend's threads (for work
 // between forward passes, such as sampling each sequence of a batch).
 func (m *Model) Parallel(n int, body Ranger) { m.backend.Parallel(n, body) }
 
+// NewState makes a state for up to slots sequences of up to length
+// positions each (at most the model's context length), fed at most
+// maxBatch tokens per Forward call, with a float32 KV cache.
 func (m *Model) NewState(slots, length, maxBatch int) (*State, error) {
 	return m.NewStateKV(slots, length, maxBatch, quant.F32)
 }
