@@ -35,7 +35,7 @@ type batchConfig struct {
 	errorThreshold, instanceCount, instanceIndex    int
 	threads, ctxSize, batchConcurrency              int
 	timeout                                         time.Duration
-	returnFullText, mergeOnly                       bool
+	returnFullText, mergeOnly, allowHTTP            bool
 }
 
 func batchFlags(fs *flag.FlagSet) *batchConfig {
@@ -63,6 +63,7 @@ func batchFlags(fs *flag.FlagSet) *batchConfig {
 	fs.StringVar(&c.chatTemplate, "chat-template", "", "chat format of chat rows: llama2, mistral, chatml, llama3 or zephyr (default: the model's)")
 	fs.StringVar(&c.modelName, "model-name", "", "the \"model\" of OpenAI batch outputs (default: the file's general.name)")
 	fs.StringVar(&c.resultFile, "result-file", defaultResultFile(), "write the final counts as JSON here, for the operator (default /dev/termination-log when it exists; empty: nowhere)")
+	fs.BoolVar(&c.allowHTTP, "allow-http", false, "allow a plain-http input or S3 endpoint (AWS_ENDPOINT_URL)")
 	fs.BoolVar(&c.mergeOnly, "merge-only", false, "only merge the shards' outputs, when every shard is complete (no --model needed)")
 	return c
 }
@@ -225,7 +226,7 @@ func (c *batchConfig) run(ctx context.Context, p sample.Params, log *slog.Logger
 // first into OUTPUT/.leo-batch/input/<instance> (resumable, verified;
 // per instance, so that workers never write the same files).
 func (c *batchConfig) inputFiles(ctx context.Context, log *slog.Logger, progress io.Writer) (string, []string, error) {
-	src, err := fetch.ParseSource(c.input, false)
+	src, err := fetch.ParseSource(c.input, c.allowHTTP)
 	if err != nil {
 		return "", nil, usageError{"--input: " + err.Error()}
 	}
@@ -235,7 +236,7 @@ func (c *batchConfig) inputFiles(ctx context.Context, log *slog.Logger, progress
 	case fetch.HTTPS, fetch.S3:
 		dest := filepath.Join(c.output, ".leo-batch", "input", fmt.Sprint(c.instanceIndex))
 		log.Info("fetching the input", "source", src.String(), "into", dest)
-		res, err := fetch.Pull(ctx, src, dest, fetch.Options{Report: fetch.JSONLines(progress)})
+		res, err := fetch.Pull(ctx, src, dest, fetch.Options{AllowHTTP: c.allowHTTP, Report: fetch.JSONLines(progress)})
 		if err != nil {
 			if _, ok := fetch.HTTPStatus(err); ok {
 				return "", nil, permanentBatch("InputNotFound", err)
