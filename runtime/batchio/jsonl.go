@@ -8,8 +8,9 @@ import (
 	"math"
 	"slices"
 	"strconv"
-	"strings"
 	"unicode/utf8"
+
+	"github.com/leo-operator/leo/runtime/jsonvalue"
 )
 
 // record is one non-blank line of a JSONL file.
@@ -85,33 +86,12 @@ func parseObject(text []byte) (*object, error) {
 		if errors.As(err, &syn) {
 			return nil, fail("the line is not valid JSON: %v (column %d)", syn, max(syn.Offset, 1))
 		}
-		return nil, fail("the line must be a JSON object (got %s)", kind(text))
+		return nil, fail("the line must be a JSON object (got %s)", jsonvalue.Kind(text))
 	}
 	if m == nil {
 		return nil, fail("the line must be a JSON object (got null)")
 	}
 	return &object{m: m}, nil
-}
-
-// kind names a JSON value's type for error messages.
-func kind(raw []byte) string {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 {
-		return "nothing"
-	}
-	switch raw[0] {
-	case '{':
-		return "an object"
-	case '[':
-		return "an array"
-	case '"':
-		return "a string"
-	case 't', 'f':
-		return "a boolean"
-	case 'n':
-		return "null"
-	}
-	return "a number"
 }
 
 // key is the path of o's field k.
@@ -130,7 +110,7 @@ func (o *object) raw(k string) (json.RawMessage, bool) {
 		return nil, false
 	}
 	o.used = append(o.used, k)
-	if kind(v) == "null" {
+	if jsonvalue.Kind(v) == "null" {
 		return nil, false
 	}
 	return v, true
@@ -152,7 +132,7 @@ func (o *object) ignored(dst []string) []string {
 }
 
 func (o *object) typeError(k, want string, raw []byte) error {
-	return fail("%s must be %s (got %s)", o.key(k), want, kind(raw))
+	return fail("%s must be %s (got %s)", o.key(k), want, jsonvalue.Kind(raw))
 }
 
 // object returns field k as an object; nil when not given.
@@ -165,8 +145,8 @@ func (o *object) object(k string) (*object, error) {
 }
 
 func objectAt(path string, raw json.RawMessage) (*object, error) {
-	if kind(raw) != "an object" {
-		return nil, fail("%s must be an object (got %s)", path, kind(raw))
+	if jsonvalue.Kind(raw) != "an object" {
+		return nil, fail("%s must be an object (got %s)", path, jsonvalue.Kind(raw))
 	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &m); err != nil { // cannot happen: the line parsed
@@ -181,7 +161,7 @@ func (o *object) str(k string) (s string, ok bool, err error) {
 	if !ok {
 		return "", false, nil
 	}
-	if kind(v) != "a string" || json.Unmarshal(v, &s) != nil {
+	if jsonvalue.Kind(v) != "a string" || json.Unmarshal(v, &s) != nil {
 		return "", false, o.typeError(k, "a string", v)
 	}
 	return s, true, nil
@@ -194,7 +174,7 @@ func (o *object) strs(k string) ([]string, error) {
 	if !ok {
 		return nil, nil
 	}
-	switch kind(v) {
+	switch jsonvalue.Kind(v) {
 	case "a string":
 		var s string
 		if err := json.Unmarshal(v, &s); err != nil {
@@ -209,8 +189,8 @@ func (o *object) strs(k string) ([]string, error) {
 		var list []string
 		for i, e := range elems {
 			var s string
-			if kind(e) != "a string" || json.Unmarshal(e, &s) != nil {
-				return nil, fail("%s[%d] must be a string (got %s)", o.key(k), i, kind(e))
+			if jsonvalue.Kind(e) != "a string" || json.Unmarshal(e, &s) != nil {
+				return nil, fail("%s[%d] must be a string (got %s)", o.key(k), i, jsonvalue.Kind(e))
 			}
 			list = append(list, s)
 		}
@@ -240,12 +220,12 @@ func (o *object) number(k string) (*float64, error) {
 	if !ok {
 		return nil, nil
 	}
-	if kind(v) != "a number" {
+	if jsonvalue.Kind(v) != "a number" {
 		return nil, o.typeError(k, "a number", v)
 	}
 	f, err := strconv.ParseFloat(string(bytes.TrimSpace(v)), 64)
 	if err != nil { // the syntax is JSON's; only the range can be wrong
-		return nil, fail("%s is out of range (got %s)", o.key(k), clip(v))
+		return nil, fail("%s is out of range (got %s)", o.key(k), jsonvalue.Clip(v))
 	}
 	return &f, nil
 }
@@ -257,37 +237,18 @@ func (o *object) integer(k string) (*int, error) {
 	if !ok {
 		return nil, nil
 	}
-	if kind(v) != "a number" {
+	if jsonvalue.Kind(v) != "a number" {
 		return nil, o.typeError(k, "an integer", v)
 	}
-	n, ok := wholeNumber(v)
+	n, ok := jsonvalue.WholeNumber(v)
 	if !ok || n < math.MinInt || n > math.MaxInt {
 		if f, err := strconv.ParseFloat(string(bytes.TrimSpace(v)), 64); err == nil && f != math.Trunc(f) {
-			return nil, fail("%s must be an integer (got %s)", o.key(k), clip(v))
+			return nil, fail("%s must be an integer (got %s)", o.key(k), jsonvalue.Clip(v))
 		}
-		return nil, fail("%s is out of range (got %s)", o.key(k), clip(v))
+		return nil, fail("%s is out of range (got %s)", o.key(k), jsonvalue.Clip(v))
 	}
 	i := int(n)
 	return &i, nil
-}
-
-// wholeNumber parses raw as an integer in int64's range.
-func wholeNumber(raw []byte) (int64, bool) {
-	if kind(raw) != "a number" {
-		return 0, false
-	}
-	s := string(bytes.TrimSpace(raw))
-	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-		return n, true
-	}
-	if !strings.ContainsAny(s, ".eE") {
-		return 0, false // an integer literal out of int64's range (a float would round it in)
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f != math.Trunc(f) || f < -(1<<63) || f >= 1<<63 {
-		return 0, false
-	}
-	return int64(f), true
 }
 
 // seed returns field k as a sampling seed; nil when not given. Any
@@ -298,33 +259,13 @@ func (o *object) seed(k string) (*uint64, error) {
 	if !ok {
 		return nil, nil
 	}
-	s := string(bytes.TrimSpace(v))
-	if u, err := strconv.ParseUint(s, 10, 64); err == nil {
+	if u, ok := jsonvalue.Seed(v); ok {
 		return &u, nil
 	}
-	if n, ok := wholeNumber(v); ok {
-		u := uint64(n)
-		return &u, nil
-	}
-	if kind(v) == "a number" && strings.ContainsAny(s, ".eE") {
-		if f, err := strconv.ParseFloat(s, 64); err == nil && f == math.Trunc(f) && f >= 1<<63 && f < 1<<64 {
-			u := uint64(f)
-			return &u, nil
-		}
-	}
-	if kind(v) != "a number" {
+	if jsonvalue.Kind(v) != "a number" {
 		return nil, o.typeError(k, "an integer", v)
 	}
-	return nil, fail("%s must be an integer in [-2^63, 2^64-1] (got %s)", o.key(k), clip(v))
-}
-
-// clip shortens a value quoted in an error message.
-func clip(raw []byte) string {
-	s := string(bytes.TrimSpace(raw))
-	if len(s) > 40 {
-		s = s[:40] + "..."
-	}
-	return s
+	return nil, fail("%s must be an integer in [-2^63, 2^64-1] (got %s)", o.key(k), jsonvalue.Clip(v))
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -361,8 +302,8 @@ func jsonlRow(row *Row, text []byte, column string) error {
 		}
 		return fail("the line has no prompt: no key %q", column)
 	}
-	if kind(v) != "a string" || json.Unmarshal(v, &row.Prompt) != nil {
-		return fail("the prompt %q must be a string (got %s)", column, kind(v))
+	if jsonvalue.Kind(v) != "a string" || json.Unmarshal(v, &row.Prompt) != nil {
+		return fail("the prompt %q must be a string (got %s)", column, jsonvalue.Kind(v))
 	}
 	if len(row.Prompt) > MaxPromptBytes {
 		return promptTooLong0(len(row.Prompt))
@@ -526,7 +467,7 @@ func chatBody(row *Row, body *object) error {
 	if !ok {
 		return fail(`body.messages is required: a list of {"role", "content"} objects`)
 	}
-	if kind(v) != "an array" {
+	if jsonvalue.Kind(v) != "an array" {
 		return body.typeError("messages", "an array", v)
 	}
 	var elems []json.RawMessage
@@ -577,7 +518,7 @@ func messageContent(m *object) (string, error) {
 	if !ok {
 		return "", nil
 	}
-	switch kind(v) {
+	switch jsonvalue.Kind(v) {
 	case "a string":
 		var s string
 		if err := json.Unmarshal(v, &s); err != nil {
@@ -625,8 +566,8 @@ func completionBody(row *Row, body *object) error {
 	if !ok {
 		return fail("body.prompt is required: a string")
 	}
-	if kind(v) != "a string" || json.Unmarshal(v, &row.Prompt) != nil {
-		return fail("body.prompt must be a string (got %s); lists of prompts and token ids are not supported in a batch", kind(v))
+	if jsonvalue.Kind(v) != "a string" || json.Unmarshal(v, &row.Prompt) != nil {
+		return fail("body.prompt must be a string (got %s); lists of prompts and token ids are not supported in a batch", jsonvalue.Kind(v))
 	}
 	if len(row.Prompt) > MaxPromptBytes {
 		return promptTooLong0(len(row.Prompt))
@@ -638,15 +579,15 @@ func completionBody(row *Row, body *object) error {
 	row.Overrides.ReturnFullText = echo
 	// suffix: only "" (OpenAI's default) is supported.
 	if v, ok := body.raw("suffix"); ok && string(bytes.TrimSpace(v)) != `""` {
-		return fail("body.suffix is not supported (got %s)", clip(v))
+		return fail("body.suffix is not supported (got %s)", jsonvalue.Clip(v))
 	}
 	if v, ok := body.raw("best_of"); ok {
-		if n, ok := wholeNumber(v); !ok || n != 1 {
-			return fail("body.best_of is not supported (got %s)", clip(v))
+		if n, ok := jsonvalue.WholeNumber(v); !ok || n != 1 {
+			return fail("body.best_of is not supported (got %s)", jsonvalue.Clip(v))
 		}
 	}
 	if v, ok := body.raw("logprobs"); ok {
-		return fail("body.logprobs is not supported (got %s)", clip(v))
+		return fail("body.logprobs is not supported (got %s)", jsonvalue.Clip(v))
 	}
 	return nil
 }
@@ -707,7 +648,7 @@ func commonBody(ov *Overrides, body *object, chat bool) error {
 
 	refuse := func(k string, ok func(raw []byte) bool) error {
 		if v, given := body.raw(k); given && (ok == nil || !ok(v)) {
-			return fail("body.%s is not supported (got %s)", k, clip(v))
+			return fail("body.%s is not supported (got %s)", k, jsonvalue.Clip(v))
 		}
 		return nil
 	}
@@ -716,7 +657,7 @@ func commonBody(ov *Overrides, body *object, chat bool) error {
 	}
 	zero := func(raw []byte) bool {
 		f, err := strconv.ParseFloat(string(bytes.TrimSpace(raw)), 64)
-		return kind(raw) == "a number" && err == nil && f == 0
+		return jsonvalue.Kind(raw) == "a number" && err == nil && f == 0
 	}
 	if chat {
 		if err := refuse("logprobs", is("false")); err != nil {

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/leo-operator/leo/runtime/jsonvalue"
 )
 
 // The request decoders walk a body one JSON object at a time, as a
@@ -57,7 +59,7 @@ func (d *decoder) body(data []byte) *object {
 			line, col := lineCol(data, at)
 			d.fail(invalid("", "the request body is not valid JSON: %s (line %d, column %d, byte offset %d)", syn.Error(), line, col, at))
 		} else {
-			d.fail(invalid("", "the request body must be a JSON object (got %s)", kind(data)))
+			d.fail(invalid("", "the request body must be a JSON object (got %s)", jsonvalue.Kind(data)))
 		}
 		return d.empty("")
 	}
@@ -80,27 +82,6 @@ func lineCol(data []byte, off int64) (line, col int) {
 
 func (d *decoder) empty(path string) *object {
 	return &object{d: d, path: path, m: map[string]json.RawMessage{}, used: map[string]bool{}}
-}
-
-// kind names a JSON value's type for error messages.
-func kind(raw []byte) string {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 {
-		return "nothing"
-	}
-	switch raw[0] {
-	case '{':
-		return "an object"
-	case '[':
-		return "an array"
-	case '"':
-		return "a string"
-	case 't', 'f':
-		return "a boolean"
-	case 'n':
-		return "null"
-	}
-	return "a number"
 }
 
 func isNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }
@@ -148,7 +129,7 @@ func (o *object) done() {
 
 // typeError blames field path for holding a value of the wrong type.
 func typeError(path, want string, raw []byte) *apiError {
-	return invalid(path, "%s must be %s (got %s)", path, want, kind(raw))
+	return invalid(path, "%s must be %s (got %s)", path, want, jsonvalue.Kind(raw))
 }
 
 // object returns field k as an object; nil when not given.
@@ -271,13 +252,13 @@ func (o *object) number(k string) float64 {
 		return 1
 	}
 	path := o.key(k)
-	if kind(v) != "a number" {
+	if jsonvalue.Kind(v) != "a number" {
 		o.d.fail(typeError(path, "a number", v))
 		return 1
 	}
 	f, ok := parseNumber(v)
 	if !ok { // the syntax is JSON's; only the range can be wrong
-		o.d.fail(invalid(path, "%s is out of range (got %s)", path, clip(v)))
+		o.d.fail(invalid(path, "%s is out of range (got %s)", path, jsonvalue.Clip(v)))
 		return 1
 	}
 	return f
@@ -286,7 +267,7 @@ func (o *object) number(k string) float64 {
 // parseNumber parses raw as a float64; ok false when it is not a number
 // or out of float64's range.
 func parseNumber(raw []byte) (float64, bool) {
-	if kind(raw) != "a number" {
+	if jsonvalue.Kind(raw) != "a number" {
 		return 0, false
 	}
 	f, err := strconv.ParseFloat(string(bytes.TrimSpace(raw)), 64)
@@ -302,32 +283,16 @@ func (o *object) integer(k string, def int) int {
 		return def
 	}
 	path := o.key(k)
-	n, ok := wholeNumber(v)
+	n, ok := jsonvalue.WholeNumber(v)
 	if !ok {
 		o.d.fail(typeError(path, "an integer", v))
 		return def
 	}
 	if n < math.MinInt || n > math.MaxInt {
-		o.d.fail(invalid(path, "%s is out of range (got %s)", path, clip(v)))
+		o.d.fail(invalid(path, "%s is out of range (got %s)", path, jsonvalue.Clip(v)))
 		return def
 	}
 	return int(n)
-}
-
-// wholeNumber parses raw as an integer in int64's range.
-func wholeNumber(raw json.RawMessage) (int64, bool) {
-	if kind(raw) != "a number" {
-		return 0, false
-	}
-	s := string(bytes.TrimSpace(raw))
-	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-		return n, true
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f != math.Trunc(f) || f < -(1<<63) || f >= 1<<63 {
-		return 0, false
-	}
-	return int64(f), true
 }
 
 // seed returns field k as a sampling seed, nil when not given. Any
@@ -338,30 +303,11 @@ func (o *object) seed(k string) *uint64 {
 	if !ok {
 		return nil
 	}
-	s := string(bytes.TrimSpace(v))
-	if u, err := strconv.ParseUint(s, 10, 64); err == nil {
+	if u, ok := jsonvalue.Seed(v); ok {
 		return &u
 	}
-	if n, ok := wholeNumber(v); ok {
-		u := uint64(n)
-		return &u
-	}
-	// wholeNumber stops at 2⁶³; uint64 goes on.
-	if f, ok := parseNumber(v); ok && f == math.Trunc(f) && f >= 1<<63 && f < 1<<64 {
-		u := uint64(f)
-		return &u
-	}
-	o.d.fail(invalid(o.key(k), "%s must be an integer in [-2^63, 2^64-1] (got %s)", o.key(k), clip(v)))
+	o.d.fail(invalid(o.key(k), "%s must be an integer in [-2^63, 2^64-1] (got %s)", o.key(k), jsonvalue.Clip(v)))
 	return nil
-}
-
-// clip shortens a value quoted in an error message.
-func clip(raw []byte) string {
-	s := string(bytes.TrimSpace(raw))
-	if len(s) > 40 {
-		s = s[:40] + "..."
-	}
-	return s
 }
 
 // Limits on the X-Leo-Ignored-Fields header, which repeats keys the

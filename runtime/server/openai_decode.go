@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/leo-operator/leo/runtime/chat"
+	"github.com/leo-operator/leo/runtime/jsonvalue"
 	"github.com/leo-operator/leo/runtime/sample"
 )
 
@@ -25,7 +26,7 @@ func decodeCompletion(body []byte) (*job, *apiError) {
 	maxTokens := o.integer("max_tokens", openAIMaxTokens)
 	refuse(o, "suffix", func(raw []byte) bool { return string(bytes.TrimSpace(raw)) != `""` })
 	refuse(o, "logprobs", nil)
-	refuse(o, "best_of", func(raw []byte) bool { n, ok := wholeNumber(raw); return !ok || n != 1 })
+	refuse(o, "best_of", func(raw []byte) bool { n, ok := jsonvalue.WholeNumber(raw); return !ok || n != 1 })
 	names := decodeOpenAICommon(o, j, maxTokens, "max_tokens")
 	o.done()
 	if d.err != nil {
@@ -91,7 +92,7 @@ func tokenIDs(d *decoder, path string, elems []json.RawMessage) []int32 {
 	}
 	ids := make([]int32, len(elems))
 	for k, e := range elems {
-		n, ok := wholeNumber(e)
+		n, ok := jsonvalue.WholeNumber(e)
 		if !ok || n < 0 || n > math.MaxInt32 {
 			d.fail(typeError(fmt.Sprintf("%s[%d]", path, k), "a token id, an integer >= 0", e))
 			return nil
@@ -135,7 +136,7 @@ func decodeChat(body []byte, defaultMax int) (*job, *apiError) {
 		maxName, maxTokens = "max_completion_tokens", o.integer("max_completion_tokens", defaultMax)
 	}
 	refuse(o, "logprobs", func(raw []byte) bool { return string(bytes.TrimSpace(raw)) != "false" })
-	refuse(o, "top_logprobs", func(raw []byte) bool { n, ok := wholeNumber(raw); return !ok || n != 0 })
+	refuse(o, "top_logprobs", func(raw []byte) bool { n, ok := jsonvalue.WholeNumber(raw); return !ok || n != 0 })
 	refuseTools(o)
 	names := decodeOpenAICommon(o, j, maxTokens, maxName)
 	o.done()
@@ -254,6 +255,6 @@ func decodeOpenAICommon(o *object, j *job, maxTokens int, maxName string) paramN
 func refuse(o *object, k string, unsupported func(raw []byte) bool) {
 	raw, ok := o.raw(k)
 	if ok && (unsupported == nil || unsupported(raw)) {
-		o.d.fail(invalid(k, "%s is not supported (got %s)", k, clip(raw)))
+		o.d.fail(invalid(k, "%s is not supported (got %s)", k, jsonvalue.Clip(raw)))
 	}
 }
