@@ -64,7 +64,7 @@ demo: kube-bins ## start a real control plane, install the CRDs, run the manager
 .PHONY: test
 test: kube-bins s3-bins $(HELM) ## all tests, against a real kube-apiserver and etcd (and S3 server); the serving packages again under the race detector with the controllers; then the fuzzers briefly
 	KUBEBUILDER_ASSETS="$(KUBE_BIN_DIR)" WEED="$(WEED)" HELM="$(CURDIR)/$(HELM)" $(GO) test -count=1 -timeout 30m ./...
-	$(GO) test -race -count=1 ./runtime/engine ./runtime/server ./runtime/cpu ./controllers/...
+	$(GO) test -race -count=1 ./runtime/engine ./runtime/server ./runtime/cpu ./controllers/... ./gateway
 	$(MAKE) fuzz
 
 # Fuzz targets of parsers of untrusted input: package:target:executions.
@@ -76,7 +76,7 @@ FUZZ_TARGETS := ./runtime/gguf:FuzzParse:300000 ./runtime/llama2c:FuzzParse:3000
 	./runtime/tokenizer:FuzzEncode:40000 ./runtime/tokenizer:FuzzParseSentencePiece:60000 \
 	./runtime/quant:FuzzDequantize:100000 ./runtime/sample:FuzzStopMatcher:300000 \
 	./runtime/server:FuzzDecodeScore:30000 ./runtime/server:FuzzDecodeCompletion:30000 \
-	./runtime/server:FuzzDecodeChat:30000 ./runtime/chat:FuzzEncode:40000 \
+	./runtime/server:FuzzDecodeChat:30000 ./runtime/chat:FuzzEncode:40000 ./gateway:FuzzRoute:50000 \
 	./runtime/fetch:FuzzSourceAndRanges:100000 ./runtime/safetensors:FuzzParseHeader:50000 \
 	./runtime/batchio:FuzzParseCSV:80000 ./runtime/batchio:FuzzParseJSONL:40000 \
 	./runtime/batchio:FuzzAppendPrediction:150000 ./runtime/batchio:FuzzAppendOpenAIResult:80000 \

@@ -25,6 +25,16 @@ var Tiny = model.Config{
 	ContextLength: 256, RopeBase: 10000, RopeDim: 16, NormEps: 1e-5,
 }
 
+// Long is Tiny with a context of 8192 positions: generating thousands of
+// tokens takes seconds, so that a test can keep a request running (a
+// disconnect, a timeout during generation, a stream). Its file is as small
+// as Tiny's: the context length is only metadata.
+var Long = func() model.Config {
+	c := Tiny
+	c.ContextLength = 8192
+	return c
+}()
+
 var cache struct {
 	mu    sync.Mutex
 	dir   string

@@ -29,15 +29,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// long is the test model with a context of 8192 positions: generating
-// thousands of tokens takes seconds, so a request can be held running
-// (a disconnect, a timeout during generation). Its file is as small as
-// Tiny's: the context length is only metadata.
-var long = func() model.Config {
-	c := testmodel.Tiny
-	c.ContextLength = 8192
-	return c
-}()
+// long is the test model that can generate for seconds.
+var long = testmodel.Long
 
 // env is a real server on loopback over a real engine on the test model.
 type env struct {

@@ -1,0 +1,468 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/leo-operator/leo/internal/testmodel"
+	"github.com/leo-operator/leo/runtime/engine"
+	"github.com/leo-operator/leo/runtime/quant"
+	"github.com/leo-operator/leo/runtime/server"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testmodel.Cleanup()
+	os.Exit(code)
+}
+
+// long is the test model that can generate for seconds.
+var long = testmodel.Long
+
+// pod is a real leo-runtime server (engine and HTTP API) on loopback,
+// standing for one runtime pod; it counts the generation requests it got.
+type pod struct {
+	srv  *httptest.Server
+	addr string
+	seen atomic.Int64
+}
+
+func startPod(t testing.TB, keys ...string) *pod {
+	t.Helper()
+	l := testmodel.Load(t, long, quant.Q8_0)
+	e, err := engine.New(l.Model, l.Tokenizer, engine.Config{MaxConcurrent: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := server.New(e, l.Tokenizer, server.Options{
+		ModelName: "tiny", Keys: keys, RequestTimeout: time.Minute,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go e.Run(ctx)
+	p := &pod{}
+	h := s.Handler()
+	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/score" || strings.HasPrefix(r.URL.Path, "/v1/") {
+			p.seen.Add(1)
+		}
+		h.ServeHTTP(w, r)
+	}))
+	p.addr = strings.TrimPrefix(p.srv.URL, "http://")
+	t.Cleanup(func() {
+		cancel()
+		<-e.Done()
+		p.srv.Close()
+	})
+	return p
+}
+
+func addrs(pods ...*pod) []string {
+	var out []string
+	for _, p := range pods {
+		out = append(out, p.addr)
+	}
+	return out
+}
+
+// front is a gateway under test on loopback.
+type front struct {
+	g   *Gateway
+	srv *httptest.Server
+}
+
+func startGateway(t testing.TB, o Options, eps ...Endpoint) *front {
+	t.Helper()
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	g := New(o)
+	g.SetEndpoints(eps)
+	srv := httptest.NewServer(g)
+	t.Cleanup(srv.Close)
+	return &front{g: g, srv: srv}
+}
+
+const scoreBody = `{"input_data": {"input_string": ["Once upon a time"], "parameters": {"max_new_tokens": 1}}}`
+
+func longBody(tokens int) string {
+	return fmt.Sprintf(`{"input_data": {"input_string": ["Once upon a time"], "parameters": {"max_new_tokens": %d, "ignore_eos": true}}}`, tokens)
+}
+
+// call sends a POST through the gateway and returns the status, the
+// deploying header and the body.
+func (f *front) call(t testing.TB, ctx context.Context, path, body string, header ...string) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := f.srv.Client().Do(req)
+	if err != nil {
+		return 0, nil, err.Error()
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+func TestTrafficSplit(t *testing.T) {
+	blue1, blue2, green := startPod(t), startPod(t), startPod(t)
+	f := startGateway(t, Options{}, Endpoint{Namespace: "ns", Name: "chat", Open: true, Deployments: []Deployment{
+		{Name: "blue", Traffic: 90, Pods: addrs(blue1, blue2), Replicas: 2, MaxConcurrentPerInstance: 8, Timeout: 30 * time.Second},
+		{Name: "green", Traffic: 10, Pods: addrs(green), Replicas: 1, MaxConcurrentPerInstance: 8, Timeout: 30 * time.Second},
+	}})
+	const n = 2000
+	var mu sync.Mutex
+	answered := map[string]int{}
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range work {
+				code, h, body := f.call(t, t.Context(), "/endpoints/ns/chat/score", scoreBody)
+				if code != http.StatusOK || !strings.HasPrefix(body, `[{"0":`) {
+					t.Errorf("status %d: %s", code, body)
+					continue
+				}
+				mu.Lock()
+				answered[h.Get(HeaderDeployment)]++
+				mu.Unlock()
+			}
+		})
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	greenShare := 100 * float64(answered["green"]) / n
+	t.Logf("%d requests: blue %d (pods %d + %d), green %d: green's share %.1f%% (want 10 ± 3)",
+		n, answered["blue"], blue1.seen.Load(), blue2.seen.Load(), answered["green"], greenShare)
+	if greenShare < 7 || greenShare > 13 {
+		t.Errorf("green got %.1f%% of the traffic, want 10 ± 3", greenShare)
+	}
+	if answered["blue"]+answered["green"] != n || int(blue1.seen.Load()+blue2.seen.Load()) != answered["blue"] || int(green.seen.Load()) != answered["green"] {
+		t.Errorf("answers by header %v do not match what the pods saw: blue %d+%d, green %d", answered, blue1.seen.Load(), blue2.seen.Load(), green.seen.Load())
+	}
+	// Least load spreads blue's requests over both of its pods.
+	if lo, hi := min(blue1.seen.Load(), blue2.seen.Load()), max(blue1.seen.Load(), blue2.seen.Load()); lo < hi/3 {
+		t.Errorf("blue's pods got %d and %d requests: not spread by load", blue1.seen.Load(), blue2.seen.Load())
+	}
+}
+
+func TestPinnedDeploymentAndMirror(t *testing.T) {
+	blue, green, shadow := startPod(t), startPod(t), startPod(t)
+	f := startGateway(t, Options{}, Endpoint{Namespace: "ns", Name: "chat", Open: true, Deployments: []Deployment{
+		{Name: "blue", Traffic: 100, Pods: addrs(blue), Replicas: 1, MaxConcurrentPerInstance: 4},
+		{Name: "green", Pods: addrs(green), Replicas: 1, MaxConcurrentPerInstance: 4},
+		{Name: "shadow", Mirror: 100, Pods: addrs(shadow), Replicas: 1, MaxConcurrentPerInstance: 4},
+	}})
+	for range 20 {
+		code, h, body := f.call(t, t.Context(), "/endpoints/ns/chat/score", scoreBody, HeaderDeployment, "green")
+		if code != http.StatusOK || h.Get(HeaderDeployment) != "green" {
+			t.Fatalf("pinned to green: %d from %q: %s", code, h.Get(HeaderDeployment), body)
+		}
+		code, h, body = f.call(t, t.Context(), "/endpoints/ns/chat/score", scoreBody)
+		if code != http.StatusOK || h.Get(HeaderDeployment) != "blue" {
+			t.Fatalf("unpinned: %d from %q, want blue (the mirror's answers never reach the client): %s", code, h.Get(HeaderDeployment), body)
+		}
+	}
+	if blue.seen.Load() != 20 || green.seen.Load() != 20 {
+		t.Errorf("blue saw %d and green %d requests, want 20 each", blue.seen.Load(), green.seen.Load())
+	}
+	// Every request, pinned or not, was copied to the mirror.
+	waitFor(t, 10*time.Second, func() bool { return shadow.seen.Load() == 40 }, func() string {
+		return fmt.Sprintf("the mirror saw %d of 40 requests", shadow.seen.Load())
+	})
+	code, _, body := f.call(t, t.Context(), "/endpoints/ns/chat/score", scoreBody, HeaderDeployment, "purple")
+	if code != http.StatusNotFound || !strings.Contains(body, "purple") {
+		t.Errorf("pinned to a deployment that does not exist: %d %s", code, body)
+	}
+}
+
+func TestAuth(t *testing.T) {
+	p := startPod(t, "key-a1", "key-a2")
+	q := startPod(t, "key-b1", "key-b2")
+	f := startGateway(t, Options{},
+		Endpoint{Namespace: "ns", Name: "a", Keys: []string{"key-a1", "key-a2"}, Deployments: []Deployment{{Name: "blue", Traffic: 100, Pods: addrs(p), Replicas: 1}}},
+		Endpoint{Namespace: "ns", Name: "b", Keys: []string{"key-b1", "key-b2"}, Deployments: []Deployment{{Name: "blue", Traffic: 100, Pods: addrs(q), Replicas: 1}}},
+	)
+	cases := []struct {
+		path, auth string
+		want       int
+	}{
+		{"/endpoints/ns/a/score", "", http.StatusUnauthorized},
+		{"/endpoints/ns/a/score", "Bearer nope", http.StatusUnauthorized},
+		{"/endpoints/ns/a/score", "Basic key-a1", http.StatusUnauthorized},
+		{"/endpoints/ns/a/score", "Bearer key-b1", http.StatusUnauthorized}, // b's key on a's path
+		{"/endpoints/ns/a/score", "Bearer key-a1", http.StatusOK},
+		{"/endpoints/ns/a/score", "bearer key-a2", http.StatusOK},
+		{"/endpoints/ns/b/score", "Bearer key-a2", http.StatusUnauthorized},
+		{"/endpoints/ns/b/v1/completions", "Bearer key-b2", http.StatusOK},
+		{"/endpoints/ns/c/score", "Bearer key-a1", http.StatusNotFound},
+		{"/endpoints/ns/a/admin", "Bearer key-a1", http.StatusNotFound},
+	}
+	for _, c := range cases {
+		body := scoreBody
+		if strings.HasSuffix(c.path, "completions") {
+			body = `{"model": "tiny", "prompt": "Once", "max_tokens": 1}`
+		}
+		code, h, got := f.call(t, t.Context(), c.path, body, "Authorization", c.auth)
+		if code != c.want {
+			t.Errorf("%s with %q: %d %s, want %d", c.path, c.auth, code, got, c.want)
+		}
+		if code == http.StatusUnauthorized && (h.Get("WWW-Authenticate") == "" || !strings.Contains(got, "invalid_api_key")) {
+			t.Errorf("%s with %q: a 401 without WWW-Authenticate or code: %v %s", c.path, c.auth, h, got)
+		}
+	}
+}
+
+func TestAzureStatusCodes(t *testing.T) {
+	p := startPod(t)
+	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, `{"error": "CUDA out of memory"}`, http.StatusInternalServerError)
+	}))
+	t.Cleanup(broken.Close)
+	f := startGateway(t, Options{}, Endpoint{Namespace: "ns", Name: "chat", Open: true, Deployments: []Deployment{
+		{Name: "blue", Traffic: 100, Pods: addrs(p), Replicas: 1, MaxConcurrentPerInstance: 1, Timeout: 20 * time.Second},
+		{Name: "slow", Pods: addrs(p), Replicas: 1, MaxConcurrentPerInstance: 4, Timeout: 200 * time.Millisecond},
+		{Name: "broken", Pods: []string{strings.TrimPrefix(broken.URL, "http://")}, Replicas: 1, MaxConcurrentPerInstance: 4},
+	}})
+
+	t.Run("408", func(t *testing.T) {
+		start := time.Now()
+		code, _, body := f.call(t, t.Context(), "/endpoints/ns/chat/score", longBody(6000), HeaderDeployment, "slow")
+		took := time.Since(start)
+		if code != http.StatusRequestTimeout || !strings.Contains(body, "requestTimeoutMs: 200") {
+			t.Fatalf("past requestTimeoutMs: %d %s", code, body)
+		}
+		t.Logf("408 after %v (requestTimeoutMs 200)", took.Round(time.Millisecond))
+		if took > 2*time.Second {
+			t.Errorf("the 408 came after %v", took)
+		}
+	})
+	t.Run("424", func(t *testing.T) {
+		code, h, body := f.call(t, t.Context(), "/endpoints/ns/chat/score", scoreBody, HeaderDeployment, "broken")
+		if code != http.StatusFailedDependency || h.Get(HeaderModelErrorStatus) != "500" || h.Get(HeaderModelErrorReason) != "model_error" || !strings.Contains(body, "CUDA out of memory") {
+			t.Fatalf("a model error: %d %v %s", code, h, body)
+		}
+	})
+	t.Run("429", func(t *testing.T) {
+		// maxConcurrentRequestsPerInstance 1 and one instance: two in
+		// flight at most.
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Go(func() { f.call(t, ctx, "/endpoints/ns/chat/score", longBody(6000)) })
+		}
+		waitFor(t, 10*time.Second, func() bool { return f.g.deploymentLoad("ns", "chat", "blue").inFlight.Load() == 2 }, func() string { return "two requests in flight" })
+		code, h, body := f.call(t, t.Context(), "/endpoints/ns/chat/score", scoreBody)
+		if code != http.StatusTooManyRequests || h.Get("Retry-After") == "" || !strings.Contains(body, "Too many pending requests") {
+			t.Errorf("a third request: %d %v %s", code, h, body)
+		}
+		cancel()
+		wg.Wait()
+		waitFor(t, 10*time.Second, func() bool { return f.g.deploymentLoad("ns", "chat", "blue").inFlight.Load() == 0 }, func() string { return "the two requests ended" })
+		code, _, body = f.call(t, t.Context(), "/endpoints/ns/chat/score", scoreBody)
+		if code != http.StatusOK {
+			t.Errorf("after the two ended: %d %s", code, body)
+		}
+	})
+}
+
+func TestRetriesAnotherPod(t *testing.T) {
+	alive := startPod(t)
+	dead := startPod(t)
+	dead.srv.Close() // its address now refuses connections
+	f := startGateway(t, Options{}, Endpoint{Namespace: "ns", Name: "chat", Open: true, Deployments: []Deployment{
+		{Name: "blue", Traffic: 100, Pods: addrs(dead, alive), Replicas: 2, MaxConcurrentPerInstance: 4},
+	}})
+	for range 20 {
+		if code, _, body := f.call(t, t.Context(), "/endpoints/ns/chat/score", scoreBody); code != http.StatusOK {
+			t.Fatalf("with one pod dead: %d %s", code, body)
+		}
+	}
+	if alive.seen.Load() != 20 {
+		t.Errorf("the live pod answered %d of 20", alive.seen.Load())
+	}
+}
+
+func TestStreamingPassesThrough(t *testing.T) {
+	p := startPod(t)
+	f := startGateway(t, Options{}, Endpoint{Namespace: "ns", Name: "chat", Open: true, Deployments: []Deployment{
+		{Name: "blue", Traffic: 100, Pods: addrs(p), Replicas: 1, MaxConcurrentPerInstance: 4, Timeout: time.Minute},
+	}})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, f.srv.URL+"/endpoints/ns/chat/v1/completions",
+		strings.NewReader(`{"model": "tiny", "prompt": "Once", "max_tokens": 6000, "ignore_eos": true, "stream": true}`))
+	start := time.Now()
+	resp, err := f.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("%d %v", resp.StatusCode, resp.Header)
+	}
+	r := bufio.NewReader(resp.Body)
+	events := 0
+	for events < 10 {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("after %d events: %v", events, err)
+		}
+		if strings.HasPrefix(line, "data: {") {
+			events++
+		}
+	}
+	took := time.Since(start)
+	t.Logf("10 events of a 6,000-token stream through the gateway after %v", took.Round(time.Millisecond))
+	// 6,000 tokens take seconds: the first events arrived as they were
+	// made, not when the answer was complete.
+	if took > 2*time.Second {
+		t.Errorf("the first 10 events took %v: buffered?", took)
+	}
+}
+
+func TestKeyRotationUnderLoad(t *testing.T) {
+	// The pods know the old keys only (their Secret volume lags); the
+	// gateway forwards with the key it has known the longest.
+	p := startPod(t, "primary-1", "secondary-1")
+	ep := func(primary string) Endpoint {
+		return Endpoint{Namespace: "ns", Name: "chat", Keys: []string{primary, "secondary-1"},
+			Deployments: []Deployment{{Name: "blue", Traffic: 100, Pods: addrs(p), Replicas: 1, MaxConcurrentPerInstance: 8}}}
+	}
+	f := startGateway(t, Options{}, ep("primary-1"))
+	rotateUnderLoad(t, f, "/endpoints/ns/chat/score", 3*time.Second, func() { f.g.SetEndpoints([]Endpoint{ep("primary-2")}) })
+}
+
+// rotateUnderLoad sends requests with the keys primary-1 and secondary-1
+// in a loop, calls rotate (which replaces primary-1 by primary-2) after a
+// second, and checks: primary-1 fails within 5 s of the rotation and is
+// never accepted again when sent after its first failure; secondary-1
+// never fails; primary-2 works, though the pods know only the old keys.
+func rotateUnderLoad(t *testing.T, f *front, path string, load time.Duration, rotate func()) {
+	t.Helper()
+	var firstFail, otherFails, lateOK atomic.Int64 // unix nanos; counts
+	ctx, cancel := context.WithTimeout(t.Context(), load)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, key := range []string{"primary-1", "secondary-1", "primary-1", "secondary-1"} {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				sent := time.Now().UnixNano()
+				code, _, _ := f.call(t, ctx, path, scoreBody, "Authorization", "Bearer "+key)
+				if ctx.Err() != nil {
+					return
+				}
+				switch {
+				case key == "secondary-1" && code != http.StatusOK:
+					otherFails.Add(1)
+				case key == "primary-1" && code == http.StatusUnauthorized:
+					firstFail.CompareAndSwap(0, time.Now().UnixNano())
+				case key == "primary-1" && code == http.StatusOK && firstFail.Load() != 0 && sent > firstFail.Load():
+					lateOK.Add(1) // accepted though sent after it had failed
+				}
+			}
+		})
+	}
+	time.Sleep(time.Second)
+	rotated := time.Now()
+	rotate()
+	wg.Wait()
+	if firstFail.Load() == 0 {
+		t.Fatal("the rotated key never failed")
+	}
+	lag := time.Duration(firstFail.Load() - rotated.UnixNano())
+	t.Logf("key rotated under load: the old key failed %v later; the other key failed %d times", lag.Round(100*time.Microsecond), otherFails.Load())
+	if lag > 5*time.Second || otherFails.Load() != 0 || lateOK.Load() != 0 {
+		t.Errorf("old key failed after %v (and was accepted %d times after that); the other key failed %d times", lag, lateOK.Load(), otherFails.Load())
+	}
+	if code, _, body := f.call(t, t.Context(), path, scoreBody, "Authorization", "Bearer primary-2"); code != http.StatusOK {
+		t.Errorf("the new key, before the pods know it: %d %s", code, body)
+	}
+}
+
+func TestHostRouting(t *testing.T) {
+	p := startPod(t)
+	f := startGateway(t, Options{HostSuffix: "leo.example"}, Endpoint{Namespace: "team-a", Name: "chat", Open: true, Deployments: []Deployment{
+		{Name: "blue", Traffic: 100, Pods: addrs(p), Replicas: 1, MaxConcurrentPerInstance: 4},
+	}})
+	req, _ := http.NewRequest(http.MethodPost, f.srv.URL+"/score", strings.NewReader(scoreBody))
+	req.Host = "chat.team-a.leo.example"
+	resp, err := f.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(b), `[{"0":`) {
+		t.Fatalf("by host: %d %s", resp.StatusCode, b)
+	}
+}
+
+func TestNoInstances(t *testing.T) {
+	f := startGateway(t, Options{}, Endpoint{Namespace: "ns", Name: "chat", Open: true, Deployments: []Deployment{
+		{Name: "blue", Traffic: 100, Replicas: 0},
+	}}, Endpoint{Namespace: "ns", Name: "idle", Open: true, Deployments: []Deployment{{Name: "blue", Replicas: 1}}})
+	if code, _, body := f.call(t, t.Context(), "/endpoints/ns/chat/score", scoreBody); code != http.StatusServiceUnavailable || !strings.Contains(body, "no instances") {
+		t.Errorf("scaled to zero, not wakeable: %d %s", code, body)
+	}
+	if code, _, body := f.call(t, t.Context(), "/endpoints/ns/idle/score", scoreBody); code != http.StatusServiceUnavailable || !strings.Contains(body, "spec.traffic") {
+		t.Errorf("no traffic anywhere: %d %s", code, body)
+	}
+}
+
+func waitFor(t testing.TB, timeout time.Duration, ok func() bool, what func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", timeout, what())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// FuzzRoute feeds the router made-up paths and hosts: it never panics, and
+// what it routes is an endpoint's API path and nothing else.
+func FuzzRoute(f *testing.F) {
+	f.Add("/endpoints/ns/chat/score", "gw:8080")
+	f.Add("/endpoints/ns/chat/v1/chat/completions", "")
+	f.Add("/score", "chat.ns.leo.example")
+	f.Add("/v1/models", "CHAT.NS.LEO.EXAMPLE:443")
+	f.Add("/endpoints//x/score", "a..leo.example")
+	g := New(Options{HostSuffix: "leo.example"})
+	f.Fuzz(func(t *testing.T, path, host string) {
+		r := httptest.NewRequest(http.MethodPost, "/", nil)
+		r.URL.Path, r.Host = path, host
+		ns, name, p, ok := g.route(r)
+		if !ok {
+			return
+		}
+		if ns == "" || name == "" || strings.Contains(ns, "/") || strings.Contains(name, "/") || (p != "/score" && !strings.HasPrefix(p, "/v1/")) {
+			t.Errorf("%q on %q routed to %q/%q path %q", path, host, ns, name, p)
+		}
+	})
+}
