@@ -220,8 +220,8 @@ func (r *OnlineEndpointReconciler) reconcile(ctx context.Context, e *servingv1al
 
 	// Status.
 	st.ScoringURI, st.OpenAIBaseURL = "", ""
-	if primary != "" {
-		base := desired.ServiceURL(desired.EndpointServiceName(e), e.Namespace, r.Config)
+	if primary != "" || (r.Config.GatewayURL != "" && len(e.Spec.Deployments) > 0) {
+		base := desired.EndpointBaseURL(e, r.Config)
 		st.ScoringURI, st.OpenAIBaseURL = base+"/score", base+"/v1"
 	}
 	st.Traffic, st.MirrorTraffic = cloneTraffic(e.Spec.Traffic), cloneTraffic(e.Spec.MirrorTraffic)
@@ -261,9 +261,12 @@ func (r *OnlineEndpointReconciler) reconcile(ctx context.Context, e *servingv1al
 		setCondition(&st.Conditions, gen, servingv1alpha1.ConditionReady, false, dc.Reason, dc.Message)
 	case primary == "":
 		setCondition(&st.Conditions, gen, servingv1alpha1.ConditionReady, true, "NoTraffic", "serving, but traffic sends no request to any deployment")
+	case r.Config.GatewayURL != "":
+		setCondition(&st.Conditions, gen, servingv1alpha1.ConditionReady, true, "Ready",
+			"serving at "+st.ScoringURI+", traffic "+trafficString(st.Traffic))
 	default:
 		setCondition(&st.Conditions, gen, servingv1alpha1.ConditionReady, true, "Ready",
-			"serving at "+st.ScoringURI+" (until the gateway splits traffic by weight, the endpoint's Service sends every request to "+primary+", the deployment with the largest share)")
+			"serving at "+st.ScoringURI+" (no gateway is installed: the endpoint's Service sends every request to "+primary+", the deployment with the largest share)")
 	}
 	return nil
 }

@@ -13,11 +13,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/leo-operator/leo/controllers/autoscale"
 	"github.com/leo-operator/leo/controllers/desired"
 )
 
@@ -41,7 +43,7 @@ func equalStatus(a, b any) bool {
 	return equality.Semantic.DeepEqual(a, b)
 }
 
-// SetupAll registers the three reconcilers with mgr.
+// SetupAll registers the three reconcilers and the autoscaler with mgr.
 func SetupAll(mgr ctrl.Manager, o Options) error {
 	logs, err := kubernetes.NewForConfig(mgr.GetConfig())
 	if err != nil {
@@ -65,6 +67,9 @@ func SetupAll(mgr ctrl.Manager, o Options) error {
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("BatchDeployment controller: %w", err)
 	}
+	if err := mgr.Add(&autoscale.Autoscaler{Client: c, Log: mgr.GetLogger().WithName("autoscaler")}); err != nil {
+		return fmt.Errorf("autoscaler: %w", err)
+	}
 	return nil
 }
 
@@ -72,13 +77,21 @@ func SetupAll(mgr ctrl.Manager, o Options) error {
 // Services and Jobs to the ones the operator made (they all carry
 // app.kubernetes.io/managed-by: leo-operator), so that it neither holds
 // every Secret of the cluster in memory nor wakes for every Deployment.
-// Claims are cached whole: a model may name an existing one.
+// Claims are cached whole: a model may name an existing one. Pods are
+// cached when they are the runtime's or the gateway's.
 func CacheOptions() cache.Options {
 	ours := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{desired.LabelManagedBy: desired.ManagedBy})}
+	// Pods: the runtime's (the autoscaler counts ready and pending ones
+	// and reads their metrics) and the gateway's (their metrics).
+	podNames, err := labels.NewRequirement(desired.LabelName, selection.In, []string{"leo-runtime", autoscale.GatewayName})
+	if err != nil {
+		panic(err) // constant arguments
+	}
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
 		&corev1.Secret{}:     ours,
 		&appsv1.Deployment{}: ours,
 		&corev1.Service{}:    ours,
 		&batchv1.Job{}:       ours,
+		&corev1.Pod{}:        {Label: labels.NewSelector().Add(*podNames)},
 	}}
 }

@@ -36,7 +36,7 @@ func BenchmarkGatewayOverhead(b *testing.B) {
 		}
 		return took
 	}
-	direct, gateway := p.srv.URL+"/score", f.srv.URL+"/endpoints/ns/chat/score"
+	direct, gateway := p.URL+"/score", f.srv.URL+"/endpoints/ns/chat/score"
 	for range 50 { // warm up connections and caches
 		send(direct)
 		send(gateway)

@@ -16,9 +16,7 @@ import (
 	"time"
 
 	"github.com/leo-operator/leo/internal/testmodel"
-	"github.com/leo-operator/leo/runtime/engine"
-	"github.com/leo-operator/leo/runtime/quant"
-	"github.com/leo-operator/leo/runtime/server"
+	"github.com/leo-operator/leo/internal/testruntime"
 )
 
 func TestMain(m *testing.M) {
@@ -27,54 +25,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// long is the test model that can generate for seconds.
-var long = testmodel.Long
+// pod is a real runtime server on loopback, standing for one runtime pod.
+type pod = testruntime.Server
 
-// pod is a real leo-runtime server (engine and HTTP API) on loopback,
-// standing for one runtime pod; it counts the generation requests it got.
-type pod struct {
-	srv  *httptest.Server
-	addr string
-	seen atomic.Int64
-}
-
-func startPod(t testing.TB, keys ...string) *pod {
-	t.Helper()
-	l := testmodel.Load(t, long, quant.Q8_0)
-	e, err := engine.New(l.Model, l.Tokenizer, engine.Config{MaxConcurrent: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := server.New(e, l.Tokenizer, server.Options{
-		ModelName: "tiny", Keys: keys, RequestTimeout: time.Minute,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go e.Run(ctx)
-	p := &pod{}
-	h := s.Handler()
-	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/score" || strings.HasPrefix(r.URL.Path, "/v1/") {
-			p.seen.Add(1)
-		}
-		h.ServeHTTP(w, r)
-	}))
-	p.addr = strings.TrimPrefix(p.srv.URL, "http://")
-	t.Cleanup(func() {
-		cancel()
-		<-e.Done()
-		p.srv.Close()
-	})
-	return p
-}
+func startPod(t testing.TB, keys ...string) *pod { return testruntime.Start(t, keys...) }
 
 func addrs(pods ...*pod) []string {
 	var out []string
 	for _, p := range pods {
-		out = append(out, p.addr)
+		out = append(out, p.Addr)
 	}
 	return out
 }
@@ -156,16 +115,16 @@ func TestTrafficSplit(t *testing.T) {
 	wg.Wait()
 	greenShare := 100 * float64(answered["green"]) / n
 	t.Logf("%d requests: blue %d (pods %d + %d), green %d: green's share %.1f%% (want 10 ± 3)",
-		n, answered["blue"], blue1.seen.Load(), blue2.seen.Load(), answered["green"], greenShare)
+		n, answered["blue"], blue1.Seen.Load(), blue2.Seen.Load(), answered["green"], greenShare)
 	if greenShare < 7 || greenShare > 13 {
 		t.Errorf("green got %.1f%% of the traffic, want 10 ± 3", greenShare)
 	}
-	if answered["blue"]+answered["green"] != n || int(blue1.seen.Load()+blue2.seen.Load()) != answered["blue"] || int(green.seen.Load()) != answered["green"] {
-		t.Errorf("answers by header %v do not match what the pods saw: blue %d+%d, green %d", answered, blue1.seen.Load(), blue2.seen.Load(), green.seen.Load())
+	if answered["blue"]+answered["green"] != n || int(blue1.Seen.Load()+blue2.Seen.Load()) != answered["blue"] || int(green.Seen.Load()) != answered["green"] {
+		t.Errorf("answers by header %v do not match what the pods saw: blue %d+%d, green %d", answered, blue1.Seen.Load(), blue2.Seen.Load(), green.Seen.Load())
 	}
 	// Least load spreads blue's requests over both of its pods.
-	if lo, hi := min(blue1.seen.Load(), blue2.seen.Load()), max(blue1.seen.Load(), blue2.seen.Load()); lo < hi/3 {
-		t.Errorf("blue's pods got %d and %d requests: not spread by load", blue1.seen.Load(), blue2.seen.Load())
+	if lo, hi := min(blue1.Seen.Load(), blue2.Seen.Load()), max(blue1.Seen.Load(), blue2.Seen.Load()); lo < hi/3 {
+		t.Errorf("blue's pods got %d and %d requests: not spread by load", blue1.Seen.Load(), blue2.Seen.Load())
 	}
 }
 
@@ -186,12 +145,12 @@ func TestPinnedDeploymentAndMirror(t *testing.T) {
 			t.Fatalf("unpinned: %d from %q, want blue (the mirror's answers never reach the client): %s", code, h.Get(HeaderDeployment), body)
 		}
 	}
-	if blue.seen.Load() != 20 || green.seen.Load() != 20 {
-		t.Errorf("blue saw %d and green %d requests, want 20 each", blue.seen.Load(), green.seen.Load())
+	if blue.Seen.Load() != 20 || green.Seen.Load() != 20 {
+		t.Errorf("blue saw %d and green %d requests, want 20 each", blue.Seen.Load(), green.Seen.Load())
 	}
 	// Every request, pinned or not, was copied to the mirror.
-	waitFor(t, 10*time.Second, func() bool { return shadow.seen.Load() == 40 }, func() string {
-		return fmt.Sprintf("the mirror saw %d of 40 requests", shadow.seen.Load())
+	waitFor(t, 10*time.Second, func() bool { return shadow.Seen.Load() == 40 }, func() string {
+		return fmt.Sprintf("the mirror saw %d of 40 requests", shadow.Seen.Load())
 	})
 	code, _, body := f.call(t, t.Context(), "/endpoints/ns/chat/score", scoreBody, HeaderDeployment, "purple")
 	if code != http.StatusNotFound || !strings.Contains(body, "purple") {
@@ -293,7 +252,7 @@ func TestAzureStatusCodes(t *testing.T) {
 func TestRetriesAnotherPod(t *testing.T) {
 	alive := startPod(t)
 	dead := startPod(t)
-	dead.srv.Close() // its address now refuses connections
+	dead.Close() // its address now refuses connections
 	f := startGateway(t, Options{}, Endpoint{Namespace: "ns", Name: "chat", Open: true, Deployments: []Deployment{
 		{Name: "blue", Traffic: 100, Pods: addrs(dead, alive), Replicas: 2, MaxConcurrentPerInstance: 4},
 	}})
@@ -302,8 +261,8 @@ func TestRetriesAnotherPod(t *testing.T) {
 			t.Fatalf("with one pod dead: %d %s", code, body)
 		}
 	}
-	if alive.seen.Load() != 20 {
-		t.Errorf("the live pod answered %d of 20", alive.seen.Load())
+	if alive.Seen.Load() != 20 {
+		t.Errorf("the live pod answered %d of 20", alive.Seen.Load())
 	}
 }
 

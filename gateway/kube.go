@@ -140,7 +140,7 @@ func (s *Source) endpoints(ctx context.Context) ([]Endpoint, error) {
 	ready := map[[3]string][]string{}
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		if addr, ok := podAddr(p); ok {
+		if addr, ok := desired.ReadyPodAddr(p); ok {
 			k := [3]string{p.Namespace, p.Labels[desired.LabelEndpoint], p.Labels[desired.LabelDeployment]}
 			ready[k] = append(ready[k], addr)
 		}
@@ -197,31 +197,6 @@ func (s *Source) endpoints(ctx context.Context) ([]Endpoint, error) {
 		out = append(out, ep)
 	}
 	return out, nil
-}
-
-// podAddr is a ready pod's "ip:port" (its container port named http).
-func podAddr(p *corev1.Pod) (string, bool) {
-	if p.DeletionTimestamp != nil || p.Status.PodIP == "" || p.Status.Phase != corev1.PodRunning {
-		return "", false
-	}
-	ready := false
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-			ready = true
-		}
-	}
-	if !ready {
-		return "", false
-	}
-	port := int32(8080)
-	for _, c := range p.Spec.Containers {
-		for _, cp := range c.Ports {
-			if cp.Name == "http" {
-				port = cp.ContainerPort
-			}
-		}
-	}
-	return fmt.Sprintf("%s:%d", p.Status.PodIP, port), true
 }
 
 // Wake scales a deployment with no replicas to one, through the

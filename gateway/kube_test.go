@@ -78,7 +78,10 @@ func TestKubeScaleFromZeroAndKeyRotation(t *testing.T) {
 		for ctx.Err() == nil {
 			var d appsv1.Deployment
 			if err := k8s.Get(ctx, client.ObjectKeyFromObject(deploy), &d); err == nil && d.Spec.Replicas != nil && *d.Spec.Replicas >= 1 {
-				runPod(t, k8s, &d, startPod(t, "primary-1", "secondary-1"))
+				p := startPod(t, "primary-1", "secondary-1")
+				_, port, _ := strings.Cut(p.Addr, ":")
+				n, _ := strconv.Atoi(port)
+				testenv.RunReadyPod(t, k8s, &d, d.Name+"-pod-1", int32(n))
 				return
 			}
 			time.Sleep(20 * time.Millisecond)
@@ -108,26 +111,6 @@ func TestKubeScaleFromZeroAndKeyRotation(t *testing.T) {
 		sec.Data[desired.PrimaryKey] = []byte("primary-2")
 		must(k8s.Update(ctx, &sec))
 	})
-}
-
-// runPod creates a ready pod of d whose http port is p's.
-func runPod(t *testing.T, k8s client.Client, d *appsv1.Deployment, p *pod) {
-	_, port, _ := strings.Cut(p.addr, ":")
-	n, _ := strconv.Atoi(port)
-	tpl := d.Spec.Template
-	obj := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: d.Namespace, Name: d.Name + "-pod-1", Labels: tpl.Labels}, Spec: *tpl.Spec.DeepCopy()}
-	obj.Spec.Containers[0].Ports[0].ContainerPort = int32(n)
-	obj.Spec.Containers[0].StartupProbe, obj.Spec.Containers[0].LivenessProbe, obj.Spec.Containers[0].ReadinessProbe = nil, nil, nil
-	ctx := context.Background()
-	if err := k8s.Create(ctx, obj); err != nil {
-		t.Errorf("creating the pod: %v", err)
-		return
-	}
-	obj.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "127.0.0.1", PodIPs: []corev1.PodIP{{IP: "127.0.0.1"}},
-		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()}}}
-	if err := k8s.Status().Update(ctx, obj); err != nil {
-		t.Errorf("making the pod ready: %v", err)
-	}
 }
 
 // metricValue sums the gateway's samples of a metric whose labels contain

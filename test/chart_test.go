@@ -66,9 +66,10 @@ func TestHelmChart(t *testing.T) {
 	for _, o := range objs {
 		byKind[o.GetKind()] = append(byKind[o.GetKind()], o)
 	}
+	// The manager's and the gateway's.
 	want := map[string]int{
-		"CustomResourceDefinition": 3, "ServiceAccount": 1, "ClusterRole": 1, "ClusterRoleBinding": 1,
-		"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1,
+		"CustomResourceDefinition": 3, "ServiceAccount": 2, "ClusterRole": 2, "ClusterRoleBinding": 2,
+		"Role": 1, "RoleBinding": 1, "Deployment": 2, "Service": 2,
 	}
 	for kind, n := range want {
 		if len(byKind[kind]) != n {
@@ -82,7 +83,7 @@ func TestHelmChart(t *testing.T) {
 	// Install on a real API server. The CRDs come from config/ (testenv
 	// installs them; the chart's copies are the same files, checked by
 	// TestGeneratedFilesAreCurrent); everything else from Helm.
-	_, _, k8s := testenv.StartForTest(t)
+	_, cfg, k8s := testenv.StartForTest(t)
 	ns := &unstructured.Unstructured{}
 	ns.SetAPIVersion("v1")
 	ns.SetKind("Namespace")
@@ -104,28 +105,53 @@ func TestHelmChart(t *testing.T) {
 	if err != nil || len(generated) != 1 {
 		t.Fatalf("config/rbac/role.yaml: %v", err)
 	}
-	if got, want := rules(t, byKind["ClusterRole"][0]), rules(t, generated[0]); !reflect.DeepEqual(got, want) {
+	if got, want := rules(t, named(t, byKind["ClusterRole"], "leo-system-leo-manager")), rules(t, generated[0]); !reflect.DeepEqual(got, want) {
 		t.Errorf("chart ClusterRole rules\n  %+v\ndiffer from config/rbac/role.yaml\n  %+v", got, want)
 	}
 
-	// Every flag the chart passes exists in the manager.
-	helpCmd := exec.Command("go", "run", "./cmd/manager", "--help")
+	// Every flag the chart passes exists in the manager and the gateway.
+	checkFlags(t, root, "./cmd/manager", named(t, byKind["Deployment"], "leo-manager"))
+	checkFlags(t, root, "./cmd/leo-gateway", named(t, byKind["Deployment"], "leo-gateway"))
+
+	// The gateway's ClusterRole is enough for what it does, as its
+	// ServiceAccount: watch endpoints, keys, Deployments and pods, and wake
+	// a deployment from zero.
+	checkGatewayPermissions(t, cfg, k8s)
+}
+
+// checkFlags runs `go run pkg --help` and checks that every flag the
+// Deployment's first container passes is one it knows.
+func checkFlags(t *testing.T, root, pkg string, deploy *unstructured.Unstructured) {
+	t.Helper()
+	helpCmd := exec.Command("go", "run", pkg, "--help")
 	helpCmd.Dir = root
-	help, err := helpCmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(help), "-leader-elect") {
-		t.Fatalf("go run ./cmd/manager --help: %v\n%s", err, help)
+	help, _ := helpCmd.CombinedOutput() // --help exits 0 or 2 by the flag package's version
+	if !strings.Contains(string(help), "Usage of") {
+		t.Fatalf("go run %s --help:\n%s", pkg, help)
 	}
-	containers, _, _ := unstructured.NestedSlice(byKind["Deployment"][0].Object, "spec", "template", "spec", "containers")
+	containers, _, _ := unstructured.NestedSlice(deploy.Object, "spec", "template", "spec", "containers")
 	args, _, _ := unstructured.NestedStringSlice(containers[0].(map[string]any), "args")
 	if len(args) == 0 {
-		t.Fatal("manager container has no args")
+		t.Fatalf("%s: the container has no args", deploy.GetName())
 	}
 	for _, a := range args {
 		flag := strings.SplitN(strings.TrimPrefix(a, "--"), "=", 2)[0]
 		if !strings.Contains(string(help), "-"+flag+" ") && !strings.Contains(string(help), "-"+flag+"\n") {
-			t.Errorf("chart passes --%s, which the manager does not know:\n%s", flag, help)
+			t.Errorf("chart passes --%s, which %s does not know:\n%s", flag, pkg, help)
 		}
 	}
+}
+
+// named is the object of that name among objs.
+func named(t *testing.T, objs []*unstructured.Unstructured, name string) *unstructured.Unstructured {
+	t.Helper()
+	for _, o := range objs {
+		if o.GetName() == name {
+			return o
+		}
+	}
+	t.Fatalf("the chart renders no %s", name)
+	return nil
 }
 
 func rules(t *testing.T, u *unstructured.Unstructured) []rbacv1.PolicyRule {

@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"time"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 )
@@ -51,6 +53,16 @@ type ComputeResources struct {
 // +kubebuilder:validation:Pattern=`^([0-9]{1,6}(\.[0-9]+)?(h|m|s|ms))+$`
 // +kubebuilder:validation:MaxLength=32
 type Duration string
+
+// Or is the duration, or def when it is empty (or not a duration, which
+// the API server's validation keeps out of stored objects).
+func (d Duration) Or(def time.Duration) time.Duration {
+	v, err := time.ParseDuration(string(d))
+	if d == "" || err != nil {
+		return def
+	}
+	return v
+}
 
 // Placement says which nodes may run the pods.
 type Placement struct {

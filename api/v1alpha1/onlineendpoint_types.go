@@ -334,11 +334,34 @@ type OnlineEndpointStatus struct {
 	// +optional
 	Deployments []DeploymentStatus `json:"deployments,omitempty"`
 
+	// scalingHistory is the autoscaler's latest decisions (target_utilization
+	// deployments), oldest first: when, from and to how many instances,
+	// and why.
+	// +kubebuilder:validation:MaxItems=20
+	// +listType=atomic
+	// +optional
+	ScalingHistory []ScalingDecision `json:"scalingHistory,omitempty"`
+
 	// conditions: ModelsReady and Ready, with reasons.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// ScalingDecision is one change of a deployment's instances by the
+// autoscaler.
+type ScalingDecision struct {
+	// deployment that was scaled.
+	Deployment string `json:"deployment"`
+	// time of the decision.
+	Time metav1.Time `json:"time"`
+	// from is the number of instances before, to after.
+	From int32 `json:"from"`
+	To   int32 `json:"to"`
+	// reason says what load (or setting) asked for it.
+	// +kubebuilder:validation:MaxLength=256
+	Reason string `json:"reason"`
 }
 
 // OnlineEndpoint serves LlamaModels over HTTP with Azure ML's scoring schema

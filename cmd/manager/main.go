@@ -56,6 +56,7 @@ func run() error {
 		runtimeImage  string
 		pullPolicy    string
 		clusterDomain string
+		gatewayURL    string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; \"0\" turns it off")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
@@ -65,6 +66,7 @@ func run() error {
 	flag.StringVar(&runtimeImage, "runtime-image", "ghcr.io/leo-operator/leo-runtime:latest", "the leo-runtime image of the pods the operator makes (prepare, serve and batch)")
 	flag.StringVar(&pullPolicy, "runtime-image-pull-policy", "", "imagePullPolicy of those pods: Always, IfNotPresent, Never, or empty for Kubernetes' default")
 	flag.StringVar(&clusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain, for endpoints' scoring URIs")
+	flag.StringVar(&gatewayURL, "gateway-url", "", "base URL of leo-gateway, e.g. http://leo-gateway.leo-system.svc.cluster.local: scoring URIs are <url>/endpoints/<namespace>/<endpoint>/score (empty: each endpoint's own Service)")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -104,7 +106,7 @@ func run() error {
 		return fmt.Errorf("--runtime-image must name the leo-runtime image")
 	}
 	if err := controllers.SetupAll(mgr, controllers.Options{Config: desired.Config{
-		RuntimeImage: runtimeImage, ImagePullPolicy: corev1.PullPolicy(pullPolicy), ClusterDomain: clusterDomain,
+		RuntimeImage: runtimeImage, ImagePullPolicy: corev1.PullPolicy(pullPolicy), ClusterDomain: clusterDomain, GatewayURL: gatewayURL,
 	}}); err != nil {
 		return err
 	}

@@ -99,8 +99,9 @@ func managerBinary(t *testing.T) string {
 
 // startManager runs the manager binary against env as its ServiceAccount,
 // with only the RBAC of config/rbac, so a missing permission fails the test.
-// It returns the process and a channel that receives its exit.
-func startManager(t *testing.T, env *envtest.Environment, k8s client.Client, args ...string) (*exec.Cmd, <-chan error) {
+// It returns the process, a channel that receives its exit, and its logs
+// (to be read only once it has exited).
+func startManager(t *testing.T, env *envtest.Environment, k8s client.Client, args ...string) (*exec.Cmd, <-chan error, *strings.Builder) {
 	t.Helper()
 	installRBAC(t, k8s)
 	sa, err := env.AddUser(envtest.User{
@@ -119,9 +120,9 @@ func startManager(t *testing.T, env *envtest.Environment, k8s client.Client, arg
 		t.Fatal(err)
 	}
 	// One writer for both streams: exec then writes from one goroutine.
-	var logs strings.Builder
+	logs := &strings.Builder{}
 	cmd := exec.Command(managerBinary(t), append([]string{"--kubeconfig", kubeconfigPath}, args...)...)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -143,13 +144,13 @@ func startManager(t *testing.T, env *envtest.Environment, k8s client.Client, arg
 			t.Logf("manager logs:\n%s", logs.String())
 		}
 	})
-	return cmd, exited
+	return cmd, exited, logs
 }
 
 func TestManagerBinary(t *testing.T) {
 	env, _, k8s := testenv.StartForTest(t)
 	metrics, probes := freePort(t), freePort(t)
-	cmd, exited := startManager(t, env, k8s,
+	cmd, exited, logs := startManager(t, env, k8s,
 		"--metrics-bind-address", metrics,
 		"--health-probe-bind-address", probes,
 		"--leader-elect", "--leader-election-namespace", "leo-system")
@@ -263,6 +264,11 @@ func TestManagerBinary(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("manager still running 30s after SIGTERM")
 	}
+	// No watch or write of any part (the autoscaler's reads of pods, say)
+	// was refused for want of RBAC.
+	if strings.Contains(logs.String(), "forbidden") {
+		t.Errorf("the manager was refused something with its RBAC:\n%s", logs.String())
+	}
 	if err := k8s.Get(context.Background(), leaseKey, &lease); err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +322,7 @@ func TestManagerWithoutAPIServer(t *testing.T) {
 func TestSecureMetrics(t *testing.T) {
 	env, cfg, k8s := testenv.StartForTest(t)
 	metrics := freePort(t)
-	startManager(t, env, k8s, "--metrics-secure", "--metrics-bind-address", metrics,
+	_, _, _ = startManager(t, env, k8s, "--metrics-secure", "--metrics-bind-address", metrics,
 		"--health-probe-bind-address", "0", "--leader-elect=false")
 
 	ctx := context.Background()

@@ -1,8 +1,10 @@
 package desired
 
 import (
+	"net"
 	"sort"
 	"strconv"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -243,6 +245,16 @@ func ServiceURL(name, ns string, cfg Config) string {
 	return "http://" + name + "." + ns + ".svc." + domain
 }
 
+// EndpointBaseURL is the base of an endpoint's scoring URI (…/score) and
+// OpenAI base URL (…/v1): its path on the gateway, or, without one, its
+// own Service.
+func EndpointBaseURL(e *servingv1alpha1.OnlineEndpoint, cfg Config) string {
+	if cfg.GatewayURL != "" {
+		return strings.TrimRight(cfg.GatewayURL, "/") + "/endpoints/" + e.Namespace + "/" + e.Name
+	}
+	return ServiceURL(EndpointServiceName(e), e.Namespace, cfg)
+}
+
 // KeysSecret is the endpoint's keys Secret with the given keys and the
 // rotation values they honour.
 func KeysSecret(e *servingv1alpha1.OnlineEndpoint, primary, secondary, primaryFor, secondaryFor string) *corev1.Secret {
@@ -306,4 +318,32 @@ func probe(path string, s servingv1alpha1.ProbeSettings, liveness bool) *corev1.
 		PeriodSeconds:       s.PeriodSeconds, TimeoutSeconds: s.TimeoutSeconds,
 		SuccessThreshold: success, FailureThreshold: s.FailureThreshold,
 	}
+}
+
+// ReadyPodAddr is the "ip:port" where a pod of leo's (a runtime or a
+// gateway pod) serves HTTP, on its container port named http (8080 when
+// it names none), once it is running and ready; false before, and once it
+// is being deleted.
+func ReadyPodAddr(p *corev1.Pod) (string, bool) {
+	if p.DeletionTimestamp != nil || p.Status.PodIP == "" || p.Status.Phase != corev1.PodRunning {
+		return "", false
+	}
+	ready := false
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+			ready = true
+		}
+	}
+	if !ready {
+		return "", false
+	}
+	port := int32(runtimePort)
+	for _, c := range p.Spec.Containers {
+		for _, cp := range c.Ports {
+			if cp.Name == "http" {
+				port = cp.ContainerPort
+			}
+		}
+	}
+	return net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(port))), true
 }

@@ -19,6 +19,12 @@ type Config struct {
 	ImagePullPolicy corev1.PullPolicy
 	// ClusterDomain is the cluster's DNS domain, for the scoring URI.
 	ClusterDomain string
+	// GatewayURL is the base URL of leo-gateway (e.g.
+	// http://leo-gateway.leo-system.svc.cluster.local): scoring URIs are
+	// <GatewayURL>/endpoints/<namespace>/<endpoint>/score. Empty: they
+	// point at each endpoint's own Service (no split, no key check there
+	// but the pods').
+	GatewayURL string
 }
 
 // Where volumes are mounted in leo's pods.

@@ -32,3 +32,27 @@ app.kubernetes.io/name: leo
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: manager
 {{- end -}}
+
+{{- define "leo.gatewayName" -}}
+{{- printf "%s-gateway" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "leo.gatewayClusterName" -}}
+{{- printf "%s-%s-gateway" .Release.Namespace .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "leo.gatewaySelectorLabels" -}}
+app.kubernetes.io/name: leo-gateway
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end -}}
+
+{{/* The gateway's in-cluster base URL, for the endpoints' scoring URIs. */}}
+{{- define "leo.gatewayURL" -}}
+{{- if .Values.gateway.externalURL -}}
+{{- .Values.gateway.externalURL -}}
+{{- else -}}
+{{- printf "http://%s.%s.svc.%s" (include "leo.gatewayName" .) .Release.Namespace .Values.clusterDomain -}}
+{{- if ne (int .Values.gateway.service.port) 80 -}}:{{ .Values.gateway.service.port }}{{- end -}}
+{{- end -}}
+{{- end -}}
