@@ -41,9 +41,10 @@ manifests: ## CRDs and RBAC from the +kubebuilder markers, copied into the Helm 
 ##@ Build
 
 .PHONY: build
-build: ## the manager and leo-runtime binaries
+build: ## the manager, leo-runtime and leo-gateway binaries
 	$(GO) build -trimpath -o bin/manager ./cmd/manager
 	$(GO) build -trimpath -o bin/leo-runtime ./cmd/leo-runtime
+	$(GO) build -trimpath -o bin/leo-gateway ./cmd/leo-gateway
 
 .PHONY: kube-bins
 kube-bins: ## build kube-apiserver and etcd for envtest into bin/kube/<version> (cached)
@@ -102,6 +103,10 @@ bench-batch: ## leo-runtime batch on 1,000 short prompts, stories15M-shaped Q8_0
 	mkdir -p bin/models
 	test -f bin/models/stories15M-q8_0.gguf || $(GO) run ./cmd/leo-runtime gen-model --shape stories15M --type q8_0 -o bin/models/stories15M-q8_0.gguf
 	LEO_BENCH_MODEL=$(CURDIR)/bin/models/stories15M-q8_0.gguf $(GO) test -run '^$$' -bench BatchThroughput -benchtime 1x ./cmd/leo-runtime
+
+.PHONY: bench-gateway
+bench-gateway: ## what leo-gateway adds to a request on loopback: /score straight to a runtime server vs through the gateway, alternating, medians
+	$(GO) test -run '^$$' -bench GatewayOverhead -benchtime 1x -count 3 ./gateway
 
 .PHONY: bench-operator
 bench-operator: kube-bins ## the operator against a real API server: 200 OnlineEndpoints from scratch (time to settle, API writes), then a restarted manager's writes (0)
