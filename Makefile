@@ -46,6 +46,14 @@ build: ## the manager, leo-runtime and leo-gateway binaries
 	$(GO) build -trimpath -o bin/leo-runtime ./cmd/leo-runtime
 	$(GO) build -trimpath -o bin/leo-gateway ./cmd/leo-gateway
 
+.PHONY: cluster-up
+cluster-up: ## a single-node Kubernetes on this machine (root): control plane, containerd, kubelet, kube-proxy, leo's images (hack/cluster)
+	hack/cluster/up.sh
+
+.PHONY: cluster-down
+cluster-down: ## stop it and undo its changes to the host; fails listing anything left behind
+	hack/cluster/down.sh
+
 .PHONY: kube-bins
 kube-bins: ## build kube-apiserver and etcd for envtest into bin/kube/<version> (cached)
 	hack/kube/build.sh

@@ -20,12 +20,16 @@ kube_version="$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' "$here
 etcd_version="$(awk '$1=="go.etcd.io/etcd/server/v3" {print $2}' "$here/go.mod")"
 out="${KUBE_BIN_DIR:-$root/bin/kube/$kube_version}"
 
-# Component name -> Go package. The end-to-end cluster adds kubelet,
-# kube-controller-manager, kube-scheduler, kube-proxy and kubectl here (and as
-# `tool` lines in hack/kube/go.mod).
+# Component name -> Go package (each also a `tool` line in hack/kube/go.mod).
+# envtest needs the first two; the local cluster (hack/cluster) all of them.
 declare -A pkg=(
   [kube-apiserver]=k8s.io/kubernetes/cmd/kube-apiserver
   [etcd]=go.etcd.io/etcd/server/v3
+  [kube-controller-manager]=k8s.io/kubernetes/cmd/kube-controller-manager
+  [kube-scheduler]=k8s.io/kubernetes/cmd/kube-scheduler
+  [kubelet]=k8s.io/kubernetes/cmd/kubelet
+  [kube-proxy]=k8s.io/kubernetes/cmd/kube-proxy
+  [kubectl]=k8s.io/kubernetes/cmd/kubectl
 )
 
 components=("$@")
