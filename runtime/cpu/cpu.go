@@ -409,6 +409,11 @@ func (j *matMulJob) laneRows(r0, r1 int) {
 		j.ks.laneVec(j.w.Type)(w, j.act, j.nb, groups, j.dst[r0:r1])
 		return
 	}
+	if rows := j.ks.laneRows(j.w.Type); rows != nil {
+		// The loops below, in one call of the kernel.
+		rows(w, j.act, j.nb, groups, j.dst[r0:], j.w.Rows, j.n, j.tokBytes)
+		return
+	}
 	// Eight rows (one call of the 8-row kernel) for all tokens at a time:
 	// the rows stay in L1 for the later token groups. The first group's
 	// pass also prefetches the next eight rows, block by block, so that

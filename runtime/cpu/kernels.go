@@ -26,6 +26,11 @@ type laneVecFunc func(w, a []byte, nb, groups int, out []float32)
 // only: nothing there is read).
 type laneTileFunc func(w, a []byte, nb, groups int, out []float32, stride, ntok, pf int)
 
+// laneRowsFunc is laneTileFunc for all n tokens of a lane activation
+// buffer (groups of four tokens, tokBytes apart, the last one padded):
+// out[t*stride+4g+r] for t < n, in one call for a whole chunk of rows.
+type laneRowsFunc func(w, a []byte, nb, groups int, out []float32, stride, n, tokBytes int)
+
 // kVec1Func is the dot of one Q4_K or Q6_K row of nb super-blocks with one
 // Q8_K token.
 type kVec1Func func(w, a []byte, nb int) float32
@@ -49,6 +54,7 @@ type kernelSet struct {
 	q40LaneVec, q80LaneVec   laneVecFunc
 	quantLane                func(buf []byte, step int, x []float32, k int32) // as quantizeLaneToken (lanes_ref_test.go)
 	q40LaneTile, q80LaneTile laneTileFunc
+	q40LaneRows, q80LaneRows laneRowsFunc // nil: laneTile per 8 rows and token group
 	q4KVec1, q6KVec1         kVec1Func
 	f32Vec4                  fVec4Func
 	f16Vec4                  fVec4Func
@@ -86,6 +92,13 @@ func (ks *kernelSet) laneTile(t quant.Type) laneTileFunc {
 		return ks.q40LaneTile
 	}
 	return ks.q80LaneTile
+}
+
+func (ks *kernelSet) laneRows(t quant.Type) laneRowsFunc {
+	if t == quant.Q4_0 {
+		return ks.q40LaneRows
+	}
+	return ks.q80LaneRows
 }
 
 func (ks *kernelSet) q8Tile(t quant.Type) q8TileFunc {

@@ -59,6 +59,8 @@ func platformKernels() []kernelSet {
 		vnni.q80LaneVec = laneVec(q80LaneVec)
 		vnni.q40LaneTile = laneTile(q40LaneTile, q40LaneTile8)
 		vnni.q80LaneTile = laneTile(q80LaneTile, q80LaneTile8)
+		vnni.q40LaneRows = laneRows(q40LaneTile, q40LaneRows8)
+		vnni.q80LaneRows = laneRows(q80LaneTile, q80LaneRows8)
 		sets = append(sets, vnni)
 	}
 	return sets

@@ -1,6 +1,10 @@
 package cpu
 
-import "github.com/leo-operator/leo/runtime/quant"
+import (
+	"encoding/binary"
+
+	"github.com/leo-operator/leo/runtime/quant"
+)
 
 // The lane layout: Q4_0 and Q8_0 matrices re-laid out at load time
 // (Interleave) so that one 512-bit VNNI instruction multiplies four rows
@@ -11,6 +15,8 @@ import "github.com/leo-operator/leo/runtime/quant"
 //	Q4_0, 72 bytes:  [d0 d1 d2 d3 (fp16)][qs of row 0 (16)][row 1][row 2][row 3]
 //	Q8_0, 136 bytes: [d0 d1 d2 d3][q[0:16] of rows 0..3 (64)][q[16:32] of rows 0..3 (64)]
 //
+// with Q8_0's quants stored as q^0x80 = q+128, the unsigned bytes
+// VPDPBUSD takes (so the kernels need not flip them for every token),
 // so the 64 bytes after the scales are, for Q4_0, every row's low nibbles
 // (columns 0..15) and high nibbles (columns 16..31), and for Q8_0 the
 // low and high halves directly: dword lane 4r+k holds row r's columns
@@ -39,6 +45,8 @@ const (
 
 // interleaveLanes writes m's rows (Rows a multiple of 4) in the lane layout.
 func interleaveLanes(m Matrix, rowBytes int) []byte {
+	const flip = 0x8080808080808080
+	le := binary.LittleEndian
 	bb, nb := m.Type.BlockBytes(), m.Cols/32
 	out := make([]byte, m.Rows*rowBytes)
 	for g := 0; g < m.Rows/4; g++ {
@@ -50,8 +58,10 @@ func interleaveLanes(m Matrix, rowBytes int) []byte {
 				if m.Type == quant.Q4_0 {
 					copy(dst[8+16*r:8+16*r+16], blk[2:18])
 				} else {
-					copy(dst[8+16*r:8+16*r+16], blk[2:18])
-					copy(dst[72+16*r:72+16*r+16], blk[18:34])
+					for c := 0; c < 16; c += 8 {
+						le.PutUint64(dst[8+16*r+c:], le.Uint64(blk[2+c:])^flip)
+						le.PutUint64(dst[72+16*r+c:], le.Uint64(blk[18+c:])^flip)
+					}
 				}
 			}
 		}

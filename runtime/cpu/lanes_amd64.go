@@ -15,6 +15,12 @@ func q40LaneTile8(w, a *byte, nb, groups int, out *float32, stride, ntok, pf int
 func q80LaneTile8(w, a *byte, nb, groups int, out *float32, stride, ntok, pf int)
 
 //go:noescape
+func q40LaneRows8(w, a *byte, nb, pairs int, out *float32, stride, n, tokBytes int)
+
+//go:noescape
+func q80LaneRows8(w, a *byte, nb, pairs int, out *float32, stride, n, tokBytes int)
+
+//go:noescape
 func q40LaneTile(w, a *byte, nb, groups int, out *float32, stride, ntok int)
 
 //go:noescape
@@ -46,6 +52,31 @@ func laneTile(k4 func(w, a *byte, nb, groups int, out *float32, stride, ntok int
 		}
 		if even < groups {
 			k4(&w[len(w)/groups*even], &a[0], nb, 1, &out[4*even], 4*stride, ntok)
+		}
+	}
+}
+
+// laneRows wraps the whole-chunk lane kernels: out[t*stride+4g+r] for
+// all n tokens (groups of four, tokBytes apart in a) and the groups of w.
+// Pairs of groups go to k8 in one call; an odd last group goes to k4, one
+// call per token group.
+func laneRows(k4 func(w, a *byte, nb, groups int, out *float32, stride, ntok int), k8 func(w, a *byte, nb, pairs int, out *float32, stride, n, tokBytes int)) laneRowsFunc {
+	return func(w, a []byte, nb, groups int, out []float32, stride, n, tokBytes int) {
+		if nb <= 0 || groups <= 0 || n <= 0 {
+			return
+		}
+		tg := (n + 3) / 4 // token groups
+		_ = out[(n-1)*stride+4*groups-1]
+		_ = a[(tg-1)*tokBytes+nb*4*laneTokBytes-1]
+		pairs := groups / 2
+		if pairs > 0 {
+			k8(&w[0], &a[0], nb, pairs, &out[0], 4*stride, n, tokBytes)
+		}
+		if 2*pairs < groups {
+			wl := &w[len(w)/groups*2*pairs] // w holds exactly the groups
+			for g := 0; g < tg; g++ {
+				k4(wl, &a[g*tokBytes], nb, 1, &out[4*g*stride+8*pairs], 4*stride, n-4*g)
+			}
 		}
 	}
 }

@@ -19,6 +19,88 @@ DATA laneperm<>+48(SB)/8, $0x0000000300000003
 DATA laneperm<>+56(SB)/8, $0x0000000300000003
 GLOBL laneperm<>(SB), RODATA|NOPTR, $64
 
+// Whole chunks: pairs pairs of groups (eight rows each, one after another)
+// × all n tokens (groups of four, tokBytes apart in a, the last padded);
+// the row sums of token t go to out + t*stride bytes. For each pair of
+// groups the 8-row tile runs over every token group while the rows stay
+// in L1; its first token group prefetches the next pair's weights, as
+// laneRows did with q80LaneTile8 (the same arithmetic, in the same order,
+// so the results are the same bits), without a call per tile.
+#define LROWS8_BODY(lw, lwb, bytes) \
+	MOVQ CX, R13; \
+	IMULQ $bytes, R13; \
+	MOVQ R8, AX; \
+	MOVQ DI, pairout-8(SP); \
+lrowspair: \
+	MOVQ pairout-8(SP), DI; \
+	MOVQ a+8(FP), SI; \
+	MOVQ n+48(FP), R12; \
+	XORQ R14, R14; \
+	CMPQ DX, $1; \
+	JEQ lrowspfset; \
+	LEAQ (R13)(R13*1), R14; \
+lrowspfset: \
+	LEAQ (R14)(R13*1), R15; \
+lrowstok: \
+	VPXORD Z0, Z0, Z0; \
+	VPXORD Z1, Z1, Z1; \
+	VPXORD Z2, Z2, Z2; \
+	VPXORD Z3, Z3, Z3; \
+	VPXORD Z16, Z16, Z16; \
+	VPXORD Z17, Z17, Z17; \
+	VPXORD Z18, Z18, Z18; \
+	VPXORD Z19, Z19, Z19; \
+	MOVQ AX, R8; \
+	MOVQ SI, R9; \
+	MOVQ CX, R10; \
+lrowsblock: \
+	TESTQ R14, R14; \
+	JZ lrowsnopf; \
+	PREFETCHT0 (R8)(R14*1); \
+	PREFETCHT0 64(R8)(R14*1); \
+	PREFETCHT0 128(R8)(R14*1); \
+	PREFETCHT0 (R8)(R15*1); \
+	PREFETCHT0 64(R8)(R15*1); \
+	PREFETCHT0 128(R8)(R15*1); \
+lrowsnopf: \
+	LSCALES(R8); \
+	lw(R8); \
+	LSCALES2(R8); \
+	lwb(R8); \
+	LTOKEN8(0, Z0, Z16, Z20, Z21, Z22, Z23, Z24, Z25); \
+	LTOKEN8(64, Z1, Z17, Z26, Z27, Z28, Z29, Z30, Z31); \
+	LTOKEN8(128, Z2, Z18, Z20, Z21, Z22, Z23, Z24, Z25); \
+	LTOKEN8(192, Z3, Z19, Z26, Z27, Z28, Z29, Z30, Z31); \
+	ADDQ $bytes, R8; \
+	ADDQ $256, R9; \
+	DECQ R10; \
+	JNZ lrowsblock; \
+	LSTORE4(DI, lrowsstored0); \
+	VMOVAPS Z16, Z0; \
+	VMOVAPS Z17, Z1; \
+	VMOVAPS Z18, Z2; \
+	VMOVAPS Z19, Z3; \
+	LEAQ 16(DI), R9; \
+	LSTORE4(R9, lrowsstored1); \
+	XORQ R14, R14; \
+	ADDQ tokBytes+56(FP), SI; \
+	LEAQ (DI)(BX*4), DI; \
+	SUBQ $4, R12; \
+	JGT lrowstok; \
+	LEAQ (AX)(R13*2), AX; \
+	ADDQ $32, pairout-8(SP); \
+	DECQ DX; \
+	JNZ lrowspair
+
+#define LROWS_SETUP \
+	MOVQ w+0(FP), R8; \
+	MOVQ nb+16(FP), CX; \
+	MOVQ pairs+24(FP), DX; \
+	MOVQ out+32(FP), DI; \
+	MOVQ stride+40(FP), BX; \
+	LEAQ (BX)(BX*2), R11; \
+	VMOVDQU32 laneperm<>(SB), Z14
+
 // LSCALES: the group's four fp16 row scales at wp, each in four lanes (Z4).
 #define LSCALES(wp) \
 	VCVTPH2PS (wp), X4; \
@@ -31,12 +113,11 @@ GLOBL laneperm<>(SB), RODATA|NOPTR, $64
 	VPANDD Z15, Z5, Z5; \
 	VPANDD Z15, Z6, Z6
 
-// Q8_0 weights of a group's block, +128 (unsigned): halves in Z5 and Z6.
+// Q8_0 weights of a group's block, stored +128 (unsigned): halves in Z5
+// and Z6.
 #define LW80(wp) \
 	VMOVDQU64 8(wp), Z5; \
-	VMOVDQU64 72(wp), Z6; \
-	VPXORD Z15, Z5, Z5; \
-	VPXORD Z15, Z6, Z6
+	VMOVDQU64 72(wp), Z6
 
 // LTOKEN: acc += Σ_block per lane, token record at off(R9); temps t1..t3.
 #define LTOKEN(off, acc, t1, t2, t3) \
@@ -101,8 +182,6 @@ TEXT ·q40LaneVec(SB), NOSPLIT, $0-40
 // func q80LaneVec(w, a *byte, nb, groups int, out *float32)
 TEXT ·q80LaneVec(SB), NOSPLIT, $0-40
 	LANE_SETUP
-	MOVL $0x80, AX
-	VPBROADCASTB AX, Z15
 	LVEC_BODY(LW80, 136)
 	VZEROUPPER
 	RET
@@ -158,8 +237,6 @@ TEXT ·q40LaneTile(SB), NOSPLIT, $0-56
 TEXT ·q80LaneTile(SB), NOSPLIT, $0-56
 	LANE_SETUP
 	TILE_STRIDE
-	MOVL $0x80, AX
-	VPBROADCASTB AX, Z15
 	LTILE_BODY(LW80, 136)
 	VZEROUPPER
 	RET
@@ -200,9 +277,7 @@ TEXT ·q80LaneTile(SB), NOSPLIT, $0-56
 
 #define LW80B(wp) \
 	VMOVDQU64 8(wp)(R13*1), Z10; \
-	VMOVDQU64 72(wp)(R13*1), Z11; \
-	VPXORD Z15, Z10, Z10; \
-	VPXORD Z15, Z11, Z11
+	VMOVDQU64 72(wp)(R13*1), Z11
 
 // LSTORE4: the row sums of Z0..Z3 (tokens 0..3) at dst, first R12 tokens.
 #define LSTORE4(dst, done) \
@@ -284,9 +359,23 @@ TEXT ·q80LaneTile8(SB), NOSPLIT, $0-64
 	LANE_SETUP
 	TILE_STRIDE
 	MOVQ pf+56(FP), R14
-	MOVL $0x80, AX
-	VPBROADCASTB AX, Z15
 	LTILE8_BODY(LW80, LW80B, 136)
+	VZEROUPPER
+	RET
+
+// func q40LaneRows8(w, a *byte, nb, pairs int, out *float32, stride, n, tokBytes int)
+TEXT ·q40LaneRows8(SB), NOSPLIT, $8-64
+	LROWS_SETUP
+	MOVL $0x0f, R12
+	VPBROADCASTB R12, Z15
+	LROWS8_BODY(LW40, LW40B, 72)
+	VZEROUPPER
+	RET
+
+// func q80LaneRows8(w, a *byte, nb, pairs int, out *float32, stride, n, tokBytes int)
+TEXT ·q80LaneRows8(SB), NOSPLIT, $8-64
+	LROWS_SETUP
+	LROWS8_BODY(LW80, LW80B, 136)
 	VZEROUPPER
 	RET
 

@@ -29,7 +29,7 @@ func laneWeight(t quant.Type, blk []byte, r, c int) (q int32, d float32) {
 	if c >= 16 {
 		off = 72
 	}
-	return int32(int8(blk[off+16*r+c%16])), d
+	return int32(int8(blk[off+16*r+c%16] ^ 0x80)), d // stored +128
 }
 
 // quantizeLaneToken writes token x (len = nb*32) in the lane layout, its

@@ -119,3 +119,71 @@ func TestQuantLane(t *testing.T) {
 		}
 	}
 }
+
+// TestLaneRows runs each whole-chunk lane kernel this CPU has against
+// laneTile called per pair of groups and token group (as laneRows calls it
+// without one), which it must equal bit for bit, and against laneRef, on
+// odd and even group counts and token counts that leave a partial last
+// token group; the output's other values must stay untouched.
+func TestLaneRows(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	ran := 0
+	defer func() { t.Logf("%d lane rows configurations checked", ran) }()
+	for _, ks := range kernelSets {
+		for _, typ := range []quant.Type{quant.Q4_0, quant.Q8_0} {
+			rowsK, tile := ks.laneRows(typ), ks.laneTile(typ)
+			if rowsK == nil {
+				continue
+			}
+			for _, s := range []struct{ groups, nb, n int }{{1, 1, 1}, {2, 9, 16}, {3, 2, 5}, {8, 9, 13}, {5, 7, 4}, {4, 3, 2}, {6, 24, 17}} {
+				ran++
+				name := fmt.Sprintf("%s/%s/groups=%d/nb=%d/n=%d", ks.name, typ, s.groups, s.nb, s.n)
+				m := Matrix{Type: typ, Rows: 4 * s.groups, Cols: 32 * s.nb}
+				for range m.Rows {
+					m.Data = append(m.Data, randRow(r, typ, m.Cols)...)
+				}
+				rowBytes, _ := typ.RowBytes(m.Cols)
+				w := interleaveLanes(m, rowBytes)
+				k := int32(8)
+				if typ == quant.Q8_0 {
+					k = 128
+				}
+				x := randX(r, s.n, m.Cols)
+				tg := (s.n + 3) / 4
+				tokBytes := s.nb * 4 * laneTokBytes
+				a := make([]byte, tg*tokBytes) // padding tokens zero
+				for tok := 0; tok < s.n; tok++ {
+					quantizeLaneToken(a[tok/4*tokBytes+tok%4*laneTokBytes:], 4*laneTokBytes, x[tok*m.Cols:(tok+1)*m.Cols], k)
+				}
+				stride := m.Rows + 5
+				got := make([]float32, s.n*stride)
+				want := make([]float32, s.n*stride)
+				for i := range got {
+					got[i], want[i] = -7, -7
+				}
+				rowsK(w, a, s.nb, s.groups, got, stride, s.n, tokBytes)
+				for g0 := 0; g0 < s.groups; g0 += 2 {
+					ng := min(2, s.groups-g0)
+					wr := w[g0*4*rowBytes : (g0+ng)*4*rowBytes]
+					for g := 0; g < tg; g++ {
+						tile(wr, a[g*tokBytes:(g+1)*tokBytes], s.nb, ng, want[4*g*stride+4*g0:], stride, s.n-4*g, 0)
+					}
+				}
+				for i := range want {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("%s: out[%d] = %g, laneTile gives %g", name, i, got[i], want[i])
+					}
+				}
+				ref := make([]float32, 16)
+				for g := 0; g < s.groups; g++ {
+					for g4 := 0; g4 < tg; g4++ {
+						laneRef(typ, w[g*4*rowBytes:], a[g4*tokBytes:], s.nb, 4*laneTokBytes, 4, ref)
+						for tok := 4 * g4; tok < min(s.n, 4*g4+4); tok++ {
+							checkClose(t, fmt.Sprintf("%s ref token %d", name, tok), got[tok*stride+4*g:tok*stride+4*g+4], ref[4*(tok%4):4*(tok%4)+4])
+						}
+					}
+				}
+			}
+		}
+	}
+}

@@ -20,14 +20,6 @@ func rmsNorm(out, x, gain []float32, eps float32) {
 	}
 }
 
-// rmsNormRows normalizes each row of len(gain) elements.
-func rmsNormRows(out, x, gain []float32, eps float32) {
-	d := len(gain)
-	for r := 0; r+d <= len(x); r += d {
-		rmsNorm(out[r:r+d], x[r:r+d], gain, eps)
-	}
-}
-
 // add adds y to x element-wise.
 func add(x, y []float32) {
 	y = y[:len(x)]

@@ -212,9 +212,10 @@ func (s *Sampler) repetitionPenalty(logits []float32, seq []int32) {
 	}
 }
 
-// argmax returns the index of the largest score, the first on ties; NaN
-// never wins, and all -inf (or NaN) gives 0.
-func argmax(logits []float32) int32 {
+// argmaxGo returns the index of the largest score, the first on ties; NaN
+// never wins, and all -inf (or NaN) gives 0. argmax is this, in assembly
+// where the CPU allows (argmax_amd64.go).
+func argmaxGo(logits []float32) int32 {
 	// Eight running maxima, so that the comparisons do not wait on each
 	// other (greedy decoding runs this over the whole vocabulary for every
 	// token of every sequence); then the first index holding the largest.

@@ -755,3 +755,45 @@ func TestArgmaxMatchesScan(t *testing.T) {
 		}
 	}
 }
+
+// TestArgmaxMatchesGo: argmax (assembly where the CPU has it) picks what
+// argmaxGo picks on vocabulary-sized and odd-sized scores: ties, NaN, -inf,
+// +inf, signed zeros, the maximum in the tail or the first lanes.
+func TestArgmaxMatchesGo(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	nan, inf := float32(math.NaN()), float32(math.Inf(1))
+	for _, n := range []int{31, 32, 33, 39, 40, 63, 64, 65, 100, 255, 1000, 32000, 32001, 32007} {
+		for trial := range 60 {
+			l := make([]float32, n)
+			for i := range l {
+				switch k := r.IntN(20); {
+				case trial%6 == 0 && k < 19:
+					l[i] = nan
+				case trial%6 == 1 && k < 19:
+					l[i] = -inf
+				case trial%6 == 2:
+					l[i] = float32(r.IntN(3)) - 1 // ties, zeros
+					if l[i] == 0 && r.IntN(2) == 0 {
+						l[i] = float32(math.Copysign(0, -1))
+					}
+				case k == 0:
+					l[i] = nan
+				case k == 1:
+					l[i] = -inf
+				default:
+					l[i] = float32(r.NormFloat64())
+				}
+			}
+			switch trial % 5 {
+			case 3:
+				l[n-1-r.IntN(min(n, 7))] = inf // in the tail
+			case 4:
+				l[r.IntN(n)] = 1e30
+				l[r.IntN(n)] = 1e30
+			}
+			if got, want := argmax(l), argmaxGo(l); got != want {
+				t.Fatalf("n=%d trial %d: argmax = %d (%g), argmaxGo = %d (%g)", n, trial, got, l[got], want, l[want])
+			}
+		}
+	}
+}
