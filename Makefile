@@ -50,6 +50,11 @@ build: ## the manager, leo-runtime and leo-gateway binaries
 cluster-up: ## a single-node Kubernetes on this machine (root): control plane, containerd, kubelet, kube-proxy, leo's images (hack/cluster)
 	hack/cluster/up.sh
 
+.PHONY: test-e2e
+test-e2e: $(HELM) ## end-to-end tests on the local cluster (root; brings it up, leaves it up: make cluster-down)
+	hack/cluster/up.sh
+	LEO_E2E_KUBECONFIG="$(CURDIR)/bin/cluster/admin.kubeconfig" HELM="$(CURDIR)/$(HELM)" $(GO) test -tags e2e -count=1 -timeout 30m -v ./test/e2e
+
 .PHONY: cluster-down
 cluster-down: ## stop it and undo its changes to the host; fails listing anything left behind
 	hack/cluster/down.sh

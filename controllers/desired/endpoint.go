@@ -170,10 +170,12 @@ func RuntimeDeployment(e *servingv1alpha1.OnlineEndpoint, d servingv1alpha1.Endp
 						VolumeMounts: mounts,
 						// serve listens at once and answers /readyz 200 only once
 						// the model is loaded: up to 30 minutes for a big model
-						// from a slow volume, before liveness checks begin.
+						// from a slow volume, before liveness checks begin. Every
+						// 2 s, so that a pod woken from zero serves soon after
+						// its model is loaded (a held request waits on it).
 						StartupProbe: &corev1.Probe{
 							ProbeHandler:  httpGet("/readyz"),
-							PeriodSeconds: 10, TimeoutSeconds: 2, FailureThreshold: 180,
+							PeriodSeconds: 2, TimeoutSeconds: 2, FailureThreshold: 900,
 						},
 						LivenessProbe:            probe("/healthz", liveness, true),
 						ReadinessProbe:           probe("/readyz", readiness, false),

@@ -8,7 +8,8 @@
 //	go run ./hack/images -out bin/images [-tag dev] [name ...]
 //
 // Names: pause (the pod sandbox), leo-manager, leo-runtime, leo-gateway
-// (default: all). Each image is tagged leo.local/<name>:<tag>.
+// (default: all). Each image is tagged leo.local/<name>:<tag> and
+// leo.local/<name>:sha-<digest>, the latter also written to <name>.tag.
 package main
 
 import (
@@ -121,16 +122,34 @@ func build(n string, im image, tag, out string) (string, error) {
 	if img, err = mutate.ConfigFile(img, cfg); err != nil {
 		return "", err
 	}
-	ref, err := name.NewTag(Registry + "/" + n + ":" + tag)
+	// Tagged twice: <tag>, and its content (the image's digest), which
+	// changes with the binary, so that a Deployment naming it rolls out
+	// a rebuilt image (the local images are never pulled: a reused tag
+	// would leave running pods on the old one).
+	digest, err := img.Digest()
 	if err != nil {
 		return "", err
 	}
+	refs := map[name.Reference]v1.Image{}
+	for _, t := range []string{tag, contentTag(digest)} {
+		ref, err := name.NewTag(Registry + "/" + n + ":" + t)
+		if err != nil {
+			return "", err
+		}
+		refs[ref] = img
+	}
 	path := filepath.Join(out, n+".tar")
-	if err := tarball.WriteToFile(path+".tmp", ref, img); err != nil {
+	if err := tarball.MultiRefWriteToFile(path+".tmp", refs); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(out, n+".tag"), []byte(contentTag(digest)+"\n"), 0o644); err != nil {
 		return "", err
 	}
 	return path, os.Rename(path+".tmp", path)
 }
+
+// contentTag is the tag naming an image by its content.
+func contentTag(d v1.Hash) string { return "sha-" + d.Hex[:16] }
 
 // file is one entry of a layer: a directory (path ends in /) or a copy of src.
 type file struct {

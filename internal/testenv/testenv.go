@@ -63,7 +63,7 @@ func KubeVersion(root string) (string, error) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
-		if len(fields) == 3 && fields[0] == "require" && fields[1] == "k8s.io/kubernetes" {
+		if len(fields) >= 3 && fields[0] == "require" && fields[1] == "k8s.io/kubernetes" {
 			return fields[2], nil
 		}
 	}
