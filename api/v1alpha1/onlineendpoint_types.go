@@ -356,9 +356,10 @@ type ScalingDecision struct {
 	Deployment string `json:"deployment"`
 	// time of the decision.
 	Time metav1.Time `json:"time"`
-	// from is the number of instances before, to after.
+	// from is the number of instances before.
 	From int32 `json:"from"`
-	To   int32 `json:"to"`
+	// to is the number of instances after.
+	To int32 `json:"to"`
 	// reason says what load (or setting) asked for it.
 	// +kubebuilder:validation:MaxLength=256
 	Reason string `json:"reason"`
