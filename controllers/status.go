@@ -35,6 +35,9 @@ type Options struct {
 	// ProgressInterval is how often the progress of a running Job is read
 	// from its pods' logs; 0 means 5 seconds.
 	ProgressInterval time.Duration
+	// GatewayNamespace is where leo-gateway's pods run, whose metrics the
+	// autoscaler reads; empty: leo-system.
+	GatewayNamespace string
 }
 
 // equalStatus reports whether two statuses are the same, so a reconcile that
@@ -67,7 +70,11 @@ func SetupAll(mgr ctrl.Manager, o Options) error {
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("BatchDeployment controller: %w", err)
 	}
-	if err := mgr.Add(&autoscale.Autoscaler{Client: c, Log: mgr.GetLogger().WithName("autoscaler")}); err != nil {
+	gwNS := o.GatewayNamespace
+	if gwNS == "" {
+		gwNS = "leo-system"
+	}
+	if err := mgr.Add(&autoscale.Autoscaler{Client: c, Log: mgr.GetLogger().WithName("autoscaler"), GatewayNamespace: gwNS}); err != nil {
 		return fmt.Errorf("autoscaler: %w", err)
 	}
 	return nil

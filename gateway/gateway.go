@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"strings"
 	"sync"
@@ -221,7 +222,10 @@ func (g *Gateway) handle(w *recorder, r *http.Request) requestLabels {
 		return labels // else the client went away while sending
 	}
 	load := g.deploymentLoad(ns, name, dep.Name)
-	if limit := int64(2 * max(dep.MaxConcurrentPerInstance, 1) * max(len(dep.Pods), 1)); load.inFlight.Add(1) > limit {
+	// Instances counted: the ready ones, or while they start (a wake from
+	// zero, a rollout) the ones asked for, at least one.
+	instances := max(len(dep.Pods), int(dep.Replicas), 1)
+	if limit := int64(2 * max(dep.MaxConcurrentPerInstance, 1) * instances); load.inFlight.Add(1) > limit {
 		load.inFlight.Add(-1)
 		w.Header().Set("Retry-After", "1")
 		// Azure ML answers a full deployment with these words.
@@ -432,7 +436,13 @@ func (g *Gateway) forward(w *recorder, r *http.Request, ep *endpointEntry, dep *
 		}
 		inFlight := g.podCounter(pod)
 		inFlight.Add(1)
-		resp, err := g.transport.RoundTrip(upstreamRequest(ctx, r, pod, path, body, key))
+		// Only a request the pod never received is sent again: one it had
+		// whole (and may have run, or died of) is not replayed on others.
+		var wrote atomic.Bool
+		traced := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			WroteRequest: func(i httptrace.WroteRequestInfo) { wrote.Store(i.Err == nil) },
+		})
+		resp, err := g.transport.RoundTrip(upstreamRequest(traced, r, pod, path, body, key))
 		if err != nil {
 			inFlight.Add(-1)
 			if ctx.Err() != nil {
@@ -440,6 +450,9 @@ func (g *Gateway) forward(w *recorder, r *http.Request, ep *endpointEntry, dep *
 				return
 			}
 			lastErr = err
+			if wrote.Load() {
+				break
+			}
 			continue
 		}
 		if resp.StatusCode == http.StatusServiceUnavailable && attempt+1 < min(maxAttempts, len(dep.Pods)) {
@@ -503,8 +516,8 @@ func upstreamRequest(ctx context.Context, r *http.Request, pod, path string, bod
 }
 
 // respond copies a pod's answer to the client, flushing each piece of a
-// stream as it comes. A model's server error becomes Azure ML's 424 with
-// the model's status in a header.
+// stream as it comes. A model's server error (5xx but 503) becomes Azure
+// ML's 424 with the model's status in a header.
 func (g *Gateway) respond(w *recorder, resp *http.Response, dep *Deployment) {
 	h := w.Header()
 	for k, v := range resp.Header {
@@ -515,7 +528,9 @@ func (g *Gateway) respond(w *recorder, resp *http.Response, dep *Deployment) {
 	}
 	h.Set(HeaderDeployment, dep.Name)
 	status := resp.StatusCode
-	if status >= 500 {
+	// A 503 is a pod that is not serving (draining), not the model
+	// failing: it passes through, as the client should retry.
+	if status >= 500 && status != http.StatusServiceUnavailable {
 		h.Set(HeaderModelErrorStatus, strconv.Itoa(status))
 		h.Set(HeaderModelErrorReason, "model_error")
 		status = http.StatusFailedDependency

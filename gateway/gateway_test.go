@@ -266,6 +266,49 @@ func TestRetriesAnotherPod(t *testing.T) {
 	}
 }
 
+func TestNoReplayOfARequestThePodHad(t *testing.T) {
+	// A pod that reads the whole request and then dies (a query of death,
+	// say): the request is not sent to the next pod; the client gets 502.
+	var got atomic.Int64
+	dying := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		got.Add(1)
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			_ = conn.Close()
+		}
+	}))
+	t.Cleanup(dying.Close)
+	other := startPod(t)
+	draining := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, `{"error": {"message": "server is shutting down"}}`, http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(draining.Close)
+	f := startGateway(t, Options{}, Endpoint{Namespace: "ns", Name: "chat", Open: true, Deployments: []Deployment{
+		{Name: "blue", Traffic: 100, Pods: []string{strings.TrimPrefix(dying.URL, "http://")}, Replicas: 1, MaxConcurrentPerInstance: 4},
+		{Name: "green", Pods: []string{strings.TrimPrefix(dying.URL, "http://"), other.Addr}, Replicas: 2, MaxConcurrentPerInstance: 4},
+		{Name: "old", Pods: []string{strings.TrimPrefix(draining.URL, "http://")}, Replicas: 1, MaxConcurrentPerInstance: 4},
+	}})
+	code, _, body := f.call(t, t.Context(), "/endpoints/ns/chat/score", scoreBody)
+	if code != http.StatusBadGateway || got.Load() != 1 {
+		t.Errorf("a pod that died with the request: %d %s (it got %d requests)", code, body, got.Load())
+	}
+	// With another pod beside the dying one: never sent to both.
+	for range 10 {
+		got.Store(0)
+		before := other.Seen.Load()
+		code, _, _ := f.call(t, t.Context(), "/endpoints/ns/chat/score", scoreBody, HeaderDeployment, "green")
+		if sent := got.Load() + other.Seen.Load() - before; sent != 1 {
+			t.Fatalf("one request reached %d pods (status %d)", sent, code)
+		}
+	}
+	// The only pod draining: a 503 the client may retry, not a model error.
+	code, h, body := f.call(t, t.Context(), "/endpoints/ns/chat/score", scoreBody, HeaderDeployment, "old")
+	if code != http.StatusServiceUnavailable || h.Get(HeaderModelErrorStatus) != "" {
+		t.Errorf("the only pod draining: %d %v %s", code, h, body)
+	}
+}
+
 func TestStreamingPassesThrough(t *testing.T) {
 	p := startPod(t)
 	f := startGateway(t, Options{}, Endpoint{Namespace: "ns", Name: "chat", Open: true, Deployments: []Deployment{

@@ -57,6 +57,7 @@ func run() error {
 		pullPolicy    string
 		clusterDomain string
 		gatewayURL    string
+		gatewayNS     string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; \"0\" turns it off")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
@@ -66,6 +67,7 @@ func run() error {
 	flag.StringVar(&runtimeImage, "runtime-image", "ghcr.io/leo-operator/leo-runtime:latest", "the leo-runtime image of the pods the operator makes (prepare, serve and batch)")
 	flag.StringVar(&pullPolicy, "runtime-image-pull-policy", "", "imagePullPolicy of those pods: Always, IfNotPresent, Never, or empty for Kubernetes' default")
 	flag.StringVar(&clusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain, for endpoints' scoring URIs")
+	flag.StringVar(&gatewayNS, "gateway-namespace", "leo-system", "namespace of leo-gateway's pods, whose metrics the autoscaler reads (pods elsewhere are not trusted as gateways)")
 	flag.StringVar(&gatewayURL, "gateway-url", "", "base URL of leo-gateway, e.g. http://leo-gateway.leo-system.svc.cluster.local: scoring URIs are <url>/endpoints/<namespace>/<endpoint>/score (empty: each endpoint's own Service)")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
@@ -107,7 +109,7 @@ func run() error {
 	}
 	if err := controllers.SetupAll(mgr, controllers.Options{Config: desired.Config{
 		RuntimeImage: runtimeImage, ImagePullPolicy: corev1.PullPolicy(pullPolicy), ClusterDomain: clusterDomain, GatewayURL: gatewayURL,
-	}}); err != nil {
+	}, GatewayNamespace: gatewayNS}); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

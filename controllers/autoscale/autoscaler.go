@@ -2,6 +2,7 @@ package autoscale
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -45,6 +46,10 @@ type Autoscaler struct {
 	// and status.
 	Client client.Client
 	Log    logr.Logger
+	// GatewayNamespace is where the gateway's pods run (the chart's
+	// namespace): only pods there count as gateways, so that nobody else
+	// can feed the autoscaler made-up load by labelling a pod.
+	GatewayNamespace string
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
 
@@ -156,25 +161,30 @@ func (a *Autoscaler) round(ctx context.Context) error {
 	if len(due) == 0 {
 		return nil
 	}
-	gateways, err := a.gatewayLoads(ctx)
+	if a.GatewayNamespace == "" {
+		return errors.New("the autoscaler needs the gateway's namespace")
+	}
+	gateways, complete, err := a.gatewayLoads(ctx)
 	if err != nil {
 		return err
 	}
 	for _, t := range due {
-		if err := a.decide(ctx, now, t, gateways[t.key]); err != nil {
+		if err := a.decide(ctx, now, t, gateways[t.key], !complete); err != nil {
 			a.Log.Error(err, "autoscaling a deployment", "namespace", t.key.namespace, "endpoint", t.key.endpoint, "deployment", t.key.deployment)
 		}
 	}
 	return nil
 }
 
-// gatewayLoads reads every ready gateway pod's metrics.
-func (a *Autoscaler) gatewayLoads(ctx context.Context) (map[deploymentKey]*gatewayLoad, error) {
+// gatewayLoads reads every ready gateway pod's metrics; complete is false
+// when one could not be read.
+func (a *Autoscaler) gatewayLoads(ctx context.Context) (loads map[deploymentKey]*gatewayLoad, complete bool, err error) {
 	var pods corev1.PodList
-	if err := a.Client.List(ctx, &pods, client.MatchingLabels{desired.LabelName: GatewayName}); err != nil {
-		return nil, err
+	if err := a.Client.List(ctx, &pods, client.InNamespace(a.GatewayNamespace), client.MatchingLabels{desired.LabelName: GatewayName}); err != nil {
+		return nil, false, err
 	}
-	loads := map[deploymentKey]*gatewayLoad{}
+	loads = map[deploymentKey]*gatewayLoad{}
+	complete = true
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for i := range pods.Items {
@@ -184,22 +194,24 @@ func (a *Autoscaler) gatewayLoads(ctx context.Context) (map[deploymentKey]*gatew
 		}
 		wg.Go(func() {
 			fams, err := families(ctx, a.http, url)
-			if err != nil {
-				a.Log.V(1).Info("reading a gateway's metrics failed", "url", url, "err", err.Error())
-				return
-			}
 			mu.Lock()
-			addGateway(fams, loads)
-			mu.Unlock()
+			defer mu.Unlock()
+			if err == nil {
+				err = addGateway(fams, loads)
+			}
+			if err != nil {
+				complete = false
+				a.Log.Info("reading a gateway's metrics failed: no scale-down this round", "url", url, "err", err.Error())
+			}
 		})
 	}
 	wg.Wait()
-	return loads, nil
+	return loads, complete, nil
 }
 
 // decide reads the deployment's pods, asks the policy, and writes a change.
-func (a *Autoscaler) decide(ctx context.Context, now time.Time, t target, gw *gatewayLoad) error {
-	s := Sample{Time: now, Replicas: 1}
+func (a *Autoscaler) decide(ctx context.Context, now time.Time, t target, gw *gatewayLoad, partial bool) error {
+	s := Sample{Time: now, Replicas: 1, Partial: partial}
 	if t.deploy.Spec.Replicas != nil {
 		s.Replicas = *t.deploy.Spec.Replicas
 	}
@@ -219,15 +231,20 @@ func (a *Autoscaler) decide(ctx context.Context, now time.Time, t target, gw *ga
 		s.Ready++
 		wg.Go(func() {
 			fams, err := families(ctx, a.http, url)
+			var l podLoad
+			if err == nil {
+				l, err = runtimeLoad(fams)
+			}
+			mu.Lock()
+			defer mu.Unlock()
 			if err != nil {
-				a.Log.V(1).Info("reading a runtime pod's metrics failed", "url", url, "err", err.Error())
+				s.Partial = true
+				a.Log.Info("reading a runtime pod's metrics failed: no scale-down this round", "url", url, "err", err.Error())
 				return
 			}
-			l := runtimeLoad(fams)
-			mu.Lock()
-			podsLoad += l.inFlight + l.queued
+			// In flight counts the queued requests too.
+			podsLoad += l.inFlight
 			s.KVCacheUsage = max(s.KVCacheUsage, l.kvUsage)
-			mu.Unlock()
 		})
 	}
 	wg.Wait()

@@ -93,7 +93,7 @@ func TestAutoscalerFollowsGatewayLoad(t *testing.T) {
 		mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: testenv.Scheme(), Cache: controllers.CacheOptions(),
 			Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0", Logger: zap.New(zap.WriteTo(io.Discard))})
 		must(err)
-		must(mgr.Add(&autoscale.Autoscaler{Client: mgr.GetClient(), Log: mgr.GetLogger()}))
+		must(mgr.Add(&autoscale.Autoscaler{Client: mgr.GetClient(), Log: mgr.GetLogger(), GatewayNamespace: "team"}))
 		go func() { _ = mgr.Start(ctx) }()
 	}
 	mctx, stopManager := context.WithCancel(ctx)

@@ -44,6 +44,9 @@ type Sample struct {
 	// Replicas is the Deployment's replicas; Ready its ready pods;
 	// Pending those created but not ready yet (pulling, loading a model).
 	Replicas, Ready, Pending int32
+	// Partial: some pod's or gateway's metrics could not be read. The
+	// load may be understated, so nothing is removed on this reading.
+	Partial bool
 }
 
 // Decision is a change of replicas and why.
@@ -151,7 +154,7 @@ func (p *Policy) Decide(s Sample, set Settings) (int32, *Decision) {
 	// load per ready pod is not what it will be).
 	down := max(want(avg), floor)
 	if cur > floor && down < cur {
-		if s.Pending > 0 {
+		if s.Pending > 0 || s.Partial {
 			p.lowSince = time.Time{}
 			return cur, nil
 		}
@@ -166,7 +169,7 @@ func (p *Policy) Decide(s Sample, set Settings) (int32, *Decision) {
 	p.lowSince = time.Time{}
 
 	// To zero, when allowed and idle long enough.
-	if set.Min == 0 && cur == 1 && s.Load == 0 && now.Sub(p.lastActive) >= set.IdleToZero && now.Sub(p.lastDown) >= set.ScaleDownDelay {
+	if set.Min == 0 && cur == 1 && s.Load == 0 && !s.Partial && now.Sub(p.lastActive) >= set.IdleToZero && now.Sub(p.lastDown) >= set.ScaleDownDelay {
 		return change(0, "idle for %v (scaleToZeroIdleTime)", now.Sub(p.lastActive).Round(time.Second))
 	}
 	return cur, nil

@@ -279,3 +279,28 @@ func TestPolicyDoesNotCountPendingPods(t *testing.T) {
 		t.Errorf("removals over 10 minutes of load 1 once ready: %v", got)
 	}
 }
+
+func TestPolicyRemovesNothingOnPartialReadings(t *testing.T) {
+	// A pod's or gateway's metrics missing: the load may be understated,
+	// so no instance goes, nor does the last one (to zero).
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	set := simSettings
+	p := &Policy{}
+	for i := range 900 {
+		at := now.Add(time.Duration(i) * time.Second)
+		if to, d := p.Decide(Sample{Time: at, Replicas: 3, Ready: 3, Partial: true}, set); to != 3 || d != nil {
+			t.Fatalf("after %ds of partial readings at 3: %d %v", i, to, d)
+		}
+	}
+	p = &Policy{}
+	for i := range 900 {
+		at := now.Add(time.Duration(i) * time.Second)
+		if to, d := p.Decide(Sample{Time: at, Replicas: 1, Ready: 1, Partial: true}, set); to != 1 || d != nil {
+			t.Fatalf("after %ds of partial readings at 1 (min 0): %d %v", i, to, d)
+		}
+	}
+	// Load is still met: a partial reading that wants more adds.
+	if to, d := p.Decide(Sample{Time: now.Add(901 * time.Second), Replicas: 1, Ready: 1, Load: 10, Partial: true}, set); to <= 1 || d == nil {
+		t.Errorf("load 10 on a partial reading: %d %v", to, d)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"time"
 
@@ -57,8 +58,9 @@ type gatewayLoad struct {
 	inFlight, requests float64
 }
 
-// addGateway adds one gateway's readings to loads.
-func addGateway(fams map[string]*dto.MetricFamily, loads map[deploymentKey]*gatewayLoad) {
+// addGateway adds one gateway's readings to loads; a value that is not a
+// finite, non-negative number makes the whole reading an error.
+func addGateway(fams map[string]*dto.MetricFamily, loads map[deploymentKey]*gatewayLoad) error {
 	get := func(m *dto.Metric) *gatewayLoad {
 		k := deploymentKey{}
 		for _, l := range m.GetLabel() {
@@ -82,25 +84,39 @@ func addGateway(fams map[string]*dto.MetricFamily, loads map[deploymentKey]*gate
 	if f := fams[gatewayInFlight]; f != nil {
 		for _, m := range f.GetMetric() {
 			if l := get(m); l != nil {
-				l.inFlight += m.GetGauge().GetValue()
+				v := m.GetGauge().GetValue()
+				if !valid(v) {
+					return fmt.Errorf("%s = %v", gatewayInFlight, v)
+				}
+				l.inFlight += v
 			}
 		}
 	}
 	if f := fams[gatewayRequests]; f != nil {
 		for _, m := range f.GetMetric() {
 			if l := get(m); l != nil {
-				l.requests += m.GetCounter().GetValue()
+				v := m.GetCounter().GetValue()
+				if !valid(v) {
+					return fmt.Errorf("%s = %v", gatewayRequests, v)
+				}
+				l.requests += v
 			}
 		}
 	}
+	return nil
 }
+
+// valid is a load reading that means something: finite, not negative.
+func valid(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) && v >= 0 }
 
 // podLoad is what one runtime pod reports.
 type podLoad struct {
 	inFlight, queued, kvUsage float64
 }
 
-func runtimeLoad(fams map[string]*dto.MetricFamily) podLoad {
+// runtimeLoad reads a runtime pod's load; a value that is not a finite,
+// non-negative number is an error.
+func runtimeLoad(fams map[string]*dto.MetricFamily) (podLoad, error) {
 	one := func(name string) float64 {
 		f := fams[name]
 		if f == nil || len(f.GetMetric()) == 0 {
@@ -112,7 +128,13 @@ func runtimeLoad(fams map[string]*dto.MetricFamily) podLoad {
 		}
 		return m.GetUntyped().GetValue()
 	}
-	return podLoad{inFlight: one(runtimeInFlight), queued: one(runtimeQueue), kvUsage: one(runtimeKVUsage)}
+	l := podLoad{inFlight: one(runtimeInFlight), queued: one(runtimeQueue), kvUsage: one(runtimeKVUsage)}
+	for _, v := range []float64{l.inFlight, l.queued, l.kvUsage} {
+		if !valid(v) {
+			return podLoad{}, fmt.Errorf("a load metric is %v", v)
+		}
+	}
+	return l, nil
 }
 
 // scrapeClient reads pods' metrics with a short timeout: a pod that does

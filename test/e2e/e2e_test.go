@@ -11,6 +11,7 @@ package e2e
 import (
 	"context"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -121,10 +122,13 @@ func (c *cluster) reset() {
 	_ = c.k8s.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 	c.eventually(3*time.Minute, "namespace "+ns+" gone", func() error {
 		err := c.k8s.Get(ctx, client.ObjectKey{Name: ns}, &corev1.Namespace{})
-		if apierrors.IsNotFound(err) {
+		switch {
+		case apierrors.IsNotFound(err):
 			return nil
+		case err != nil:
+			return err
 		}
-		return fmt.Errorf("still there (%v)", err)
+		return errors.New("still there")
 	})
 	for _, n := range []string{"e2e-weights", "e2e-cache", "e2e-batch"} {
 		_ = c.k8s.Delete(ctx, &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: n}})
@@ -411,7 +415,7 @@ func (c *cluster) scaleFromZero(gw, key string) {
 			ScaleDownDelay: "0s", ScaleToZeroIdleTime: "30s"},
 		// A woken pod serves once its readiness probe passes: Azure's
 		// default (after 10 s, every 10 s) would add up to 20 s to a wake.
-		ReadinessProbe: &servingv1alpha1.ProbeSettings{InitialDelaySeconds: &zero, PeriodSeconds: 1},
+		ReadinessProbe:  &servingv1alpha1.ProbeSettings{InitialDelaySeconds: &zero, PeriodSeconds: 1},
 		RequestSettings: servingv1alpha1.RequestSettings{RequestTimeoutMs: 30000, MaxConcurrentRequestsPerInstance: 4}})
 	if err := c.k8s.Update(ctx, &oe); err != nil {
 		t.Fatal(err)
@@ -425,7 +429,7 @@ func (c *cluster) scaleFromZero(gw, key string) {
 	}
 	c.eventually(time.Minute, "Deployment chat-idle at 0 replicas", func() error {
 		if r, err := replicas(); err != nil || r != 0 {
-			return fmt.Errorf("replicas %d: %v", r, err)
+			return errors.Join(fmt.Errorf("replicas %d", r), err)
 		}
 		return nil
 	})
@@ -449,7 +453,7 @@ func (c *cluster) scaleFromZero(gw, key string) {
 	ask("the first request at zero replicas")
 	took := c.eventually(3*time.Minute, "chat-idle back to 0 replicas when idle, its pod gone", func() error {
 		if r, err := replicas(); err != nil || r != 0 {
-			return fmt.Errorf("replicas %d: %v", r, err)
+			return errors.Join(fmt.Errorf("replicas %d", r), err)
 		}
 		var pods corev1.PodList
 		if err := c.k8s.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{"serving.leo.dev/deployment": "idle"}); err != nil {
