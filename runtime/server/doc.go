@@ -13,7 +13,7 @@
 //	GET  /healthz, /readyz      liveness ("ok"), readiness ("ready" or 503)
 //	GET  /metrics               Prometheus, metrics named leo_*
 //
-// With API keys set, every path but the three probes wants
+// With API keys set, every path but the three probes and /metrics wants
 // "Authorization: Bearer <key>".
 //
 // Run the Handler under the http.Server of NewHTTPServer, whose read and

@@ -178,10 +178,13 @@ func New(e *engine.Engine, tok *tokenizer.Tokenizer, o Options) (*Server, error)
 	}
 	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError)})
 	s.routes = map[string]route{
-		"/":                    {methods: get(text("healthy")), open: true}, // Azure ML's liveness probe
-		"/healthz":             {methods: get(text("ok")), open: true},
-		"/readyz":              {methods: get(s.handleReady), open: true},
-		"/metrics":             {methods: get(metricsHandler.ServeHTTP)},
+		"/":        {methods: get(text("healthy")), open: true}, // Azure ML's liveness probe
+		"/healthz": {methods: get(text("ok")), open: true},
+		"/readyz":  {methods: get(s.handleReady), open: true},
+		// Open like the probes: the autoscaler and Prometheus read every
+		// pod's metrics without each endpoint's keys (counts, no content;
+		// the pods are reached by clients through the gateway).
+		"/metrics":             {methods: get(metricsHandler.ServeHTTP), open: true},
 		"/score":               {methods: post(s.handleScore), gen: true},
 		"/v1/models":           {methods: get(s.handleModels)},
 		modelRoute:             {methods: get(s.handleModel)},
