@@ -33,7 +33,7 @@ start_time=$(date +%s)
 # --- binaries and packages ----------------------------------------------
 kube_bin="$("$root/hack/kube/build.sh" kube-apiserver etcd kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)"
 missing=()
-for p in containerd runc containernetworking-plugins iptables iproute2 openssl conntrack curl; do
+for p in containerd runc containernetworking-plugins iptables iproute2 openssl conntrack curl procps util-linux; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
