@@ -150,6 +150,19 @@ func (c *cluster) reset() {
 	}
 }
 
+// claimOf is a claim in the test namespace bound to pv, for all of it.
+func claimOf(name string, pv *corev1.PersistentVolume) *corev1.PersistentVolumeClaim {
+	class := pv.Spec.StorageClassName
+	return &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			StorageClassName: &class, VolumeName: pv.Name,
+			Resources: corev1.VolumeResourceRequirements{Requests: pv.Spec.Capacity},
+		},
+	}
+}
+
 // hostPathVolume is a PersistentVolume of class leo-e2e on a host
 // directory anyone may write (leo's pods run as a non-root user, and
 // hostPath volumes get no fsGroup).
@@ -200,14 +213,7 @@ func TestEndToEnd(t *testing.T) {
 	weightsPV := c.hostPathVolume("e2e-weights", "1Gi")
 	cachePV := c.hostPathVolume("e2e-cache", "2Gi")
 	storageClass := class
-	weights := &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "weights"},
-		Spec: corev1.PersistentVolumeClaimSpec{
-			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-			StorageClassName: &storageClass, VolumeName: weightsPV.Name,
-			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
-		},
-	}
+	weights := claimOf("weights", weightsPV)
 	gen := &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gen-weights"},
 		Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
@@ -498,15 +504,7 @@ func (c *cluster) batch() {
 			t.Fatal(err)
 		}
 	}
-	storageClass := class
-	claim := &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "batch-data"},
-		Spec: corev1.PersistentVolumeClaimSpec{
-			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-			StorageClassName: &storageClass, VolumeName: pv.Name,
-			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
-		},
-	}
+	claim := claimOf("batch-data", pv)
 	bd := &servingv1alpha1.BatchDeployment{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "stories"},
 		Spec: servingv1alpha1.BatchDeploymentSpec{
