@@ -67,6 +67,15 @@ kube-bins: ## build kube-apiserver and etcd for envtest into bin/kube/<version> 
 s3-bins: ## build SeaweedFS's weed (the weights tests' real S3 server) into bin/seaweedfs/<version> (cached)
 	hack/seaweedfs/build.sh
 
+.PHONY: cuda
+cuda: ## build the CUDA kernels into bin/libleo_cuda.so (needs nvcc; leo-runtime finds it beside itself or through $$LEO_CUDA_LIB)
+	hack/gpu/build.sh bin/libleo_cuda.so
+
+.PHONY: gpu-check-build
+gpu-check-build: ## build what hack/gpu/check.sh runs on a GPU machine (which has no Go): bin/gpu/cuda.test and bin/gpu/leo-runtime
+	CGO_ENABLED=1 $(GO) test -c -tags cuda -ldflags="-s -w" -o bin/gpu/cuda.test ./runtime/cuda
+	CGO_ENABLED=1 $(GO) build -ldflags="-s -w" -o bin/gpu/leo-runtime ./cmd/leo-runtime
+
 ##@ Run
 
 .PHONY: demo
@@ -136,8 +145,8 @@ bench: ## leo-runtime vs llama.cpp on TinyLlama-1.1B-shaped Q4_0 and Q8_0 files,
 
 .PHONY: lint
 lint: $(GOLANGCI_LINT) ## go vet and golangci-lint
-	$(GO) vet -tags e2e ./...
-	$(GOLANGCI_LINT) run --build-tags e2e ./...
+	$(GO) vet -tags e2e,cuda ./...
+	$(GOLANGCI_LINT) run --build-tags e2e,cuda ./...
 
 $(GOLANGCI_LINT):
 	GOBIN="$(CURDIR)/bin/tmp-golangci" $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)

@@ -166,7 +166,7 @@ func (c *batchConfig) run(ctx context.Context, p sample.Params, log *slog.Logger
 	if _, err := os.Stat(c.model); err != nil {
 		return batch.Counts{}, permanentBatch("ModelNotFound", fmt.Errorf("--model: %w", err))
 	}
-	l, err := load(c.model, c.threads)
+	l, err := load(c.model, c.threads, progress)
 	if err != nil {
 		return batch.Counts{}, permanentBatch("InvalidModel", err)
 	}

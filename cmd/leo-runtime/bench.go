@@ -54,7 +54,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *promptN < 1 || *genN < 1 || *reps < 1 {
 		return usagef("--prompt, --gen and --reps must be at least 1")
 	}
-	l, err := load(*modelPath, *threads)
+	l, err := load(*modelPath, *threads, stderr)
 	if err != nil {
 		return err
 	}

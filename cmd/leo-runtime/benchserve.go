@@ -58,7 +58,7 @@ func runBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	l, err := load(*modelPath, *threads)
+	l, err := load(*modelPath, *threads, stderr)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -16,12 +17,27 @@ import (
 	"github.com/leo-operator/leo/runtime/sample"
 )
 
-// load opens a model for a command; a bad thread count is a usage error.
-func load(path string, threads int) (*loader.Loaded, error) {
+// backendEnv names the environment variable choosing where models run:
+// auto (the default: the GPU when libleo_cuda.so and a GPU are there),
+// cpu or cuda.
+const backendEnv = "LEO_BACKEND"
+
+// load opens a model for a command and says once, on stderr, where it
+// runs; a bad thread count is a usage error.
+func load(path string, threads int, stderr io.Writer) (*loader.Loaded, error) {
 	if threads < 1 {
 		return nil, usagef("--threads must be at least 1 (got %d)", threads)
 	}
-	return loader.Open(path, threads)
+	l, err := loader.OpenWith(path, loader.Options{Threads: threads, Backend: os.Getenv(backendEnv)})
+	if err != nil {
+		return nil, err
+	}
+	if l.CPUReason != "" {
+		_, _ = fmt.Fprintf(stderr, "leo-runtime: running on the CPU (%s)\n", l.CPUReason)
+	} else {
+		_, _ = fmt.Fprintf(stderr, "leo-runtime: running on %s\n", l.Backend)
+	}
+	return l, nil
 }
 
 // optionalUint is a flag that is unset until given (for --seed).
@@ -100,7 +116,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := p.Validate(); err != nil {
 		return usageError{asFlags.Replace(strings.ReplaceAll(err.Error(), "\n", "; "))}
 	}
-	l, err := load(*modelPath, *threads)
+	l, err := load(*modelPath, *threads, stderr)
 	if err != nil {
 		return err
 	}

@@ -234,7 +234,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	start := time.Now()
 	// On the failures below, Close's error is dropped for the one that
 	// says why serve stops.
-	l, err := load(c.model, c.threads)
+	l, err := load(c.model, c.threads, stderr)
 	if err != nil {
 		_ = hs.Close()
 		return err

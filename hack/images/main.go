@@ -2,8 +2,9 @@
 // reproducible layer (files owned by root, modification time 0) holding a
 // static Go binary, written as a docker-archive tarball that
 // `ctr images import` (and `docker load`) reads. The local cluster
-// (hack/cluster) imports them into containerd; real clusters use images
-// built from the Dockerfiles.
+// (hack/cluster) imports them into containerd. The runtime's image is
+// CPU-only here; GPU nodes use build/leo-runtime.Dockerfile, which adds the
+// CUDA kernel library and NVIDIA's CUDA runtime base.
 //
 //	go run ./hack/images -out bin/images [-tag dev] [name ...]
 //

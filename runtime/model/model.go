@@ -64,6 +64,27 @@ type HalfKV interface {
 	AxpyHeadsF16(out, w []float32, rows []uint16, stride, heads, group int)
 }
 
+// Device is implemented by backends that run the whole forward pass on an
+// accelerator (runtime/cuda): a step there is one launch, where an
+// operation at a time would cross to the device dozens of times a layer.
+// Upload takes the place of Preparer: it copies the weights once, with the
+// RoPE tables (cos, sin at [pos*RopeDim/2 + i]) so that rotations agree
+// with the CPU's. Each State then keeps its KV cache on the device.
+type Device interface {
+	Upload(c Config, w *Weights, cos, sin []float32) error
+	NewDeviceState(slots, length, maxBatch int) (DeviceState, error)
+}
+
+// DeviceState is a State's KV cache and buffers on a Device.
+type DeviceState interface {
+	// Forward runs the tokens of b, whose embeddings are x (a row of Dim
+	// per token), and returns the logits of the batch indices in rows, a
+	// row of VocabSize each, in a slice reused by the next call.
+	Forward(x []float32, b *Batch, rows []int) ([]float32, error)
+	// Close frees the device memory.
+	Close() error
+}
+
 // Product is one of several matrix products of the same input.
 type Product struct {
 	Dst []float32
@@ -131,19 +152,25 @@ func New(c Config, w Weights, b Backend) (*Model, error) {
 	if _, err := w.TokenEmbedding.Type.RowBytes(c.Dim); err != nil || !canDequantize(w.TokenEmbedding.Type) {
 		return nil, fmt.Errorf("token_embd.weight has type %s, which leo cannot read rows of", w.TokenEmbedding.Type)
 	}
+	m := &Model{Config: c, Weights: w, backend: b}
+	m.ropeCos, m.ropeSin = ropeTables(c)
+	if d, ok := b.(Device); ok {
+		if err := d.Upload(c, &m.Weights, m.ropeCos, m.ropeSin); err != nil {
+			return nil, err
+		}
+		return m, nil
+	}
 	if p, ok := b.(Preparer); ok {
-		for _, s := range w.specs(c) {
+		for _, s := range m.Weights.specs(c) {
 			// The embedding table is only read row by row (embed uses
 			// Data); when it is also the classifier, Output is prepared.
-			if s.matrix != nil && s.matrix.Data != nil && s.matrix != &w.TokenEmbedding {
+			if s.matrix != nil && s.matrix.Data != nil && s.matrix != &m.Weights.TokenEmbedding {
 				if err := p.Prepare(s.matrix); err != nil {
 					return nil, fmt.Errorf("tensor %s: %w", s.name, err)
 				}
 			}
 		}
 	}
-	m := &Model{Config: c, Weights: w, backend: b}
-	m.ropeCos, m.ropeSin = ropeTables(c)
 	return m, nil
 }
 
@@ -264,7 +291,9 @@ func (kc *Cache) Bytes() int64 {
 type State struct {
 	m        *Model
 	maxBatch int
-	Cache    *Cache
+	Cache    *Cache      // on the host; for a Device, only its shape
+	dev      DeviceState // the cache and buffers on a Device, or nil
+	rows     []int       // batch indices of the tokens that want logits
 
 	x      []float32 // residual stream [n×Dim]
 	xb     []float32 // normalized input of a sublayer [n×Dim]
@@ -394,6 +423,19 @@ func (m *Model) NewStateKV(slots, length, maxBatch int, kv quant.Type) (*State, 
 	if slots <= 0 || maxBatch <= 0 {
 		return nil, fmt.Errorf("need at least one sequence slot and a batch of one token (got %d slots, batch %d)", slots, maxBatch)
 	}
+	if d, ok := m.backend.(Device); ok {
+		ds, err := d.NewDeviceState(slots, length, maxBatch)
+		if err != nil {
+			return nil, err
+		}
+		// The device keeps its cache in F16 whatever kv asks: half the
+		// memory, and what llama.cpp keeps on GPUs too.
+		return &State{
+			m: m, maxBatch: maxBatch, dev: ds,
+			Cache: &Cache{Slots: slots, Len: length, KVDim: c.KVDim(), Type: quant.F16},
+			x:     make([]float32, maxBatch*c.Dim), rows: make([]int, 0, maxBatch),
+		}, nil
+	}
 	n := maxBatch
 	s := &State{
 		m: m, maxBatch: n, Cache: newCache(c, slots, length, kv),
@@ -426,13 +468,22 @@ func (s *State) Forward(b *Batch) ([]float32, error) {
 	}
 	m, c := s.m, s.m.Config
 	n, dim, kvDim, hidden := len(b.Tokens), c.Dim, c.KVDim(), c.HiddenDim
-	x, xb := s.x[:n*dim], s.xb[:n*dim]
-
+	x := s.x[:n*dim]
 	for i, tok := range b.Tokens {
 		if err := m.embed(x[i*dim:(i+1)*dim], tok); err != nil {
 			return nil, err
 		}
 	}
+	if s.dev != nil {
+		s.rows = s.rows[:0]
+		for i := 0; i < n; i++ {
+			if (b.Logits == nil && i == n-1) || (b.Logits != nil && b.Logits[i]) {
+				s.rows = append(s.rows, i)
+			}
+		}
+		return s.dev.Forward(x, b, s.rows)
+	}
+	xb := s.xb[:n*dim]
 	layers := m.Weights.Layers
 	s.tokens(b, tokNorm, 0, layers[0].AttnNorm)
 	for l := range layers {
@@ -486,6 +537,17 @@ func (s *State) Forward(b *Batch) ([]float32, error) {
 		return nil, err
 	}
 	return logits, nil
+}
+
+// Close frees what the state holds outside Go's heap (a Device's cache);
+// the state is unusable afterwards.
+func (s *State) Close() error {
+	if s.dev == nil {
+		return nil
+	}
+	err := s.dev.Close()
+	s.dev = nil
+	return err
 }
 
 // matMuls computes products of the same input, together where the

@@ -24,6 +24,8 @@ var Shapes = map[string]model.Config{
 	"tinyllama-1.1b": llama(2048, 5632, 22, 32, 4, 2048),
 	// Meta's Llama 2 7B.
 	"llama-2-7b": llama(4096, 11008, 32, 32, 32, 4096),
+	// Meta's Llama 2 70B (grouped-query attention: 64 query heads, 8 kv heads).
+	"llama-2-70b": llama(8192, 28672, 80, 64, 8, 4096),
 	// Small shapes for tests, one with grouped-query attention and one
 	// without; widths are multiples of 256 so that k-quants apply.
 	"test-gqa": llama(256, 512, 2, 8, 2, 512),

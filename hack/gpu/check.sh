@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# check.sh: leo's GPU checks, in one call on a GPU machine (no Go there).
+#
+# Prepared here with `make gpu-check-build` (Go test binary and leo-runtime
+# in bin/gpu), then run there from the repository root:
+#
+#   hack/gpu/check.sh            # everything
+#   STAGES="build correct bench" hack/gpu/check.sh
+#
+# Stages: build (nvcc), correct (GPU logits against the CPU backend's),
+# memcheck (compute-sanitizer on a small model), models (gen-model, Llama-2
+# 7B shape in f16, q8_0, q4_0), reference (copy bandwidth, HF transformers
+# generate() and a CUDA-graph PyTorch decode loop, hack/gpu/reference.py),
+# bench (leo's decode, prompt and engine figures), big (the Llama-2-70B
+# shape in q4_0: generated, loaded, decoded). Logs go to $OUT (or
+# bin/gpu/out) and a table is printed last.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+STAGES=${STAGES:-build correct memcheck models reference bench}
+OUT=${OUT:-bin/gpu/out}
+MODELS=${MODELS:-/tmp/leo-models}
+mkdir -p "$OUT" "$MODELS"
+export LEO_CUDA_LIB=$PWD/bin/gpu/libleo_cuda.so
+# The library links cuBLAS dynamically: let the loader find CUDA's own.
+cuda_home=$(dirname "$(dirname "$(command -v nvcc)")")
+export LD_LIBRARY_PATH=$cuda_home/lib64:$cuda_home/targets/x86_64-linux/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+say() { echo "[check $(date +%T)] $*"; }
+summary=()
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
+nvcc --version | tail -1
+
+if has build; then
+	say "building libleo_cuda.so"
+	t0=$SECONDS
+	if hack/gpu/build.sh "$LEO_CUDA_LIB" >"$OUT/build.log" 2>&1; then
+		summary+=("build: ok in $((SECONDS - t0)) s")
+		ldd "$LEO_CUDA_LIB" | grep -E "cublas|not found"
+	else
+		cat "$OUT/build.log"
+		summary+=("build: FAILED")
+	fi
+fi
+
+if has correct; then
+	say "correctness against the CPU backend"
+	timeout 300 bin/gpu/cuda.test -test.run 'TestGPUMatchesCPU|TestOpen' -test.v >"$OUT/correct.log" 2>&1
+	rc=$?
+	grep -E "top-1|FAIL|panic|---" "$OUT/correct.log" | head -80
+	summary+=("correctness (TestGPUMatchesCPU): rc=$rc, $(grep -c -- '--- PASS: TestGPUMatchesCPU/' "$OUT/correct.log") cases passed, $(grep -c -- '--- FAIL: TestGPUMatchesCPU/' "$OUT/correct.log") failed")
+fi
+
+if has memcheck; then
+	say "compute-sanitizer memcheck"
+	timeout 300 compute-sanitizer --tool memcheck --leak-check full bin/gpu/cuda.test -test.run TestGPUSanitizerSmall -test.v >"$OUT/memcheck.log" 2>&1
+	rc=$?
+	tail -5 "$OUT/memcheck.log"
+	summary+=("memcheck: rc=$rc, $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1)")
+fi
+
+if has models; then
+	for t in ${TYPES:-q4_0 q8_0 f16}; do
+		f=$MODELS/llama-2-7b-$t.gguf
+		[ -s "$f" ] && continue
+		say "gen-model llama-2-7b $t"
+		t0=$SECONDS
+		bin/gpu/leo-runtime gen-model --shape llama-2-7b --type "$t" -o "$f" 2>/dev/null || summary+=("gen-model $t: FAILED")
+		say "  $(du -h "$f" | cut -f1) in $((SECONDS - t0)) s"
+	done
+fi
+
+if has reference; then
+	say "PyTorch references"
+	PYTHONUNBUFFERED=1 timeout 240 python3 hack/gpu/reference.py --json "$OUT/reference.json" 2>&1 | tee "$OUT/reference.log" | grep -v "^\[reference\] hf" | tail -25
+fi
+
+if has bench; then
+	say "leo benchmarks"
+	models=$(ls "$MODELS"/llama-2-7b-*.gguf 2>/dev/null | sort -r | paste -sd, -)
+	LEO_GPU_MODELS=$models timeout 400 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x >"$OUT/bench.log" 2>&1
+	summary+=("bench: rc=$?")
+	grep -E "RESULT|FAIL|panic|Error|error" "$OUT/bench.log" | head -20
+	# What programmatic dependent launch brings: decode again without it.
+	q4=$MODELS/llama-2-7b-q4_0.gguf
+	if [ -s "$q4" ]; then
+		LEO_CUDA_PDL=0 LEO_GPU_QUICK=1 LEO_GPU_MODELS=$q4 timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
+			sed 's/^RESULT /RESULT (LEO_CUDA_PDL=0) /' >"$OUT/nopdl.log"
+		grep RESULT "$OUT/nopdl.log"
+	fi
+fi
+
+if has big; then
+	f=$MODELS/llama-2-70b-q4_0.gguf
+	if [ ! -s "$f" ]; then
+		say "gen-model llama-2-70b q4_0"
+		t0=$SECONDS
+		bin/gpu/leo-runtime gen-model --shape llama-2-70b --type q4_0 -o "$f" 2>/dev/null
+		say "  $(du -h "$f" | cut -f1) in $((SECONDS - t0)) s"
+	fi
+	LEO_GPU_MODELS=$f LEO_GPU_QUICK=1 timeout 400 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x >"$OUT/big.log" 2>&1
+	summary+=("70b: rc=$?")
+	grep -E "RESULT|FAIL|panic|rror" "$OUT/big.log" | head -10
+fi
+
+echo
+echo "=== summary ($(cat "$OUT/gpu.txt"))"
+printf '%s\n' "${summary[@]}"
+grep -h RESULT "$OUT"/bench.log "$OUT"/nopdl.log "$OUT"/big.log 2>/dev/null
+[ -f "$OUT/reference.log" ] && sed -n '/^reference /,$p' "$OUT/reference.log"

@@ -1,0 +1,643 @@
+// forward.cu: the C ABI of leo_cuda.h: devices, weights on the device, and
+// the forward pass, which reads top to bottom like model.State.Forward:
+//
+//   for each layer:
+//     q, k, v = rope(QKV · norm(x)), k and v into the cache   (one product)
+//     x += O · attention(q, cache)
+//     x += Down · (silu(Gate · norm(x)) ⊙ Up · norm(x))      (two products)
+//   logits = Output · norm(x) for the tokens that want them
+//
+// Batches of up to kMaxCols tokens (decode) run on the matvec kernels,
+// which read each weight once for all tokens; larger ones (prompts) on
+// cuBLAS, quantized weights dequantized to halves a slice at a time. Steps of
+// up to kGraphTokens tokens are captured in a CUDA graph per shape and
+// replayed, so that a decode step is one launch.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <tuple>
+#include <vector>
+
+#include "kernels.cuh"
+#include "leo_cuda.h"
+
+using namespace leo;
+
+namespace {
+
+constexpr int kGraphTokens = 64;
+constexpr int kPrepThreads = 1024;  // one block per token: many warps quantize at once
+// Quantized weights go to cuBLAS through a scratch of at most this many
+// halves (128 MiB), a slice of rows at a time.
+constexpr size_t kDequantElems = size_t(64) << 20;
+constexpr size_t kBlasWorkspace = size_t(32) << 20;
+
+int fail(char *err, const char *fmt, ...) {
+	if (err) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err, LEO_ERR_LEN, fmt, ap);
+		va_end(ap);
+	}
+	return 1;
+}
+
+#define CUDA_TRY(call)                                                                  \
+	do {                                                                            \
+		cudaError_t e_ = (call);                                                \
+		if (e_ != cudaSuccess) return fail(err, "%s: %s", #call, cudaGetErrorString(e_)); \
+	} while (0)
+
+#define BLAS_TRY(call)                                                                  \
+	do {                                                                            \
+		cublasStatus_t e_ = (call);                                             \
+		if (e_ != CUBLAS_STATUS_SUCCESS) return fail(err, "%s: cuBLAS status %d", #call, (int)e_); \
+	} while (0)
+
+double gib(size_t b) { return (double)b / (1 << 30); }
+
+// launch starts a kernel on stream st; with pdl (Hopper and newer), by
+// programmatic dependent launch: its blocks are scheduled while the
+// previous kernel drains, and wait (wait_previous) for its results, which
+// hides most of the gap between the hundreds of small kernels of a step.
+template <typename... Params, typename... Args>
+cudaError_t launch(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t st, Args... args) {
+	cudaLaunchConfig_t cfg = {};
+	cfg.gridDim = grid;
+	cfg.blockDim = block;
+	cfg.stream = st;
+	cudaLaunchAttribute attr[1];
+	attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+	attr[0].val.programmaticStreamSerializationAllowed = 1;
+	cfg.attrs = attr;
+	cfg.numAttrs = pdl ? 1 : 0;
+	return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
+size_t quant_bytes(int type, size_t rows, size_t cols) {
+	switch (type) {
+	case LEO_TYPE_F16: return rows * cols * 2;
+	case LEO_TYPE_Q8_0: return rows * cols;
+	default: return rows * cols / 2;
+	}
+}
+
+size_t scale_bytes(int type, size_t rows, size_t cols) { return type == LEO_TYPE_F16 ? 0 : rows * cols / 32 * 2; }
+
+size_t ggml_bytes(int type, size_t rows, size_t cols) {
+	switch (type) {
+	case LEO_TYPE_F16: return rows * cols * 2;
+	case LEO_TYPE_Q8_0: return rows * cols / 32 * 34;
+	default: return rows * cols / 32 * 18;
+	}
+}
+
+struct DevMat {
+	Mat m{};
+	uint8_t *buf = nullptr;
+	int parts = 0;  // parts uploaded (Q, K, V: 3; gate, up: 2)
+};
+
+struct Layer {
+	DevMat qkv, o, gu, down;
+	float *attn_norm = nullptr, *ffn_norm = nullptr;
+};
+
+}  // namespace
+
+struct leo_model {
+	int device;
+	leo_config c;
+	std::vector<Layer> layers;
+	DevMat output;
+	float *output_norm = nullptr, *cos = nullptr, *sin = nullptr;
+	size_t bytes = 0;
+};
+
+struct leo_state {
+	leo_model *m;
+	int slots, len, max_batch, chunks;
+	bool pdl;  // programmatic dependent launch (compute capability 9.0+)
+	cudaStream_t stream = nullptr;
+	cublasHandle_t blas = nullptr;
+	void *blas_ws = nullptr;
+	__half *kv = nullptr;  // per layer: keys, then values
+	float *x, *q, *att, *hb, *y, *part, *logits;
+	__half *xh, *wtmp;
+	int8_t *xq;
+	float *xd;
+	int *xs;
+	int32_t *pos, *seq, *rows;
+	// Page-locked host buffers, shared with Go.
+	float *hx = nullptr, *hlogits = nullptr;
+	int32_t *hpos = nullptr, *hseq = nullptr, *hrows = nullptr;
+	std::map<std::tuple<int, int, int>, cudaGraphExec_t> graphs;
+	std::vector<void *> allocs;
+};
+
+namespace {
+
+int alloc(leo_state *s, void **p, size_t bytes, char *err) {
+	*p = nullptr;
+	if (bytes == 0) return 0;
+	CUDA_TRY(cudaMalloc(p, bytes));
+	s->allocs.push_back(*p);
+	return 0;
+}
+
+// Sizes of a state's buffers, in the order leo_state_new allocates them.
+struct StateSizes {
+	size_t kv, x, q, att, hb, y, part, logits, xh, xq, xd, xs, meta, wtmp, blas;
+	size_t total() const { return kv + x + q + att + hb + y + part + logits + xh + xq + xd + xs + 3 * meta + wtmp + blas; }
+};
+
+bool any_quantized(const leo_model *m) {
+	if (m->output.m.type != LEO_TYPE_F16) return true;
+	for (const Layer &l : m->layers)
+		for (const DevMat *d : {&l.qkv, &l.o, &l.gu, &l.down})
+			if (d->m.type != LEO_TYPE_F16) return true;
+	return false;
+}
+
+StateSizes sizes(const leo_model *m, int slots, int len, int max_batch) {
+	const leo_config &c = m->c;
+	const size_t hd = c.dim / c.heads, kv_dim = hd * c.kv_heads, b = max_batch;
+	const size_t widest = std::max(c.dim, c.hidden_dim);
+	const size_t chunks = (len + kAttnChunk - 1) / kAttnChunk;
+	const bool blas = max_batch > kMaxCols;
+	StateSizes z{};
+	z.kv = (size_t)c.layers * 2 * slots * len * kv_dim * 2;
+	z.x = b * c.dim * 4;
+	z.q = b * c.dim * 4;
+	z.att = b * c.dim * 4;
+	z.hb = b * c.hidden_dim * 4;
+	z.y = blas ? b * std::max(c.dim + 2 * kv_dim, 2 * (size_t)c.hidden_dim) * 4 : 0;
+	z.part = b * c.heads * chunks * (hd + 2) * 4;
+	z.logits = b * c.vocab * 4;
+	z.xh = b * widest * 2;
+	z.xq = b * widest;
+	z.xd = b * widest / 32 * 4;
+	z.xs = b * widest / 32 * 4;
+	z.meta = b * 4;
+	z.wtmp = blas && any_quantized(m) ? kDequantElems * 2 : 0;
+	z.blas = blas ? kBlasWorkspace : 0;
+	return z;
+}
+
+// product computes W · act(x) for n tokens and applies epilogue e: act(x)
+// is x's rows (rows[t] of them when rows is set), normalized by gain when
+// set, in the form W's kernel reads.
+int product(leo_state *s, const DevMat &dw, const float *x, int n, const int32_t *rows, const float *gain, Epilogue e,
+            Out o, char *err) {
+	const Mat &w = dw.m;
+	const leo_model *m = s->m;
+	const bool half = n > kMaxCols || w.type == LEO_TYPE_F16;
+	CUDA_TRY(launch(s->pdl, prep, dim3(n), dim3(kPrepThreads), s->stream, x, w.cols, rows, gain, m->c.norm_eps,
+	                half ? s->xh : nullptr, half ? nullptr : s->xq, s->xd, s->xs));
+	if (n <= kMaxCols) {
+		Act a{s->xh, s->xq, s->xd, s->xs};
+		const int per_block = kMatvecWarps * kRowsPerWarp;
+		dim3 grid((w.rows + per_block - 1) / per_block), block(kMatvecWarps * kWarp);
+#define MV(T, NC, E) CUDA_TRY(launch(s->pdl, matvec<T, NC, E>, grid, block, s->stream, w, a, o))
+#define MV_NC(T, E)                                      \
+	switch (n) {                                     \
+	case 1: MV(T, 1, E); break;                      \
+	case 2: MV(T, 2, E); break;                      \
+	case 3: MV(T, 3, E); break;                      \
+	case 4: MV(T, 4, E); break;                      \
+	case 5: MV(T, 5, E); break;                      \
+	case 6: MV(T, 6, E); break;                      \
+	case 7: MV(T, 7, E); break;                      \
+	default: MV(T, 8, E); break;                     \
+	}
+#define MV_E(T)                                          \
+	switch (e) {                                     \
+	case kStore: MV_NC(T, kStore); break;            \
+	case kAdd: MV_NC(T, kAdd); break;                \
+	case kQKV: MV_NC(T, kQKV); break;                \
+	default: MV_NC(T, kSwiGLU); break;               \
+	}
+		switch (w.type) {
+		case LEO_TYPE_F16: MV_E(1); break;
+		case LEO_TYPE_Q8_0: MV_E(8); break;
+		default: MV_E(2); break;
+		}
+#undef MV_E
+#undef MV_NC
+#undef MV
+		CUDA_TRY(cudaGetLastError());
+		return 0;
+	}
+	// cuBLAS, column-major: C (rows × n) = Wᵀ(as cols × rows) · X (cols × n).
+	float *c = (e == kStore || e == kAdd) ? o.y : s->y;
+	const int ldc = (e == kStore || e == kAdd) ? o.ld : w.rows;
+	const float one = 1, beta = e == kAdd ? 1 : 0;
+	int slice = w.rows;
+	if (w.type != LEO_TYPE_F16) slice = std::max(2, (int)std::min<size_t>(w.rows, kDequantElems / w.cols) & ~1);
+	for (int r0 = 0; r0 < w.rows; r0 += slice) {
+		const int nr = std::min(slice, w.rows - r0);
+		const void *a = w.q + (size_t)r0 * w.cols * 2;
+		if (w.type != LEO_TYPE_F16) {
+			CUDA_TRY(launch(s->pdl, dequant, dim3(1024), dim3(256), s->stream, w, r0, nr, s->wtmp));
+			a = s->wtmp;
+		}
+		BLAS_TRY(cublasGemmEx(s->blas, CUBLAS_OP_T, CUBLAS_OP_N, nr, n, w.cols, &one, a, CUDA_R_16F, w.cols, s->xh,
+		                      CUDA_R_16F, w.cols, &beta, c + r0, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+		                      CUBLAS_GEMM_DEFAULT));
+	}
+	if (e == kQKV) {
+		CUDA_TRY(launch(s->pdl, qkv_epilogue, dim3((w.rows / 2 + 127) / 128, n), dim3(128), s->stream, (const float *)s->y,
+		                w.rows, o));
+	} else if (e == kSwiGLU) {
+		const int hidden = w.rows / 2;
+		CUDA_TRY(launch(s->pdl, swiglu_epilogue, dim3((hidden + 127) / 128, n), dim3(128), s->stream, (const float *)s->y,
+		                hidden, o.y));
+	}
+	CUDA_TRY(cudaGetLastError());
+	return 0;
+}
+
+// step enqueues one forward pass of n tokens on the state's stream,
+// attending over chunks chunks of the cache.
+int step(leo_state *s, int n, int nout, int chunks, char *err) {
+	const leo_model *m = s->m;
+	const leo_config &c = m->c;
+	const int hd = c.dim / c.heads, kv_dim = hd * c.kv_heads;
+	const size_t layer_kv = (size_t)s->slots * s->len * kv_dim;
+	CUDA_TRY(cudaMemcpyAsync(s->x, s->hx, (size_t)n * c.dim * 4, cudaMemcpyHostToDevice, s->stream));
+	CUDA_TRY(cudaMemcpyAsync(s->pos, s->hpos, n * 4, cudaMemcpyHostToDevice, s->stream));
+	CUDA_TRY(cudaMemcpyAsync(s->seq, s->hseq, n * 4, cudaMemcpyHostToDevice, s->stream));
+	if (nout > 0) CUDA_TRY(cudaMemcpyAsync(s->rows, s->hrows, nout * 4, cudaMemcpyHostToDevice, s->stream));
+	for (int l = 0; l < c.layers; l++) {
+		const Layer &L = m->layers[l];
+		Out qkv{};
+		qkv.y = s->q;
+		qkv.dim = c.dim;
+		qkv.kv_dim = kv_dim;
+		qkv.head_dim = hd;
+		qkv.rope_half = c.rope_dim / 2;
+		qkv.len = s->len;
+		qkv.pos = s->pos;
+		qkv.seq = s->seq;
+		qkv.cos = m->cos;
+		qkv.sin = m->sin;
+		qkv.kc = s->kv + 2 * l * layer_kv;
+		qkv.vc = qkv.kc + layer_kv;
+		if (product(s, L.qkv, s->x, n, nullptr, L.attn_norm, kQKV, qkv, err)) return 1;
+
+		CUDA_TRY(launch(s->pdl, attn_chunk, dim3(chunks, c.heads, n), dim3(kAttnThreads), s->stream, (const float *)s->q,
+		                (const __half *)qkv.kc, (const __half *)qkv.vc, (const int *)s->pos, (const int *)s->seq, s->len,
+		                c.heads, c.kv_heads, hd, 1.0f / sqrtf((float)hd), chunks, s->part));
+		CUDA_TRY(launch(s->pdl, attn_merge, dim3(c.heads, n), dim3(128), s->stream, (const float *)s->part, c.heads, hd,
+		                chunks, s->att));
+		Out res{};
+		res.y = s->x;
+		res.ld = c.dim;
+		if (product(s, L.o, s->att, n, nullptr, nullptr, kAdd, res, err)) return 1;
+
+		Out glu{};
+		glu.y = s->hb;
+		glu.ld = c.hidden_dim;
+		if (product(s, L.gu, s->x, n, nullptr, L.ffn_norm, kSwiGLU, glu, err)) return 1;
+		if (product(s, L.down, s->hb, n, nullptr, nullptr, kAdd, res, err)) return 1;
+	}
+	if (nout > 0) {
+		Out lo{};
+		lo.y = s->logits;
+		lo.ld = c.vocab;
+		if (product(s, m->output, s->x, nout, s->rows, m->output_norm, kStore, lo, err)) return 1;
+		CUDA_TRY(cudaMemcpyAsync(s->hlogits, s->logits, (size_t)nout * c.vocab * 4, cudaMemcpyDeviceToHost, s->stream));
+	}
+	return 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+int leo_abi_version(void) { return LEO_CUDA_ABI_VERSION; }
+
+int leo_device_count(int *count, char *err) {
+	*count = 0;
+	cudaError_t e = cudaGetDeviceCount(count);
+	if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver) {
+		*count = 0;
+		return fail(err, "%s", cudaGetErrorString(e));
+	}
+	CUDA_TRY(e);
+	return 0;
+}
+
+int leo_device_info(int device, char *name, int name_len, size_t *free_bytes, size_t *total_bytes, int *cc_major,
+                    int *cc_minor, char *err) {
+	cudaDeviceProp p;
+	CUDA_TRY(cudaGetDeviceProperties(&p, device));
+	CUDA_TRY(cudaSetDevice(device));
+	CUDA_TRY(cudaMemGetInfo(free_bytes, total_bytes));
+	snprintf(name, name_len, "%s", p.name);
+	*cc_major = p.major;
+	*cc_minor = p.minor;
+	return 0;
+}
+
+int leo_copy_bandwidth(int device, size_t bytes, int iters, double *gbps, char *err) {
+	CUDA_TRY(cudaSetDevice(device));
+	void *a = nullptr, *b = nullptr;
+	CUDA_TRY(cudaMalloc(&a, bytes));
+	if (cudaMalloc(&b, bytes) != cudaSuccess) {
+		cudaFree(a);
+		return fail(err, "cannot allocate 2 × %.2f GiB to measure bandwidth", gib(bytes));
+	}
+	cudaEvent_t e0, e1;
+	cudaEventCreate(&e0);
+	cudaEventCreate(&e1);
+	cudaMemset(a, 1, bytes);
+	std::vector<float> ms;
+	for (int i = 0; i < iters + 2; i++) {
+		cudaEventRecord(e0);
+		cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);
+		cudaEventRecord(e1);
+		cudaEventSynchronize(e1);
+		float t = 0;
+		cudaEventElapsedTime(&t, e0, e1);
+		if (i >= 2) ms.push_back(t);  // the first two warm up
+	}
+	cudaError_t e = cudaGetLastError();
+	cudaEventDestroy(e0);
+	cudaEventDestroy(e1);
+	cudaFree(a);
+	cudaFree(b);
+	CUDA_TRY(e);
+	std::sort(ms.begin(), ms.end());
+	*gbps = 2.0 * bytes / (ms[ms.size() / 2] * 1e-3) / 1e9;
+	return 0;
+}
+
+int leo_model_new(int device, const leo_config *c, leo_model **out, char *err) {
+	*out = nullptr;
+	const int hd = c->heads > 0 ? c->dim / c->heads : 0;
+	if (c->dim <= 0 || c->heads <= 0 || c->kv_heads <= 0 || c->layers <= 0 || c->vocab <= 0 || c->context <= 0)
+		return fail(err, "shape has a non-positive size");
+	if (c->dim % 32 || c->hidden_dim % 32)
+		return fail(err, "the CUDA kernels need widths that are multiples of 32 (dim %d, ffn %d)", c->dim, c->hidden_dim);
+	if (hd % 8 || hd > 256 || c->heads % c->kv_heads || c->rope_dim % 2 || c->rope_dim > hd)
+		return fail(err, "the CUDA kernels need a head size that is a multiple of 8 and at most 256 (got %d), and heads a multiple of kv heads", hd);
+	CUDA_TRY(cudaSetDevice(device));
+	leo_model *m = new leo_model();
+	m->device = device;
+	m->c = *c;
+	m->layers.resize(c->layers);
+	*out = m;
+	return 0;
+}
+
+int leo_model_matrix(leo_model *m, int layer, int which, int type, int rows, int cols, const void *data, size_t bytes,
+                     char *err) {
+	const leo_config &c = m->c;
+	const int kv_dim = c.dim / c.heads * c.kv_heads;
+	if (type != LEO_TYPE_F16 && type != LEO_TYPE_Q8_0 && type != LEO_TYPE_Q4_0)
+		return fail(err, "matrix type %d is not one the CUDA kernels compute with (F16, Q8_0, Q4_0)", type);
+	if ((which == LEO_W_OUTPUT) != (layer == -1) || layer < -1 || layer >= c.layers)
+		return fail(err, "matrix %d of layer %d does not exist", which, layer);
+	DevMat *dm;
+	int total, row0 = 0, stride = 1, want_rows, want_cols = c.dim;
+	Layer *L = layer >= 0 ? &m->layers[layer] : nullptr;
+	switch (which) {
+	case LEO_W_Q: dm = &L->qkv, total = c.dim + 2 * kv_dim, want_rows = c.dim; break;
+	case LEO_W_K: dm = &L->qkv, total = c.dim + 2 * kv_dim, want_rows = kv_dim, row0 = c.dim; break;
+	case LEO_W_V: dm = &L->qkv, total = c.dim + 2 * kv_dim, want_rows = kv_dim, row0 = c.dim + kv_dim; break;
+	case LEO_W_O: dm = &L->o, total = want_rows = c.dim; break;
+	case LEO_W_GATE: dm = &L->gu, total = 2 * c.hidden_dim, want_rows = c.hidden_dim, stride = 2; break;
+	case LEO_W_UP: dm = &L->gu, total = 2 * c.hidden_dim, want_rows = c.hidden_dim, row0 = 1, stride = 2; break;
+	case LEO_W_DOWN: dm = &L->down, total = want_rows = c.dim, want_cols = c.hidden_dim; break;
+	case LEO_W_OUTPUT: dm = &m->output, total = want_rows = c.vocab; break;
+	default: return fail(err, "unknown matrix %d", which);
+	}
+	if (rows != want_rows || cols != want_cols)
+		return fail(err, "matrix %d of layer %d is %d×%d, want %d×%d", which, layer, rows, cols, want_rows, want_cols);
+	if (bytes != ggml_bytes(type, rows, cols))
+		return fail(err, "matrix %d of layer %d holds %zu bytes, want %zu", which, layer, bytes, ggml_bytes(type, rows, cols));
+	if (total % 2) return fail(err, "matrix %d of layer %d has an odd number of rows (%d)", which, layer, total);
+	CUDA_TRY(cudaSetDevice(m->device));
+	if (dm->buf == nullptr) {
+		size_t qb = quant_bytes(type, total, cols), all = qb + scale_bytes(type, total, cols);
+		CUDA_TRY(cudaMalloc(&dm->buf, all));
+		m->bytes += all;
+		dm->m.type = type;
+		dm->m.rows = total;
+		dm->m.cols = cols;
+		dm->m.q = dm->buf;
+		dm->m.d = type == LEO_TYPE_F16 ? nullptr : (const __half *)(dm->buf + qb);
+	} else if (dm->m.type != type) {
+		return fail(err, "layer %d: the matrices computed together (Q, K, V; gate, up) must share a type", layer);
+	}
+	void *staging = nullptr;
+	CUDA_TRY(cudaMalloc(&staging, bytes));
+	cudaError_t e = cudaMemcpy(staging, data, bytes, cudaMemcpyHostToDevice);
+	if (e == cudaSuccess) {
+		const size_t blocks = (size_t)rows * cols / 32;
+		const int grid = (int)std::min<size_t>((blocks + 255) / 256, 65535);
+		repack<<<grid, 256>>>((const uint8_t *)staging, type, rows, cols, dm->buf, (__half *)dm->m.d, row0, stride);
+		e = cudaDeviceSynchronize();
+	}
+	cudaFree(staging);
+	CUDA_TRY(e);
+	dm->parts++;
+	return 0;
+}
+
+int leo_model_vector(leo_model *m, int layer, int which, const float *data, int n, char *err) {
+	float **dst;
+	if (which == LEO_V_OUTPUT_NORM && layer == -1) {
+		dst = &m->output_norm;
+	} else if (layer >= 0 && layer < m->c.layers && (which == LEO_V_ATTN_NORM || which == LEO_V_FFN_NORM)) {
+		dst = which == LEO_V_ATTN_NORM ? &m->layers[layer].attn_norm : &m->layers[layer].ffn_norm;
+	} else {
+		return fail(err, "vector %d of layer %d does not exist", which, layer);
+	}
+	if (n != m->c.dim) return fail(err, "vector %d of layer %d has %d elements, want %d", which, layer, n, m->c.dim);
+	CUDA_TRY(cudaSetDevice(m->device));
+	if (*dst == nullptr) {
+		CUDA_TRY(cudaMalloc((void **)dst, n * 4));
+		m->bytes += n * 4;
+	}
+	CUDA_TRY(cudaMemcpy(*dst, data, n * 4, cudaMemcpyHostToDevice));
+	return 0;
+}
+
+int leo_model_rope(leo_model *m, const float *cos, const float *sin, int n, char *err) {
+	if (n != m->c.context * (m->c.rope_dim / 2))
+		return fail(err, "RoPE tables have %d entries, want %d", n, m->c.context * (m->c.rope_dim / 2));
+	CUDA_TRY(cudaSetDevice(m->device));
+	if (m->cos == nullptr) {
+		CUDA_TRY(cudaMalloc((void **)&m->cos, n * 4));
+		CUDA_TRY(cudaMalloc((void **)&m->sin, n * 4));
+		m->bytes += 2 * n * 4;
+	}
+	CUDA_TRY(cudaMemcpy(m->cos, cos, n * 4, cudaMemcpyHostToDevice));
+	CUDA_TRY(cudaMemcpy(m->sin, sin, n * 4, cudaMemcpyHostToDevice));
+	return 0;
+}
+
+size_t leo_model_bytes(const leo_model *m) { return m->bytes; }
+
+void leo_model_free(leo_model *m) {
+	if (!m) return;
+	cudaSetDevice(m->device);
+	for (Layer &l : m->layers) {
+		for (DevMat *d : {&l.qkv, &l.o, &l.gu, &l.down}) cudaFree(d->buf);
+		cudaFree(l.attn_norm);
+		cudaFree(l.ffn_norm);
+	}
+	cudaFree(m->output.buf);
+	cudaFree(m->output_norm);
+	cudaFree(m->cos);
+	cudaFree(m->sin);
+	delete m;
+}
+
+int leo_state_bytes(const leo_model *m, int slots, int len, int max_batch, size_t *bytes, char *err) {
+	if (slots <= 0 || len <= 0 || len > m->c.context || max_batch <= 0)
+		return fail(err, "bad state size: %d slots of %d positions (context %d), batches of %d", slots, len,
+		            m->c.context, max_batch);
+	*bytes = sizes(m, slots, len, max_batch).total();
+	return 0;
+}
+
+int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **out, char *err) {
+	*out = nullptr;
+	for (const Layer &l : m->layers)
+		if (l.qkv.parts != 3 || l.gu.parts != 2 || !l.o.buf || !l.down.buf || !l.attn_norm || !l.ffn_norm)
+			return fail(err, "a layer's weights were not all uploaded");
+	if (!m->output.buf || !m->output_norm || !m->cos) return fail(err, "the classifier, final norm or RoPE tables were not uploaded");
+	size_t need = 0;
+	if (leo_state_bytes(m, slots, len, max_batch, &need, err)) return 1;
+	CUDA_TRY(cudaSetDevice(m->device));
+	size_t free_b = 0, total_b = 0;
+	CUDA_TRY(cudaMemGetInfo(&free_b, &total_b));
+	if (need > free_b)
+		return fail(err, "the KV cache (%d sequences × %d positions) and buffers need %.2f GiB of GPU memory; %.2f GiB of %.2f are free: lower the context size or the concurrency",
+		            slots, len, gib(need), gib(free_b), gib(total_b));
+	leo_state *s = new leo_state();
+	s->m = m;
+	s->slots = slots;
+	s->len = len;
+	s->max_batch = max_batch;
+	s->chunks = (len + kAttnChunk - 1) / kAttnChunk;
+	int major = 0;
+	cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, m->device);
+	const char *pdl = getenv("LEO_CUDA_PDL");  // 0 turns it off, to measure what it brings
+	s->pdl = major >= 9 && !(pdl && strcmp(pdl, "0") == 0);
+	StateSizes z = sizes(m, slots, len, max_batch);
+	int bad = alloc(s, (void **)&s->kv, z.kv, err) || alloc(s, (void **)&s->x, z.x, err) ||
+	          alloc(s, (void **)&s->q, z.q, err) || alloc(s, (void **)&s->att, z.att, err) ||
+	          alloc(s, (void **)&s->hb, z.hb, err) || alloc(s, (void **)&s->y, z.y, err) ||
+	          alloc(s, (void **)&s->part, z.part, err) || alloc(s, (void **)&s->logits, z.logits, err) ||
+	          alloc(s, (void **)&s->xh, z.xh, err) || alloc(s, (void **)&s->xq, z.xq, err) ||
+	          alloc(s, (void **)&s->xd, z.xd, err) || alloc(s, (void **)&s->xs, z.xs, err) ||
+	          alloc(s, (void **)&s->pos, z.meta, err) || alloc(s, (void **)&s->seq, z.meta, err) ||
+	          alloc(s, (void **)&s->rows, z.meta, err) || alloc(s, (void **)&s->wtmp, z.wtmp, err) ||
+	          alloc(s, &s->blas_ws, z.blas, err);
+	cudaError_t e = cudaSuccess;
+	if (!bad) {
+		e = cudaMallocHost((void **)&s->hx, z.x);
+		if (e == cudaSuccess) e = cudaMallocHost((void **)&s->hlogits, z.logits);
+		if (e == cudaSuccess) e = cudaMallocHost((void **)&s->hpos, z.meta);
+		if (e == cudaSuccess) e = cudaMallocHost((void **)&s->hseq, z.meta);
+		if (e == cudaSuccess) e = cudaMallocHost((void **)&s->hrows, z.meta);
+		if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking);
+		// A fresh cache holds zeros: no stale NaN can reach a softmax.
+		if (e == cudaSuccess) e = cudaMemset(s->kv, 0, z.kv);
+		if (e != cudaSuccess) bad = fail(err, "state: %s", cudaGetErrorString(e));
+	}
+	if (!bad && max_batch > kMaxCols) {
+		cublasStatus_t b = cublasCreate(&s->blas);
+		if (b == CUBLAS_STATUS_SUCCESS) b = cublasSetStream(s->blas, s->stream);
+		if (b == CUBLAS_STATUS_SUCCESS) b = cublasSetWorkspace(s->blas, s->blas_ws, z.blas);
+		if (b != CUBLAS_STATUS_SUCCESS) bad = fail(err, "cuBLAS: status %d", (int)b);
+	}
+	if (bad) {
+		leo_state_free(s);
+		return 1;
+	}
+	*out = s;
+	return 0;
+}
+
+void leo_state_buffers(leo_state *s, float **x, int32_t **pos, int32_t **seq, int32_t **rows, float **logits) {
+	*x = s->hx;
+	*pos = s->hpos;
+	*seq = s->hseq;
+	*rows = s->hrows;
+	*logits = s->hlogits;
+}
+
+int leo_forward(leo_state *s, int n, int nout, char *err) {
+	if (n <= 0 || n > s->max_batch || nout < 0 || nout > n)
+		return fail(err, "batch of %d tokens with %d logits; this state takes 1 to %d", n, nout, s->max_batch);
+	int top = 0;
+	for (int i = 0; i < n; i++) {
+		if (s->hpos[i] < 0 || s->hpos[i] >= s->len || s->hseq[i] < 0 || s->hseq[i] >= s->slots)
+			return fail(err, "token %d: position %d or slot %d out of range", i, s->hpos[i], s->hseq[i]);
+		top = std::max(top, (int)s->hpos[i]);
+	}
+	for (int i = 0; i < nout; i++)
+		if (s->hrows[i] < 0 || s->hrows[i] >= n) return fail(err, "logit row %d is not a token of the batch", s->hrows[i]);
+	// Attend over a power-of-two number of chunks, so that few graphs cover
+	// every position.
+	int chunks = 1;
+	while (chunks * kAttnChunk < top + 1) chunks *= 2;
+	chunks = std::min(chunks, s->chunks);
+	CUDA_TRY(cudaSetDevice(s->m->device));
+	auto key = std::make_tuple(n, nout, chunks);
+	auto it = s->graphs.find(key);
+	if (n <= kGraphTokens && it == s->graphs.end()) {
+		// Capture the step once per shape. Where capture fails (a library
+		// call that cannot be captured), the shape runs without a graph.
+		cudaGraph_t g = nullptr;
+		cudaGraphExec_t exec = nullptr;
+		CUDA_TRY(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeThreadLocal));
+		int bad = step(s, n, nout, chunks, err);
+		cudaError_t e = cudaStreamEndCapture(s->stream, &g);
+		if (!bad && e == cudaSuccess) e = cudaGraphInstantiateWithFlags(&exec, g, 0);
+		if (g) cudaGraphDestroy(g);
+		if (bad || e != cudaSuccess) {
+			cudaGetLastError();  // clear the capture's error: the step runs below
+			exec = nullptr;
+		}
+		it = s->graphs.emplace(key, exec).first;
+	}
+	if (n <= kGraphTokens && it->second) {
+		CUDA_TRY(cudaGraphLaunch(it->second, s->stream));
+	} else if (step(s, n, nout, chunks, err)) {
+		return 1;
+	}
+	CUDA_TRY(cudaStreamSynchronize(s->stream));
+	CUDA_TRY(cudaGetLastError());
+	return 0;
+}
+
+void leo_state_free(leo_state *s) {
+	if (!s) return;
+	cudaSetDevice(s->m->device);
+	if (s->stream) cudaStreamSynchronize(s->stream);
+	for (auto &g : s->graphs)
+		if (g.second) cudaGraphExecDestroy(g.second);
+	if (s->blas) cublasDestroy(s->blas);
+	for (void *p : s->allocs) cudaFree(p);
+	cudaFreeHost(s->hx);
+	cudaFreeHost(s->hlogits);
+	cudaFreeHost(s->hpos);
+	cudaFreeHost(s->hseq);
+	cudaFreeHost(s->hrows);
+	if (s->stream) cudaStreamDestroy(s->stream);
+	delete s;
+}
+
+}  // extern "C"

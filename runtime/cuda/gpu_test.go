@@ -1,0 +1,413 @@
+//go:build cuda && cgo && linux
+
+// The tests and benchmarks of this file need libleo_cuda.so and a GPU;
+// hack/gpu/check.sh builds them with -tags cuda and runs them on a GPU
+// machine (see docs/cuda.md). CI runs the rest of the package.
+
+package cuda_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/leo-operator/leo/runtime/cpu"
+	"github.com/leo-operator/leo/runtime/cuda"
+	"github.com/leo-operator/leo/runtime/engine"
+	"github.com/leo-operator/leo/runtime/loader"
+	"github.com/leo-operator/leo/runtime/model"
+	"github.com/leo-operator/leo/runtime/quant"
+	"github.com/leo-operator/leo/runtime/sample"
+	"github.com/leo-operator/leo/runtime/synth"
+)
+
+func openBoth(t testing.TB, path string) (cpuL, gpuL *loader.Loaded) {
+	t.Helper()
+	var err error
+	if cpuL, err = loader.OpenWith(path, loader.Options{Threads: runtime.NumCPU(), Backend: loader.CPU}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cpuL.Close)
+	if gpuL, err = loader.OpenWith(path, loader.Options{Threads: runtime.NumCPU(), Backend: loader.CUDA}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gpuL.Close)
+	return cpuL, gpuL
+}
+
+func writeModel(t testing.TB, shape string, typ quant.Type) string {
+	t.Helper()
+	vocab, err := synth.Llama2Vocab()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := synth.Shape(shape)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), shape+"-"+typ.String()+".gguf")
+	if err := synth.Write(path, synth.Options{Name: shape, Config: c, Type: typ, Seed: 7, Vocab: vocab}); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// feed runs the prompts through st as the schedule says: each step is a
+// list of (prompt, position) pairs; every token wants its logits, which
+// are returned per prompt and position.
+func feed(t *testing.T, st *model.State, prompts [][]int32, steps [][][2]int, vocab int) [][][]float32 {
+	t.Helper()
+	out := make([][][]float32, len(prompts))
+	for p := range prompts {
+		out[p] = make([][]float32, len(prompts[p]))
+	}
+	for _, step := range steps {
+		b := model.Batch{}
+		for _, pp := range step {
+			b.Tokens = append(b.Tokens, prompts[pp[0]][pp[1]])
+			b.Pos = append(b.Pos, pp[1])
+			b.Seq = append(b.Seq, pp[0])
+			b.Logits = append(b.Logits, true)
+		}
+		logits, err := st.Forward(&b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, pp := range step {
+			out[pp[0]][pp[1]] = append([]float32(nil), logits[i*vocab:(i+1)*vocab]...)
+		}
+	}
+	return out
+}
+
+// schedules are the batchings the GPU must agree with the CPU under: the
+// matvec kernels (1 to 8 tokens), cuBLAS (more), several sequences in one
+// batch, graphs and direct launches.
+func schedules(prompts [][]int32) map[string][][][2]int {
+	s := map[string][][][2]int{}
+	chunked := func(name string, size int) {
+		for p, pr := range prompts {
+			for i := 0; i < len(pr); i += size {
+				var step [][2]int
+				for j := i; j < min(i+size, len(pr)); j++ {
+					step = append(step, [2]int{p, j})
+				}
+				s[name] = append(s[name], step)
+			}
+		}
+	}
+	chunked("whole prompts", 1<<30)
+	chunked("one token a step", 1)
+	chunked("7 tokens a step", 7)
+	chunked("20 tokens a step", 20)
+	for i := range prompts[0] { // every sequence's token i in one step
+		var step [][2]int
+		for p := range prompts {
+			step = append(step, [2]int{p, i})
+		}
+		s["all sequences a step"] = append(s["all sequences a step"], step)
+	}
+	return s
+}
+
+func argmax(x []float32) int {
+	best := 0
+	for i, v := range x {
+		if v > x[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+func relErr(got, want []float32) float64 {
+	var d, n float64
+	for i := range want {
+		e := float64(got[i]) - float64(want[i])
+		d += e * e
+		n += float64(want[i]) * float64(want[i])
+	}
+	if math.IsNaN(d) {
+		return math.Inf(1)
+	}
+	return math.Sqrt(d / n)
+}
+
+// maxRelErr is the bound on ‖gpu − cpu‖/‖cpu‖ of one position's logits.
+// The two differ in rounding only: the GPU sums in other orders, keeps the
+// query and the attention weights in float32 where the CPU rounds them to
+// half (as GGML), and keeps activation scales in float32.
+const maxRelErr = 2e-2
+
+func TestGPUMatchesCPU(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, shape := range []string{"test-gqa", "test-mha", "stories15M"} {
+		for _, typ := range []quant.Type{quant.F16, quant.Q8_0, quant.Q4_0} {
+			t.Run(shape+"/"+typ.String(), func(t *testing.T) {
+				cpuL, gpuL := openBoth(t, writeModel(t, shape, typ))
+				c := cpuL.Model.Config
+				prompts := make([][]int32, 4)
+				for p := range prompts {
+					prompts[p] = []int32{1}
+					for range 47 {
+						prompts[p] = append(prompts[p], int32(3+rng.IntN(c.VocabSize-3)))
+					}
+				}
+				cst, err := cpuL.Model.NewStateKV(4, 64, 64, quant.F16)
+				if err != nil {
+					t.Fatal(err)
+				}
+				scheds := schedules(prompts)
+				want := feed(t, cst, prompts, scheds["whole prompts"], c.VocabSize)
+				names := make([]string, 0, len(scheds))
+				for n := range scheds {
+					names = append(names, n)
+				}
+				sort.Strings(names)
+				for _, name := range names {
+					gst, err := gpuL.Model.NewStateKV(4, 64, 64, quant.F16)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got := feed(t, gst, prompts, scheds[name], c.VocabSize)
+					if err := gst.Close(); err != nil {
+						t.Fatal(err)
+					}
+					same, all, worst, sum := 0, 0, 0.0, 0.0
+					for p := range prompts {
+						for i := range prompts[p] {
+							all++
+							if argmax(got[p][i]) == argmax(want[p][i]) {
+								same++
+							}
+							e := relErr(got[p][i], want[p][i])
+							worst = max(worst, e)
+							sum += e
+						}
+					}
+					t.Logf("%-22s top-1 %d/%d  rel err max %.2e mean %.2e", name, same, all, worst, sum/float64(all))
+					if float64(same) < 0.99*float64(all) || worst > maxRelErr {
+						t.Errorf("%s: top-1 equal on %d of %d positions (want >= 99%%), rel err max %.3g (want <= %g)", name, same, all, worst, maxRelErr)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestGPUSanitizerSmall runs a few steps of a small model: check.sh runs it
+// under compute-sanitizer's memcheck, which is too slow for the rest.
+func TestGPUSanitizerSmall(t *testing.T) {
+	_, gpuL := openBoth(t, writeModel(t, "test-gqa", quant.Q4_0))
+	for _, batch := range []int{3, 12} { // matvec kernels, then cuBLAS
+		st, err := gpuL.Model.NewStateKV(2, 200, 16, quant.F16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for pos := 0; pos+batch <= 150; pos += batch { // past one attention chunk
+			b := model.Batch{}
+			for i := 0; i < batch; i++ {
+				b.Tokens = append(b.Tokens, int32(100+pos+i))
+				b.Pos = append(b.Pos, pos+i)
+				b.Seq = append(b.Seq, 1)
+			}
+			logits, err := st.Forward(&b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range logits {
+				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+					t.Fatalf("position %d: logit %v", pos, v)
+				}
+			}
+		}
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// benchModels are the GGUF files BenchmarkGPU measures ($LEO_GPU_MODELS,
+// comma-separated), made by leo-runtime gen-model on the GPU machine.
+func benchModels(b *testing.B) []string {
+	v := os.Getenv("LEO_GPU_MODELS")
+	if v == "" {
+		b.Fatal("set LEO_GPU_MODELS to the comma-separated GGUF files to measure")
+	}
+	return strings.Split(v, ",")
+}
+
+// weightBytes is what one decode step reads of the file's weights: every
+// matrix but the embedding table, of which it reads a row (unless the
+// table is also the classifier).
+func weightBytes(l *loader.Loaded) int64 {
+	var n int64
+	tied := true
+	for _, ti := range l.File.Tensors {
+		if ti.Name == "output.weight" {
+			tied = false
+		}
+	}
+	for _, ti := range l.File.Tensors {
+		if len(ti.Shape) < 2 || (ti.Name == "token_embd.weight" && !tied) {
+			continue
+		}
+		n += int64(ti.Size)
+	}
+	return n
+}
+
+var bandwidth float64
+
+// BenchmarkGPU measures, per model: prompt processing of 512 tokens, decode
+// at batch 1 (greedy, logits to the host each step) as a share of the
+// bandwidth bound, and continuous batching through the engine at 1 and 32
+// concurrent sequences. Run it with -test.benchtime=1x: each figure is a
+// fixed amount of work, repeated inside.
+func BenchmarkGPU(b *testing.B) {
+	for _, path := range benchModels(b) {
+		b.Run(filepath.Base(path), func(b *testing.B) {
+			start := time.Now()
+			l, err := loader.OpenWith(path, loader.Options{Threads: runtime.NumCPU(), Backend: loader.CUDA})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			load := time.Since(start)
+			if bandwidth == 0 {
+				g, err := cuda.Open(cpu.Backend{}, cuda.Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if bandwidth, err = g.Lib.CopyBandwidth(0, 2<<30, 20); err != nil {
+					b.Fatal(err)
+				}
+			}
+			wb := weightBytes(l)
+			bound := bandwidth * 1e9 / float64(wb)
+			dec := measureDecode(b, l, 256)
+			var prefill, e1, e32 float64
+			if os.Getenv("LEO_GPU_QUICK") == "" { // decode alone, for the biggest models
+				prefill = measurePrefill(b, l, 512)
+				e1 = measureEngine(b, l, 1, 256)
+				e32 = measureEngine(b, l, 32, 128)
+			}
+			b.ReportMetric(dec, "decode_tok/s")
+			b.ReportMetric(100*dec/bound, "%bound")
+			b.ReportMetric(prefill, "prefill512_tok/s")
+			b.ReportMetric(e1, "engine1_tok/s")
+			b.ReportMetric(e32, "engine32_tok/s")
+			fmt.Printf("RESULT %s: load %.1fs, %.2f GB/token, copy %.0f GB/s, bound %.1f tok/s | decode b1 %.1f tok/s (%.1f%% of bound) | prefill 512 %.0f tok/s | engine b1 %.1f tok/s, b32 %.0f tok/s\n",
+				filepath.Base(path), load.Seconds(), float64(wb)/1e9, bandwidth, bound, dec, 100*dec/bound, prefill, e1, e32)
+		})
+	}
+}
+
+func measurePrefill(b *testing.B, l *loader.Loaded, n int) float64 {
+	st, err := l.Model.NewStateKV(1, 1024, n, quant.F16)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = st.Close() }() // freeing device memory fails only with a broken device
+	bt := model.Batch{}
+	for i := 0; i < n; i++ {
+		bt.Tokens = append(bt.Tokens, int32(100+i))
+		bt.Pos = append(bt.Pos, i)
+		bt.Seq = append(bt.Seq, 0)
+	}
+	var times []float64
+	for i := 0; i < 4; i++ {
+		t0 := time.Now()
+		if _, err := st.Forward(&bt); err != nil {
+			b.Fatal(err)
+		}
+		if i > 0 { // the first warms up
+			times = append(times, time.Since(t0).Seconds())
+		}
+	}
+	sort.Float64s(times)
+	return float64(n) / times[len(times)/2]
+}
+
+func measureDecode(b *testing.B, l *loader.Loaded, steps int) float64 {
+	st, err := l.Model.NewStateKV(1, 1024, 16, quant.F16)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = st.Close() }() // freeing device memory fails only with a broken device
+	vocab := l.Model.Config.VocabSize
+	prompt := model.Batch{Tokens: []int32{1, 450, 4996, 17354, 1701, 432, 17204, 975, 278, 17366, 11203, 29889, 13, 1576, 11203, 338}}
+	for i := range prompt.Tokens {
+		prompt.Pos = append(prompt.Pos, i)
+		prompt.Seq = append(prompt.Seq, 0)
+	}
+	logits, err := st.Forward(&prompt)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok := int32(argmax(logits[:vocab]))
+	pos := len(prompt.Tokens)
+	step := func() {
+		bt := model.Batch{Tokens: []int32{tok}, Pos: []int{pos}, Seq: []int{0}}
+		logits, err := st.Forward(&bt)
+		if err != nil {
+			b.Fatal(err)
+		}
+		tok = int32(argmax(logits))
+		pos++
+	}
+	for range 8 { // warm up: the graph is captured once
+		step()
+	}
+	t0 := time.Now()
+	for range steps {
+		step()
+	}
+	return float64(steps) / time.Since(t0).Seconds()
+}
+
+// measureEngine runs n concurrent greedy requests of tokens new tokens each
+// through the engine (continuous batching) and returns the aggregate rate.
+func measureEngine(b *testing.B, l *loader.Loaded, n, tokens int) float64 {
+	e, err := engine.New(l.Model, l.Tokenizer, engine.Config{MaxConcurrent: n, ContextSize: 512, BatchTokens: max(n, 64), KVType: quant.F16})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go e.Run(ctx)
+	defer e.Close()
+	run := func(tokens int) float64 {
+		var reqs []engine.Request
+		for i := 0; i < n; i++ {
+			reqs = append(reqs, engine.Request{
+				Prompt: []int32{1, 450, int32(1000 + i), 17354, 1701, 432, 17204, 975},
+				Params: sample.Params{MaxNewTokens: tokens, MinNewTokens: tokens, Temperature: 1, TopP: 1, RepetitionPenalty: 1},
+			})
+		}
+		t0 := time.Now()
+		streams, err := e.Submit(ctx, reqs...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		total := 0
+		for _, s := range streams {
+			r, err := s.Wait(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			total += len(r.Tokens)
+		}
+		return float64(total) / time.Since(t0).Seconds()
+	}
+	run(8) // warm up: graphs are captured once per batch shape
+	return run(tokens)
+}

@@ -1,0 +1,6 @@
+package cuda_test
+
+import "github.com/leo-operator/leo/runtime/model"
+
+// synthBatch is a two-token prompt of one sequence.
+var synthBatch = model.Batch{Tokens: []int32{1, 450}, Pos: []int{0, 1}, Seq: []int{0, 0}}

@@ -1,0 +1,495 @@
+// kernels.cuh: the device kernels of the forward pass. forward.cu launches
+// them; this file holds no host logic.
+//
+// Layouts on the device (made by repack at upload):
+//   F16   rows × cols halves, row-major.
+//   Q8_0  quants rows × cols int8, then scales rows × cols/32 halves.
+//   Q4_0  quants rows × cols/2 bytes (each 32-element block's 16 bytes in
+//         GGML's order: byte j holds element j low, j+16 high), then scales.
+// Splitting quants from scales makes every quant load 16 bytes and aligned,
+// where GGML's 34- and 18-byte blocks allow only 2-byte loads.
+//
+// Activations feeding a matrix are half (F16 weights, and cuBLAS) or int8
+// blocks of 32 with a float scale and the int sum of the block's quants
+// (Q8_0 and Q4_0 weights, dot products by dp4a), as GGML's CUDA code does.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+namespace leo {
+
+constexpr int kWarp = 32;
+
+// The matrix-vector kernels: each warp computes kRowsPerWarp adjacent rows
+// (a RoPE pair, or a gate/up pair) for up to kMaxCols tokens.
+constexpr int kRowsPerWarp = 2;
+constexpr int kMatvecWarps = 4;
+constexpr int kMaxCols = 8;
+
+// Attention: keys and values are read in chunks of kAttnChunk positions,
+// each chunk by one block, merged afterwards (split-K "flash decoding").
+constexpr int kAttnChunk = 128;
+constexpr int kAttnThreads = 128;
+
+struct Mat {
+	int type;  // LEO_TYPE_*
+	int rows, cols;
+	const uint8_t *q;  // quants, or the halves of F16
+	const __half *d;   // scales (quantized types)
+};
+
+// Act is a batch of activation rows of cols elements (the matrix's cols).
+struct Act {
+	const __half *h;   // [t*cols + c]
+	const int8_t *q;   // [t*cols + c]
+	const float *d;    // [t*cols/32 + b]
+	const int *s;      // [t*cols/32 + b]
+};
+
+enum Epilogue { kStore, kAdd, kQKV, kSwiGLU };
+
+// Where the epilogue of a matrix product writes.
+struct Out {
+	float *y;         // kStore, kAdd: y[t*ld + r]; kQKV: the queries; kSwiGLU: [t*ld + r/2]
+	int ld;
+	// kQKV: rows [0, dim) are queries, then keys, then values.
+	int dim, kv_dim, head_dim, rope_half, len;
+	const int *pos, *seq;
+	const float *cos, *sin;
+	__half *kc, *vc;  // this layer's cache: [(slot*len + pos)*kv_dim + i]
+};
+
+// wait_previous waits until the kernel before this one in the stream has
+// finished and its writes are visible, then lets the next kernel's blocks
+// be scheduled. It matters only for kernels started by programmatic
+// dependent launch (Hopper; see launch in forward.cu): their blocks become
+// resident while the previous kernel drains instead of after it, which
+// hides most of the gap between the hundreds of small kernels of a step.
+// Every kernel calls it before touching anything an earlier kernel wrote,
+// so each kernel still follows all earlier ones.
+__device__ __forceinline__ void wait_previous() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+	asm volatile("griddepcontrol.wait;" ::: "memory");
+	asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+	return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
+	return v;
+}
+
+__device__ __forceinline__ int warp_sum_int(int v) {
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+	return v;
+}
+
+// The rotary embedding of one pair (x0, x1) at pair index i of its head.
+__device__ __forceinline__ void rope_pair(const Out &o, int t, int i, float &x0, float &x1) {
+	if (i >= o.rope_half) return;
+	int p = o.pos[t] * o.rope_half + i;
+	float c = o.cos[p], s = o.sin[p];
+	float a = x0 * c - x1 * s, b = x0 * s + x1 * c;
+	x0 = a;
+	x1 = b;
+}
+
+// The epilogue of rows r, r+1 (r even) of token t.
+template <int E>
+__device__ __forceinline__ void epilogue(const Out &o, int t, int r, float v0, float v1) {
+	if (E == kStore) {
+		o.y[t * o.ld + r] = v0;
+		o.y[t * o.ld + r + 1] = v1;
+	} else if (E == kAdd) {
+		o.y[t * o.ld + r] += v0;
+		o.y[t * o.ld + r + 1] += v1;
+	} else if (E == kSwiGLU) {
+		// Rows are interleaved at upload: 2i is gate row i, 2i+1 up row i.
+		o.y[t * o.ld + r / 2] = v0 / (1.0f + expf(-v0)) * v1;
+	} else {  // kQKV
+		if (r < o.dim) {
+			rope_pair(o, t, (r % o.head_dim) / 2, v0, v1);
+			o.y[t * o.dim + r] = v0;
+			o.y[t * o.dim + r + 1] = v1;
+			return;
+		}
+		size_t at = ((size_t)o.seq[t] * o.len + o.pos[t]) * o.kv_dim;
+		if (r < o.dim + o.kv_dim) {
+			int i = r - o.dim;
+			rope_pair(o, t, (i % o.head_dim) / 2, v0, v1);
+			*(__half2 *)(o.kc + at + i) = __floats2half2_rn(v0, v1);
+		} else {
+			int i = r - o.dim - o.kv_dim;
+			*(__half2 *)(o.vc + at + i) = __floats2half2_rn(v0, v1);
+		}
+	}
+}
+
+// dot16 and friends: one 16-byte chunk of a weight row against the
+// matching activations of one token.
+__device__ __forceinline__ float dot_f16(uint4 w, uint4 a) {
+	const __half2 *wh = (const __half2 *)&w, *ah = (const __half2 *)&a;
+	float s = 0;
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		float2 wf = __half22float2(wh[i]), af = __half22float2(ah[i]);
+		s = fmaf(wf.x, af.x, s);
+		s = fmaf(wf.y, af.y, s);
+	}
+	return s;
+}
+
+__device__ __forceinline__ int dot_q8(int4 w, int4 a) {
+	int s = __dp4a(w.x, a.x, 0);
+	s = __dp4a(w.y, a.y, s);
+	s = __dp4a(w.z, a.z, s);
+	return __dp4a(w.w, a.w, s);
+}
+
+// Q4_0: 16 bytes hold 32 nibbles, elements j (low) and j+16 (high).
+__device__ __forceinline__ int dot_q4(int4 w, int4 a_lo, int4 a_hi) {
+	int s = 0;
+	const int *wi = (const int *)&w, *l = (const int *)&a_lo, *h = (const int *)&a_hi;
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		s = __dp4a(wi[i] & 0x0F0F0F0F, l[i], s);
+		s = __dp4a((wi[i] >> 4) & 0x0F0F0F0F, h[i], s);
+	}
+	return s;
+}
+
+// The elements of one 16-byte weight chunk, by type.
+template <int T> struct Chunk;
+template <> struct Chunk<1> { static constexpr int elems = 8; };   // F16
+template <> struct Chunk<8> { static constexpr int elems = 16; };  // Q8_0
+template <> struct Chunk<2> { static constexpr int elems = 32; };  // Q4_0
+
+// matvec computes y = W·x for NC tokens (NC <= kMaxCols): a warp per pair
+// of rows, each lane a strided set of 16-byte chunks of both rows, so that
+// every load is 16 bytes and a warp reads 512 contiguous bytes at a time.
+template <int T, int NC, int E>
+__global__ void __launch_bounds__(kMatvecWarps * kWarp)
+matvec(Mat w, Act a, Out o) {
+	const int lane = threadIdx.x % kWarp;
+	const int r = (blockIdx.x * kMatvecWarps + threadIdx.x / kWarp) * kRowsPerWarp;
+	constexpr int CE = Chunk<T>::elems;
+	// The weights are no earlier kernel's output: start fetching the
+	// rows' first 512 bytes into L2 while the previous kernel finishes.
+	if (r < w.rows) {
+		const size_t row_bytes = T == 1 ? (size_t)w.cols * 2 : T == 8 ? (size_t)w.cols : (size_t)w.cols / 2;
+		if (lane * 16 < row_bytes)
+#pragma unroll
+			for (int j = 0; j < kRowsPerWarp; j++)
+				asm volatile("prefetch.global.L2 [%0];" ::"l"(w.q + (r + j) * row_bytes + lane * 16));
+	}
+	wait_previous();
+	if (r >= w.rows) return;
+	const int chunks = w.cols / CE;
+	const int blocks = w.cols / 32;
+	float acc[kRowsPerWarp][NC];
+#pragma unroll
+	for (int j = 0; j < kRowsPerWarp; j++)
+#pragma unroll
+		for (int t = 0; t < NC; t++) acc[j][t] = 0;
+
+#pragma unroll 4
+	for (int c = lane; c < chunks; c += kWarp) {
+		if (T == 1) {
+			uint4 wv[kRowsPerWarp];
+#pragma unroll
+			for (int j = 0; j < kRowsPerWarp; j++)
+				wv[j] = __ldg((const uint4 *)(w.q + ((size_t)(r + j) * w.cols + (size_t)c * CE) * 2));
+#pragma unroll
+			for (int t = 0; t < NC; t++) {
+				uint4 av = __ldg((const uint4 *)(a.h + (size_t)t * w.cols + c * CE));
+#pragma unroll
+				for (int j = 0; j < kRowsPerWarp; j++) acc[j][t] += dot_f16(wv[j], av);
+			}
+		} else if (T == 8) {
+			int4 wv[kRowsPerWarp];
+			float wd[kRowsPerWarp];
+			const int b = c / 2;
+#pragma unroll
+			for (int j = 0; j < kRowsPerWarp; j++) {
+				wv[j] = __ldg((const int4 *)(w.q + (size_t)(r + j) * w.cols + (size_t)c * CE));
+				wd[j] = __half2float(w.d[(size_t)(r + j) * blocks + b]);
+			}
+#pragma unroll
+			for (int t = 0; t < NC; t++) {
+				int4 av = __ldg((const int4 *)(a.q + (size_t)t * w.cols + c * CE));
+				float ad = a.d[t * blocks + b];
+#pragma unroll
+				for (int j = 0; j < kRowsPerWarp; j++) acc[j][t] += (float)dot_q8(wv[j], av) * wd[j] * ad;
+			}
+		} else {  // Q4_0: a chunk is a whole block
+			int4 wv[kRowsPerWarp];
+			float wd[kRowsPerWarp];
+#pragma unroll
+			for (int j = 0; j < kRowsPerWarp; j++) {
+				wv[j] = __ldg((const int4 *)(w.q + (size_t)(r + j) * w.cols / 2 + (size_t)c * 16));
+				wd[j] = __half2float(w.d[(size_t)(r + j) * blocks + c]);
+			}
+#pragma unroll
+			for (int t = 0; t < NC; t++) {
+				const int4 *ap = (const int4 *)(a.q + (size_t)t * w.cols + c * 32);
+				int4 lo = __ldg(ap), hi = __ldg(ap + 1);
+				float ad = a.d[t * blocks + c];
+				int as = a.s[t * blocks + c];
+#pragma unroll
+				for (int j = 0; j < kRowsPerWarp; j++)
+					acc[j][t] += (float)(dot_q4(wv[j], lo, hi) - 8 * as) * wd[j] * ad;
+			}
+		}
+	}
+#pragma unroll
+	for (int j = 0; j < kRowsPerWarp; j++)
+#pragma unroll
+		for (int t = 0; t < NC; t++) acc[j][t] = warp_sum(acc[j][t]);
+#pragma unroll
+	for (int t = 0; t < NC; t++)
+		if (lane == t) epilogue<E>(o, t, r, acc[0][t], acc[1][t]);
+}
+
+// prep makes the activations of a matrix product from rows of x: RMS-
+// normalized with gain when gain is set, then as halves (h) and/or int8
+// blocks (q, d, s). One block per token; row t of the output reads row
+// rows[t] of x when rows is set (the tokens that want logits).
+__global__ void prep(const float *x, int cols, const int *rows, const float *gain, float eps,
+                     __half *h, int8_t *q, float *d, int *s) {
+	wait_previous();
+	const int t = blockIdx.x;
+	const float *xr = x + (size_t)(rows ? rows[t] : t) * cols;
+	__shared__ double part[32];
+	__shared__ float scale_s;
+	float scale = 1;
+	if (gain) {
+		double sum = 0;  // squares in float32, summed in float64, as GGML
+		for (int i = threadIdx.x; i < cols; i += blockDim.x) sum += (double)(xr[i] * xr[i]);
+		for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffff, sum, o);
+		if (threadIdx.x % kWarp == 0) part[threadIdx.x / kWarp] = sum;
+		__syncthreads();
+		if (threadIdx.x == 0) {
+			double all = 0;
+			for (int i = 0; i < blockDim.x / kWarp; i++) all += part[i];
+			float mean = (float)(all / cols);
+			scale_s = (float)(1.0 / sqrt((double)(mean + eps)));
+		}
+		__syncthreads();
+		scale = scale_s;
+	}
+	const int lane = threadIdx.x % kWarp, warps = blockDim.x / kWarp;
+	for (int b = threadIdx.x / kWarp; b < cols / 32; b += warps) {
+		int i = b * 32 + lane;
+		float v = xr[i] * scale;
+		if (gain) v *= gain[i];
+		if (h) h[(size_t)t * cols + i] = __float2half_rn(v);
+		if (q) {
+			float amax = warp_max(fabsf(v));
+			float dq = amax / 127.0f;
+			int qi = amax == 0 ? 0 : __float2int_rn(v / dq);
+			q[(size_t)t * cols + i] = (int8_t)qi;
+			int qs = warp_sum_int(qi);
+			if (lane == 0) {
+				d[t * (cols / 32) + b] = dq;
+				s[t * (cols / 32) + b] = qs;
+			}
+		}
+	}
+}
+
+// attn_chunk computes one chunk of one head's attention for one token:
+// scores of the chunk's positions, their maximum m, the sum s of e^(score-m)
+// and o = Σ e^(score-m)·v, into part[((t*heads + h)*chunks + c)*(hd+2)] as
+// o[0..hd), m, s. Positions past the token's own are not read. A thread
+// scores a position (its key row read as 16-byte loads, all in flight at
+// once); then threads take pairs of dimensions and share out the positions.
+__global__ void __launch_bounds__(kAttnThreads)
+attn_chunk(const float *q, const __half *kc, const __half *vc, const int *pos, const int *seq,
+           int len, int heads, int kv_heads, int head_dim, float scale, int chunks, float *part) {
+	wait_previous();
+	const int c = blockIdx.x, h = blockIdx.y, t = blockIdx.z;
+	const int dim = heads * head_dim, kv_dim = kv_heads * head_dim;
+	const int kvh = h / (heads / kv_heads);
+	const int first = c * kAttnChunk, end = min(first + kAttnChunk, pos[t] + 1);
+	float *out = part + ((size_t)(t * heads + h) * chunks + c) * (head_dim + 2);
+	if (first >= end) {
+		if (threadIdx.x == 0) {
+			out[head_dim] = -INFINITY;
+			out[head_dim + 1] = 0;
+		}
+		return;
+	}
+	__shared__ float qs[256];
+	__shared__ float w[kAttnChunk];
+	__shared__ float red[kAttnThreads / kWarp];
+	__shared__ float2 acc2[kAttnThreads];
+	for (int i = threadIdx.x; i < head_dim; i += blockDim.x) qs[i] = q[(size_t)t * dim + h * head_dim + i];
+	__syncthreads();
+	const size_t base = (size_t)seq[t] * len * kv_dim + kvh * head_dim;
+	const int n = end - first;
+	for (int i = threadIdx.x; i < n; i += blockDim.x) {
+		const uint4 *k = (const uint4 *)(kc + base + (size_t)(first + i) * kv_dim);
+		float sum = 0;
+#pragma unroll 16
+		for (int j = 0; j < head_dim / 8; j++) {
+			uint4 kv = __ldg(k + j);
+			const __half2 *k2 = (const __half2 *)&kv;
+#pragma unroll
+			for (int e = 0; e < 4; e++) {
+				float2 f = __half22float2(k2[e]);
+				sum = fmaf(f.x, qs[8 * j + 2 * e], fmaf(f.y, qs[8 * j + 2 * e + 1], sum));
+			}
+		}
+		w[i] = sum * scale;
+	}
+	__syncthreads();
+	const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
+	float m = -INFINITY;
+	for (int i = threadIdx.x; i < n; i += blockDim.x) m = fmaxf(m, w[i]);
+	m = warp_max(m);
+	if (lane == 0) red[warp] = m;
+	__syncthreads();
+	m = red[0];
+	for (int i = 1; i < warps; i++) m = fmaxf(m, red[i]);
+	__syncthreads();
+	float s = 0;
+	for (int i = threadIdx.x; i < n; i += blockDim.x) {
+		float e = expf(w[i] - m);
+		w[i] = e;
+		s += e;
+	}
+	s = warp_sum(s);
+	if (lane == 0) red[warp] = s;
+	__syncthreads();
+	s = 0;
+	for (int i = 0; i < warps; i++) s += red[i];
+	// Values: thread (g, pair) sums positions g, g+groups, ... of dims
+	// 2·pair and 2·pair+1.
+	const int pairs = head_dim / 2, groups = blockDim.x / pairs;
+	const int pair = threadIdx.x % pairs, g = threadIdx.x / pairs;
+	float2 a = make_float2(0, 0);
+	if (g < groups) {
+		const __half *v = vc + base + (size_t)first * kv_dim + 2 * pair;
+#pragma unroll 8
+		for (int p = g; p < n; p += groups) {
+			float2 f = __half22float2(*(const __half2 *)(v + (size_t)p * kv_dim));
+			a.x = fmaf(w[p], f.x, a.x);
+			a.y = fmaf(w[p], f.y, a.y);
+		}
+	}
+	acc2[threadIdx.x] = a;
+	__syncthreads();
+	if (threadIdx.x < pairs) {
+		for (int k = 1; k < groups; k++) {
+			a.x += acc2[k * pairs + threadIdx.x].x;
+			a.y += acc2[k * pairs + threadIdx.x].y;
+		}
+		out[2 * threadIdx.x] = a.x;
+		out[2 * threadIdx.x + 1] = a.y;
+	}
+	if (threadIdx.x == 0) {
+		out[head_dim] = m;
+		out[head_dim + 1] = s;
+	}
+}
+
+// attn_merge merges a head's chunks into its output row y[t*dim + h*hd + i].
+__global__ void attn_merge(const float *part, int heads, int head_dim, int chunks, float *y) {
+	wait_previous();
+	const int h = blockIdx.x, t = blockIdx.y;
+	const float *p = part + (size_t)(t * heads + h) * chunks * (head_dim + 2);
+	float m = -INFINITY;
+	for (int c = 0; c < chunks; c++) m = fmaxf(m, p[c * (head_dim + 2) + head_dim]);
+	float s = 0;
+	for (int c = 0; c < chunks; c++) {
+		const float *pc = p + c * (head_dim + 2);
+		if (pc[head_dim + 1] > 0) s += pc[head_dim + 1] * expf(pc[head_dim] - m);
+	}
+	for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
+		float acc = 0;
+		for (int c = 0; c < chunks; c++) {
+			const float *pc = p + c * (head_dim + 2);
+			if (pc[head_dim + 1] > 0) acc += pc[i] * expf(pc[head_dim] - m);
+		}
+		y[(size_t)t * heads * head_dim + h * head_dim + i] = acc / s;
+	}
+}
+
+// qkv_epilogue applies kQKV to rows of a product cuBLAS wrote, y[t*rows + r].
+__global__ void qkv_epilogue(const float *y, int rows, Out o) {
+	wait_previous();
+	const int t = blockIdx.y;
+	const int r = (blockIdx.x * blockDim.x + threadIdx.x) * 2;
+	if (r >= rows) return;
+	epilogue<kQKV>(o, t, r, y[(size_t)t * rows + r], y[(size_t)t * rows + r + 1]);
+}
+
+// swiglu_epilogue applies kSwiGLU to interleaved gate/up rows cuBLAS wrote,
+// gu[t*2*hidden + 2i, 2i+1], into y[t*hidden + i].
+__global__ void swiglu_epilogue(const float *gu, int hidden, float *y) {
+	wait_previous();
+	const int t = blockIdx.y;
+	const int i = blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= hidden) return;
+	float g = gu[(size_t)t * 2 * hidden + 2 * i], u = gu[(size_t)t * 2 * hidden + 2 * i + 1];
+	y[(size_t)t * hidden + i] = g / (1.0f + expf(-g)) * u;
+}
+
+// repack moves GGML blocks of a matrix (rows × cols, row-major) into the
+// layout above, row r landing at row row0 + r*stride of the destination
+// (interleaving gate and up, or stacking Q, K and V).
+__global__ void repack(const uint8_t *src, int type, int rows, int cols, uint8_t *q, __half *d,
+                       int row0, int stride) {
+	const int blocks = cols / 32;
+	const size_t n = (size_t)rows * blocks;
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+		const int r = i / blocks, b = i % blocks;
+		const size_t dr = row0 + (size_t)r * stride;
+		if (type == 1) {  // F16: 32 halves
+			const uint4 *s = (const uint4 *)(src + (i * 64));
+			uint4 *dq = (uint4 *)(q + (dr * cols + b * 32) * 2);
+			for (int j = 0; j < 4; j++) dq[j] = s[j];
+		} else if (type == 8) {  // Q8_0: half d, 32 int8
+			const uint8_t *s = src + i * 34;
+			d[dr * blocks + b] = *(const __half *)s;
+			for (int j = 0; j < 32; j++) q[dr * cols + b * 32 + j] = s[2 + j];
+		} else {  // Q4_0: half d, 16 bytes
+			const uint8_t *s = src + i * 18;
+			d[dr * blocks + b] = *(const __half *)s;
+			for (int j = 0; j < 16; j++) q[dr * cols / 2 + b * 16 + j] = s[2 + j];
+		}
+	}
+}
+
+// dequant writes rows [r0, r0+n) of a matrix as halves, for cuBLAS.
+__global__ void dequant(Mat w, int r0, int n, __half *out) {
+	wait_previous();
+	const int blocks = w.cols / 32;
+	const size_t total = (size_t)n * blocks;
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total * 32; i += (size_t)gridDim.x * blockDim.x) {
+		const size_t e = i;
+		const size_t r = r0 + e / w.cols;
+		const int c = e % w.cols, b = c / 32, j = c % 32;
+		float dq = __half2float(w.d[r * blocks + b]);
+		float v;
+		if (w.type == 8) {
+			v = dq * (float)((const int8_t *)w.q)[r * w.cols + c];
+		} else {
+			uint8_t byte = w.q[r * w.cols / 2 + b * 16 + (j & 15)];
+			int nib = j < 16 ? (byte & 15) : (byte >> 4);
+			v = dq * (float)(nib - 8);
+		}
+		out[e] = __float2half_rn(v);
+	}
+}
+
+}  // namespace leo
