@@ -16,7 +16,7 @@
 # bin/gpu/out) and a table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-STAGES=${STAGES:-build correct memcheck models reference bench}
+STAGES=${STAGES:-build correct memcheck models bench reference big}
 OUT=${OUT:-bin/gpu/out}
 MODELS=${MODELS:-/tmp/leo-models}
 mkdir -p "$OUT" "$MODELS"
@@ -28,7 +28,8 @@ has() { [[ " $STAGES " == *" $1 "* ]]; }
 say() { echo "[check $(date +%T)] $*"; }
 summary=()
 
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
+gpu=$(nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader)
+echo "$gpu"
 nvcc --version | tail -1
 
 if has build; then
@@ -45,7 +46,7 @@ fi
 
 if has correct; then
 	say "correctness against the CPU backend"
-	timeout 150 bin/gpu/cuda.test -test.run 'TestGPUMatchesCPU' -test.v >"$OUT/correct.log" 2>&1
+	timeout 150 bin/gpu/cuda.test -test.run 'TestGPUMatchesCPU|TestGPULongContext' -test.v >"$OUT/correct.log" 2>&1
 	rc=$?
 	grep -E "top-1|FAIL|panic|---" "$OUT/correct.log" | head -80
 	summary+=("correctness (TestGPUMatchesCPU): rc=$rc, $(grep -c -- '--- PASS: TestGPUMatchesCPU/' "$OUT/correct.log") cases passed, $(grep -c -- '--- FAIL: TestGPUMatchesCPU/' "$OUT/correct.log") failed")
@@ -76,12 +77,17 @@ if has bench; then
 	LEO_GPU_MODELS=$models timeout 300 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x >"$OUT/bench.log" 2>&1
 	summary+=("bench: rc=$?")
 	grep -E "RESULT|FAIL|panic|Error|error" "$OUT/bench.log" | head -20
-	# What programmatic dependent launch brings: decode again without it.
+	# Where a decode step's time goes (kernel to kernel, without graphs),
+	# and what programmatic dependent launch brings (decode without it).
 	q4=$MODELS/llama-2-7b-q4_0.gguf
 	if [ -s "$q4" ]; then
+		for m in "$q4" "$MODELS/llama-2-7b-f16.gguf"; do
+			LEO_CUDA_PROFILE=1 LEO_GPU_QUICK=1 LEO_GPU_MODELS=$m timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
+				sed 's/^RESULT /RESULT (profiled, no graphs) /' >>"$OUT/profile.log"
+		done
 		LEO_CUDA_PDL=0 LEO_GPU_QUICK=1 LEO_GPU_MODELS=$q4 timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
-			sed 's/^RESULT /RESULT (LEO_CUDA_PDL=0) /' >"$OUT/nopdl.log"
-		grep RESULT "$OUT/nopdl.log"
+			sed 's/^RESULT /RESULT (LEO_CUDA_PDL=0) /' >>"$OUT/profile.log"
+		grep -E "RESULT|leo_cuda profile|^  " "$OUT/profile.log" | head -60
 	fi
 fi
 
@@ -92,6 +98,7 @@ fi
 
 if has big; then
 	f=$MODELS/llama-2-70b-q4_0.gguf
+	rm -f "$MODELS"/llama-2-7b-*.gguf # 64 GB of disk hold the 7B files or this one
 	if [ ! -s "$f" ]; then
 		say "gen-model llama-2-70b q4_0"
 		t0=$SECONDS
@@ -104,7 +111,7 @@ if has big; then
 fi
 
 echo
-echo "=== summary ($(cat "$OUT/gpu.txt"))"
+echo "=== summary ($gpu)"
 printf '%s\n' "${summary[@]}"
-grep -h RESULT "$OUT"/bench.log "$OUT"/nopdl.log "$OUT"/big.log 2>/dev/null
+grep -h RESULT "$OUT"/bench.log "$OUT"/profile.log "$OUT"/big.log 2>/dev/null
 [ -f "$OUT/reference.log" ] && sed -n '/^reference /,$p' "$OUT/reference.log"

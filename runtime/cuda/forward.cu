@@ -8,8 +8,12 @@
 //   logits = Output · norm(x) for the tokens that want them
 //
 // Batches of up to kMaxCols tokens (decode) run on the matvec kernels,
-// which read each weight once for all tokens; larger ones (prompts) on
-// cuBLAS, quantized weights dequantized to halves a slice at a time. Steps of
+// which read each weight once for all tokens. Larger ones (prompts) run on
+// cuBLAS, quantized weights dequantized to halves a slice at a time; but
+// quantized weights take the matvec kernels, kMaxCols tokens a pass, up to
+// kQuantMatvecTokens: cheaper than dequantizing the whole model for a
+// batch of decodes, and with int8 activations rounded as the CPU backend
+// rounds them, so that both give the same logits. Steps of
 // up to kGraphTokens tokens are captured in a CUDA graph per shape and
 // replayed, so that a decode step is one launch.
 #include <cublas_v2.h>
@@ -21,6 +25,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -32,6 +37,7 @@ using namespace leo;
 namespace {
 
 constexpr int kGraphTokens = 64;
+constexpr int kQuantMatvecTokens = 64;
 constexpr int kPrepThreads = 1024;  // one block per token: many warps quantize at once
 // Quantized weights go to cuBLAS through a scratch of at most this many
 // halves (128 MiB), a slice of rows at a time.
@@ -120,8 +126,23 @@ struct leo_model {
 	size_t bytes = 0;
 };
 
+// Profile: with LEO_CUDA_PROFILE set, steps run without graphs, with an
+// event before each kernel; the time to the next event is charged to the
+// kernel's label, and leo_state_free prints the totals on stderr. The
+// figures include the gaps between kernels, which is the point.
+struct Profile {
+	bool on = false;
+	std::vector<cudaEvent_t> events;
+	std::vector<const char *> labels;
+	size_t used = 0;
+	std::map<std::string, std::pair<double, long>> total;  // ms, calls
+	long steps = 0;
+	double step_ms = 0;
+};
+
 struct leo_state {
 	leo_model *m;
+	Profile prof;
 	int slots, len, max_batch, chunks;
 	bool pdl;  // programmatic dependent launch (compute capability 9.0+)
 	cudaStream_t stream = nullptr;
@@ -142,6 +163,51 @@ struct leo_state {
 };
 
 namespace {
+
+void mark(leo_state *s, const char *label) {
+	Profile &p = s->prof;
+	if (!p.on) return;
+	if (p.used == p.events.size()) {
+		cudaEvent_t e;
+		cudaEventCreate(&e);
+		p.events.push_back(e);
+		p.labels.push_back(nullptr);
+	}
+	p.labels[p.used] = label;
+	cudaEventRecord(p.events[p.used++], s->stream);
+}
+
+// charge adds a profiled step's marks to the totals.
+void charge(leo_state *s) {
+	Profile &p = s->prof;
+	for (size_t i = 0; i + 1 < p.used; i++) {
+		float ms = 0;
+		cudaEventElapsedTime(&ms, p.events[i], p.events[i + 1]);
+		auto &t = p.total[p.labels[i]];
+		t.first += ms;
+		t.second++;
+	}
+	float all = 0;
+	if (p.used > 1) cudaEventElapsedTime(&all, p.events[0], p.events[p.used - 1]);
+	p.step_ms += all;
+	p.steps++;
+	p.used = 0;
+}
+
+void print_profile(leo_state *s) {
+	Profile &p = s->prof;
+	if (!p.on || p.steps == 0) return;
+	std::vector<std::pair<double, std::string>> rows;
+	for (auto &t : p.total) rows.push_back({t.second.first, t.first});
+	std::sort(rows.rbegin(), rows.rend());
+	fprintf(stderr, "leo_cuda profile: %ld steps, %.3f ms a step (GPU time, kernel to kernel)\n", p.steps, p.step_ms / p.steps);
+	for (auto &r : rows) {
+		auto &t = p.total[r.second];
+		fprintf(stderr, "  %-16s %6.1f%%  %8.1f us a step  %6.1f us a call  %ld calls\n", r.second.c_str(),
+		        100 * t.first / p.step_ms, 1000 * t.first / p.steps, 1000 * t.first / t.second, t.second);
+	}
+	for (cudaEvent_t e : p.events) cudaEventDestroy(e);
+}
 
 int alloc(leo_state *s, void **p, size_t bytes, char *err) {
 	*p = nullptr;
@@ -167,7 +233,8 @@ bool any_quantized(const leo_model *m) {
 
 StateSizes sizes(const leo_model *m, int slots, int len, int max_batch) {
 	const leo_config &c = m->c;
-	const size_t hd = c.dim / c.heads, kv_dim = hd * c.kv_heads, b = max_batch;
+	// Activations are kept for whole groups of kMaxCols tokens (see matvec).
+	const size_t hd = c.dim / c.heads, kv_dim = hd * c.kv_heads, b = (max_batch + kMaxCols - 1) / kMaxCols * kMaxCols;
 	const size_t widest = std::max(c.dim, c.hidden_dim);
 	const size_t chunks = (len + kAttnChunk - 1) / kAttnChunk;
 	const bool blas = max_batch > kMaxCols;
@@ -185,7 +252,7 @@ StateSizes sizes(const leo_model *m, int slots, int len, int max_batch) {
 	z.xd = b * widest / 32 * 4;
 	z.xs = b * widest / 32 * 4;
 	z.meta = b * 4;
-	z.wtmp = blas && any_quantized(m) ? kDequantElems * 2 : 0;
+	z.wtmp = max_batch > kQuantMatvecTokens && any_quantized(m) ? kDequantElems * 2 : 0;
 	z.blas = blas ? kBlasWorkspace : 0;
 	return z;
 }
@@ -193,20 +260,23 @@ StateSizes sizes(const leo_model *m, int slots, int len, int max_batch) {
 // product computes W · act(x) for n tokens and applies epilogue e: act(x)
 // is x's rows (rows[t] of them when rows is set), normalized by gain when
 // set, in the form W's kernel reads.
-int product(leo_state *s, const DevMat &dw, const float *x, int n, const int32_t *rows, const float *gain, Epilogue e,
-            Out o, char *err) {
+int product(leo_state *s, const char *what, const DevMat &dw, const float *x, int n, const int32_t *rows,
+            const float *gain, Epilogue e, Out o, char *err) {
 	const Mat &w = dw.m;
 	const leo_model *m = s->m;
-	const bool half = n > kMaxCols || w.type == LEO_TYPE_F16;
+	const bool mv = n <= kMaxCols || (w.type != LEO_TYPE_F16 && n <= kQuantMatvecTokens);
+	const bool half = !mv || w.type == LEO_TYPE_F16;
+	mark(s, "prep");
 	CUDA_TRY(launch(s->pdl, prep, dim3(n), dim3(kPrepThreads), s->stream, x, w.cols, rows, gain, m->c.norm_eps,
-	                half ? s->xh : nullptr, half ? nullptr : s->xq, s->xd, s->xs));
-	if (n <= kMaxCols) {
+	                half ? s->xh : nullptr, half ? nullptr : s->xq, s->xd, s->xs, !mv && w.type != LEO_TYPE_F16));
+	mark(s, what);
+	if (mv) {
 		Act a{s->xh, s->xq, s->xd, s->xs};
-		const int per_block = kMatvecWarps * kRowsPerWarp;
-		dim3 grid((w.rows + per_block - 1) / per_block), block(kMatvecWarps * kWarp);
-#define MV(T, NC, E) CUDA_TRY(launch(s->pdl, matvec<T, NC, E>, grid, block, s->stream, w, a, o))
+		const int per_block = kMatvecWarps * kRowsPerWarp, nc = std::min(n, kMaxCols);
+		dim3 grid((w.rows + per_block - 1) / per_block, (n + nc - 1) / nc), block(kMatvecWarps * kWarp);
+#define MV(T, NC, E) CUDA_TRY(launch(s->pdl, matvec<T, NC, E>, grid, block, s->stream, w, a, o, n))
 #define MV_NC(T, E)                                      \
-	switch (n) {                                     \
+	switch (nc) {                                    \
 	case 1: MV(T, 1, E); break;                      \
 	case 2: MV(T, 2, E); break;                      \
 	case 3: MV(T, 3, E); break;                      \
@@ -251,6 +321,7 @@ int product(leo_state *s, const DevMat &dw, const float *x, int n, const int32_t
 		                      CUDA_R_16F, w.cols, &beta, c + r0, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
 		                      CUBLAS_GEMM_DEFAULT));
 	}
+	mark(s, "epilogue");
 	if (e == kQKV) {
 		CUDA_TRY(launch(s->pdl, qkv_epilogue, dim3((w.rows / 2 + 127) / 128, n), dim3(128), s->stream, (const float *)s->y,
 		                w.rows, o));
@@ -270,6 +341,7 @@ int step(leo_state *s, int n, int nout, int chunks, char *err) {
 	const leo_config &c = m->c;
 	const int hd = c.dim / c.heads, kv_dim = hd * c.kv_heads;
 	const size_t layer_kv = (size_t)s->slots * s->len * kv_dim;
+	mark(s, "copy in");
 	CUDA_TRY(cudaMemcpyAsync(s->x, s->hx, (size_t)n * c.dim * 4, cudaMemcpyHostToDevice, s->stream));
 	CUDA_TRY(cudaMemcpyAsync(s->pos, s->hpos, n * 4, cudaMemcpyHostToDevice, s->stream));
 	CUDA_TRY(cudaMemcpyAsync(s->seq, s->hseq, n * 4, cudaMemcpyHostToDevice, s->stream));
@@ -289,31 +361,35 @@ int step(leo_state *s, int n, int nout, int chunks, char *err) {
 		qkv.sin = m->sin;
 		qkv.kc = s->kv + 2 * l * layer_kv;
 		qkv.vc = qkv.kc + layer_kv;
-		if (product(s, L.qkv, s->x, n, nullptr, L.attn_norm, kQKV, qkv, err)) return 1;
+		if (product(s, "qkv", L.qkv, s->x, n, nullptr, L.attn_norm, kQKV, qkv, err)) return 1;
+		mark(s, "attention");
 
 		CUDA_TRY(launch(s->pdl, attn_chunk, dim3(chunks, c.heads, n), dim3(kAttnThreads), s->stream, (const float *)s->q,
 		                (const __half *)qkv.kc, (const __half *)qkv.vc, (const int *)s->pos, (const int *)s->seq, s->len,
 		                c.heads, c.kv_heads, hd, 1.0f / sqrtf((float)hd), chunks, s->part));
+		mark(s, "attention merge");
 		CUDA_TRY(launch(s->pdl, attn_merge, dim3(c.heads, n), dim3(128), s->stream, (const float *)s->part, c.heads, hd,
 		                chunks, s->att));
 		Out res{};
 		res.y = s->x;
 		res.ld = c.dim;
-		if (product(s, L.o, s->att, n, nullptr, nullptr, kAdd, res, err)) return 1;
+		if (product(s, "o", L.o, s->att, n, nullptr, nullptr, kAdd, res, err)) return 1;
 
 		Out glu{};
 		glu.y = s->hb;
 		glu.ld = c.hidden_dim;
-		if (product(s, L.gu, s->x, n, nullptr, L.ffn_norm, kSwiGLU, glu, err)) return 1;
-		if (product(s, L.down, s->hb, n, nullptr, nullptr, kAdd, res, err)) return 1;
+		if (product(s, "gate up", L.gu, s->x, n, nullptr, L.ffn_norm, kSwiGLU, glu, err)) return 1;
+		if (product(s, "down", L.down, s->hb, n, nullptr, nullptr, kAdd, res, err)) return 1;
 	}
 	if (nout > 0) {
 		Out lo{};
 		lo.y = s->logits;
 		lo.ld = c.vocab;
-		if (product(s, m->output, s->x, nout, s->rows, m->output_norm, kStore, lo, err)) return 1;
+		if (product(s, "output", m->output, s->x, nout, s->rows, m->output_norm, kStore, lo, err)) return 1;
+		mark(s, "copy out");
 		CUDA_TRY(cudaMemcpyAsync(s->hlogits, s->logits, (size_t)nout * c.vocab * 4, cudaMemcpyDeviceToHost, s->stream));
 	}
+	mark(s, "end");
 	return 0;
 }
 
@@ -534,6 +610,7 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 	cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, m->device);
 	const char *pdl = getenv("LEO_CUDA_PDL");  // 0 turns it off, to measure what it brings
 	s->pdl = major >= 9 && !(pdl && strcmp(pdl, "0") == 0);
+	s->prof.on = getenv("LEO_CUDA_PROFILE") != nullptr;
 	StateSizes z = sizes(m, slots, len, max_batch);
 	int bad = alloc(s, (void **)&s->kv, z.kv, err) || alloc(s, (void **)&s->x, z.x, err) ||
 	          alloc(s, (void **)&s->q, z.q, err) || alloc(s, (void **)&s->att, z.att, err) ||
@@ -597,6 +674,12 @@ int leo_forward(leo_state *s, int n, int nout, char *err) {
 	CUDA_TRY(cudaSetDevice(s->m->device));
 	auto key = std::make_tuple(n, nout, chunks);
 	auto it = s->graphs.find(key);
+	if (s->prof.on) {
+		if (step(s, n, nout, chunks, err)) return 1;
+		CUDA_TRY(cudaStreamSynchronize(s->stream));
+		charge(s);
+		return 0;
+	}
 	if (n <= kGraphTokens && it == s->graphs.end()) {
 		// Capture the step once per shape. Where capture fails (a library
 		// call that cannot be captured), the shape runs without a graph.
@@ -627,6 +710,7 @@ void leo_state_free(leo_state *s) {
 	if (!s) return;
 	cudaSetDevice(s->m->device);
 	if (s->stream) cudaStreamSynchronize(s->stream);
+	print_profile(s);
 	for (auto &g : s->graphs)
 		if (g.second) cudaGraphExecDestroy(g.second);
 	if (s->blas) cublasDestroy(s->blas);

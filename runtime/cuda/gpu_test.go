@@ -142,10 +142,13 @@ func relErr(got, want []float32) float64 {
 }
 
 // maxRelErr is the bound on ‖gpu − cpu‖/‖cpu‖ of one position's logits.
-// The two differ in rounding only: the GPU sums in other orders, keeps the
-// query and the attention weights in float32 where the CPU rounds them to
-// half (as GGML), and keeps activation scales in float32.
-const maxRelErr = 2e-2
+// The GPU rounds as the CPU backend does where it matters (activations to
+// int8 blocks as GGML, queries and attention weights to half where they
+// meet the cache), so the two differ by summation order and, on the cuBLAS
+// path, by half rounding of the activations: a few 1e-4. (Activations
+// rounded to int8 differently would give some 1e-2: the noise of int8
+// activations themselves, which flips the top token of random models.)
+const maxRelErr = 2e-3
 
 func TestGPUMatchesCPU(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -157,11 +160,11 @@ func TestGPUMatchesCPU(t *testing.T) {
 				prompts := make([][]int32, 4)
 				for p := range prompts {
 					prompts[p] = []int32{1}
-					for range 47 {
+					for range 99 { // past kQuantMatvecTokens (64): quantized prompts take cuBLAS too
 						prompts[p] = append(prompts[p], int32(3+rng.IntN(c.VocabSize-3)))
 					}
 				}
-				cst, err := cpuL.Model.NewStateKV(4, 64, 64, quant.F16)
+				cst, err := cpuL.Model.NewStateKV(4, 128, 128, quant.F16)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -173,7 +176,7 @@ func TestGPUMatchesCPU(t *testing.T) {
 				}
 				sort.Strings(names)
 				for _, name := range names {
-					gst, err := gpuL.Model.NewStateKV(4, 64, 64, quant.F16)
+					gst, err := gpuL.Model.NewStateKV(4, 128, 128, quant.F16)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -200,6 +203,48 @@ func TestGPUMatchesCPU(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestGPULongContext checks attention over several chunks (kAttnChunk is
+// 128 positions), merged afterwards: there the GPU keeps the weights in
+// float32 where the CPU rounds them to half, so the bound is looser.
+func TestGPULongContext(t *testing.T) {
+	for _, typ := range []quant.Type{quant.F16, quant.Q4_0} {
+		t.Run(typ.String(), func(t *testing.T) {
+			cpuL, gpuL := openBoth(t, writeModel(t, "test-gqa", typ))
+			c := cpuL.Model.Config
+			rng := rand.New(rand.NewPCG(3, 4))
+			prompts := [][]int32{{1}}
+			for range 299 {
+				prompts[0] = append(prompts[0], int32(3+rng.IntN(c.VocabSize-3)))
+			}
+			cst, err := cpuL.Model.NewStateKV(1, 320, 320, quant.F16)
+			if err != nil {
+				t.Fatal(err)
+			}
+			scheds := schedules(prompts)
+			want := feed(t, cst, prompts, scheds["whole prompts"], c.VocabSize)
+			for _, name := range []string{"whole prompts", "one token a step"} {
+				gst, err := gpuL.Model.NewStateKV(1, 320, 320, quant.F16)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := feed(t, gst, prompts, scheds[name], c.VocabSize)
+				_ = gst.Close() // freeing device memory fails only with a broken device
+				same, worst := 0, 0.0
+				for i := range prompts[0] {
+					if argmax(got[0][i]) == argmax(want[0][i]) {
+						same++
+					}
+					worst = max(worst, relErr(got[0][i], want[0][i]))
+				}
+				t.Logf("%-18s top-1 %d/%d  rel err max %.2e", name, same, len(prompts[0]), worst)
+				if float64(same) < 0.97*float64(len(prompts[0])) || worst > 2e-2 {
+					t.Errorf("%s: top-1 equal on %d of %d positions (want >= 97%%), rel err max %.3g (want <= 0.02)", name, same, len(prompts[0]), worst)
+				}
+			}
+		})
 	}
 }
 

@@ -117,9 +117,11 @@ __device__ __forceinline__ void epilogue(const Out &o, int t, int r, float v0, f
 		o.y[t * o.ld + r / 2] = v0 / (1.0f + expf(-v0)) * v1;
 	} else {  // kQKV
 		if (r < o.dim) {
+			// Queries are rounded to half where they meet the half cache,
+			// as the CPU backend (and GGML) do.
 			rope_pair(o, t, (r % o.head_dim) / 2, v0, v1);
-			o.y[t * o.dim + r] = v0;
-			o.y[t * o.dim + r + 1] = v1;
+			o.y[t * o.dim + r] = __half2float(__float2half_rn(v0));
+			o.y[t * o.dim + r + 1] = __half2float(__float2half_rn(v1));
 			return;
 		}
 		size_t at = ((size_t)o.seq[t] * o.len + o.pos[t]) * o.kv_dim;
@@ -173,12 +175,15 @@ template <> struct Chunk<1> { static constexpr int elems = 8; };   // F16
 template <> struct Chunk<8> { static constexpr int elems = 16; };  // Q8_0
 template <> struct Chunk<2> { static constexpr int elems = 32; };  // Q4_0
 
-// matvec computes y = W·x for NC tokens (NC <= kMaxCols): a warp per pair
-// of rows, each lane a strided set of 16-byte chunks of both rows, so that
-// every load is 16 bytes and a warp reads 512 contiguous bytes at a time.
+// matvec computes y = W·x for n tokens, NC (<= kMaxCols) at a time: block
+// row y takes tokens [y·NC, y·NC+NC). A warp computes a pair of rows, each
+// lane a strided set of 16-byte chunks of both rows, so that every load is
+// 16 bytes and a warp reads 512 contiguous bytes at a time. The activation
+// buffers hold whole groups of NC tokens, so the rows past n read are
+// stale but never out of bounds; nothing is written for them.
 template <int T, int NC, int E>
 __global__ void __launch_bounds__(kMatvecWarps * kWarp)
-matvec(Mat w, Act a, Out o) {
+matvec(Mat w, Act a, Out o, int n) {
 	const int lane = threadIdx.x % kWarp;
 	const int r = (blockIdx.x * kMatvecWarps + threadIdx.x / kWarp) * kRowsPerWarp;
 	constexpr int CE = Chunk<T>::elems;
@@ -195,6 +200,11 @@ matvec(Mat w, Act a, Out o) {
 	if (r >= w.rows) return;
 	const int chunks = w.cols / CE;
 	const int blocks = w.cols / 32;
+	const int t0 = blockIdx.y * NC;
+	a.h += (size_t)t0 * w.cols;
+	a.q += (size_t)t0 * w.cols;
+	a.d += (size_t)t0 * blocks;
+	a.s += (size_t)t0 * blocks;
 	float acc[kRowsPerWarp][NC];
 #pragma unroll
 	for (int j = 0; j < kRowsPerWarp; j++)
@@ -256,15 +266,17 @@ matvec(Mat w, Act a, Out o) {
 		for (int t = 0; t < NC; t++) acc[j][t] = warp_sum(acc[j][t]);
 #pragma unroll
 	for (int t = 0; t < NC; t++)
-		if (lane == t) epilogue<E>(o, t, r, acc[0][t], acc[1][t]);
+		if (lane == t && t0 + t < n) epilogue<E>(o, t0 + t, r, acc[0][t], acc[1][t]);
 }
 
 // prep makes the activations of a matrix product from rows of x: RMS-
 // normalized with gain when gain is set, then as halves (h) and/or int8
-// blocks (q, d, s). One block per token; row t of the output reads row
+// blocks (q, d, s). With via_q8, the halves are the int8 blocks' values
+// (d·q): cuBLAS then sees what the CPU backend's int8 kernels see, up to
+// half rounding. One block per token; row t of the output reads row
 // rows[t] of x when rows is set (the tokens that want logits).
 __global__ void prep(const float *x, int cols, const int *rows, const float *gain, float eps,
-                     __half *h, int8_t *q, float *d, int *s) {
+                     __half *h, int8_t *q, float *d, int *s, bool via_q8) {
 	wait_previous();
 	const int t = blockIdx.x;
 	const float *xr = x + (size_t)(rows ? rows[t] : t) * cols;
@@ -291,18 +303,25 @@ __global__ void prep(const float *x, int cols, const int *rows, const float *gai
 		int i = b * 32 + lane;
 		float v = xr[i] * scale;
 		if (gain) v *= gain[i];
-		if (h) h[(size_t)t * cols + i] = __float2half_rn(v);
-		if (q) {
+		if (q || via_q8) {
+			// As GGML's quantize_row_q8_0 on x86, which the CPU backend
+			// follows: q = x·(127/max|x|) rounded half to even, and the
+			// scale max|x|/127 rounded to half, as a Q8_0 block stores it.
 			float amax = warp_max(fabsf(v));
-			float dq = amax / 127.0f;
-			int qi = amax == 0 ? 0 : __float2int_rn(v / dq);
-			q[(size_t)t * cols + i] = (int8_t)qi;
-			int qs = warp_sum_int(qi);
-			if (lane == 0) {
-				d[t * (cols / 32) + b] = dq;
-				s[t * (cols / 32) + b] = qs;
+			float id = amax != 0 ? 127.0f / amax : 0.0f;
+			int qi = __float2int_rn(v * id);
+			float dq = __half2float(__float2half_rn(amax / 127.0f));
+			if (via_q8) v = dq * (float)qi;
+			if (q) {
+				q[(size_t)t * cols + i] = (int8_t)qi;
+				int qs = warp_sum_int(qi);
+				if (lane == 0) {
+					d[t * (cols / 32) + b] = dq;
+					s[t * (cols / 32) + b] = qs;
+				}
 			}
 		}
+		if (h) h[(size_t)t * cols + i] = __float2half_rn(v);
 	}
 }
 
@@ -331,7 +350,6 @@ attn_chunk(const float *q, const __half *kc, const __half *vc, const int *pos, c
 	__shared__ float qs[256];
 	__shared__ float w[kAttnChunk];
 	__shared__ float red[kAttnThreads / kWarp];
-	__shared__ float2 acc2[kAttnThreads];
 	for (int i = threadIdx.x; i < head_dim; i += blockDim.x) qs[i] = q[(size_t)t * dim + h * head_dim + i];
 	__syncthreads();
 	const size_t base = (size_t)seq[t] * len * kv_dim + kvh * head_dim;
@@ -372,29 +390,45 @@ attn_chunk(const float *q, const __half *kc, const __half *vc, const int *pos, c
 	__syncthreads();
 	s = 0;
 	for (int i = 0; i < warps; i++) s += red[i];
-	// Values: thread (g, pair) sums positions g, g+groups, ... of dims
-	// 2·pair and 2·pair+1.
-	const int pairs = head_dim / 2, groups = blockDim.x / pairs;
-	const int pair = threadIdx.x % pairs, g = threadIdx.x / pairs;
-	float2 a = make_float2(0, 0);
+	if (first == 0 && end == pos[t] + 1) {
+		// The chunk is the whole sequence: normalize here and round the
+		// weights to half where they meet the cache, as the CPU backend
+		// does; the merge then passes the output through (m, s = 1).
+		__syncthreads();
+		for (int i = threadIdx.x; i < n; i += blockDim.x) w[i] = __half2float(__float2half_rn(w[i] / s));
+		s = 1;
+	}
+	__syncthreads();
+	// Values: thread (g, v) sums positions g, g+groups, ... of dims
+	// [8v, 8v+8), reading 16 bytes a position.
+	const int vecs = head_dim / 8, groups = blockDim.x / vecs;
+	const int vec = threadIdx.x % vecs, g = threadIdx.x / vecs;
+	float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
 	if (g < groups) {
-		const __half *v = vc + base + (size_t)first * kv_dim + 2 * pair;
-#pragma unroll 8
+		const uint4 *v = (const uint4 *)(vc + base + (size_t)first * kv_dim) + vec;
+		const int stride = kv_dim / 8;
+#pragma unroll 4
 		for (int p = g; p < n; p += groups) {
-			float2 f = __half22float2(*(const __half2 *)(v + (size_t)p * kv_dim));
-			a.x = fmaf(w[p], f.x, a.x);
-			a.y = fmaf(w[p], f.y, a.y);
+			uint4 raw = __ldg(v + (size_t)p * stride);
+			const __half2 *h2 = (const __half2 *)&raw;
+			const float wp = w[p];
+#pragma unroll
+			for (int e = 0; e < 4; e++) {
+				float2 f = __half22float2(h2[e]);
+				a[2 * e] = fmaf(wp, f.x, a[2 * e]);
+				a[2 * e + 1] = fmaf(wp, f.y, a[2 * e + 1]);
+			}
 		}
 	}
-	acc2[threadIdx.x] = a;
+	__shared__ float accs[kAttnThreads * 8];
+#pragma unroll
+	for (int e = 0; e < 8; e++) accs[threadIdx.x * 8 + e] = a[e];
 	__syncthreads();
-	if (threadIdx.x < pairs) {
-		for (int k = 1; k < groups; k++) {
-			a.x += acc2[k * pairs + threadIdx.x].x;
-			a.y += acc2[k * pairs + threadIdx.x].y;
-		}
-		out[2 * threadIdx.x] = a.x;
-		out[2 * threadIdx.x + 1] = a.y;
+	for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
+		// dim i is element i%8 of vec i/8, in each group's thread.
+		float sum = 0;
+		for (int k = 0; k < groups; k++) sum += accs[(k * vecs + i / 8) * 8 + i % 8];
+		out[i] = sum;
 	}
 	if (threadIdx.x == 0) {
 		out[head_dim] = m;
