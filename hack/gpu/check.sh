@@ -78,16 +78,18 @@ if has bench; then
 	summary+=("bench: rc=$?")
 	grep -E "RESULT|FAIL|panic|Error|error" "$OUT/bench.log" | head -20
 	# Where a decode step's time goes (kernel to kernel, without graphs),
-	# and what programmatic dependent launch brings (decode without it).
+	# and what programmatic dependent launch brings (decode with it; off by default).
 	q4=$MODELS/llama-2-7b-q4_0.gguf
 	if [ -s "$q4" ]; then
 		for m in "$q4" "$MODELS/llama-2-7b-f16.gguf"; do
 			LEO_CUDA_PROFILE=1 LEO_GPU_QUICK=1 LEO_GPU_MODELS=$m timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
 				sed 's/^RESULT /RESULT (profiled, no graphs) /' >>"$OUT/profile.log"
 		done
-		LEO_CUDA_PDL=0 LEO_GPU_QUICK=1 LEO_GPU_MODELS=$q4 timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
-			sed 's/^RESULT /RESULT (LEO_CUDA_PDL=0) /' >>"$OUT/profile.log"
-		grep -E "RESULT|leo_cuda profile|^  " "$OUT/profile.log" | head -60
+		LEO_CUDA_PROFILE=1 LEO_GPU_ENGINE32=1 LEO_GPU_MODELS=$MODELS/llama-2-7b-f16.gguf timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
+			sed 's/^RESULT /RESULT (profiled engine, no graphs) /' >>"$OUT/profile.log"
+		LEO_CUDA_PDL=1 LEO_GPU_QUICK=1 LEO_GPU_MODELS=$q4 timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
+			sed 's/^RESULT /RESULT (LEO_CUDA_PDL=1) /' >>"$OUT/profile.log"
+		grep -E "RESULT|leo_cuda profile|^  " "$OUT/profile.log" | head -80
 	fi
 fi
 

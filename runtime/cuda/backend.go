@@ -78,6 +78,12 @@ const (
 	wOutput
 )
 
+// How the library rounds a matrix's activations (LEO_ACT_*).
+const (
+	actDefault = iota
+	actQ8K
+)
+
 const (
 	vAttnNorm = iota
 	vFFNNorm
@@ -175,6 +181,10 @@ func upload(dm *deviceModel, gs []group, w *model.Weights, cos, sin []float32) e
 	for _, g := range gs {
 		t := deviceType(g.ws)
 		for i, m := range g.ws {
+			act := actDefault
+			if t == quant.F16 && (m.Type == quant.Q4K || m.Type == quant.Q6K) {
+				act = actQ8K // the CPU's kernels round activations to Q8_K for these
+			}
 			data := m.Data
 			if m.Type != t { // t is F16: convert on the host
 				var err error
@@ -183,7 +193,7 @@ func upload(dm *deviceModel, gs []group, w *model.Weights, cos, sin []float32) e
 				}
 				data = f16
 			}
-			if err := dm.matrix(g.layer, g.which[i], int(t), m.Rows, m.Cols, data); err != nil {
+			if err := dm.matrix(g.layer, g.which[i], int(t), act, m.Rows, m.Cols, data); err != nil {
 				return fmt.Errorf("%s: %w", m.Name, err)
 			}
 		}

@@ -38,7 +38,6 @@ namespace {
 
 constexpr int kGraphTokens = 64;
 constexpr int kQuantMatvecTokens = 64;
-constexpr int kPrepThreads = 1024;  // one block per token: many warps quantize at once
 // Quantized weights go to cuBLAS through a scratch of at most this many
 // halves (128 MiB), a slice of rows at a time.
 constexpr size_t kDequantElems = size_t(64) << 20;
@@ -106,6 +105,7 @@ size_t ggml_bytes(int type, size_t rows, size_t cols) {
 
 struct DevMat {
 	Mat m{};
+	int act = LEO_ACT_DEFAULT;  // how its activations are rounded
 	uint8_t *buf = nullptr;
 	int parts = 0;  // parts uploaded (Q, K, V: 3; gate, up: 2)
 };
@@ -155,6 +155,7 @@ struct leo_state {
 	float *xd;
 	int *xs;
 	int32_t *pos, *seq, *rows;
+	int *counters;  // attention chunks done, per token and head (zero between steps)
 	// Page-locked host buffers, shared with Go.
 	float *hx = nullptr, *hlogits = nullptr;
 	int32_t *hpos = nullptr, *hseq = nullptr, *hrows = nullptr;
@@ -219,8 +220,10 @@ int alloc(leo_state *s, void **p, size_t bytes, char *err) {
 
 // Sizes of a state's buffers, in the order leo_state_new allocates them.
 struct StateSizes {
-	size_t kv, x, q, att, hb, y, part, logits, xh, xq, xd, xs, meta, wtmp, blas;
-	size_t total() const { return kv + x + q + att + hb + y + part + logits + xh + xq + xd + xs + 3 * meta + wtmp + blas; }
+	size_t kv, x, q, att, hb, y, part, logits, xh, xq, xd, xs, meta, wtmp, blas, counters;
+	size_t total() const {
+		return kv + x + q + att + hb + y + part + logits + xh + xq + xd + xs + 3 * meta + wtmp + blas + counters;
+	}
 };
 
 bool any_quantized(const leo_model *m) {
@@ -254,6 +257,7 @@ StateSizes sizes(const leo_model *m, int slots, int len, int max_batch) {
 	z.meta = b * 4;
 	z.wtmp = max_batch > kQuantMatvecTokens && any_quantized(m) ? kDequantElems * 2 : 0;
 	z.blas = blas ? kBlasWorkspace : 0;
+	z.counters = b * c.heads * 4;
 	return z;
 }
 
@@ -264,11 +268,18 @@ int product(leo_state *s, const char *what, const DevMat &dw, const float *x, in
             const float *gain, Epilogue e, Out o, char *err) {
 	const Mat &w = dw.m;
 	const leo_model *m = s->m;
-	const bool mv = n <= kMaxCols || (w.type != LEO_TYPE_F16 && n <= kQuantMatvecTokens);
-	const bool half = !mv || w.type == LEO_TYPE_F16;
+	const bool quantized = w.type != LEO_TYPE_F16;
+	const bool mv = n <= kMaxCols || (quantized && n <= kQuantMatvecTokens);
+	const bool half = !mv || !quantized;
+	int round = kRoundNone;
+	if (dw.act == LEO_ACT_Q8_K) {
+		round = kRoundQ8K;
+	} else if (quantized && !mv) {
+		round = kRoundQ8_0;
+	}
 	mark(s, "prep");
-	CUDA_TRY(launch(s->pdl, prep, dim3(n), dim3(kPrepThreads), s->stream, x, w.cols, rows, gain, m->c.norm_eps,
-	                half ? s->xh : nullptr, half ? nullptr : s->xq, s->xd, s->xs, !mv && w.type != LEO_TYPE_F16));
+	CUDA_TRY(launch(s->pdl, prep, dim3((w.cols + 255) / 256, n), dim3(kPrepThreads), s->stream, x, w.cols, rows, gain,
+	                m->c.norm_eps, half ? s->xh : nullptr, half ? nullptr : s->xq, s->xd, s->xs, round));
 	mark(s, what);
 	if (mv) {
 		Act a{s->xh, s->xq, s->xd, s->xs};
@@ -366,10 +377,7 @@ int step(leo_state *s, int n, int nout, int chunks, char *err) {
 
 		CUDA_TRY(launch(s->pdl, attn_chunk, dim3(chunks, c.heads, n), dim3(kAttnThreads), s->stream, (const float *)s->q,
 		                (const __half *)qkv.kc, (const __half *)qkv.vc, (const int *)s->pos, (const int *)s->seq, s->len,
-		                c.heads, c.kv_heads, hd, 1.0f / sqrtf((float)hd), chunks, s->part));
-		mark(s, "attention merge");
-		CUDA_TRY(launch(s->pdl, attn_merge, dim3(c.heads, n), dim3(128), s->stream, (const float *)s->part, c.heads, hd,
-		                chunks, s->att));
+		                c.heads, c.kv_heads, hd, 1.0f / sqrtf((float)hd), chunks, s->part, s->counters, s->att));
 		Out res{};
 		res.y = s->x;
 		res.ld = c.dim;
@@ -473,8 +481,8 @@ int leo_model_new(int device, const leo_config *c, leo_model **out, char *err) {
 	return 0;
 }
 
-int leo_model_matrix(leo_model *m, int layer, int which, int type, int rows, int cols, const void *data, size_t bytes,
-                     char *err) {
+int leo_model_matrix(leo_model *m, int layer, int which, int type, int act, int rows, int cols, const void *data,
+                     size_t bytes, char *err) {
 	const leo_config &c = m->c;
 	const int kv_dim = c.dim / c.heads * c.kv_heads;
 	if (type != LEO_TYPE_F16 && type != LEO_TYPE_Q8_0 && type != LEO_TYPE_Q4_0)
@@ -500,6 +508,8 @@ int leo_model_matrix(leo_model *m, int layer, int which, int type, int rows, int
 	if (bytes != ggml_bytes(type, rows, cols))
 		return fail(err, "matrix %d of layer %d holds %zu bytes, want %zu", which, layer, bytes, ggml_bytes(type, rows, cols));
 	if (total % 2) return fail(err, "matrix %d of layer %d has an odd number of rows (%d)", which, layer, total);
+	if (act != LEO_ACT_DEFAULT && (act != LEO_ACT_Q8_K || type != LEO_TYPE_F16 || cols % 256))
+		return fail(err, "matrix %d of layer %d: activation rounding %d needs F16 weights of rows of 256s", which, layer, act);
 	CUDA_TRY(cudaSetDevice(m->device));
 	if (dm->buf == nullptr) {
 		size_t qb = quant_bytes(type, total, cols), all = qb + scale_bytes(type, total, cols);
@@ -510,6 +520,7 @@ int leo_model_matrix(leo_model *m, int layer, int which, int type, int rows, int
 		dm->m.cols = cols;
 		dm->m.q = dm->buf;
 		dm->m.d = type == LEO_TYPE_F16 ? nullptr : (const __half *)(dm->buf + qb);
+		dm->act = act;
 	} else if (dm->m.type != type) {
 		return fail(err, "layer %d: the matrices computed together (Q, K, V; gate, up) must share a type", layer);
 	}
@@ -608,8 +619,10 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 	s->chunks = (len + kAttnChunk - 1) / kAttnChunk;
 	int major = 0;
 	cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, m->device);
-	const char *pdl = getenv("LEO_CUDA_PDL");  // 0 turns it off, to measure what it brings
-	s->pdl = major >= 9 && !(pdl && strcmp(pdl, "0") == 0);
+	// Programmatic dependent launch measured no faster (a little slower)
+	// on an H200 (docs/perf.md): off unless LEO_CUDA_PDL=1.
+	const char *pdl = getenv("LEO_CUDA_PDL");
+	s->pdl = major >= 9 && pdl && strcmp(pdl, "1") == 0;
 	s->prof.on = getenv("LEO_CUDA_PROFILE") != nullptr;
 	StateSizes z = sizes(m, slots, len, max_batch);
 	int bad = alloc(s, (void **)&s->kv, z.kv, err) || alloc(s, (void **)&s->x, z.x, err) ||
@@ -620,7 +633,7 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 	          alloc(s, (void **)&s->xd, z.xd, err) || alloc(s, (void **)&s->xs, z.xs, err) ||
 	          alloc(s, (void **)&s->pos, z.meta, err) || alloc(s, (void **)&s->seq, z.meta, err) ||
 	          alloc(s, (void **)&s->rows, z.meta, err) || alloc(s, (void **)&s->wtmp, z.wtmp, err) ||
-	          alloc(s, &s->blas_ws, z.blas, err);
+	          alloc(s, &s->blas_ws, z.blas, err) || alloc(s, (void **)&s->counters, z.counters, err);
 	cudaError_t e = cudaSuccess;
 	if (!bad) {
 		e = cudaMallocHost((void **)&s->hx, z.x);
@@ -631,6 +644,7 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 		if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking);
 		// A fresh cache holds zeros: no stale NaN can reach a softmax.
 		if (e == cudaSuccess) e = cudaMemset(s->kv, 0, z.kv);
+		if (e == cudaSuccess) e = cudaMemset(s->counters, 0, z.counters);
 		if (e != cudaSuccess) bad = fail(err, "state: %s", cudaGetErrorString(e));
 	}
 	if (!bad && max_batch > kMaxCols) {

@@ -141,19 +141,56 @@ func relErr(got, want []float32) float64 {
 	return math.Sqrt(d / n)
 }
 
-// maxRelErr is the bound on ‖gpu − cpu‖/‖cpu‖ of one position's logits.
-// The GPU rounds as the CPU backend does where it matters (activations to
-// int8 blocks as GGML, queries and attention weights to half where they
-// meet the cache), so the two differ by summation order and, on the cuBLAS
-// path, by half rounding of the activations: a few 1e-4. (Activations
-// rounded to int8 differently would give some 1e-2: the noise of int8
-// activations themselves, which flips the top token of random models.)
-const maxRelErr = 2e-3
+// maxRelErr bounds ‖gpu − cpu‖/‖cpu‖ of one position's logits, by weight
+// type. The GPU rounds as the CPU backend does where it can (activations
+// to int8 blocks as GGML's x86 code, queries and attention weights to half
+// where they meet the cache); the rest (summation order, float64 sums,
+// exponentials to the last bit) differs. With F16 weights that leaves a few
+// 1e-4. With int8 activations the differences are chaotic: one ulp early on
+// flips an int8 rounding (an error of 1/127 of a block's maximum), which
+// flips more downstream, so GPU and CPU differ by about the noise of int8
+// activations themselves: about 1e-2, as much as the CPU differs from an
+// exact evaluation of its own arithmetic (4.8e-3, measured with a float64
+// reference backend) — and enough to flip the top token of random models
+// where its margin is small, hence the top-1 criterion over all positions.
+var maxRelErr = map[quant.Type]float64{quant.F16: 1e-3, quant.Q8_0: 2e-2, quant.Q4_0: 2e-2}
 
+// agreement is how often GPU and CPU agree, over many positions.
+type agreement struct {
+	same, all int
+	worst     float64
+}
+
+func (a *agreement) add(got, want [][][]float32) {
+	for p := range want {
+		for i := range want[p] {
+			a.all++
+			if argmax(got[p][i]) == argmax(want[p][i]) {
+				a.same++
+			}
+			a.worst = max(a.worst, relErr(got[p][i], want[p][i]))
+		}
+	}
+}
+
+func (a agreement) String() string {
+	return fmt.Sprintf("top-1 %d/%d (%.2f%%), rel err max %.2e", a.same, a.all, 100*float64(a.same)/float64(a.all), a.worst)
+}
+
+// TestGPUMatchesCPU runs 4 prompts of 100 tokens through three shapes
+// (grouped-query and multi-head attention, head sizes 32, 64 and 48) in
+// F16, Q8_0 and Q4_0, batched five ways, on the GPU and the CPU: per type,
+// the top tokens must agree on at least 99% of all positions, and the
+// logits within maxRelErr everywhere.
 func TestGPUMatchesCPU(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
+	byType := map[quant.Type]*agreement{}
+	types := []quant.Type{quant.F16, quant.Q8_0, quant.Q4_0}
+	for _, typ := range types {
+		byType[typ] = &agreement{}
+	}
 	for _, shape := range []string{"test-gqa", "test-mha", "stories15M"} {
-		for _, typ := range []quant.Type{quant.F16, quant.Q8_0, quant.Q4_0} {
+		for _, typ := range types {
 			t.Run(shape+"/"+typ.String(), func(t *testing.T) {
 				cpuL, gpuL := openBoth(t, writeModel(t, shape, typ))
 				c := cpuL.Model.Config
@@ -184,24 +221,22 @@ func TestGPUMatchesCPU(t *testing.T) {
 					if err := gst.Close(); err != nil {
 						t.Fatal(err)
 					}
-					same, all, worst, sum := 0, 0, 0.0, 0.0
-					for p := range prompts {
-						for i := range prompts[p] {
-							all++
-							if argmax(got[p][i]) == argmax(want[p][i]) {
-								same++
-							}
-							e := relErr(got[p][i], want[p][i])
-							worst = max(worst, e)
-							sum += e
-						}
-					}
-					t.Logf("%-22s top-1 %d/%d  rel err max %.2e mean %.2e", name, same, all, worst, sum/float64(all))
-					if float64(same) < 0.99*float64(all) || worst > maxRelErr {
-						t.Errorf("%s: top-1 equal on %d of %d positions (want >= 99%%), rel err max %.3g (want <= %g)", name, same, all, worst, maxRelErr)
+					var a agreement
+					a.add(got, want)
+					byType[typ].add(got, want)
+					t.Logf("%-22s %s", name, a)
+					if float64(a.same) < 0.97*float64(a.all) || a.worst > maxRelErr[typ] {
+						t.Errorf("%s: %s; want >= 97%% here (99%% over all) and rel err <= %g", name, a, maxRelErr[typ])
 					}
 				}
 			})
+		}
+	}
+	for _, typ := range types {
+		a := byType[typ]
+		t.Logf("%-5s over all shapes and batchings: %s", typ, a)
+		if float64(a.same) < 0.99*float64(a.all) {
+			t.Errorf("%s: %s; want top-1 equal on >= 99%% of positions", typ, a)
 		}
 	}
 }
@@ -338,9 +373,14 @@ func BenchmarkGPU(b *testing.B) {
 			}
 			wb := weightBytes(l)
 			bound := bandwidth * 1e9 / float64(wb)
-			dec := measureDecode(b, l, 256)
-			var prefill, e1, e32 float64
-			if os.Getenv("LEO_GPU_QUICK") == "" { // decode alone, for the biggest models
+			var dec, prefill, e1, e32 float64
+			switch {
+			case os.Getenv("LEO_GPU_ENGINE32") != "": // the engine at 32 sequences alone, to profile it
+				e32 = measureEngine(b, l, 32, 128)
+			case os.Getenv("LEO_GPU_QUICK") != "": // decode alone, for the biggest models
+				dec = measureDecode(b, l, 256)
+			default:
+				dec = measureDecode(b, l, 256)
 				prefill = measurePrefill(b, l, 512)
 				e1 = measureEngine(b, l, 1, 256)
 				e32 = measureEngine(b, l, 32, 128)
@@ -427,9 +467,12 @@ func measureEngine(b *testing.B, l *loader.Loaded, n, tokens int) float64 {
 		b.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	go e.Run(ctx)
-	defer e.Close()
+	defer func() { // Run frees the state (and, profiling, prints its figures)
+		e.Close()
+		<-e.Done()
+		cancel()
+	}()
 	run := func(tokens int) float64 {
 		var reqs []engine.Request
 		for i := 0; i < n; i++ {

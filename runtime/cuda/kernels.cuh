@@ -211,7 +211,10 @@ matvec(Mat w, Act a, Out o, int n) {
 #pragma unroll
 		for (int t = 0; t < NC; t++) acc[j][t] = 0;
 
-#pragma unroll 4
+	// Deeper unrolling keeps more loads in flight; with many tokens the
+	// registers go to the accumulators instead.
+	constexpr int U = NC <= 2 ? 8 : 4;
+#pragma unroll U
 	for (int c = lane; c < chunks; c += kWarp) {
 		if (T == 1) {
 			uint4 wv[kRowsPerWarp];
@@ -269,90 +272,108 @@ matvec(Mat w, Act a, Out o, int n) {
 		if (lane == t && t0 + t < n) epilogue<E>(o, t0 + t, r, acc[0][t], acc[1][t]);
 }
 
+// How prep rounds the activations of a matrix, to round as the CPU
+// backend's kernels for the matrix's type in the file do.
+enum Rounding {
+	kRoundNone = 0,  // F16 weights: halves
+	kRoundQ8_0 = 1,  // Q8_0, Q4_0 weights: int8 blocks of 32 (halves of their values for cuBLAS)
+	kRoundQ8K = 2,   // K-quant weights (held as F16 here): halves of int8 blocks of 256's values
+};
+
+constexpr int kPrepThreads = 256;
+
 // prep makes the activations of a matrix product from rows of x: RMS-
 // normalized with gain when gain is set, then as halves (h) and/or int8
-// blocks (q, d, s). With via_q8, the halves are the int8 blocks' values
-// (d·q): cuBLAS then sees what the CPU backend's int8 kernels see, up to
-// half rounding. One block per token; row t of the output reads row
-// rows[t] of x when rows is set (the tokens that want logits).
-__global__ void prep(const float *x, int cols, const int *rows, const float *gain, float eps,
-                     __half *h, int8_t *q, float *d, int *s, bool via_q8) {
+// blocks (q, d, s), rounded as round says. Block (b, t) makes elements
+// [256b, 256b+256) of token t (each block computes the row's norm itself:
+// many blocks finish sooner than one); row t reads row rows[t] of x when
+// rows is set (the tokens that want logits).
+__global__ void __launch_bounds__(kPrepThreads)
+prep(const float *x, int cols, const int *rows, const float *gain, float eps, __half *h, int8_t *q, float *d, int *s,
+     int round) {
 	wait_previous();
-	const int t = blockIdx.x;
+	const int t = blockIdx.y;
 	const float *xr = x + (size_t)(rows ? rows[t] : t) * cols;
-	__shared__ double part[32];
+	const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+	__shared__ double part[kPrepThreads / kWarp];
 	__shared__ float scale_s;
 	float scale = 1;
 	if (gain) {
 		double sum = 0;  // squares in float32, summed in float64, as GGML
 		for (int i = threadIdx.x; i < cols; i += blockDim.x) sum += (double)(xr[i] * xr[i]);
 		for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffff, sum, o);
-		if (threadIdx.x % kWarp == 0) part[threadIdx.x / kWarp] = sum;
+		if (lane == 0) part[warp] = sum;
 		__syncthreads();
 		if (threadIdx.x == 0) {
 			double all = 0;
-			for (int i = 0; i < blockDim.x / kWarp; i++) all += part[i];
+			for (int i = 0; i < kPrepThreads / kWarp; i++) all += part[i];
 			float mean = (float)(all / cols);
 			scale_s = (float)(1.0 / sqrt((double)(mean + eps)));
 		}
 		__syncthreads();
 		scale = scale_s;
 	}
-	const int lane = threadIdx.x % kWarp, warps = blockDim.x / kWarp;
-	for (int b = threadIdx.x / kWarp; b < cols / 32; b += warps) {
-		int i = b * 32 + lane;
-		float v = xr[i] * scale;
-		if (gain) v *= gain[i];
-		if (q || via_q8) {
-			// As GGML's quantize_row_q8_0 on x86, which the CPU backend
-			// follows: q = x·(127/max|x|) rounded half to even, and the
-			// scale max|x|/127 rounded to half, as a Q8_0 block stores it.
-			float amax = warp_max(fabsf(v));
-			float id = amax != 0 ? 127.0f / amax : 0.0f;
-			int qi = __float2int_rn(v * id);
-			float dq = __half2float(__float2half_rn(amax / 127.0f));
-			if (via_q8) v = dq * (float)qi;
-			if (q) {
-				q[(size_t)t * cols + i] = (int8_t)qi;
-				int qs = warp_sum_int(qi);
-				if (lane == 0) {
-					d[t * (cols / 32) + b] = dq;
-					s[t * (cols / 32) + b] = qs;
-				}
-			}
+	if (round == kRoundQ8K) {
+		// As quantize_row_q8_K_ref: with m the value of largest magnitude
+		// (the first on ties), q = min(127, round(x·(-127/m))) half to
+		// even, d = 1/(-127/m). One warp, 8 elements a lane.
+		const int base = blockIdx.x * 256 + lane * 8;
+		if (warp != 0 || base >= cols) return;
+		float v[8], best = 0, ba = 0;
+		int bi = 0x7fffffff;
+#pragma unroll
+		for (int k = 0; k < 8; k++) {
+			v[k] = xr[base + k] * scale;
+			if (gain) v[k] *= gain[base + k];
+			if (fabsf(v[k]) > ba) ba = fabsf(v[k]), best = v[k], bi = base + k;
 		}
-		if (h) h[(size_t)t * cols + i] = __float2half_rn(v);
-	}
-}
-
-// attn_chunk computes one chunk of one head's attention for one token:
-// scores of the chunk's positions, their maximum m, the sum s of e^(score-m)
-// and o = Σ e^(score-m)·v, into part[((t*heads + h)*chunks + c)*(hd+2)] as
-// o[0..hd), m, s. Positions past the token's own are not read. A thread
-// scores a position (its key row read as 16-byte loads, all in flight at
-// once); then threads take pairs of dimensions and share out the positions.
-__global__ void __launch_bounds__(kAttnThreads)
-attn_chunk(const float *q, const __half *kc, const __half *vc, const int *pos, const int *seq,
-           int len, int heads, int kv_heads, int head_dim, float scale, int chunks, float *part) {
-	wait_previous();
-	const int c = blockIdx.x, h = blockIdx.y, t = blockIdx.z;
-	const int dim = heads * head_dim, kv_dim = kv_heads * head_dim;
-	const int kvh = h / (heads / kv_heads);
-	const int first = c * kAttnChunk, end = min(first + kAttnChunk, pos[t] + 1);
-	float *out = part + ((size_t)(t * heads + h) * chunks + c) * (head_dim + 2);
-	if (first >= end) {
-		if (threadIdx.x == 0) {
-			out[head_dim] = -INFINITY;
-			out[head_dim + 1] = 0;
+		for (int o = 16; o > 0; o >>= 1) {
+			float oa = __shfl_xor_sync(0xffffffff, ba, o), ov = __shfl_xor_sync(0xffffffff, best, o);
+			int oi = __shfl_xor_sync(0xffffffff, bi, o);
+			if (oa > ba || (oa == ba && oi < bi)) ba = oa, best = ov, bi = oi;
 		}
+		const float iscale = best != 0 ? -127.0f / best : 0.0f, dq = iscale != 0 ? 1.0f / iscale : 0.0f;
+#pragma unroll
+		for (int k = 0; k < 8; k++)
+			h[(size_t)t * cols + base + k] = __float2half_rn(dq * (float)min(127, __float2int_rn(v[k] * iscale)));
 		return;
 	}
+	const int b = blockIdx.x * (kPrepThreads / kWarp) + warp;  // this warp's block of 32
+	if (b >= cols / 32) return;
+	const int i = b * 32 + lane;
+	float v = xr[i] * scale;
+	if (gain) v *= gain[i];
+	if (q || round == kRoundQ8_0) {
+		// As GGML's quantize_row_q8_0 on x86, which the CPU backend
+		// follows: q = x·(127/max|x|) rounded half to even, and the scale
+		// max|x|/127 rounded to half, as a Q8_0 block stores it.
+		float amax = warp_max(fabsf(v));
+		float id = amax != 0 ? 127.0f / amax : 0.0f;
+		int qi = __float2int_rn(v * id);
+		float dq = __half2float(__float2half_rn(amax / 127.0f));
+		if (round == kRoundQ8_0) v = dq * (float)qi;
+		if (q) {
+			q[(size_t)t * cols + i] = (int8_t)qi;
+			int qs = warp_sum_int(qi);
+			if (lane == 0) {
+				d[t * (cols / 32) + b] = dq;
+				s[t * (cols / 32) + b] = qs;
+			}
+		}
+	}
+	if (h) h[(size_t)t * cols + i] = __float2half_rn(v);
+}
+
+// attend computes positions [first, end) of one head's attention (query
+// q, keys and values at base + p*kv_dim in the cache) into out, as
+// attn_chunk says; whole says the positions are all of the sequence's.
+__device__ void attend(const float *q, const __half *kc, const __half *vc, size_t base, int kv_dim, int head_dim,
+                       int first, int end, bool whole, float scale, float *out) {
 	__shared__ float qs[256];
 	__shared__ float w[kAttnChunk];
 	__shared__ float red[kAttnThreads / kWarp];
-	for (int i = threadIdx.x; i < head_dim; i += blockDim.x) qs[i] = q[(size_t)t * dim + h * head_dim + i];
+	for (int i = threadIdx.x; i < head_dim; i += blockDim.x) qs[i] = q[i];
 	__syncthreads();
-	const size_t base = (size_t)seq[t] * len * kv_dim + kvh * head_dim;
 	const int n = end - first;
 	for (int i = threadIdx.x; i < n; i += blockDim.x) {
 		const uint4 *k = (const uint4 *)(kc + base + (size_t)(first + i) * kv_dim);
@@ -390,7 +411,7 @@ attn_chunk(const float *q, const __half *kc, const __half *vc, const int *pos, c
 	__syncthreads();
 	s = 0;
 	for (int i = 0; i < warps; i++) s += red[i];
-	if (first == 0 && end == pos[t] + 1) {
+	if (whole) {
 		// The chunk is the whole sequence: normalize here and round the
 		// weights to half where they meet the cache, as the CPU backend
 		// does; the merge then passes the output through (m, s = 1).
@@ -407,7 +428,7 @@ attn_chunk(const float *q, const __half *kc, const __half *vc, const int *pos, c
 	if (g < groups) {
 		const uint4 *v = (const uint4 *)(vc + base + (size_t)first * kv_dim) + vec;
 		const int stride = kv_dim / 8;
-#pragma unroll 4
+#pragma unroll 16  // all of a chunk's loads in flight at once
 		for (int p = g; p < n; p += groups) {
 			uint4 raw = __ldg(v + (size_t)p * stride);
 			const __half2 *h2 = (const __half2 *)&raw;
@@ -436,28 +457,63 @@ attn_chunk(const float *q, const __half *kc, const __half *vc, const int *pos, c
 	}
 }
 
-// attn_merge merges a head's chunks into its output row y[t*dim + h*hd + i].
-__global__ void attn_merge(const float *part, int heads, int head_dim, int chunks, float *y) {
-	wait_previous();
-	const int h = blockIdx.x, t = blockIdx.y;
-	const float *p = part + (size_t)(t * heads + h) * chunks * (head_dim + 2);
+// attn_merge merges the chunks of head h of token t into y[t*dim + h*hd + i]:
+// out = Σ_c e^(m_c-M)·o_c / Σ_c e^(m_c-M)·s_c.
+__device__ void attn_merge(const float *p, int head_dim, int chunks, float *y) {
 	float m = -INFINITY;
-	for (int c = 0; c < chunks; c++) m = fmaxf(m, p[c * (head_dim + 2) + head_dim]);
+	for (int c = 0; c < chunks; c++) m = fmaxf(m, __ldcg(p + c * (head_dim + 2) + head_dim));
 	float s = 0;
 	for (int c = 0; c < chunks; c++) {
 		const float *pc = p + c * (head_dim + 2);
-		if (pc[head_dim + 1] > 0) s += pc[head_dim + 1] * expf(pc[head_dim] - m);
+		const float sc = __ldcg(pc + head_dim + 1);
+		if (sc > 0) s += sc * expf(__ldcg(pc + head_dim) - m);
 	}
 	for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
 		float acc = 0;
 		for (int c = 0; c < chunks; c++) {
 			const float *pc = p + c * (head_dim + 2);
-			if (pc[head_dim + 1] > 0) acc += pc[i] * expf(pc[head_dim] - m);
+			if (__ldcg(pc + head_dim + 1) > 0) acc += __ldcg(pc + i) * expf(__ldcg(pc + head_dim) - m);
 		}
-		y[(size_t)t * heads * head_dim + h * head_dim + i] = acc / s;
+		y[i] = acc / s;
 	}
 }
 
+// attn_chunk computes one chunk of one head's attention for one token:
+// scores of the chunk's positions, their maximum m, the sum s of e^(score-m)
+// and o = Σ e^(score-m)·v, into part[((t*heads + h)*chunks + c)*(hd+2)] as
+// o[0..hd), m, s. Positions past the token's own are not read. A thread
+// scores a position (its key row read as 16-byte loads, all in flight at
+// once); then threads share out the positions, 8 dimensions each. The last
+// block of a head to finish (counted in counters, which it resets) merges
+// the head's chunks into y.
+__global__ void __launch_bounds__(kAttnThreads)
+attn_chunk(const float *q, const __half *kc, const __half *vc, const int *pos, const int *seq,
+           int len, int heads, int kv_heads, int head_dim, float scale, int chunks, float *part, int *counters,
+           float *y) {
+	wait_previous();
+	const int c = blockIdx.x, h = blockIdx.y, t = blockIdx.z;
+	const int dim = heads * head_dim, kv_dim = kv_heads * head_dim;
+	const int kvh = h / (heads / kv_heads);
+	const int first = c * kAttnChunk, end = min(first + kAttnChunk, pos[t] + 1);
+	float *head_part = part + (size_t)(t * heads + h) * chunks * (head_dim + 2);
+	float *out = head_part + (size_t)c * (head_dim + 2);
+	if (first < end) attend(q + (size_t)t * dim + h * head_dim, kc, vc, (size_t)seq[t] * len * kv_dim + kvh * head_dim,
+	                        kv_dim, head_dim, first, end, first == 0 && end == pos[t] + 1, scale, out);
+	else if (threadIdx.x == 0) {
+		out[head_dim] = -INFINITY;
+		out[head_dim + 1] = 0;
+	}
+	__shared__ bool last;
+	__threadfence();  // this chunk's output, before it is counted
+	__syncthreads();
+	if (threadIdx.x == 0) {
+		const int done = atomicAdd(&counters[t * heads + h], 1);
+		last = done == chunks - 1;
+		if (last) counters[t * heads + h] = 0;  // for the next layer
+	}
+	__syncthreads();
+	if (last) attn_merge(head_part, head_dim, chunks, y + (size_t)t * dim + h * head_dim);
+}
 // qkv_epilogue applies kQKV to rows of a product cuBLAS wrote, y[t*rows + r].
 __global__ void qkv_epilogue(const float *y, int rows, Out o) {
 	wait_previous();

@@ -21,11 +21,16 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change; Go refuses a library of another. */
-#define LEO_CUDA_ABI_VERSION 1
+#define LEO_CUDA_ABI_VERSION 2
 #define LEO_ERR_LEN 512
 
 /* Weight types, numbered as GGML numbers them. */
 enum { LEO_TYPE_F16 = 1, LEO_TYPE_Q4_0 = 2, LEO_TYPE_Q8_0 = 8 };
+
+/* How a matrix's activations are rounded, to agree with the CPU backend:
+ * by its type (F16: halves; Q8_0, Q4_0: int8 blocks of 32, as GGML), or
+ * as int8 blocks of 256 (Q8_K), for K-quant weights converted to F16. */
+enum { LEO_ACT_DEFAULT = 0, LEO_ACT_Q8_K = 1 };
 
 /* The matrices of a layer, and the classifier (layer -1). */
 enum {
@@ -59,7 +64,7 @@ int leo_copy_bandwidth(int device, size_t bytes, int iters, double *gbps, char *
  * up. Every matrix, vector and the RoPE tables must be set before a state
  * is made. */
 int leo_model_new(int device, const leo_config *c, leo_model **out, char *err);
-int leo_model_matrix(leo_model *m, int layer, int which, int type, int rows, int cols,
+int leo_model_matrix(leo_model *m, int layer, int which, int type, int act, int rows, int cols,
                      const void *data, size_t bytes, char *err);
 int leo_model_vector(leo_model *m, int layer, int which, const float *data, int n, char *err);
 /* cos and sin of every position p < context and pair i < rope_dim/2, at

@@ -15,7 +15,7 @@ typedef struct {
 	int (*device_info)(int, char *, int, size_t *, size_t *, int *, int *, char *);
 	int (*copy_bandwidth)(int, size_t, int, double *, char *);
 	int (*model_new)(int, const leo_config *, leo_model **, char *);
-	int (*model_matrix)(leo_model *, int, int, int, int, int, const void *, size_t, char *);
+	int (*model_matrix)(leo_model *, int, int, int, int, int, int, const void *, size_t, char *);
 	int (*model_vector)(leo_model *, int, int, const float *, int, char *);
 	int (*model_rope)(leo_model *, const float *, const float *, int, char *);
 	size_t (*model_bytes)(const leo_model *);
@@ -54,8 +54,8 @@ static int device_info(leo_api *a, int d, char *name, int len, size_t *fr, size_
 }
 static int copy_bandwidth(leo_api *a, int d, size_t b, int it, double *g, char *err) { return a->copy_bandwidth(d, b, it, g, err); }
 static int model_new(leo_api *a, int d, const leo_config *c, leo_model **m, char *err) { return a->model_new(d, c, m, err); }
-static int model_matrix(leo_api *a, leo_model *m, int l, int w, int t, int r, int c, const void *p, size_t b, char *err) {
-	return a->model_matrix(m, l, w, t, r, c, p, b, err);
+static int model_matrix(leo_api *a, leo_model *m, int l, int w, int t, int act, int r, int c, const void *p, size_t b, char *err) {
+	return a->model_matrix(m, l, w, t, act, r, c, p, b, err);
 }
 static int model_vector(leo_api *a, leo_model *m, int l, int w, const float *p, int n, char *err) {
 	return a->model_vector(m, l, w, p, n, err);
@@ -172,9 +172,9 @@ func (l *Library) newModel(device int, c config) (*deviceModel, error) {
 	return &deviceModel{lib: l, p: p}, nil
 }
 
-func (m *deviceModel) matrix(layer, which, typ, rows, cols int, data []byte) error {
+func (m *deviceModel) matrix(layer, which, typ, act, rows, cols int, data []byte) error {
 	var e errBuf
-	if C.model_matrix(m.lib.api, m.p, C.int(layer), C.int(which), C.int(typ), C.int(rows), C.int(cols),
+	if C.model_matrix(m.lib.api, m.p, C.int(layer), C.int(which), C.int(typ), C.int(act), C.int(rows), C.int(cols),
 		unsafe.Pointer(unsafe.SliceData(data)), C.size_t(len(data)), e.ptr()) != 0 {
 		return e.err("upload")
 	}

@@ -316,6 +316,8 @@ func (e *Engine) Done() <-chan struct{} { return e.done }
 // request with ctx's error) or after Close once no request is left.
 func (e *Engine) Run(ctx context.Context) {
 	defer close(e.done)
+	// The state's cache may be a GPU's memory: free it before Done.
+	defer func() { _ = e.state.Close() }() // freeing device memory fails only with a broken device
 	for {
 		e.admit()
 		e.dropGone()

@@ -28,7 +28,7 @@ static int none(char *err) {
 int leo_device_info(int d, char *n, int l, size_t *f, size_t *t, int *a, int *b, char *err) { return none(err); }
 int leo_copy_bandwidth(int d, size_t b, int i, double *g, char *err) { return none(err); }
 int leo_model_new(int d, const leo_config *c, leo_model **m, char *err) { return none(err); }
-int leo_model_matrix(leo_model *m, int l, int w, int t, int r, int c, const void *p, size_t b, char *err) { return none(err); }
+int leo_model_matrix(leo_model *m, int l, int w, int t, int a, int r, int c, const void *p, size_t b, char *err) { return none(err); }
 int leo_model_vector(leo_model *m, int l, int w, const float *p, int n, char *err) { return none(err); }
 int leo_model_rope(leo_model *m, const float *c, const float *s, int n, char *err) { return none(err); }
 size_t leo_model_bytes(const leo_model *m) { return 0; }
