@@ -89,10 +89,6 @@ if has bench; then
 			sed 's/^RESULT /RESULT (profiled engine, no graphs) /' >>"$OUT/profile.log"
 		LEO_CUDA_PDL=1 LEO_GPU_QUICK=1 LEO_GPU_MODELS=$q4 timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
 			sed 's/^RESULT /RESULT (LEO_CUDA_PDL=1) /' >>"$OUT/profile.log"
-		for m in "$q4" "$MODELS/llama-2-7b-f16.gguf"; do
-			LEO_CUDA_FUSED=0 LEO_GPU_QUICK=1 LEO_GPU_MODELS=$m timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
-				sed 's/^RESULT /RESULT (LEO_CUDA_FUSED=0) /' >>"$OUT/profile.log"
-		done
 		grep -E "RESULT|leo_cuda profile|^  " "$OUT/profile.log" | head -80
 	fi
 fi

@@ -72,12 +72,10 @@ double gib(size_t b) { return (double)b / (1 << 30); }
 // previous kernel drains, and wait (wait_previous) for its results, which
 // hides most of the gap between the hundreds of small kernels of a step.
 template <typename... Params, typename... Args>
-cudaError_t launch_smem(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
-                       Args... args) {
+cudaError_t launch(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t st, Args... args) {
 	cudaLaunchConfig_t cfg = {};
 	cfg.gridDim = grid;
 	cfg.blockDim = block;
-	cfg.dynamicSmemBytes = smem;
 	cfg.stream = st;
 	cudaLaunchAttribute attr[1];
 	attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -87,37 +85,31 @@ cudaError_t launch_smem(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 blo
 	return cudaLaunchKernelEx(&cfg, kernel, args...);
 }
 
-template <typename... Params, typename... Args>
-cudaError_t launch(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t st, Args... args) {
-	return launch_smem(pdl, kernel, grid, block, 0, st, args...);
-}
-
-// launch_matvec starts matvec<T, nc, E> (fused: making its activations).
+// launch_matvec starts matvec<T, nc, E>.
 template <int T, int E>
-cudaError_t launch_matvec(bool pdl, cudaStream_t st, int nc, bool fused, dim3 grid, size_t smem, const Mat &w,
-                          const Act &a, const Out &o, int n, const Source &src) {
+cudaError_t launch_matvec(bool pdl, cudaStream_t st, int nc, dim3 grid, const Mat &w, const Act &a, const Out &o,
+                          int n) {
 	const dim3 block(kMatvecWarps * kWarp);
-	if (fused) return launch_smem(pdl, matvec<T, 1, E, true>, grid, block, smem, st, w, a, o, n, src);
 	switch (nc) {
-	case 1: return launch(pdl, matvec<T, 1, E, false>, grid, block, st, w, a, o, n, src);
-	case 2: return launch(pdl, matvec<T, 2, E, false>, grid, block, st, w, a, o, n, src);
-	case 3: return launch(pdl, matvec<T, 3, E, false>, grid, block, st, w, a, o, n, src);
-	case 4: return launch(pdl, matvec<T, 4, E, false>, grid, block, st, w, a, o, n, src);
-	case 5: return launch(pdl, matvec<T, 5, E, false>, grid, block, st, w, a, o, n, src);
-	case 6: return launch(pdl, matvec<T, 6, E, false>, grid, block, st, w, a, o, n, src);
-	case 7: return launch(pdl, matvec<T, 7, E, false>, grid, block, st, w, a, o, n, src);
-	default: return launch(pdl, matvec<T, 8, E, false>, grid, block, st, w, a, o, n, src);
+	case 1: return launch(pdl, matvec<T, 1, E>, grid, block, st, w, a, o, n);
+	case 2: return launch(pdl, matvec<T, 2, E>, grid, block, st, w, a, o, n);
+	case 3: return launch(pdl, matvec<T, 3, E>, grid, block, st, w, a, o, n);
+	case 4: return launch(pdl, matvec<T, 4, E>, grid, block, st, w, a, o, n);
+	case 5: return launch(pdl, matvec<T, 5, E>, grid, block, st, w, a, o, n);
+	case 6: return launch(pdl, matvec<T, 6, E>, grid, block, st, w, a, o, n);
+	case 7: return launch(pdl, matvec<T, 7, E>, grid, block, st, w, a, o, n);
+	default: return launch(pdl, matvec<T, 8, E>, grid, block, st, w, a, o, n);
 	}
 }
 
 template <int T>
-cudaError_t launch_matvec_e(bool pdl, cudaStream_t st, Epilogue e, int nc, bool fused, dim3 grid, size_t smem,
-                            const Mat &w, const Act &a, const Out &o, int n, const Source &src) {
+cudaError_t launch_matvec_e(bool pdl, cudaStream_t st, Epilogue e, int nc, dim3 grid, const Mat &w, const Act &a,
+                            const Out &o, int n) {
 	switch (e) {
-	case kStore: return launch_matvec<T, kStore>(pdl, st, nc, fused, grid, smem, w, a, o, n, src);
-	case kAdd: return launch_matvec<T, kAdd>(pdl, st, nc, fused, grid, smem, w, a, o, n, src);
-	case kQKV: return launch_matvec<T, kQKV>(pdl, st, nc, fused, grid, smem, w, a, o, n, src);
-	default: return launch_matvec<T, kSwiGLU>(pdl, st, nc, fused, grid, smem, w, a, o, n, src);
+	case kStore: return launch_matvec<T, kStore>(pdl, st, nc, grid, w, a, o, n);
+	case kAdd: return launch_matvec<T, kAdd>(pdl, st, nc, grid, w, a, o, n);
+	case kQKV: return launch_matvec<T, kQKV>(pdl, st, nc, grid, w, a, o, n);
+	default: return launch_matvec<T, kSwiGLU>(pdl, st, nc, grid, w, a, o, n);
 	}
 }
 
@@ -180,8 +172,7 @@ struct leo_state {
 	leo_model *m;
 	Profile prof;
 	int slots, len, max_batch, chunks;
-	bool pdl;    // programmatic dependent launch (compute capability 9.0+)
-	bool fused;  // one-token matvecs make their own activations (LEO_CUDA_FUSED=0: prep kernels)
+	bool pdl;  // programmatic dependent launch (compute capability 9.0+)
 	cudaStream_t stream = nullptr;
 	cublasHandle_t blas = nullptr;
 	void *blas_ws = nullptr;
@@ -314,30 +305,23 @@ int product(leo_state *s, const char *what, const DevMat &dw, const float *x, in
 	} else if (quantized && !mv) {
 		round = kRoundQ8_0;
 	}
-	// One token of a matrix whose activations fit 48 KiB of shared memory:
-	// the matvec makes them itself, one launch instead of two.
-	const size_t smem = quantized ? (size_t)w.cols + w.cols / 32 * 8 : (size_t)w.cols * 2;
-	const bool fused = s->fused && n == 1 && !rows && round == kRoundNone && smem <= 48 * 1024;
-	if (!fused) {
-		mark(s, "prep");
-		CUDA_TRY(launch(s->pdl, prep, dim3((w.cols + 255) / 256, n), dim3(kPrepThreads), s->stream, x, w.cols, rows,
-		                gain, m->c.norm_eps, half ? s->xh : nullptr, half ? nullptr : s->xq, s->xd, s->xs, round));
-	}
+	mark(s, "prep");
+	CUDA_TRY(launch(s->pdl, prep, dim3((w.cols + 255) / 256, n), dim3(kPrepThreads), s->stream, x, w.cols, rows, gain,
+	                m->c.norm_eps, half ? s->xh : nullptr, half ? nullptr : s->xq, s->xd, s->xs, round));
 	mark(s, what);
 	if (mv) {
 		Act a{s->xh, s->xq, s->xd, s->xs};
-		Source src{x, gain, m->c.norm_eps};
 		const int per_block = kMatvecWarps * kRowsPerWarp, nc = std::min(n, kMaxCols);
 		dim3 grid((w.rows + per_block - 1) / per_block, (n + nc - 1) / nc);
 		switch (w.type) {
 		case LEO_TYPE_F16:
-			CUDA_TRY(launch_matvec_e<1>(s->pdl, s->stream, e, nc, fused, grid, smem, w, a, o, n, src));
+			CUDA_TRY(launch_matvec_e<1>(s->pdl, s->stream, e, nc, grid, w, a, o, n));
 			break;
 		case LEO_TYPE_Q8_0:
-			CUDA_TRY(launch_matvec_e<8>(s->pdl, s->stream, e, nc, fused, grid, smem, w, a, o, n, src));
+			CUDA_TRY(launch_matvec_e<8>(s->pdl, s->stream, e, nc, grid, w, a, o, n));
 			break;
 		default:
-			CUDA_TRY(launch_matvec_e<2>(s->pdl, s->stream, e, nc, fused, grid, smem, w, a, o, n, src));
+			CUDA_TRY(launch_matvec_e<2>(s->pdl, s->stream, e, nc, grid, w, a, o, n));
 			break;
 		}
 		return 0;
@@ -651,8 +635,6 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 	const char *pdl = getenv("LEO_CUDA_PDL");
 	s->pdl = major >= 9 && pdl && strcmp(pdl, "1") == 0;
 	s->prof.on = getenv("LEO_CUDA_PROFILE") != nullptr;
-	const char *fused = getenv("LEO_CUDA_FUSED");
-	s->fused = !(fused && strcmp(fused, "0") == 0);
 	StateSizes z = sizes(m, slots, len, max_batch);
 	int bad = alloc(s, (void **)&s->kv, z.kv, err) || alloc(s, (void **)&s->x, z.x, err) ||
 	          alloc(s, (void **)&s->q, z.q, err) || alloc(s, (void **)&s->att, z.att, err) ||

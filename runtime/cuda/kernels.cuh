@@ -181,134 +181,35 @@ template <> struct Chunk<2> { static constexpr int elems = 32; };  // Q4_0
 // 16 bytes and a warp reads 512 contiguous bytes at a time. The activation
 // buffers hold whole groups of NC tokens, so the rows past n read are
 // stale but never out of bounds; nothing is written for them.
-// Source is where a fused matvec (one token) makes its activations from:
-// the token's row of x, RMS-normalized with gain when gain is set.
-struct Source {
-	const float *x, *gain;
-	float eps;
-};
-
-// make_acts makes one token's activations in shared memory, as prep does
-// (kRoundNone for F16 weights, kRoundQ8_0 for quantized ones), a thread a
-// block of 32 at a time (no shuffles: a short chain), and points a at them.
-template <int T>
-__device__ void make_acts(const Source &src, int cols, uint8_t *smem, Act &a) {
-	const float *x = src.x;
-	__shared__ double part[kMatvecWarps];
-	__shared__ float scale_s;
-	const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-	float scale = 1;
-	if (src.gain) {
-		double sum = 0;  // squares in float32, summed in float64, as GGML
-		for (int i = threadIdx.x * 4; i < cols; i += blockDim.x * 4) {
-			float4 v = *(const float4 *)(x + i);
-			sum += (double)(v.x * v.x) + (double)(v.y * v.y) + (double)(v.z * v.z) + (double)(v.w * v.w);
-		}
-		for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffff, sum, o);
-		if (lane == 0) part[warp] = sum;
-		__syncthreads();
-		if (threadIdx.x == 0) {
-			double all = 0;
-			for (int i = 0; i < kMatvecWarps; i++) all += part[i];
-			float mean = (float)(all / cols);
-			scale_s = (float)(1.0 / sqrt((double)(mean + src.eps)));
-		}
-		__syncthreads();
-		scale = scale_s;
-	}
-	if (T == 1) {
-		__half *h = (__half *)smem;
-		for (int i = threadIdx.x * 8; i < cols; i += blockDim.x * 8) {
-			uint4 out;
-			__half2 *o2 = (__half2 *)&out;
-#pragma unroll
-			for (int k = 0; k < 4; k++) {
-				float v0 = x[i + 2 * k] * scale, v1 = x[i + 2 * k + 1] * scale;
-				if (src.gain) v0 *= src.gain[i + 2 * k], v1 *= src.gain[i + 2 * k + 1];
-				o2[k] = __floats2half2_rn(v0, v1);
-			}
-			*(uint4 *)(h + i) = out;
-		}
-		a.h = h;
-	} else {
-		const int blocks = cols / 32;
-		int8_t *q = (int8_t *)smem;
-		float *d = (float *)(smem + cols);
-		int *qsum = (int *)(smem + cols + blocks * 4);
-		for (int b = threadIdx.x; b < blocks; b += blockDim.x) {
-			float v[32], amax = 0;
-#pragma unroll
-			for (int k = 0; k < 32; k++) {
-				v[k] = x[b * 32 + k] * scale;
-				if (src.gain) v[k] *= src.gain[b * 32 + k];
-				amax = fmaxf(amax, fabsf(v[k]));
-			}
-			// As prep (GGML's quantize_row_q8_0 on x86).
-			const float id = amax != 0 ? 127.0f / amax : 0.0f;
-			int packed[8], sum = 0;
-#pragma unroll
-			for (int k = 0; k < 8; k++) {
-				int word = 0;
-#pragma unroll
-				for (int e = 0; e < 4; e++) {
-					int qi = __float2int_rn(v[4 * k + e] * id);
-					sum += qi;
-					word |= (qi & 0xff) << (8 * e);
-				}
-				packed[k] = word;
-			}
-			int4 *qo = (int4 *)(q + b * 32);
-			qo[0] = make_int4(packed[0], packed[1], packed[2], packed[3]);
-			qo[1] = make_int4(packed[4], packed[5], packed[6], packed[7]);
-			d[b] = __half2float(__float2half_rn(amax / 127.0f));
-			qsum[b] = sum;
-		}
-		a.q = q;
-		a.d = d;
-		a.s = qsum;
-	}
-	__syncthreads();
-}
-
-// matvec computes y = W·x for n tokens, NC (<= kMaxCols) at a time: block
-// row y takes tokens [y·NC, y·NC+NC). A warp computes a pair of rows, each
-// lane a strided set of 16-byte chunks of both rows, so that every load is
-// 16 bytes and a warp reads 512 contiguous bytes at a time. The activation
-// buffers hold whole groups of NC tokens, so the rows past n read are
-// stale but never out of bounds; nothing is written for them. Fused (F,
-// one token), the block makes the activations itself from src into shared
-// memory, saving prep's launch: the weights it will read are on their way
-// into L2 meanwhile.
-template <int T, int NC, int E, bool F>
+//
+// (Making one token's activations in each block, to save prep's launch,
+// measured three times slower: every block then normalizes and quantizes
+// the whole input; see docs/perf.md.)
+template <int T, int NC, int E>
 __global__ void __launch_bounds__(kMatvecWarps * kWarp)
-matvec(Mat w, Act a, Out o, int n, Source src) {
-	extern __shared__ __align__(16) uint8_t acts[];
+matvec(Mat w, Act a, Out o, int n) {
 	const int lane = threadIdx.x % kWarp;
 	const int r = (blockIdx.x * kMatvecWarps + threadIdx.x / kWarp) * kRowsPerWarp;
 	constexpr int CE = Chunk<T>::elems;
-	// The weights are no earlier kernel's output: start fetching the rows
-	// into L2 (the first 512 bytes; fused, up to 4 KiB) while the previous
-	// kernel finishes, or while the activations are made.
+	// The weights are no earlier kernel's output: start fetching the rows'
+	// first 512 bytes into L2 while the previous kernel finishes.
 	if (r < w.rows) {
 		const size_t row_bytes = T == 1 ? (size_t)w.cols * 2 : T == 8 ? (size_t)w.cols : (size_t)w.cols / 2;
-		const size_t ahead = F ? min(row_bytes, (size_t)4096) : min(row_bytes, (size_t)512);
+		const size_t ahead = min(row_bytes, (size_t)512);
 		for (size_t at = lane * 16; at < ahead; at += 512)
 #pragma unroll
 			for (int j = 0; j < kRowsPerWarp; j++)
 				asm volatile("prefetch.global.L2 [%0];" ::"l"(w.q + (r + j) * row_bytes + at));
 	}
 	wait_previous();
-	if (F) make_acts<T>(src, w.cols, acts, a);
 	if (r >= w.rows) return;
 	const int chunks = w.cols / CE;
 	const int blocks = w.cols / 32;
 	const int t0 = blockIdx.y * NC;
-	if (!F) {
-		a.h += (size_t)t0 * w.cols;
-		a.q += (size_t)t0 * w.cols;
-		a.d += (size_t)t0 * blocks;
-		a.s += (size_t)t0 * blocks;
-	}
+	a.h += (size_t)t0 * w.cols;
+	a.q += (size_t)t0 * w.cols;
+	a.d += (size_t)t0 * blocks;
+	a.s += (size_t)t0 * blocks;
 	float acc[kRowsPerWarp][NC];
 #pragma unroll
 	for (int j = 0; j < kRowsPerWarp; j++)
