@@ -145,6 +145,22 @@ func (b *Backend) WeightBytes(w *model.Weights) uint64 {
 	return n
 }
 
+// largestUpload is the largest matrix as uploaded.
+func (b *Backend) largestUpload(w *model.Weights) uint64 {
+	var n uint64
+	for _, g := range b.groups(w) {
+		t := deviceType(g.ws)
+		for _, m := range g.ws {
+			u := uint64(len(m.Data))
+			if m.Type != t {
+				u = deviceBytes(t, m)
+			}
+			n = max(n, u)
+		}
+	}
+	return n
+}
+
 // Upload copies the weights to the GPU once, after checking that they fit.
 func (b *Backend) Upload(c model.Config, w *model.Weights, cos, sin []float32) error {
 	if b.model != nil {
@@ -154,7 +170,9 @@ func (b *Backend) Upload(c model.Config, w *model.Weights, cos, sin []float32) e
 	if err != nil {
 		return err
 	}
-	need := b.WeightBytes(w)
+	// Each matrix passes through a staging copy on the device, as the file
+	// (or F16) has it: the largest one must fit beside the weights.
+	need := b.WeightBytes(w) + b.largestUpload(w)
 	const margin = 512 << 20 // the CUDA context, cuBLAS and the first state's buffers
 	if need+margin > info.FreeBytes {
 		return fmt.Errorf("the model's weights need %.2f GiB of GPU memory, and GPU %d (%s) has %.2f GiB free of %.2f GiB: "+
@@ -250,6 +268,9 @@ func (b *Backend) NewDeviceState(slots, length, maxBatch int) (model.DeviceState
 
 // Forward implements model.DeviceState.
 func (s *deviceState) Forward(x []float32, bt *model.Batch, rows []int) ([]float32, error) {
+	if s.p == nil {
+		return nil, errors.New("CUDA forward: the state was closed")
+	}
 	n := len(bt.Tokens)
 	copy(s.x, x[:n*s.dim])
 	for i := 0; i < n; i++ {
@@ -270,10 +291,11 @@ func (s *deviceState) Close() error {
 	return nil
 }
 
-// Close frees the model's weights on the GPU.
+// Close frees the model's weights on the GPU, once the states made from
+// it are closed too.
 func (b *Backend) Close() error {
 	if b.model != nil {
-		b.model.free()
+		b.model.release()
 		b.model = nil
 	}
 	return nil

@@ -37,6 +37,9 @@ using namespace leo;
 namespace {
 
 constexpr int kGraphTokens = 64;
+// At most this many step shapes are captured per state (graphs take device
+// memory, and serving mixes many shapes); later shapes run without one.
+constexpr size_t kMaxGraphs = 128;
 constexpr int kQuantMatvecTokens = 64;
 // Quantized weights go to cuBLAS through a scratch of at most this many
 // halves (128 MiB), a slice of rows at a time.
@@ -171,7 +174,7 @@ struct Profile {
 struct leo_state {
 	leo_model *m;
 	Profile prof;
-	int slots, len, max_batch, chunks;
+	int device, slots, len, max_batch, chunks;
 	bool pdl;  // programmatic dependent launch (compute capability 9.0+)
 	cudaStream_t stream = nullptr;
 	cublasHandle_t blas = nullptr;
@@ -356,6 +359,8 @@ int product(leo_state *s, const char *what, const DevMat &dw, const float *x, in
 	return 0;
 }
 
+int run(leo_state *s, int n, int nout, int chunks, char *err);
+
 // step enqueues one forward pass of n tokens on the state's stream,
 // attending over chunks chunks of the cache.
 int step(leo_state *s, int n, int nout, int chunks, char *err) {
@@ -442,6 +447,7 @@ int leo_device_info(int device, char *name, int name_len, size_t *free_bytes, si
 }
 
 int leo_copy_bandwidth(int device, size_t bytes, int iters, double *gbps, char *err) {
+	if (iters < 1 || bytes == 0) return fail(err, "copy bandwidth needs at least one copy of at least one byte");
 	CUDA_TRY(cudaSetDevice(device));
 	void *a = nullptr, *b = nullptr;
 	CUDA_TRY(cudaMalloc(&a, bytes));
@@ -624,6 +630,7 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 		            slots, len, gib(need), gib(free_b), gib(total_b));
 	leo_state *s = new leo_state();
 	s->m = m;
+	s->device = m->device;
 	s->slots = slots;
 	s->len = len;
 	s->max_batch = max_batch;
@@ -654,8 +661,12 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 		if (e == cudaSuccess) e = cudaMallocHost((void **)&s->hrows, z.meta);
 		if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking);
 		// A fresh cache holds zeros: no stale NaN can reach a softmax.
-		if (e == cudaSuccess) e = cudaMemset(s->kv, 0, z.kv);
-		if (e == cudaSuccess) e = cudaMemset(s->counters, 0, z.counters);
+		// On the state's own stream, and waited for: the stream does not
+		// follow the default one, so a first step could otherwise race
+		// the clearing of a large cache.
+		if (e == cudaSuccess) e = cudaMemsetAsync(s->kv, 0, z.kv, s->stream);
+		if (e == cudaSuccess) e = cudaMemsetAsync(s->counters, 0, z.counters, s->stream);
+		if (e == cudaSuccess) e = cudaStreamSynchronize(s->stream);
 		if (e != cudaSuccess) bad = fail(err, "state: %s", cudaGetErrorString(e));
 	}
 	if (!bad && max_batch > kMaxCols) {
@@ -696,16 +707,32 @@ int leo_forward(leo_state *s, int n, int nout, char *err) {
 	int chunks = 1;
 	while (chunks * kAttnChunk < top + 1) chunks *= 2;
 	chunks = std::min(chunks, s->chunks);
-	CUDA_TRY(cudaSetDevice(s->m->device));
-	auto key = std::make_tuple(n, nout, chunks);
-	auto it = s->graphs.find(key);
+	CUDA_TRY(cudaSetDevice(s->device));
+	if (run(s, n, nout, chunks, err)) {
+		// Copies from the host buffers may still be in flight: wait, so
+		// that the next step's inputs do not overwrite them.
+		cudaStreamSynchronize(s->stream);
+		return 1;
+	}
+	return 0;
+}
+
+}  // extern "C"
+
+namespace {
+
+// run enqueues and waits for one step: from its captured graph when it has
+// one (capturing it first where allowed), else kernel by kernel.
+int run(leo_state *s, int n, int nout, int chunks, char *err) {
 	if (s->prof.on) {
 		if (step(s, n, nout, chunks, err)) return 1;
 		CUDA_TRY(cudaStreamSynchronize(s->stream));
 		charge(s);
 		return 0;
 	}
-	if (n <= kGraphTokens && it == s->graphs.end()) {
+	auto key = std::make_tuple(n, nout, chunks);
+	auto it = s->graphs.find(key);
+	if (n <= kGraphTokens && it == s->graphs.end() && s->graphs.size() < kMaxGraphs) {
 		// Capture the step once per shape. Where capture fails (a library
 		// call that cannot be captured), the shape runs without a graph.
 		cudaGraph_t g = nullptr;
@@ -721,7 +748,7 @@ int leo_forward(leo_state *s, int n, int nout, char *err) {
 		}
 		it = s->graphs.emplace(key, exec).first;
 	}
-	if (n <= kGraphTokens && it->second) {
+	if (it != s->graphs.end() && it->second) {
 		CUDA_TRY(cudaGraphLaunch(it->second, s->stream));
 	} else if (step(s, n, nout, chunks, err)) {
 		return 1;
@@ -731,9 +758,13 @@ int leo_forward(leo_state *s, int n, int nout, char *err) {
 	return 0;
 }
 
+}  // namespace
+
+extern "C" {
+
 void leo_state_free(leo_state *s) {
 	if (!s) return;
-	cudaSetDevice(s->m->device);
+	cudaSetDevice(s->device);
 	if (s->stream) cudaStreamSynchronize(s->stream);
 	print_profile(s);
 	for (auto &g : s->graphs)

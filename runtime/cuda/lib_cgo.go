@@ -46,6 +46,8 @@ static const char *leo_open(const char *path, leo_api *api, void **handle) {
 	return NULL;
 }
 
+static void leo_close(void *handle) { dlclose(handle); }
+
 // cgo calls C functions, not pointers: one trampoline each.
 static int abi_version(leo_api *a) { return a->abi_version(); }
 static int device_count(leo_api *a, int *n, char *err) { return a->device_count(n, err); }
@@ -83,6 +85,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"unsafe"
 )
 
@@ -105,6 +108,7 @@ func dlopen(path string) (*Library, error) {
 	}
 	if v := int(C.abi_version(api)); v != C.LEO_CUDA_ABI_VERSION {
 		C.free(unsafe.Pointer(api))
+		C.leo_close(h)
 		return nil, fmt.Errorf("%s has ABI version %d; this leo-runtime needs %d (rebuild it with make cuda)", path, v, C.LEO_CUDA_ABI_VERSION)
 	}
 	return &Library{Path: path, api: api}, nil
@@ -152,10 +156,14 @@ func (l *Library) CopyBandwidth(i int, bytes int64, iters int) (float64, error) 
 	return float64(g), nil
 }
 
-// deviceModel is a model's weights on a GPU.
+// deviceModel is a model's weights on a GPU. The states made from it hold
+// it: it is freed when it was released and its last state is.
 type deviceModel struct {
-	lib *Library
-	p   *C.leo_model
+	lib      *Library
+	p        *C.leo_model
+	mu       sync.Mutex
+	states   int
+	released bool
 }
 
 func (l *Library) newModel(device int, c config) (*deviceModel, error) {
@@ -199,10 +207,31 @@ func (m *deviceModel) rope(cos, sin []float32) error {
 
 func (m *deviceModel) bytes() uint64 { return uint64(C.model_bytes(m.lib.api, m.p)) }
 
+// free frees the weights at once (a model no state was made from).
 func (m *deviceModel) free() {
 	if m.p != nil {
 		C.model_free(m.lib.api, m.p)
 		m.p = nil
+	}
+}
+
+// release frees the weights once no state uses them.
+func (m *deviceModel) release() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.released = true
+	if m.states == 0 {
+		m.free()
+	}
+}
+
+// stateFreed notes that a state of the model is gone.
+func (m *deviceModel) stateFreed() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.states--
+	if m.released && m.states == 0 {
+		m.free()
 	}
 }
 
@@ -226,6 +255,11 @@ type deviceState struct {
 }
 
 func (m *deviceModel) newState(slots, length, maxBatch, dim, vocab int) (*deviceState, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.released {
+		return nil, errors.New("the model on the GPU was closed")
+	}
 	var e errBuf
 	var p *C.leo_state
 	if C.state_new(m.lib.api, m.p, C.int(slots), C.int(length), C.int(maxBatch), &p, e.ptr()) != 0 { //nolint:gocritic // cgo's checks on pointer arguments read as duplicate expressions
@@ -234,6 +268,7 @@ func (m *deviceModel) newState(slots, length, maxBatch, dim, vocab int) (*device
 	var x, lg *C.float
 	var pos, seq, rows *C.int32_t
 	C.state_buffers(m.lib.api, p, &x, &pos, &seq, &rows, &lg) //nolint:gocritic // as above
+	m.states++
 	return &deviceState{
 		m: m, p: p, dim: dim, vocab: vocab,
 		x:      unsafe.Slice((*float32)(unsafe.Pointer(x)), maxBatch*dim),
@@ -245,6 +280,9 @@ func (m *deviceModel) newState(slots, length, maxBatch, dim, vocab int) (*device
 }
 
 func (s *deviceState) forward(n, nout int) error {
+	if s.p == nil {
+		return errors.New("CUDA forward: the state was closed")
+	}
 	var e errBuf
 	if C.forward(s.m.lib.api, s.p, C.int(n), C.int(nout), e.ptr()) != 0 {
 		return e.err("CUDA forward")
@@ -256,6 +294,8 @@ func (s *deviceState) free() {
 	if s.p != nil {
 		C.state_free(s.m.lib.api, s.p)
 		s.p = nil
+		s.x, s.logits, s.pos, s.seq, s.rows = nil, nil, nil, nil, nil
+		s.m.stateFreed()
 	}
 }
 

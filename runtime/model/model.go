@@ -294,6 +294,7 @@ type State struct {
 	Cache    *Cache      // on the host; for a Device, only its shape
 	dev      DeviceState // the cache and buffers on a Device, or nil
 	rows     []int       // batch indices of the tokens that want logits
+	closed   bool
 
 	x      []float32 // residual stream [n×Dim]
 	xb     []float32 // normalized input of a sublayer [n×Dim]
@@ -463,6 +464,9 @@ func (m *Model) NewStateKV(slots, length, maxBatch int, kv quant.Type) (*State, 
 // row of VocabSize per such token in batch order. The returned slice is
 // reused by the next call.
 func (s *State) Forward(b *Batch) ([]float32, error) {
+	if s.closed {
+		return nil, errors.New("the state was closed")
+	}
 	if err := b.check(s); err != nil {
 		return nil, err
 	}
@@ -542,6 +546,7 @@ func (s *State) Forward(b *Batch) ([]float32, error) {
 // Close frees what the state holds outside Go's heap (a Device's cache);
 // the state is unusable afterwards.
 func (s *State) Close() error {
+	s.closed = true
 	if s.dev == nil {
 		return nil
 	}
