@@ -46,7 +46,7 @@ fi
 
 if has correct; then
 	say "correctness against the CPU backend"
-	timeout 150 bin/gpu/cuda.test -test.run 'TestGPUMatchesCPU|TestGPULongContext' -test.v >"$OUT/correct.log" 2>&1
+	timeout 150 bin/gpu/cuda.test -test.run 'TestGPUMatchesCPU|TestGPULongContext|TestGPUSomeLogits' -test.v >"$OUT/correct.log" 2>&1
 	rc=$?
 	grep -E "top-1|FAIL|panic|---" "$OUT/correct.log" | head -80
 	summary+=("correctness (TestGPUMatchesCPU): rc=$rc, $(grep -c -- '--- PASS: TestGPUMatchesCPU/' "$OUT/correct.log") cases passed, $(grep -c -- '--- FAIL: TestGPUMatchesCPU/' "$OUT/correct.log") failed")

@@ -153,7 +153,7 @@ func relErr(got, want []float32) float64 {
 // exact evaluation of its own arithmetic (4.8e-3, measured with a float64
 // reference backend) — and enough to flip the top token of random models
 // where its margin is small, hence the top-1 criterion over all positions.
-var maxRelErr = map[quant.Type]float64{quant.F16: 1e-3, quant.Q8_0: 2e-2, quant.Q4_0: 2e-2}
+var maxRelErr = map[quant.Type]float64{quant.F16: 1e-3, quant.Q8_0: 2e-2, quant.Q4_0: 2e-2, quant.Q4K: 2e-2}
 
 // agreement is how often GPU and CPU agree, over many positions.
 type agreement struct {
@@ -179,13 +179,14 @@ func (a agreement) String() string {
 
 // TestGPUMatchesCPU runs 4 prompts of 100 tokens through three shapes
 // (grouped-query and multi-head attention, head sizes 32, 64 and 48) in
-// F16, Q8_0 and Q4_0, batched five ways, on the GPU and the CPU: per type,
+// F16, Q8_0, Q4_0 and Q4_K (held as F16 on the GPU, its activations
+// rounded to Q8_K as the CPU's), batched five ways, on the GPU and the CPU: per type,
 // the top tokens must agree on at least 99% of all positions, and the
 // logits within maxRelErr everywhere.
 func TestGPUMatchesCPU(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	byType := map[quant.Type]*agreement{}
-	types := []quant.Type{quant.F16, quant.Q8_0, quant.Q4_0}
+	types := []quant.Type{quant.F16, quant.Q8_0, quant.Q4_0, quant.Q4K}
 	for _, typ := range types {
 		byType[typ] = &agreement{}
 	}
@@ -237,6 +238,41 @@ func TestGPUMatchesCPU(t *testing.T) {
 		t.Logf("%-5s over all shapes and batchings: %s", typ, a)
 		if float64(a.same) < 0.99*float64(a.all) {
 			t.Errorf("%s: %s; want top-1 equal on >= 99%% of positions", typ, a)
+		}
+	}
+}
+
+// TestGPUSomeLogits asks for the logits of some tokens only, on a state
+// whose batches stay on the matvec kernels (8 tokens: no cuBLAS at all).
+func TestGPUSomeLogits(t *testing.T) {
+	cpuL, gpuL := openBoth(t, writeModel(t, "test-gqa", quant.Q8_0))
+	vocab := cpuL.Model.Config.VocabSize
+	b := model.Batch{
+		Tokens: []int32{1, 450, 4996, 17354, 1, 1576, 11203, 338},
+		Pos:    []int{0, 1, 2, 3, 0, 1, 2, 3},
+		Seq:    []int{0, 0, 0, 0, 1, 1, 1, 1},
+		Logits: []bool{false, true, false, true, false, false, false, true},
+	}
+	var out [][]float32
+	for _, l := range []*loader.Loaded{cpuL, gpuL} {
+		st, err := l.Model.NewStateKV(2, 16, 8, quant.F16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logits, err := st.Forward(&b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, append([]float32(nil), logits...))
+		_ = st.Close() // freeing device memory fails only with a broken device
+	}
+	if len(out[1]) != 3*vocab {
+		t.Fatalf("GPU returned %d logits, want 3 rows of %d", len(out[1]), vocab)
+	}
+	for r := 0; r < 3; r++ {
+		got, want := out[1][r*vocab:(r+1)*vocab], out[0][r*vocab:(r+1)*vocab]
+		if argmax(got) != argmax(want) || relErr(got, want) > maxRelErr[quant.Q8_0] {
+			t.Errorf("row %d: top %d vs CPU's %d, rel err %.3g", r, argmax(got), argmax(want), relErr(got, want))
 		}
 	}
 }
