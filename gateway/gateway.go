@@ -351,6 +351,35 @@ func (g *Gateway) leastLoaded(pods []string, tried []string) string {
 	return best
 }
 
+// anotherPod returns deployment dep as now known once it has a ready pod
+// not in tried: at once if it has one, else, while a replacement is due
+// (it wants replicas), when one is ready, for as long as ctx allows. It
+// returns false when no other pod is due (scaled to zero, or deleted) or
+// ctx ends first: the draining pod's 503 is then the answer.
+func (g *Gateway) anotherPod(ctx context.Context, ep *endpointEntry, dep *Deployment, tried []string) (*Deployment, bool) {
+	for {
+		changed := *g.changed.Load()
+		cur := g.current.Load().endpoints[ep.Namespace+"/"+ep.Name]
+		if cur == nil || cur.deployments[dep.Name] == nil {
+			return nil, false
+		}
+		d := cur.deployments[dep.Name]
+		for _, p := range d.Pods {
+			if !contains(tried, p) {
+				return d, true
+			}
+		}
+		if d.Replicas == 0 {
+			return nil, false
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, false
+		}
+	}
+}
+
 func contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {
@@ -455,13 +484,25 @@ func (g *Gateway) forward(w *recorder, r *http.Request, ep *endpointEntry, dep *
 			}
 			continue
 		}
-		if resp.StatusCode == http.StatusServiceUnavailable && attempt+1 < min(maxAttempts, len(dep.Pods)) {
-			// Draining (shutting down): it did not take the request.
-			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-			_ = resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable && attempt+1 < maxAttempts {
+			// Draining (shutting down): it did not take the request, so
+			// another pod may. When the deployment has no other yet (its
+			// only pod is being replaced), the request waits for the
+			// replacement, as requests wait for starting pods.
 			inFlight.Add(-1)
-			lastErr = fmt.Errorf("pod %s answered 503", pod)
-			continue
+			next, ok := g.anotherPod(ctx, ep, dep, tried)
+			if ok || ctx.Err() != nil {
+				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+				_ = resp.Body.Close()
+				if !ok {
+					g.timedOut(w, r, dep, timeout)
+					return
+				}
+				lastErr = fmt.Errorf("pod %s answered 503", pod)
+				dep = next
+				continue
+			}
+			inFlight.Add(1) // its 503 is the answer, passed on below
 		}
 		// Past this point nothing is retried: the answer has begun (a
 		// deadline during a stream can only cut it short).

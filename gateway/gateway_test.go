@@ -302,10 +302,44 @@ func TestNoReplayOfARequestThePodHad(t *testing.T) {
 			t.Fatalf("one request reached %d pods (status %d)", sent, code)
 		}
 	}
-	// The only pod draining: a 503 the client may retry, not a model error.
+	// The only pod draining and none due (scaled to zero): its 503, which
+	// the client may retry, not a model error.
+	f.g.SetEndpoints([]Endpoint{{Namespace: "ns", Name: "chat", Open: true, Deployments: []Deployment{
+		{Name: "old", Traffic: 100, Pods: []string{strings.TrimPrefix(draining.URL, "http://")}, Replicas: 0, MaxConcurrentPerInstance: 4},
+	}}})
 	code, h, body := f.call(t, t.Context(), "/endpoints/ns/chat/score", scoreBody, HeaderDeployment, "old")
 	if code != http.StatusServiceUnavailable || h.Get(HeaderModelErrorStatus) != "" {
 		t.Errorf("the only pod draining: %d %v %s", code, h, body)
+	}
+}
+
+func TestDrainingPodsReplacementAnswers(t *testing.T) {
+	// The only pod of a deployment drains while its replacement starts (a
+	// pod deleted, a rolling update): the request waits for the new pod
+	// instead of failing.
+	draining := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, `{"error": {"message": "server is shutting down"}}`, http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(draining.Close)
+	old := strings.TrimPrefix(draining.URL, "http://")
+	endpoint := func(pods ...string) Endpoint {
+		return Endpoint{Namespace: "ns", Name: "chat", Open: true, Deployments: []Deployment{
+			{Name: "blue", Traffic: 100, Pods: pods, Replicas: 1, MaxConcurrentPerInstance: 4, Timeout: time.Minute},
+		}}
+	}
+	f := startGateway(t, Options{}, endpoint(old))
+	replacement := startPod(t)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		f.g.SetEndpoints([]Endpoint{endpoint(old, replacement.Addr)}) // the new pod is ready; the old one still listed
+	}()
+	start := time.Now()
+	code, _, body := f.call(t, t.Context(), "/endpoints/ns/chat/score", scoreBody)
+	if code != http.StatusOK || replacement.Seen.Load() != 1 {
+		t.Errorf("while the only pod was replaced: %d %s (the new pod saw %d requests)", code, body, replacement.Seen.Load())
+	}
+	if waited := time.Since(start); waited < 250*time.Millisecond {
+		t.Errorf("answered in %v, before the replacement was ready", waited)
 	}
 }
 
