@@ -15,6 +15,7 @@ import (
 	"github.com/leo-operator/leo/internal/stats"
 	"github.com/leo-operator/leo/runtime/cpu"
 	"github.com/leo-operator/leo/runtime/generate"
+	"github.com/leo-operator/leo/runtime/sample"
 )
 
 // benchResult is what `leo-runtime bench` prints; the JSON keys are the
@@ -82,7 +83,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		promptSec = time.Since(start).Seconds()
 		start = time.Now()
 		for i := 0; i < *genN; i++ {
-			tok := int32(argmax(logits))
+			tok := sample.Argmax(logits)
 			if logits, err = g.Step(tok, *promptN+i); err != nil {
 				return 0, 0, err
 			}
@@ -140,14 +141,4 @@ func fileSize(path string) int64 {
 		return 0
 	}
 	return st.Size()
-}
-
-func argmax(v []float32) int {
-	best := 0
-	for i, x := range v {
-		if x > v[best] {
-			best = i
-		}
-	}
-	return best
 }

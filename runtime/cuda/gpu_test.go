@@ -118,15 +118,7 @@ func schedules(prompts [][]int32) map[string][][][2]int {
 	return s
 }
 
-func argmax(x []float32) int {
-	best := 0
-	for i, v := range x {
-		if v > x[best] {
-			best = i
-		}
-	}
-	return best
-}
+func argmax(x []float32) int32 { return sample.Argmax(x) }
 
 func relErr(got, want []float32) float64 {
 	var d, n float64
@@ -474,7 +466,7 @@ func measureDecode(b *testing.B, l *loader.Loaded, steps int) float64 {
 	if err != nil {
 		b.Fatal(err)
 	}
-	tok := int32(argmax(logits[:vocab]))
+	tok := argmax(logits[:vocab])
 	pos := len(prompt.Tokens)
 	step := func() {
 		bt := model.Batch{Tokens: []int32{tok}, Pos: []int{pos}, Seq: []int{0}}
@@ -482,7 +474,7 @@ func measureDecode(b *testing.B, l *loader.Loaded, steps int) float64 {
 		if err != nil {
 			b.Fatal(err)
 		}
-		tok = int32(argmax(logits))
+		tok = argmax(logits)
 		pos++
 	}
 	for range 8 { // warm up: the graph is captured once

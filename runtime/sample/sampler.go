@@ -212,6 +212,11 @@ func (s *Sampler) repetitionPenalty(logits []float32, seq []int32) {
 	}
 }
 
+// Argmax returns the index of the largest score, the first on ties (NaN
+// never wins): greedy decoding's pick, for callers that decode without a
+// Sampler (benchmarks).
+func Argmax(logits []float32) int32 { return argmax(logits) }
+
 // argmaxGo returns the index of the largest score, the first on ties; NaN
 // never wins, and all -inf (or NaN) gives 0. argmax is this, in assembly
 // where the CPU allows (argmax_amd64.go).
