@@ -79,8 +79,12 @@ gpu-check-build: ## build what hack/gpu/check.sh runs on a GPU machine (which ha
 ##@ Run
 
 .PHONY: demo
-demo: kube-bins ## start a real control plane, install the CRDs, run the manager, apply the samples, show their status
-	$(GO) run ./hack/demo
+demo: $(HELM) ## the main job (root): the local cluster, leo installed by its chart, a model, an endpoint and a batch run applied, the sample request through the gateway; the cluster stays up (make cluster-down)
+	HELM="$(CURDIR)/$(HELM)" hack/demo/demo.sh
+
+.PHONY: demo-api
+demo-api: kube-bins ## no root, no node: a bare control plane and the controllers, the samples applied, their status
+	$(GO) run ./hack/demo-api
 
 ##@ Test
 

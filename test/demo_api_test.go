@@ -8,13 +8,13 @@ import (
 	"github.com/leo-operator/leo/internal/testenv"
 )
 
-// TestDemo runs the README's main job (make demo) and checks what it shows.
-func TestDemo(t *testing.T) {
+// TestDemoAPI runs the demo without a node (make demo-api) and checks what it shows.
+func TestDemoAPI(t *testing.T) {
 	root, err := testenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("go", "run", "./hack/demo")
+	cmd := exec.Command("go", "run", "./hack/demo-api")
 	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -1,11 +1,11 @@
-// Command demo is leo's main job until the end-to-end cluster lands: it
+// Command demo-api is leo's demo for a machine without root or a node: it
 // starts a real kube-apiserver and etcd (built by hack/kube/build.sh),
 // installs leo's CRDs, runs the manager's controllers against them, applies
 // the samples from config/samples, shows what the API server and the
 // controllers made of them, and shows an invalid object being refused.
 //
-//	go run ./hack/demo           (make demo)
-//	go run ./hack/demo -keep     keep the control plane up; prints a kubeconfig
+//	go run ./hack/demo-api       (make demo-api)
+//	go run ./hack/demo-api -keep keep the control plane up; prints a kubeconfig
 package main
 
 import (
@@ -159,8 +159,8 @@ spec:
 	step("an endpoint with traffic {blue: 90, green: 20} is refused:\n    %v", err)
 
 	if !keep {
-		fmt.Println("\nWhat works today: the API, the operator (claims, prepare Jobs, endpoints' Deployments, Services and keys, batch Jobs), the runtime.")
-		fmt.Println("What does not yet: a node to run the pods on here (the end-to-end cluster issue), the gateway, the batch worker (see the open issues).")
+		fmt.Println("\nThis was the API and the operator alone, with no node to run the pods on.")
+		fmt.Println("`make demo` (as root) runs it all on a local single-node cluster: the runtime's pods, the gateway, a batch run.")
 		return nil
 	}
 	admin, err := env.AddUser(envtest.User{Name: "demo-admin", Groups: []string{"system:masters"}}, nil)
