@@ -32,12 +32,12 @@ type Matrix struct {
 
 // Interleave returns m re-laid out for the lane kernels when the CPU has
 // them (AVX-512 VNNI): Q4_0 and Q8_0 matrices whose rows are a multiple
-// of four, in groups of four rows whose blocks are interleaved so that one
-// instruction works on four rows (lanes.go). The kernels then also read
+// of sixteen, in groups of sixteen rows whose blocks are interleaved so
+// that one instruction works on sixteen rows (lanes.go). The kernels then also read
 // memory front to back, which the hardware prefetchers follow at full
 // bandwidth. The copy is as big as m. Other matrices come back as they are.
 func Interleave(m Matrix) Matrix {
-	if m.Interleaved || (m.Type != quant.Q4_0 && m.Type != quant.Q8_0) || m.Rows <= 0 || m.Cols <= 0 || m.Rows%4 != 0 || active.laneVec(m.Type) == nil {
+	if m.Interleaved || (m.Type != quant.Q4_0 && m.Type != quant.Q8_0) || m.Rows <= 0 || m.Cols <= 0 || m.Rows%laneGroupRows != 0 || active.laneVec(m.Type) == nil {
 		return m
 	}
 	rowBytes, err := m.Type.RowBytes(m.Cols)
@@ -149,15 +149,15 @@ func (p *Pool) setup(j *matMulJob, dst []float32, w Matrix, x []float32, n int) 
 		return fmt.Errorf("cpu: MatMul output holds %d values, too few for %d tokens of %d rows", len(dst), n, w.Rows)
 	}
 	ks := active
-	if w.Interleaved && (ks.laneVec(w.Type) == nil || w.Rows%4 != 0) {
-		return fmt.Errorf("cpu: MatMul of an interleaved %d-row matrix: only Interleave's results (rows a multiple of 4, these kernels) can be multiplied", w.Rows)
+	if w.Interleaved && (ks.laneVec(w.Type) == nil || w.Rows%laneGroupRows != 0) {
+		return fmt.Errorf("cpu: MatMul of an interleaved %d-row matrix: only Interleave's results (rows a multiple of %d, these kernels) can be multiplied", w.Rows, laneGroupRows)
 	}
 	*j = matMulJob{p: p, ks: ks, w: w, rowBytes: rowBytes, x: x, n: n, dst: dst, group: 1}
 	switch {
 	case w.Interleaved:
 		j.nb = w.Cols / 32
 		if n > 1 {
-			j.group = 4
+			j.group = laneTokens
 		}
 		j.stride = j.group * laneTokBytes // bytes from a token's block to its next
 		j.tokBytes = j.nb * j.stride      // bytes per group of tokens
@@ -400,38 +400,17 @@ func (j *matMulJob) q8Rows(r0, r1 int) {
 	}
 }
 
-// laneRows computes rows [r0, r1) (multiples of 4) of an interleaved
-// matrix for all tokens.
+// laneRows computes rows [r0, r1) (multiples of 16) of an interleaved
+// matrix for all tokens. The many-token kernel keeps each group of rows in
+// L1 while it goes over the token groups.
 func (j *matMulJob) laneRows(r0, r1 int) {
 	w := j.w.Data[r0*j.rowBytes : r1*j.rowBytes]
-	groups := (r1 - r0) / 4
+	groups := (r1 - r0) / laneGroupRows
 	if j.n == 1 {
 		j.ks.laneVec(j.w.Type)(w, j.act, j.nb, groups, j.dst[r0:r1])
 		return
 	}
-	if rows := j.ks.laneRows(j.w.Type); rows != nil {
-		// The loops below, in one call of the kernel.
-		rows(w, j.act, j.nb, groups, j.dst[r0:], j.w.Rows, j.n, j.tokBytes)
-		return
-	}
-	// Eight rows (one call of the 8-row kernel) for all tokens at a time:
-	// the rows stay in L1 for the later token groups. The first group's
-	// pass also prefetches the next eight rows, block by block, so that
-	// their fetch from memory overlaps its arithmetic.
-	tile := j.ks.laneTile(j.w.Type)
-	rows := j.w.Rows
-	for r := r0; r < r1; r += 8 {
-		re := min(r+8, r1)
-		wr := w[(r-r0)*j.rowBytes : (re-r0)*j.rowBytes]
-		pf := 0
-		if re+8 <= r1 {
-			pf = 8 * j.rowBytes
-		}
-		for g := 0; 4*g < j.n; g++ {
-			tile(wr, j.act[g*j.tokBytes:(g+1)*j.tokBytes], j.nb, (re-r)/4, j.dst[4*g*rows+r:], rows, j.n-4*g, pf)
-			pf = 0
-		}
-	}
+	j.ks.laneRows(j.w.Type)(w, j.act, j.nb, groups, j.dst[r0:], j.w.Rows, j.n, j.tokBytes)
 }
 
 func (j *matMulJob) kRows(r0, r1 int) {

@@ -654,8 +654,9 @@ func ExamplePool_MatMul() {
 
 // TestInterleave checks MatMul on interleaved matrices (the lane kernels)
 // against the plain layout with every kernel set, for mat-vec and for
-// token counts that fill or do not fill the 4-token groups, and that
-// Interleave leaves alone what it cannot interleave.
+// token counts that fill or do not fill the 8-token groups, and that
+// Interleave leaves alone what it cannot interleave (rows not a multiple
+// of 16).
 func TestInterleave(t *testing.T) {
 	defer func(a *kernelSet) { active = a }(active)
 	r := rand.New(rand.NewPCG(9, 9))
@@ -663,7 +664,7 @@ func TestInterleave(t *testing.T) {
 		active = &kernelSets[i]
 		p := NewPool(2)
 		for _, typ := range []quant.Type{quant.Q4_0, quant.Q8_0} {
-			for _, s := range []shape{{4, 32, 1}, {40, 64, 1}, {36, 256, 3}, {64, 128, 8}, {16, 96, 128}, {20, 64, 5}, {44, 96, 13}, {40, 64, 16}, {12, 64, 17}} {
+			for _, s := range []shape{{16, 32, 1}, {48, 64, 1}, {32, 256, 3}, {64, 128, 8}, {16, 96, 128}, {80, 64, 5}, {48, 96, 13}, {32, 64, 16}, {16, 64, 17}, {96, 64, 9}} {
 				w := Matrix{Type: typ, Rows: s.rows, Cols: s.cols}
 				for range s.rows {
 					w.Data = append(w.Data, randRow(r, typ, s.cols)...)
@@ -679,9 +680,11 @@ func TestInterleave(t *testing.T) {
 			}
 		}
 		p.Close()
-		odd := Matrix{Type: quant.Q8_0, Rows: 3, Cols: 32, Data: make([]byte, 3*34)}
-		if Interleave(odd).Interleaved {
-			t.Error("a matrix of 3 rows was interleaved")
+		for _, rows := range []int{3, 4, 24} {
+			odd := Matrix{Type: quant.Q8_0, Rows: rows, Cols: 32, Data: make([]byte, rows*34)}
+			if Interleave(odd).Interleaved {
+				t.Errorf("a matrix of %d rows was interleaved", rows)
+			}
 		}
 		f := Matrix{Type: quant.F16, Rows: 4, Cols: 32, Data: make([]byte, 4*64)}
 		if Interleave(f).Interleaved {
@@ -709,6 +712,7 @@ func TestMatMuls(t *testing.T) {
 		for _, set := range [][]Matrix{
 			{mk(quant.Q4_0, 64, 256), mk(quant.Q4_0, 16, 256), mk(quant.Q4_0, 16, 256)},
 			{mk(quant.Q8_0, 48, 256), mk(quant.Q8_0, 48, 256)},
+			{mk(quant.Q8_0, 32, 64), mk(quant.Q8_0, 20, 64)}, // one interleaved, one not: one at a time
 			{mk(quant.Q4K, 20, 256), mk(quant.Q6K, 20, 256)}, // differ: one at a time
 			{mk(quant.F16, 8, 64), mk(quant.F16, 12, 64)},
 		} {
@@ -754,8 +758,8 @@ func TestInterleaveRefusals(t *testing.T) {
 	}
 	p := NewPool(1)
 	defer p.Close()
-	bad := Matrix{Type: quant.Q8_0, Rows: 6, Cols: 32, Data: make([]byte, 6*34), Interleaved: true}
-	if err := p.MatMul(make([]float32, 6), bad, make([]float32, 32), 1); err == nil {
-		t.Error("MatMul accepted an interleaved matrix of 6 rows")
+	bad := Matrix{Type: quant.Q8_0, Rows: 8, Cols: 32, Data: make([]byte, 8*34), Interleaved: true}
+	if err := p.MatMul(make([]float32, 8), bad, make([]float32, 32), 1); err == nil {
+		t.Error("MatMul accepted an interleaved matrix of 8 rows")
 	}
 }

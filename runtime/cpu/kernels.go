@@ -16,19 +16,15 @@ type q8Vec4Func func(w [4][]byte, a []byte, stride, coff, doff, nb, wstep int) [
 // tokens of one group (g = 4) of Q8_0-family activations; wstep as above.
 type q8TileFunc func(w [4][]byte, a []byte, nb, wstep int) [16]float32
 
-// laneVecFunc computes out[4g+r] = row r of group g · token for groups
-// groups of four rows in the lane layout (lanes.go), w at the first group.
+// laneVecFunc computes out[16g+r] = row r of group g · token for groups
+// groups of sixteen rows in the lane layout (lanes.go), w at the first
+// group.
 type laneVecFunc func(w, a []byte, nb, groups int, out []float32)
 
-// laneTileFunc is laneVecFunc for the four tokens of a lane activation
-// group: out[t*stride+4g+r], stored for the first ntok tokens only. pf > 0
-// asks it to prefetch, as it goes, the weights pf bytes after w's (a hint
-// only: nothing there is read).
-type laneTileFunc func(w, a []byte, nb, groups int, out []float32, stride, ntok, pf int)
-
-// laneRowsFunc is laneTileFunc for all n tokens of a lane activation
-// buffer (groups of four tokens, tokBytes apart, the last one padded):
-// out[t*stride+4g+r] for t < n, in one call for a whole chunk of rows.
+// laneRowsFunc is laneVecFunc for all n tokens of a lane activation buffer
+// (groups of laneTokens tokens, tokBytes apart, the last one padded):
+// out[t*stride+16g+r] for t < n, in one call for a whole chunk of rows.
+// Each result has the same bits as laneVecFunc's for that token.
 type laneRowsFunc func(w, a []byte, nb, groups int, out []float32, stride, n, tokBytes int)
 
 // kVec1Func is the dot of one Q4_K or Q6_K row of nb super-blocks with one
@@ -53,8 +49,7 @@ type kernelSet struct {
 	// Lane-layout kernels (nil: Interleave keeps the plain layout).
 	q40LaneVec, q80LaneVec   laneVecFunc
 	quantLane                func(buf []byte, step int, x []float32, k int32) // as quantizeLaneToken (lanes_ref_test.go)
-	q40LaneTile, q80LaneTile laneTileFunc
-	q40LaneRows, q80LaneRows laneRowsFunc // nil: laneTile per 8 rows and token group
+	q40LaneRows, q80LaneRows laneRowsFunc                                     // set with the LaneVec kernels
 	q4KVec1, q6KVec1         kVec1Func
 	f32Vec4                  fVec4Func
 	f16Vec4                  fVec4Func
@@ -85,13 +80,6 @@ func (ks *kernelSet) laneVec(t quant.Type) laneVecFunc {
 		return ks.q40LaneVec
 	}
 	return ks.q80LaneVec
-}
-
-func (ks *kernelSet) laneTile(t quant.Type) laneTileFunc {
-	if t == quant.Q4_0 {
-		return ks.q40LaneTile
-	}
-	return ks.q80LaneTile
 }
 
 func (ks *kernelSet) laneRows(t quant.Type) laneRowsFunc {

@@ -55,12 +55,10 @@ func platformKernels() []kernelSet {
 		vnni.f32Tile4 = fTile4(f32x4x4AVX512, 4, refF32Dot)
 		vnni.f16Tile4 = fTile4(f16x4x4AVX512, 2, refF16Dot)
 		vnni.quantLane = quantLane
-		vnni.q40LaneVec = laneVec(q40LaneVec)
-		vnni.q80LaneVec = laneVec(q80LaneVec)
-		vnni.q40LaneTile = laneTile(q40LaneTile, q40LaneTile8)
-		vnni.q80LaneTile = laneTile(q80LaneTile, q80LaneTile8)
-		vnni.q40LaneRows = laneRows(q40LaneTile, q40LaneRows8)
-		vnni.q80LaneRows = laneRows(q80LaneTile, q80LaneRows8)
+		vnni.q40LaneVec = laneVec(q40LaneVec, laneGroupRows*18)
+		vnni.q80LaneVec = laneVec(q80LaneVec, laneGroupRows*34)
+		vnni.q40LaneRows = laneRowsKernel(q40LaneRows, laneGroupRows*18)
+		vnni.q80LaneRows = laneRowsKernel(q80LaneRows, laneGroupRows*34)
 		sets = append(sets, vnni)
 	}
 	return sets

@@ -3,379 +3,243 @@
 #include "textflag.h"
 
 // Lane kernels: Q4_0 / Q8_0 weights in the lane layout (lanes.go) × tokens
-// in the lane activation layout, AVX-512 VNNI. Dword lane 4r+k of a 512-bit
-// register is row r's columns 4k..4k+3 of a block, so one VPDPBUSD works on
-// four rows at once and the float work (convert, scale, add) is done once
-// per block for four rows instead of once per row.
+// in the lane activation layout, AVX-512 VNNI. Dword lane r of a 512-bit
+// register is row r of a group of sixteen, so one VPDPBUSD multiplies a
+// 4-column piece of sixteen rows by the token's same four columns,
+// broadcast from memory; the float work (convert, scale, add) is done once
+// per block for sixteen rows, and each lane ends holding its row's result.
+//
+// Per (row group, block, token) both kernels do the same operations: the
+// integer sum (exact, whatever its order) from the token's correction,
+// converted to float, times (the rows' scales × the token's scale) added
+// to the row's sum by one FMA. So the one-token and the many-token kernel
+// give the same bits, and a sequence's results do not depend on what else
+// shares its batch.
 
-// laneperm: VPERMPS indexes copying floats 0..3 four times each.
-DATA laneperm<>+0(SB)/8, $0x0000000000000000
-DATA laneperm<>+8(SB)/8, $0x0000000000000000
-DATA laneperm<>+16(SB)/8, $0x0000000100000001
-DATA laneperm<>+24(SB)/8, $0x0000000100000001
-DATA laneperm<>+32(SB)/8, $0x0000000200000002
-DATA laneperm<>+40(SB)/8, $0x0000000200000002
-DATA laneperm<>+48(SB)/8, $0x0000000300000003
-DATA laneperm<>+56(SB)/8, $0x0000000300000003
-GLOBL laneperm<>(SB), RODATA|NOPTR, $64
+// Q8_0 weights of a group's block at wp: the eight 4-column pieces, stored
+// +128 (unsigned), in Z8..Z15.
+#define LW80(wp) \
+	VMOVDQU64 32(wp), Z8; \
+	VMOVDQU64 96(wp), Z9; \
+	VMOVDQU64 160(wp), Z10; \
+	VMOVDQU64 224(wp), Z11; \
+	VMOVDQU64 288(wp), Z12; \
+	VMOVDQU64 352(wp), Z13; \
+	VMOVDQU64 416(wp), Z14; \
+	VMOVDQU64 480(wp), Z15
 
-// Whole chunks: pairs pairs of groups (eight rows each, one after another)
-// × all n tokens (groups of four, tokBytes apart in a, the last padded);
-// the row sums of token t go to out + t*stride bytes. For each pair of
-// groups the 8-row tile runs over every token group while the rows stay
-// in L1; its first token group prefetches the next pair's weights, as
-// laneRows did with q80LaneTile8 (the same arithmetic, in the same order,
-// so the results are the same bits), without a call per tile.
-#define LROWS8_BODY(lw, lwb, bytes) \
-	MOVQ CX, R13; \
-	IMULQ $bytes, R13; \
-	MOVQ R8, AX; \
-	MOVQ DI, pairout-8(SP); \
-lrowspair: \
-	MOVQ pairout-8(SP), DI; \
+// Q4_0 weights of a group's block at wp: the four 4-byte pieces' low
+// nibbles (columns 4j..4j+3) in Z8..Z11 and high nibbles (columns
+// 16+4j..) in Z12..Z15; Z27 holds 0x0f in every byte.
+#define LW40(wp) \
+	VMOVDQU64 32(wp), Z8; \
+	VMOVDQU64 96(wp), Z9; \
+	VMOVDQU64 160(wp), Z10; \
+	VMOVDQU64 224(wp), Z11; \
+	VPSRLW $4, Z8, Z12; \
+	VPSRLW $4, Z9, Z13; \
+	VPSRLW $4, Z10, Z14; \
+	VPSRLW $4, Z11, Z15; \
+	VPANDD Z27, Z8, Z8; \
+	VPANDD Z27, Z9, Z9; \
+	VPANDD Z27, Z10, Z10; \
+	VPANDD Z27, Z11, Z11; \
+	VPANDD Z27, Z12, Z12; \
+	VPANDD Z27, Z13, Z13; \
+	VPANDD Z27, Z14, Z14; \
+	VPANDD Z27, Z15, Z15
+
+// For both types Zj+8 pairs with the token's columns 4j..4j+3 (the
+// record's dword j): Q4_0's pieces j and j+4 are piece j's two nibbles.
+
+// LPIECE: piece j (weights Zw, the token's dword at 4j) of tokens 0..7,
+// whose records are 64 bytes apart at R9, into their sums Z17..Z24.
+#define LPIECE(j, Zw) \
+	VPDPBUSD.BCST (4*j)(R9), Zw, Z17; \
+	VPDPBUSD.BCST (64+4*j)(R9), Zw, Z18; \
+	VPDPBUSD.BCST (128+4*j)(R9), Zw, Z19; \
+	VPDPBUSD.BCST (192+4*j)(R9), Zw, Z20; \
+	VPDPBUSD.BCST (256+4*j)(R9), Zw, Z21; \
+	VPDPBUSD.BCST (320+4*j)(R9), Zw, Z22; \
+	VPDPBUSD.BCST (384+4*j)(R9), Zw, Z23; \
+	VPDPBUSD.BCST (448+4*j)(R9), Zw, Z24
+
+// LSCALE: token t's block sum Zs (integer) into its row sums Zacc: the
+// rows' scales Z16 times the token's scale, by one FMA; Zt a temporary.
+#define LSCALE(t, Zs, Zacc, Zt) \
+	VCVTDQ2PS Zs, Zs; \
+	VMULPS.BCST (64*t+48)(R9), Z16, Zt; \
+	VFMADD231PS Zt, Zs, Zacc
+
+// LSTORE: the first R12 (at least 1) tokens' row sums Z0..Z7 at R13,
+// BX bytes apart.
+#define LSTORE(done) \
+	MOVQ R13, R15; \
+	VMOVUPS Z0, (R15); \
+	CMPQ R12, $2; \
+	JLT done; \
+	ADDQ BX, R15; \
+	VMOVUPS Z1, (R15); \
+	CMPQ R12, $3; \
+	JLT done; \
+	ADDQ BX, R15; \
+	VMOVUPS Z2, (R15); \
+	CMPQ R12, $4; \
+	JLT done; \
+	ADDQ BX, R15; \
+	VMOVUPS Z3, (R15); \
+	CMPQ R12, $5; \
+	JLT done; \
+	ADDQ BX, R15; \
+	VMOVUPS Z4, (R15); \
+	CMPQ R12, $6; \
+	JLT done; \
+	ADDQ BX, R15; \
+	VMOVUPS Z5, (R15); \
+	CMPQ R12, $7; \
+	JLT done; \
+	ADDQ BX, R15; \
+	VMOVUPS Z6, (R15); \
+	CMPQ R12, $8; \
+	JLT done; \
+	ADDQ BX, R15; \
+	VMOVUPS Z7, (R15); \
+done:
+
+// LROWS_BODY: every group of sixteen rows (gbytes bytes per block) × all n
+// tokens, in groups of eight (tokBytes apart at a; block b of a group's
+// token t at 512b+64t); the row sums of token t go to out + t*stride
+// floats. A group's weights stay in L1 for its later token groups.
+#define LROWS_BODY(lw, gbytes, rows_group, rows_tok, rows_block, rows_stored) \
+	MOVQ w+0(FP), R8; \
+	MOVQ nb+16(FP), CX; \
+	MOVQ groups+24(FP), DX; \
+	MOVQ out+32(FP), DI; \
+	MOVQ stride+40(FP), BX; \
+	SHLQ $2, BX; \
+	MOVQ tokBytes+56(FP), R14; \
+rows_group: \
 	MOVQ a+8(FP), SI; \
 	MOVQ n+48(FP), R12; \
-	XORQ R14, R14; \
-	CMPQ DX, $1; \
-	JEQ lrowspfset; \
-	LEAQ (R13)(R13*1), R14; \
-lrowspfset: \
-	LEAQ (R14)(R13*1), R15; \
-lrowstok: \
+	MOVQ DI, R13; \
+rows_tok: \
 	VPXORD Z0, Z0, Z0; \
 	VPXORD Z1, Z1, Z1; \
 	VPXORD Z2, Z2, Z2; \
 	VPXORD Z3, Z3, Z3; \
-	VPXORD Z16, Z16, Z16; \
-	VPXORD Z17, Z17, Z17; \
-	VPXORD Z18, Z18, Z18; \
-	VPXORD Z19, Z19, Z19; \
-	MOVQ AX, R8; \
+	VPXORD Z4, Z4, Z4; \
+	VPXORD Z5, Z5, Z5; \
+	VPXORD Z6, Z6, Z6; \
+	VPXORD Z7, Z7, Z7; \
+	MOVQ R8, R11; \
 	MOVQ SI, R9; \
 	MOVQ CX, R10; \
-lrowsblock: \
-	TESTQ R14, R14; \
-	JZ lrowsnopf; \
-	PREFETCHT0 (R8)(R14*1); \
-	PREFETCHT0 64(R8)(R14*1); \
-	PREFETCHT0 128(R8)(R14*1); \
-	PREFETCHT0 (R8)(R15*1); \
-	PREFETCHT0 64(R8)(R15*1); \
-	PREFETCHT0 128(R8)(R15*1); \
-lrowsnopf: \
-	LSCALES(R8); \
-	lw(R8); \
-	LSCALES2(R8); \
-	lwb(R8); \
-	LTOKEN8(0, Z0, Z16, Z20, Z21, Z22, Z23, Z24, Z25); \
-	LTOKEN8(64, Z1, Z17, Z26, Z27, Z28, Z29, Z30, Z31); \
-	LTOKEN8(128, Z2, Z18, Z20, Z21, Z22, Z23, Z24, Z25); \
-	LTOKEN8(192, Z3, Z19, Z26, Z27, Z28, Z29, Z30, Z31); \
-	ADDQ $bytes, R8; \
-	ADDQ $256, R9; \
+rows_block: \
+	VCVTPH2PS (R11), Z16; \
+	lw(R11); \
+	VPBROADCASTD 32(R9), Z17; \
+	VPBROADCASTD 96(R9), Z18; \
+	VPBROADCASTD 160(R9), Z19; \
+	VPBROADCASTD 224(R9), Z20; \
+	VPBROADCASTD 288(R9), Z21; \
+	VPBROADCASTD 352(R9), Z22; \
+	VPBROADCASTD 416(R9), Z23; \
+	VPBROADCASTD 480(R9), Z24; \
+	LPIECE(0, Z8); \
+	LPIECE(1, Z9); \
+	LPIECE(2, Z10); \
+	LPIECE(3, Z11); \
+	LPIECE(4, Z12); \
+	LPIECE(5, Z13); \
+	LPIECE(6, Z14); \
+	LPIECE(7, Z15); \
+	LSCALE(0, Z17, Z0, Z25); \
+	LSCALE(1, Z18, Z1, Z26); \
+	LSCALE(2, Z19, Z2, Z25); \
+	LSCALE(3, Z20, Z3, Z26); \
+	LSCALE(4, Z21, Z4, Z25); \
+	LSCALE(5, Z22, Z5, Z26); \
+	LSCALE(6, Z23, Z6, Z25); \
+	LSCALE(7, Z24, Z7, Z26); \
+	ADDQ $gbytes, R11; \
+	ADDQ $512, R9; \
 	DECQ R10; \
-	JNZ lrowsblock; \
-	LSTORE4(DI, lrowsstored0); \
-	VMOVAPS Z16, Z0; \
-	VMOVAPS Z17, Z1; \
-	VMOVAPS Z18, Z2; \
-	VMOVAPS Z19, Z3; \
-	LEAQ 16(DI), R9; \
-	LSTORE4(R9, lrowsstored1); \
-	XORQ R14, R14; \
-	ADDQ tokBytes+56(FP), SI; \
-	LEAQ (DI)(BX*4), DI; \
-	SUBQ $4, R12; \
-	JGT lrowstok; \
-	LEAQ (AX)(R13*2), AX; \
-	ADDQ $32, pairout-8(SP); \
+	JNZ rows_block; \
+	LSTORE(rows_stored); \
+	ADDQ R14, SI; \
+	LEAQ (R13)(BX*8), R13; \
+	SUBQ $8, R12; \
+	JGT rows_tok; \
+	MOVQ R11, R8; \
+	ADDQ $64, DI; \
 	DECQ DX; \
-	JNZ lrowspair
+	JNZ rows_group
 
-#define LROWS_SETUP \
-	MOVQ w+0(FP), R8; \
-	MOVQ nb+16(FP), CX; \
-	MOVQ pairs+24(FP), DX; \
-	MOVQ out+32(FP), DI; \
-	MOVQ stride+40(FP), BX; \
-	LEAQ (BX)(BX*2), R11; \
-	VMOVDQU32 laneperm<>(SB), Z14
+// func q40LaneRows(w, a *byte, nb, groups int, out *float32, stride, n, tokBytes int)
+TEXT ·q40LaneRows(SB), NOSPLIT, $0-64
+	MOVL $0x0f0f0f0f, AX
+	VPBROADCASTD AX, Z27
+	LROWS_BODY(LW40, 288, q40rgroup, q40rtok, q40rblock, q40rstored)
+	VZEROUPPER
+	RET
 
-// LSCALES: the group's four fp16 row scales at wp, each in four lanes (Z4).
-#define LSCALES(wp) \
-	VCVTPH2PS (wp), X4; \
-	VPERMPS Z4, Z14, Z4
+// func q80LaneRows(w, a *byte, nb, groups int, out *float32, stride, n, tokBytes int)
+TEXT ·q80LaneRows(SB), NOSPLIT, $0-64
+	LROWS_BODY(LW80, 544, q80rgroup, q80rtok, q80rblock, q80rstored)
+	VZEROUPPER
+	RET
 
-// Q4_0 weights of a group's block: low nibbles in Z5, high in Z6.
-#define LW40(wp) \
-	VMOVDQU64 8(wp), Z5; \
-	VPSRLW $4, Z5, Z6; \
-	VPANDD Z15, Z5, Z5; \
-	VPANDD Z15, Z6, Z6
-
-// Q8_0 weights of a group's block, stored +128 (unsigned): halves in Z5
-// and Z6.
-#define LW80(wp) \
-	VMOVDQU64 8(wp), Z5; \
-	VMOVDQU64 72(wp), Z6
-
-// LTOKEN: acc += Σ_block per lane, token record at off(R9); temps t1..t3.
-#define LTOKEN(off, acc, t1, t2, t3) \
-	VBROADCASTI32X4 (off+32)(R9), t1; \
-	VBROADCASTI32X4 (off)(R9), t3; \
-	VPDPBUSD t3, Z5, t1; \
-	VBROADCASTI32X4 (off+16)(R9), t3; \
-	VPDPBUSD t3, Z6, t1; \
-	VCVTDQ2PS t1, t1; \
-	VMULPS.BCST (off+48)(R9), Z4, t2; \
-	VFMADD231PS t2, t1, acc
-
-// LREDUCE: the four row sums of lanes 4r+k of zacc (low half yacc) to dst.
-#define LREDUCE(zacc, yacc, dst) \
-	VEXTRACTF64X4 $1, zacc, Y7; \
-	VHADDPS Y7, yacc, Y8; \
-	VHADDPS Y8, Y8, Y8; \
-	VEXTRACTF128 $1, Y8, X9; \
-	VUNPCKLPS X9, X8, X8; \
-	VMOVUPS X8, dst
-
-#define LVEC_BODY(lw, bytes) \
-lvecgroup: \
-	VPXORD Z0, Z0, Z0; \
-	MOVQ SI, R9; \
-	MOVQ CX, R10; \
-lvecblock: \
-	LSCALES(R8); \
-	lw(R8); \
-	LTOKEN(0, Z0, Z16, Z17, Z24); \
-	ADDQ $bytes, R8; \
-	ADDQ $64, R9; \
-	DECQ R10; \
-	JNZ lvecblock; \
-	LREDUCE(Z0, Y0, (DI)); \
-	ADDQ $16, DI; \
-	DECQ DX; \
-	JNZ lvecgroup
-
-#define LANE_SETUP \
-	MOVQ w+0(FP), R8; \
-	MOVQ a+8(FP), SI; \
+// LVEC_BODY: every group of sixteen rows × one token (records 64 bytes
+// apart at a): out[16g+r]. The integer sum runs in four chains (Z17..Z20)
+// so that the VPDPBUSDs do not wait on each other.
+#define LVEC_BODY(lw, gbytes, vec_group, vec_block) \
+	MOVQ w+0(FP), R11; \
 	MOVQ nb+16(FP), CX; \
 	MOVQ groups+24(FP), DX; \
 	MOVQ out+32(FP), DI; \
-	VMOVDQU32 laneperm<>(SB), Z14
-
-#define TILE_STRIDE \
-	MOVQ stride+40(FP), BX; \
-	MOVQ ntok+48(FP), R12; \
-	LEAQ (BX)(BX*2), R11
+vec_group: \
+	VPXORD Z0, Z0, Z0; \
+	MOVQ a+8(FP), R9; \
+	MOVQ CX, R10; \
+vec_block: \
+	VCVTPH2PS (R11), Z16; \
+	lw(R11); \
+	VPBROADCASTD 32(R9), Z17; \
+	VPXORD Z18, Z18, Z18; \
+	VPXORD Z19, Z19, Z19; \
+	VPXORD Z20, Z20, Z20; \
+	VPDPBUSD.BCST 0(R9), Z8, Z17; \
+	VPDPBUSD.BCST 4(R9), Z9, Z18; \
+	VPDPBUSD.BCST 8(R9), Z10, Z19; \
+	VPDPBUSD.BCST 12(R9), Z11, Z20; \
+	VPDPBUSD.BCST 16(R9), Z12, Z17; \
+	VPDPBUSD.BCST 20(R9), Z13, Z18; \
+	VPDPBUSD.BCST 24(R9), Z14, Z19; \
+	VPDPBUSD.BCST 28(R9), Z15, Z20; \
+	VPADDD Z18, Z17, Z17; \
+	VPADDD Z20, Z19, Z19; \
+	VPADDD Z19, Z17, Z17; \
+	LSCALE(0, Z17, Z0, Z25); \
+	ADDQ $gbytes, R11; \
+	ADDQ $64, R9; \
+	DECQ R10; \
+	JNZ vec_block; \
+	VMOVUPS Z0, (DI); \
+	ADDQ $64, DI; \
+	DECQ DX; \
+	JNZ vec_group
 
 // func q40LaneVec(w, a *byte, nb, groups int, out *float32)
 TEXT ·q40LaneVec(SB), NOSPLIT, $0-40
-	LANE_SETUP
-	MOVL $0x0f, AX
-	VPBROADCASTB AX, Z15
-	LVEC_BODY(LW40, 72)
+	MOVL $0x0f0f0f0f, AX
+	VPBROADCASTD AX, Z27
+	LVEC_BODY(LW40, 288, q40vgroup, q40vblock)
 	VZEROUPPER
 	RET
 
 // func q80LaneVec(w, a *byte, nb, groups int, out *float32)
 TEXT ·q80LaneVec(SB), NOSPLIT, $0-40
-	LANE_SETUP
-	LVEC_BODY(LW80, 136)
-	VZEROUPPER
-	RET
-
-// Four tokens (records 64 bytes apart, 256 bytes per block); row sums of
-// token t go to out + t*stride bytes, for the first ntok tokens only (the
-// others are padding of a last, partial group).
-#define LTILE_BODY(lw, bytes) \
-ltilegroup: \
-	VPXORD Z0, Z0, Z0; \
-	VPXORD Z1, Z1, Z1; \
-	VPXORD Z2, Z2, Z2; \
-	VPXORD Z3, Z3, Z3; \
-	MOVQ SI, R9; \
-	MOVQ CX, R10; \
-ltileblock: \
-	LSCALES(R8); \
-	lw(R8); \
-	LTOKEN(0, Z0, Z16, Z17, Z24); \
-	LTOKEN(64, Z1, Z18, Z19, Z25); \
-	LTOKEN(128, Z2, Z20, Z21, Z26); \
-	LTOKEN(192, Z3, Z22, Z23, Z27); \
-	ADDQ $bytes, R8; \
-	ADDQ $256, R9; \
-	DECQ R10; \
-	JNZ ltileblock; \
-	LREDUCE(Z0, Y0, (DI)); \
-	CMPQ R12, $2; \
-	JLT ltilestored; \
-	LREDUCE(Z1, Y1, (DI)(BX*1)); \
-	CMPQ R12, $3; \
-	JLT ltilestored; \
-	LREDUCE(Z2, Y2, (DI)(BX*2)); \
-	CMPQ R12, $4; \
-	JLT ltilestored; \
-	LREDUCE(Z3, Y3, (DI)(R11*1)); \
-ltilestored: \
-	ADDQ $16, DI; \
-	DECQ DX; \
-	JNZ ltilegroup
-
-// func q40LaneTile(w, a *byte, nb, groups int, out *float32, stride, ntok int)
-TEXT ·q40LaneTile(SB), NOSPLIT, $0-56
-	LANE_SETUP
-	TILE_STRIDE
-	MOVL $0x0f, AX
-	VPBROADCASTB AX, Z15
-	LTILE_BODY(LW40, 72)
-	VZEROUPPER
-	RET
-
-// func q80LaneTile(w, a *byte, nb, groups int, out *float32, stride, ntok int)
-TEXT ·q80LaneTile(SB), NOSPLIT, $0-56
-	LANE_SETUP
-	TILE_STRIDE
-	LTILE_BODY(LW80, 136)
-	VZEROUPPER
-	RET
-
-// Eight rows (two groups, the second R13 bytes after the first) × four
-// tokens: each token's record is loaded once for both groups. With pf > 0
-// each block of weights also prefetches the block pf bytes on in both
-// groups (the next rows a caller will multiply): spread over the loop, the
-// fetch overlaps arithmetic instead of stalling a burst of prefetches.
-
-// LTOKEN8: token record at off(R9) into both groups' accumulators.
-#define LTOKEN8(off, acc0, acc1, c, l, h, t1, t2, t3) \
-	VBROADCASTI32X4 (off+32)(R9), c; \
-	VBROADCASTI32X4 (off)(R9), l; \
-	VBROADCASTI32X4 (off+16)(R9), h; \
-	VMOVDQA32 c, t1; \
-	VPDPBUSD l, Z5, t1; \
-	VPDPBUSD h, Z6, t1; \
-	VPDPBUSD l, Z10, c; \
-	VPDPBUSD h, Z11, c; \
-	VCVTDQ2PS t1, t1; \
-	VCVTDQ2PS c, c; \
-	VMULPS.BCST (off+48)(R9), Z4, t2; \
-	VMULPS.BCST (off+48)(R9), Z7, t3; \
-	VFMADD231PS t2, t1, acc0; \
-	VFMADD231PS t3, c, acc1
-
-// Second group's scales (Z7) and weights (Z10, Z11), Q4_0 and Q8_0.
-#define LSCALES2(wp) \
-	VCVTPH2PS (wp)(R13*1), X7; \
-	VPERMPS Z7, Z14, Z7
-
-#define LW40B(wp) \
-	VMOVDQU64 8(wp)(R13*1), Z10; \
-	VPSRLW $4, Z10, Z11; \
-	VPANDD Z15, Z10, Z10; \
-	VPANDD Z15, Z11, Z11
-
-#define LW80B(wp) \
-	VMOVDQU64 8(wp)(R13*1), Z10; \
-	VMOVDQU64 72(wp)(R13*1), Z11
-
-// LSTORE4: the row sums of Z0..Z3 (tokens 0..3) at dst, first R12 tokens.
-#define LSTORE4(dst, done) \
-	LREDUCE(Z0, Y0, (dst)); \
-	CMPQ R12, $2; \
-	JLT done; \
-	LREDUCE(Z1, Y1, (dst)(BX*1)); \
-	CMPQ R12, $3; \
-	JLT done; \
-	LREDUCE(Z2, Y2, (dst)(BX*2)); \
-	CMPQ R12, $4; \
-	JLT done; \
-	LREDUCE(Z3, Y3, (dst)(R11*1)); \
-done:
-
-#define LTILE8_BODY(lw, lwb, bytes) \
-	MOVQ CX, R13; \
-	IMULQ $bytes, R13; \
-	LEAQ (R14)(R13*1), R15; \
-	SHRQ $1, DX; \
-ltile8group: \
-	VPXORD Z0, Z0, Z0; \
-	VPXORD Z1, Z1, Z1; \
-	VPXORD Z2, Z2, Z2; \
-	VPXORD Z3, Z3, Z3; \
-	VPXORD Z16, Z16, Z16; \
-	VPXORD Z17, Z17, Z17; \
-	VPXORD Z18, Z18, Z18; \
-	VPXORD Z19, Z19, Z19; \
-	MOVQ SI, R9; \
-	MOVQ CX, R10; \
-ltile8block: \
-	TESTQ R14, R14; \
-	JZ ltile8nopf; \
-	PREFETCHT0 (R8)(R14*1); \
-	PREFETCHT0 64(R8)(R14*1); \
-	PREFETCHT0 128(R8)(R14*1); \
-	PREFETCHT0 (R8)(R15*1); \
-	PREFETCHT0 64(R8)(R15*1); \
-	PREFETCHT0 128(R8)(R15*1); \
-ltile8nopf: \
-	LSCALES(R8); \
-	lw(R8); \
-	LSCALES2(R8); \
-	lwb(R8); \
-	LTOKEN8(0, Z0, Z16, Z20, Z21, Z22, Z23, Z24, Z25); \
-	LTOKEN8(64, Z1, Z17, Z26, Z27, Z28, Z29, Z30, Z31); \
-	LTOKEN8(128, Z2, Z18, Z20, Z21, Z22, Z23, Z24, Z25); \
-	LTOKEN8(192, Z3, Z19, Z26, Z27, Z28, Z29, Z30, Z31); \
-	ADDQ $bytes, R8; \
-	ADDQ $256, R9; \
-	DECQ R10; \
-	JNZ ltile8block; \
-	LSTORE4(DI, ltile8stored0); \
-	VMOVAPS Z16, Z0; \
-	VMOVAPS Z17, Z1; \
-	VMOVAPS Z18, Z2; \
-	VMOVAPS Z19, Z3; \
-	LEAQ 16(DI), R9; \
-	LSTORE4(R9, ltile8stored1); \
-	ADDQ $32, DI; \
-	ADDQ R13, R8; \
-	DECQ DX; \
-	JNZ ltile8group
-
-// func q40LaneTile8(w, a *byte, nb, groups int, out *float32, stride, ntok, pf int) (groups even)
-TEXT ·q40LaneTile8(SB), NOSPLIT, $0-64
-	LANE_SETUP
-	TILE_STRIDE
-	MOVQ pf+56(FP), R14
-	MOVL $0x0f, AX
-	VPBROADCASTB AX, Z15
-	LTILE8_BODY(LW40, LW40B, 72)
-	VZEROUPPER
-	RET
-
-// func q80LaneTile8(w, a *byte, nb, groups int, out *float32, stride, ntok, pf int) (groups even)
-TEXT ·q80LaneTile8(SB), NOSPLIT, $0-64
-	LANE_SETUP
-	TILE_STRIDE
-	MOVQ pf+56(FP), R14
-	LTILE8_BODY(LW80, LW80B, 136)
-	VZEROUPPER
-	RET
-
-// func q40LaneRows8(w, a *byte, nb, pairs int, out *float32, stride, n, tokBytes int)
-TEXT ·q40LaneRows8(SB), NOSPLIT, $8-64
-	LROWS_SETUP
-	MOVL $0x0f, R12
-	VPBROADCASTB R12, Z15
-	LROWS8_BODY(LW40, LW40B, 72)
-	VZEROUPPER
-	RET
-
-// func q80LaneRows8(w, a *byte, nb, pairs int, out *float32, stride, n, tokBytes int)
-TEXT ·q80LaneRows8(SB), NOSPLIT, $8-64
-	LROWS_SETUP
-	LROWS8_BODY(LW80, LW80B, 136)
+	LVEC_BODY(LW80, 544, q80vgroup, q80vblock)
 	VZEROUPPER
 	RET
 
@@ -457,14 +321,18 @@ qlblock:
 	VPXORD X9, X9, X9
 	VPDPBUSD X7, X13, X9           // Σ of each 4 low-half qs
 	VPDPBUSD X8, X13, X9           // + the 4 high-half qs 16 columns on
+	VPSHUFD $0x4e, X9, X3
+	VPADDD X3, X9, X9
+	VPSHUFD $0xb1, X9, X3
+	VPADDD X3, X9, X9              // the block's Σ qs in every dword
 	VPMULLD X10, X9, X9
-	VMOVDQU X9, 32(DI)
+	VMOVDQU X9, 32(DI)             // -K·Σ qs, four times
 	VMOVSS X4, 48(DI)
 	JMP qlnext
 
 qlzero:
 	VMOVDQU64 Y31, (DI)            // qs
-	VMOVDQU64 X31, 32(DI)          // corrections
+	VMOVDQU64 X31, 32(DI)          // correction
 	MOVL $0, 48(DI)                // d
 
 qlnext:

@@ -11,42 +11,38 @@ import (
 // the assembly one must equal byte for byte, and the dot products the lane
 // kernels must equal up to float summation order.
 
-// laneBlockBytes is a group's bytes per block: four rows' blocks.
-func laneBlockBytes(t quant.Type) int { return 4 * t.BlockBytes() }
+// laneBlockBytes is a group's bytes per block: sixteen rows' blocks.
+func laneBlockBytes(t quant.Type) int { return laneGroupRows * t.BlockBytes() }
 
-// laneWeight returns column c of row r (0..3) of block blk of a group in
+// laneWeight returns column c of row r (0..15) of block blk of a group in
 // the lane layout, as its integer quant (q−8 for Q4_0) and its scale.
 func laneWeight(t quant.Type, blk []byte, r, c int) (q int32, d float32) {
 	d = f16ToF32(le16(blk[2*r:]))
 	if t == quant.Q4_0 {
-		b := blk[8+16*r+c%16]
+		b := blk[32+64*(c%16/4)+4*r+c%4]
 		if c < 16 {
 			return int32(b&15) - 8, d
 		}
 		return int32(b>>4) - 8, d
 	}
-	off := 8
-	if c >= 16 {
-		off = 72
-	}
-	return int32(int8(blk[off+16*r+c%16] ^ 0x80)), d // stored +128
+	return int32(int8(blk[32+64*(c/4)+4*r+c%4] ^ 0x80)), d // stored +128
 }
 
 // quantizeLaneToken writes token x (len = nb*32) in the lane layout, its
-// block b at buf[b*step:], with corrections for offset k.
+// block b at buf[b*step:], with the correction for offset k.
 func quantizeLaneToken(buf []byte, step int, x []float32, k int32) {
 	for b := 0; b*32 < len(x); b++ {
 		rec := buf[b*step : b*step+laneTokBytes]
 		xs := x[b*32 : b*32+32]
 		d, id := blockScale(absMax(xs))
-		var corr [4]int32
+		var sum int32
 		for j, v := range xs {
 			q := roundQ(v * id)
 			rec[j] = byte(q)
-			corr[(j&15)>>2] += int32(q)
+			sum += int32(q)
 		}
-		for kk, s := range corr {
-			binary.LittleEndian.PutUint32(rec[laneCorrOff+4*kk:], uint32(-k*s))
+		for i := 0; i < 4; i++ {
+			binary.LittleEndian.PutUint32(rec[laneCorrOff+4*i:], uint32(-k*sum))
 		}
 		binary.LittleEndian.PutUint32(rec[laneDOff:], math.Float32bits(d))
 	}
@@ -55,13 +51,13 @@ func quantizeLaneToken(buf []byte, step int, x []float32, k int32) {
 // laneQuant returns a token's quantized column c of block b (record rec).
 func laneQuant(rec []byte, c int) int32 { return int32(int8(rec[c])) }
 
-// laneRef is the reference for the lane kernels: out[4t+r] = row r of the
+// laneRef is the reference for the lane kernels: out[16t+r] = row r of the
 // group at w · token t, for the nt tokens whose block-b records are at
 // a[b*step + t*laneTokBytes].
 func laneRef(t quant.Type, w, a []byte, nb, step, nt int, out []float32) {
 	bb := laneBlockBytes(t)
 	for tok := 0; tok < nt; tok++ {
-		for r := 0; r < 4; r++ {
+		for r := 0; r < laneGroupRows; r++ {
 			var sum float32
 			for b := 0; b < nb; b++ {
 				blk := w[b*bb : (b+1)*bb]
@@ -75,7 +71,7 @@ func laneRef(t quant.Type, w, a []byte, nb, step, nt int, out []float32) {
 				}
 				sum += dw * f32at(rec[laneDOff:]) * float32(s)
 			}
-			out[4*tok+r] = sum
+			out[laneGroupRows*tok+r] = sum
 		}
 	}
 }

@@ -9,61 +9,55 @@ import (
 	"github.com/leo-operator/leo/runtime/quant"
 )
 
-// TestLaneKernels runs each lane kernel this CPU has against laneRef on
-// random weights and tokens: within 2e-6 of Σ|terms| (the integer sums are
-// exact; only the float summation order differs).
+// TestLaneKernels runs each one-token lane kernel this CPU has against
+// laneRef on random weights and tokens: within 2e-6 of Σ|terms| (the
+// integer sums are exact; only the float rounding differs).
 func TestLaneKernels(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
 	ran := 0
 	defer func() { t.Logf("%d lane kernel configurations checked", ran) }()
 	for _, ks := range kernelSets {
 		for _, typ := range []quant.Type{quant.Q4_0, quant.Q8_0} {
-			vec, tile := ks.laneVec(typ), ks.laneTile(typ)
+			vec := ks.laneVec(typ)
 			if vec == nil {
 				continue
 			}
 			for _, s := range []struct{ groups, nb int }{{1, 1}, {3, 2}, {2, 64}, {5, 7}} {
 				ran++
 				name := fmt.Sprintf("%s/%s/groups=%d/nb=%d", ks.name, typ, s.groups, s.nb)
-				m := Matrix{Type: typ, Rows: 4 * s.groups, Cols: 32 * s.nb}
-				for range m.Rows {
-					m.Data = append(m.Data, randRow(r, typ, m.Cols)...)
-				}
-				rowBytes, _ := typ.RowBytes(m.Cols)
-				w := interleaveLanes(m, rowBytes)
-				k := int32(8)
-				if typ == quant.Q8_0 {
-					k = 128
-				}
-				x := randX(r, 4, m.Cols)
-				// One token, one record per block.
+				w, rowBytes, k := randLaneMatrix(r, typ, s.groups, s.nb)
+				x := randX(r, 1, 32*s.nb)
 				a1 := make([]byte, s.nb*laneTokBytes)
-				quantizeLaneToken(a1, laneTokBytes, x[:m.Cols], k)
-				got := make([]float32, 4*s.groups)
-				vec(w, a1, s.nb, s.groups, got)
-				want := make([]float32, 4)
-				for g := 0; g < s.groups; g++ {
-					laneRef(typ, w[g*4*rowBytes:], a1, s.nb, laneTokBytes, 1, want)
-					checkClose(t, name+" vec", got[4*g:4*g+4], want)
+				quantizeLaneToken(a1, laneTokBytes, x, k)
+				got := make([]float32, laneGroupRows*s.groups+1)
+				got[len(got)-1] = -7
+				vec(w, a1, s.nb, s.groups, got[:len(got)-1])
+				if got[len(got)-1] != -7 {
+					t.Fatalf("%s: wrote past its output", name)
 				}
-				// Four tokens, block by block.
-				a4 := make([]byte, s.nb*4*laneTokBytes)
-				for tok := 0; tok < 4; tok++ {
-					quantizeLaneToken(a4[tok*laneTokBytes:], 4*laneTokBytes, x[tok*m.Cols:(tok+1)*m.Cols], k)
-				}
-				stride := 4*s.groups + 3 // rows of the output, with room to spare
-				out := make([]float32, 4*stride)
-				tile(w, a4, s.nb, s.groups, out, stride, 4, 4*rowBytes)
-				want4 := make([]float32, 16)
+				want := make([]float32, laneGroupRows)
 				for g := 0; g < s.groups; g++ {
-					laneRef(typ, w[g*4*rowBytes:], a4, s.nb, 4*laneTokBytes, 4, want4)
-					for tok := 0; tok < 4; tok++ {
-						checkClose(t, fmt.Sprintf("%s tile token %d", name, tok), out[tok*stride+4*g:tok*stride+4*g+4], want4[4*tok:4*tok+4])
-					}
+					laneRef(typ, w[g*laneGroupRows*rowBytes:], a1, s.nb, laneTokBytes, 1, want)
+					checkClose(t, name+" vec", got[laneGroupRows*g:laneGroupRows*(g+1)], want)
 				}
 			}
 		}
 	}
+}
+
+// randLaneMatrix is a random matrix of groups groups of rows and nb blocks
+// in the lane layout, its plain row size, and its activations' offset.
+func randLaneMatrix(r *rand.Rand, typ quant.Type, groups, nb int) (w []byte, rowBytes int, k int32) {
+	m := Matrix{Type: typ, Rows: laneGroupRows * groups, Cols: 32 * nb}
+	for range m.Rows {
+		m.Data = append(m.Data, randRow(r, typ, m.Cols)...)
+	}
+	rowBytes, _ = typ.RowBytes(m.Cols)
+	k = 8
+	if typ == quant.Q8_0 {
+		k = 128
+	}
+	return interleaveLanes(m, rowBytes), rowBytes, k
 }
 
 // checkClose compares within 1e-4 relative plus 1e-3 absolute: the sums
@@ -120,66 +114,58 @@ func TestQuantLane(t *testing.T) {
 	}
 }
 
-// TestLaneRows runs each whole-chunk lane kernel this CPU has against
-// laneTile called per pair of groups and token group (as laneRows calls it
-// without one), which it must equal bit for bit, and against laneRef, on
-// odd and even group counts and token counts that leave a partial last
-// token group; the output's other values must stay untouched.
+// TestLaneRows runs each many-token lane kernel this CPU has against the
+// one-token kernel on each token, which it must equal bit for bit (a
+// sequence's results must not depend on its batch), and against laneRef,
+// on token counts that leave a partial last token group; the output's
+// other values must stay untouched.
 func TestLaneRows(t *testing.T) {
 	r := rand.New(rand.NewPCG(13, 14))
 	ran := 0
 	defer func() { t.Logf("%d lane rows configurations checked", ran) }()
 	for _, ks := range kernelSets {
 		for _, typ := range []quant.Type{quant.Q4_0, quant.Q8_0} {
-			rowsK, tile := ks.laneRows(typ), ks.laneTile(typ)
+			rowsK, vec := ks.laneRows(typ), ks.laneVec(typ)
 			if rowsK == nil {
 				continue
 			}
-			for _, s := range []struct{ groups, nb, n int }{{1, 1, 1}, {2, 9, 16}, {3, 2, 5}, {8, 9, 13}, {5, 7, 4}, {4, 3, 2}, {6, 24, 17}} {
+			for _, s := range []struct{ groups, nb, n int }{{1, 1, 1}, {2, 9, 16}, {3, 2, 5}, {8, 9, 13}, {5, 7, 4}, {4, 3, 2}, {6, 24, 17}, {1, 9, 8}, {2, 3, 9}} {
 				ran++
 				name := fmt.Sprintf("%s/%s/groups=%d/nb=%d/n=%d", ks.name, typ, s.groups, s.nb, s.n)
-				m := Matrix{Type: typ, Rows: 4 * s.groups, Cols: 32 * s.nb}
-				for range m.Rows {
-					m.Data = append(m.Data, randRow(r, typ, m.Cols)...)
-				}
-				rowBytes, _ := typ.RowBytes(m.Cols)
-				w := interleaveLanes(m, rowBytes)
-				k := int32(8)
-				if typ == quant.Q8_0 {
-					k = 128
-				}
-				x := randX(r, s.n, m.Cols)
-				tg := (s.n + 3) / 4
-				tokBytes := s.nb * 4 * laneTokBytes
+				w, rowBytes, k := randLaneMatrix(r, typ, s.groups, s.nb)
+				rows := laneGroupRows * s.groups
+				x := randX(r, s.n, 32*s.nb)
+				tg := (s.n + laneTokens - 1) / laneTokens
+				step := laneTokens * laneTokBytes
+				tokBytes := s.nb * step
 				a := make([]byte, tg*tokBytes) // padding tokens zero
 				for tok := 0; tok < s.n; tok++ {
-					quantizeLaneToken(a[tok/4*tokBytes+tok%4*laneTokBytes:], 4*laneTokBytes, x[tok*m.Cols:(tok+1)*m.Cols], k)
+					quantizeLaneToken(a[tok/laneTokens*tokBytes+tok%laneTokens*laneTokBytes:], step, x[tok*32*s.nb:(tok+1)*32*s.nb], k)
 				}
-				stride := m.Rows + 5
+				stride := rows + 5
 				got := make([]float32, s.n*stride)
 				want := make([]float32, s.n*stride)
 				for i := range got {
 					got[i], want[i] = -7, -7
 				}
 				rowsK(w, a, s.nb, s.groups, got, stride, s.n, tokBytes)
-				for g0 := 0; g0 < s.groups; g0 += 2 {
-					ng := min(2, s.groups-g0)
-					wr := w[g0*4*rowBytes : (g0+ng)*4*rowBytes]
-					for g := 0; g < tg; g++ {
-						tile(wr, a[g*tokBytes:(g+1)*tokBytes], s.nb, ng, want[4*g*stride+4*g0:], stride, s.n-4*g, 0)
-					}
+				a1 := make([]byte, s.nb*laneTokBytes)
+				for tok := 0; tok < s.n; tok++ {
+					quantizeLaneToken(a1, laneTokBytes, x[tok*32*s.nb:(tok+1)*32*s.nb], k)
+					vec(w, a1, s.nb, s.groups, want[tok*stride:tok*stride+rows])
 				}
 				for i := range want {
 					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
-						t.Fatalf("%s: out[%d] = %g, laneTile gives %g", name, i, got[i], want[i])
+						t.Fatalf("%s: out[%d] = %g, the one-token kernel gives %g", name, i, got[i], want[i])
 					}
 				}
-				ref := make([]float32, 16)
+				ref := make([]float32, laneGroupRows*laneTokens)
 				for g := 0; g < s.groups; g++ {
-					for g4 := 0; g4 < tg; g4++ {
-						laneRef(typ, w[g*4*rowBytes:], a[g4*tokBytes:], s.nb, 4*laneTokBytes, 4, ref)
-						for tok := 4 * g4; tok < min(s.n, 4*g4+4); tok++ {
-							checkClose(t, fmt.Sprintf("%s ref token %d", name, tok), got[tok*stride+4*g:tok*stride+4*g+4], ref[4*(tok%4):4*(tok%4)+4])
+					for g8 := 0; g8 < tg; g8++ {
+						laneRef(typ, w[g*laneGroupRows*rowBytes:], a[g8*tokBytes:], s.nb, step, laneTokens, ref)
+						for tok := laneTokens * g8; tok < min(s.n, laneTokens*(g8+1)); tok++ {
+							i := tok % laneTokens
+							checkClose(t, fmt.Sprintf("%s ref token %d", name, tok), got[tok*stride+laneGroupRows*g:][:laneGroupRows], ref[laneGroupRows*i:][:laneGroupRows])
 						}
 					}
 				}
