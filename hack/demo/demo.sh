@@ -28,6 +28,20 @@ volumes="$state/demo-volumes"
 t0=$(date +%s)
 
 step() { printf '\n==> %s\n' "$*"; }
+# wait_phase OBJECT PHASE SECONDS: until the object's status.phase is PHASE;
+# a Failed phase ends the demo at once with the object's reason.
+wait_phase() {
+  local phase
+  for _ in $(seq "$3"); do
+    phase="$("$kubectl" -n "$ns" get "$1" -o jsonpath='{.status.phase}')"
+    [ "$phase" = "$2" ] && return 0
+    if [ "$phase" = Failed ]; then
+      fail "$1 failed: $("$kubectl" -n "$ns" get "$1" -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}')"
+    fi
+    sleep 1
+  done
+  fail "$1 is not $2 after $3 s (phase \"$phase\")"
+}
 since() { echo "$(( $(date +%s) - $1 ))s"; }
 fail() {
   echo "demo: $*" >&2
@@ -81,8 +95,7 @@ step "applying a LlamaModel, an OnlineEndpoint and a BatchDeployment (hack/demo/
 "$kubectl" apply -f "$here/leo.yaml"
 
 t=$(date +%s)
-"$kubectl" -n "$ns" wait --for=jsonpath='{.status.phase}'=Ready lm/stories --timeout=5m >/dev/null ||
-  fail "LlamaModel stories is not Ready"
+wait_phase lm/stories Ready 300
 echo "LlamaModel stories Ready in $(since "$t") (downloaded from the claim, quantized to q8_0, inspected):"
 "$kubectl" -n "$ns" get lm stories -o jsonpath='  artifact {.status.artifact.path} on claim {.status.artifact.claimName}, {.status.artifact.sizeBytes} bytes{"\n"}'
 t=$(date +%s)
@@ -106,8 +119,7 @@ echo "the same request without the key: HTTP $code"
 
 step "the batch run over the CSV files"
 t=$(date +%s)
-"$kubectl" -n "$ns" wait --for=jsonpath='{.status.phase}'=Succeeded bd/stories-batch --timeout=5m >/dev/null ||
-  fail "BatchDeployment stories-batch did not succeed"
+wait_phase bd/stories-batch Succeeded 300
 echo "BatchDeployment stories-batch Succeeded (waited $(since "$t")); predictions.csv (row, prediction, file):"
 cat "$volumes/batch/out/predictions.csv"
 
