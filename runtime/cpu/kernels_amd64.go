@@ -55,10 +55,10 @@ func platformKernels() []kernelSet {
 		vnni.f32Tile4 = fTile4(f32x4x4AVX512, 4, refF32Dot)
 		vnni.f16Tile4 = fTile4(f16x4x4AVX512, 2, refF16Dot)
 		vnni.quantLane = quantLane
-		vnni.q40LaneVec = laneVec(q40LaneVec, laneGroupRows*18)
-		vnni.q80LaneVec = laneVec(q80LaneVec, laneGroupRows*34)
-		vnni.q40LaneRows = laneRowsKernel(q40LaneRows, laneGroupRows*18)
-		vnni.q80LaneRows = laneRowsKernel(q80LaneRows, laneGroupRows*34)
+		vnni.q40LaneVec = laneVec(q40LaneVec, q40LaneGroupBytes)
+		vnni.q80LaneVec = laneVec(q80LaneVec, q80LaneGroupBytes)
+		vnni.q40LaneRows = laneRowsKernel(q40LaneRows, q40LaneGroupBytes)
+		vnni.q80LaneRows = laneRowsKernel(q80LaneRows, q80LaneGroupBytes)
 		sets = append(sets, vnni)
 	}
 	return sets

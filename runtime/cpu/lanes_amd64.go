@@ -2,6 +2,14 @@
 
 package cpu
 
+// A group's bytes per block in the lane layout (lanes.go), as the
+// assembly steps through them: sixteen Q4_0 (18-byte) or Q8_0 (34-byte)
+// blocks.
+const (
+	q40LaneGroupBytes = laneGroupRows * 18 // 288
+	q80LaneGroupBytes = laneGroupRows * 34 // 544
+)
+
 //go:noescape
 func q40LaneVec(w, a *byte, nb, groups int, out *float32)
 
