@@ -20,7 +20,7 @@ HELM_VERSION := v4.3.1
 HELM := bin/helm-$(HELM_VERSION)
 # The kube-apiserver and etcd that envtest starts, built from source.
 KUBE_BIN_DIR = $(shell hack/kube/build.sh)
-WEED = $(shell hack/seaweedfs/build.sh)
+VERSITYGW = $(shell hack/versitygw/build.sh)
 
 .PHONY: all
 all: generate manifests build
@@ -64,8 +64,8 @@ kube-bins: ## build kube-apiserver and etcd for envtest into bin/kube/<version> 
 	hack/kube/build.sh
 
 .PHONY: s3-bins
-s3-bins: ## build SeaweedFS's weed (the weights tests' real S3 server) into bin/seaweedfs/<version> (cached)
-	hack/seaweedfs/build.sh
+s3-bins: ## build versitygw (the real S3 server of the weights and batch tests) into bin/versitygw/<version> (cached)
+	hack/versitygw/build.sh
 
 .PHONY: cuda
 cuda: ## build the CUDA kernels into bin/libleo_cuda.so (needs nvcc; leo-runtime finds it beside itself or through $$LEO_CUDA_LIB)
@@ -90,7 +90,7 @@ demo-api: kube-bins ## no root, no node: a bare control plane and the controller
 
 .PHONY: test
 test: kube-bins s3-bins $(HELM) ## all tests, against a real kube-apiserver and etcd (and S3 server); the serving packages again under the race detector with the controllers; then the fuzzers briefly
-	KUBEBUILDER_ASSETS="$(KUBE_BIN_DIR)" WEED="$(WEED)" HELM="$(CURDIR)/$(HELM)" $(GO) test -count=1 -timeout 30m ./...
+	KUBEBUILDER_ASSETS="$(KUBE_BIN_DIR)" VERSITYGW="$(VERSITYGW)" HELM="$(CURDIR)/$(HELM)" $(GO) test -count=1 -timeout 30m ./...
 	$(GO) test -race -count=1 ./runtime/engine ./runtime/server ./runtime/cpu ./controllers/... ./gateway
 	$(MAKE) fuzz
 
@@ -103,7 +103,7 @@ FUZZ_TARGETS := ./runtime/gguf:FuzzParse:300000 ./runtime/llama2c:FuzzParse:3000
 	./runtime/tokenizer:FuzzEncode:40000 ./runtime/tokenizer:FuzzParseSentencePiece:60000 \
 	./runtime/quant:FuzzDequantize:100000 ./runtime/sample:FuzzStopMatcher:300000 \
 	./runtime/server:FuzzDecodeScore:30000 ./runtime/server:FuzzDecodeCompletion:30000 \
-	./runtime/server:FuzzDecodeChat:30000 ./runtime/chat:FuzzEncode:40000 ./gateway:FuzzRoute:50000 \
+	./runtime/server:FuzzDecodeChat:30000 ./runtime/chat:FuzzEncode:40000 ./gateway/route:FuzzParse:50000 \
 	./runtime/fetch:FuzzSourceAndRanges:100000 ./runtime/safetensors:FuzzParseHeader:50000 \
 	./runtime/batchio:FuzzParseCSV:80000 ./runtime/batchio:FuzzParseJSONL:40000 \
 	./runtime/batchio:FuzzAppendPrediction:150000 ./runtime/batchio:FuzzAppendOpenAIResult:80000 \

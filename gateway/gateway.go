@@ -20,6 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/leo-operator/leo/gateway/route"
 )
 
 // Defaults of Options.
@@ -248,37 +250,9 @@ func (g *Gateway) handle(w *recorder, r *http.Request) requestLabels {
 	return labels
 }
 
-// route finds the endpoint and the path to send the pods: from
-// /endpoints/<ns>/<name>/<path>, or from the Host when it is
-// <name>.<ns>.<HostSuffix>. Only the pods' API paths are routed.
+// route finds the endpoint and the path to send the pods (see route.Parse).
 func (g *Gateway) route(r *http.Request) (ns, name, path string, ok bool) {
-	if rest, found := strings.CutPrefix(r.URL.Path, "/endpoints/"); found {
-		parts := strings.SplitN(rest, "/", 3)
-		if len(parts) != 3 {
-			return "", "", "", false
-		}
-		ns, name, path = parts[0], parts[1], "/"+parts[2]
-	} else if g.opts.HostSuffix != "" {
-		host := strings.ToLower(r.Host)
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		}
-		prefix, found := strings.CutSuffix(host, "."+strings.ToLower(g.opts.HostSuffix))
-		if !found {
-			return "", "", "", false
-		}
-		name, ns, found = strings.Cut(prefix, ".")
-		if !found || strings.Contains(ns, ".") {
-			return "", "", "", false
-		}
-		path = r.URL.Path
-	} else {
-		return "", "", "", false
-	}
-	if ns == "" || name == "" || (path != "/score" && !strings.HasPrefix(path, "/v1/")) {
-		return "", "", "", false
-	}
-	return ns, name, path, true
+	return route.Parse(r.URL.Path, r.Host, g.opts.HostSuffix)
 }
 
 // authorized says whether r carries one of the endpoint's keys (always,

@@ -21,7 +21,7 @@ import (
 // TestBatchRemoteInputs scores inputs fetched first: one CSV file over
 // HTTPS (a TLS server the worker trusts through SSL_CERT_FILE, as a pod
 // trusts its cluster's CA), and a folder under an S3 prefix (a real S3
-// server, SeaweedFS). The worker runs as its own process, so that it
+// server, versitygw). The worker runs as its own process, so that it
 // reads the certificate and the AWS variables as a pod would.
 func TestBatchRemoteInputs(t *testing.T) {
 	model := testModel(t)

@@ -15,7 +15,7 @@ import (
 	"github.com/leo-operator/leo/internal/s3test"
 )
 
-// s3Store starts weed once for this test binary's S3 tests, with the
+// s3Store starts versitygw once for this test binary's S3 tests, with the
 // checkpoint under s3://models/tiny/.
 func s3Store(t *testing.T) (*s3test.Store, []hubtest.File) {
 	t.Helper()
@@ -42,7 +42,7 @@ func s3Options(endpoint string, rep Reporter) Options {
 		PartSize: 256 << 10, Connections: 4, Backoff: 5 * time.Millisecond, StallTimeout: 5 * time.Second, Report: rep}
 }
 
-// TestS3 pulls from a real S3 server (SeaweedFS), directly and through a
+// TestS3 pulls from a real S3 server (versitygw), directly and through a
 // proxy that injects faults.
 func TestS3(t *testing.T) {
 	store, files := s3Store(t)
