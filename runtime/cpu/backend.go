@@ -12,6 +12,7 @@ var (
 	_ model.Backend     = Backend{}
 	_ model.Preparer    = Backend{}
 	_ model.SharedInput = Backend{}
+	_ model.Splitter    = Backend{}
 )
 
 // MatMul multiplies by a model weight; see Pool.MatMul.
@@ -51,6 +52,17 @@ func (b Backend) Prepare(w *model.Weight) error {
 		w.Prepared = &m
 	}
 	return nil
+}
+
+// Parts returns one backend per thread of the pool, each computing on
+// the thread that calls it alone, with scratch of its own (see
+// model.Splitter).
+func (b Backend) Parts() []model.Backend {
+	parts := make([]model.Backend, len(b.Pool.solo))
+	for i, p := range b.Pool.solo {
+		parts[i] = Backend{Pool: p}
+	}
+	return parts
 }
 
 // Parallel runs body over [0, n) on the pool's threads.

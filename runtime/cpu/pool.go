@@ -54,6 +54,10 @@ type Pool struct {
 	act    []byte    // quantized activations, grown once
 	xr     []float32 // activations rounded to F16/BF16, grown once
 	closed atomic.Bool
+
+	// solo are single-threaded pools, one per thread, for work that a
+	// thread does alone (Backend.Parts); nil in a pool of one thread.
+	solo []*Pool
 }
 
 // maxChunks is the most chunks state can count.
@@ -85,6 +89,11 @@ func NewPool(threads int) *Pool {
 	for i := range p.wake {
 		p.wake[i] = make(chan struct{}, 1)
 		go p.worker(i)
+	}
+	if threads > 1 {
+		for range threads {
+			p.solo = append(p.solo, NewPool(1))
+		}
 	}
 	return p
 }

@@ -281,7 +281,9 @@ func TestQueueFullAndCancel(t *testing.T) {
 }
 
 func TestDeadline(t *testing.T) {
-	l := testmodel.Load(t, testmodel.Tiny, quant.Q8_0)
+	// Long's 8192 positions take seconds to fill; Tiny's 256 took under
+	// the 20 ms deadline now and then, and the sequence ended by length.
+	l := testmodel.Load(t, testmodel.Long, quant.Q8_0)
 	e := start(t, l, engine.Config{MaxConcurrent: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
