@@ -91,7 +91,7 @@ demo-api: kube-bins ## no root, no node: a bare control plane and the controller
 .PHONY: test
 test: kube-bins s3-bins $(HELM) ## all tests, against a real kube-apiserver and etcd (and S3 server); the serving packages again under the race detector with the controllers; then the fuzzers briefly
 	KUBEBUILDER_ASSETS="$(KUBE_BIN_DIR)" VERSITYGW="$(VERSITYGW)" HELM="$(CURDIR)/$(HELM)" $(GO) test -count=1 -timeout 30m ./...
-	$(GO) test -race -count=1 ./runtime/engine ./runtime/server ./runtime/cpu ./controllers/... ./gateway
+	$(GO) test -race -count=1 ./runtime/model ./runtime/engine ./runtime/server ./runtime/cpu ./controllers/... ./gateway
 	$(MAKE) fuzz
 
 # Fuzz targets of parsers of untrusted input: package:target:executions.

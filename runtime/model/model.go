@@ -607,9 +607,11 @@ func (s *State) forward(b *Batch, logitsBuf []float32) ([]float32, error) {
 // split returns where to cut b into len(s.parts) parts of about equal
 // token counts, each at least minPartTokens and ending where a sequence
 // ends (cuts[i] is the end of part i), or nil when b cannot be split so.
+// No slot may have tokens in two parts: a part reads the cache positions
+// its own tokens write.
 func (s *State) split(b *Batch) []int {
 	k, n := len(s.parts), len(b.Tokens)
-	if n < k*minPartTokens {
+	if n < k*minPartTokens || !s.slotsContiguous(b) {
 		return nil
 	}
 	cuts := s.partRun.cuts[:0]
@@ -628,6 +630,31 @@ func (s *State) split(b *Batch) []int {
 	}
 	s.partRun.cuts = append(cuts, n)
 	return s.partRun.cuts
+}
+
+// slotsContiguous reports whether the tokens of each slot in b are next
+// to each other (as the engine batches them), so that any cut between two
+// slots' tokens leaves each slot in one part.
+func (s *State) slotsContiguous(b *Batch) bool {
+	j := &s.partRun
+	if len(j.seen) < s.Cache.Slots {
+		j.seen = make([]bool, s.Cache.Slots)
+	}
+	ok := true
+	for i, slot := range b.Seq {
+		if i > 0 && slot == b.Seq[i-1] {
+			continue
+		}
+		if j.seen[slot] {
+			ok = false
+			break
+		}
+		j.seen[slot] = true
+	}
+	for _, slot := range b.Seq {
+		j.seen[slot] = false
+	}
+	return ok
 }
 
 // forwardParts runs the parts of b that cuts delimits, one per thread,
@@ -678,6 +705,7 @@ type partJob struct {
 	logits  [][]float32
 	errs    []error
 	marks   []bool // logit flags for a batch whose Logits is nil
+	seen    []bool // per slot, for slotsContiguous
 }
 
 func (j *partJob) Range(start, end int) {

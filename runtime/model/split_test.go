@@ -157,4 +157,16 @@ func TestSplitOnlyBetweenSequences(t *testing.T) {
 			t.Errorf("sequences of %v tokens: split %v, want %v", c.lens, got, c.split)
 		}
 	}
+	// Slot 0's tokens on both sides of slot 1's: a cut anywhere would put
+	// slot 0 in two parts.
+	b := batch(8, 8)
+	for p := range 8 {
+		b.Tokens, b.Pos, b.Seq = append(b.Tokens, 1), append(b.Pos, 8+p), append(b.Seq, 0)
+	}
+	if model.Splits(s, b) {
+		t.Error("a batch with slot 0's tokens before and after slot 1's is split")
+	}
+	if got, err := s.Forward(b); err != nil || len(got) != l.Model.Config.VocabSize {
+		t.Errorf("that batch, unsplit: %d logits, %v", len(got), err)
+	}
 }
