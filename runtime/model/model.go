@@ -628,8 +628,9 @@ func (s *State) split(b *Batch) []int {
 		cuts = append(cuts, end)
 		start = end
 	}
-	s.partRun.cuts = append(cuts, n)
-	return s.partRun.cuts
+	cuts = append(cuts, n)
+	s.partRun.cuts = cuts // reused by the next step
+	return cuts
 }
 
 // slotsContiguous reports whether the tokens of each slot in b are next
