@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leo-operator/leo/internal/testmodel"
 	"github.com/leo-operator/leo/runtime/batch"
 	"github.com/leo-operator/leo/runtime/generate"
 	"github.com/leo-operator/leo/runtime/sample"
@@ -255,7 +256,10 @@ func (h hangFirst) Score(ctx context.Context, jobs []batch.Job) ([]batch.Result,
 // threshold the worker stops with ErrorThresholdExceeded, and the summary
 // says failed.
 func TestErrorThreshold(t *testing.T) {
-	sc, _ := scorer(t, 4)
+	// On Long, whose 8192 positions take seconds to fill: on Tiny a row
+	// could reach its 256 positions, and succeed, before a 1 ms timer
+	// that fired late on a loaded machine.
+	sc, _ := scorerOn(t, testmodel.Long, 4)
 	in, out := t.TempDir(), filepath.Join(t.TempDir(), "out")
 	files := map[string]string{}
 	for i := range 6 {

@@ -16,6 +16,7 @@ import (
 	"github.com/leo-operator/leo/runtime/chat"
 	"github.com/leo-operator/leo/runtime/engine"
 	"github.com/leo-operator/leo/runtime/loader"
+	"github.com/leo-operator/leo/runtime/model"
 	"github.com/leo-operator/leo/runtime/quant"
 	"github.com/leo-operator/leo/runtime/sample"
 )
@@ -30,7 +31,13 @@ func TestMain(m *testing.M) {
 // until the test ends.
 func scorer(t *testing.T, slots int) (*batch.EngineScorer, *loader.Loaded) {
 	t.Helper()
-	l := testmodel.Load(t, testmodel.Tiny, quant.Q8_0)
+	return scorerOn(t, testmodel.Tiny, slots)
+}
+
+// scorerOn is scorer on a model of shape c.
+func scorerOn(t *testing.T, c model.Config, slots int) (*batch.EngineScorer, *loader.Loaded) {
+	t.Helper()
+	l := testmodel.Load(t, c, quant.Q8_0)
 	e, err := engine.New(l.Model, l.Tokenizer, engine.Config{MaxConcurrent: slots, KVType: quant.F16})
 	if err != nil {
 		t.Fatal(err)

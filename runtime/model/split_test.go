@@ -170,3 +170,30 @@ func TestSplitOnlyBetweenSequences(t *testing.T) {
 		t.Errorf("that batch, unsplit: %d logits, %v", len(got), err)
 	}
 }
+
+// The cut balances work, not tokens: 16 decode tokens that want logits
+// and a new prompt of 8 that wants its last token's. With Tiny's 32,000
+// × 64 classifier a token wanting logits costs about 29 times one that
+// does not, so the first part takes 9 decode tokens and the second the
+// other 7 with the prompt (by token count it would have been 12 | 12).
+func TestSplitBalancesWork(t *testing.T) {
+	l, err := loader.Open(testmodel.Path(t, testmodel.Tiny, quant.Q8_0), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	s, err := l.Model.NewStateKV(17, 64, 64, quant.F16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &model.Batch{}
+	for seq := range 16 {
+		b.Tokens, b.Pos, b.Seq, b.Logits = append(b.Tokens, 1), append(b.Pos, 5), append(b.Seq, seq), append(b.Logits, true)
+	}
+	for p := range 8 {
+		b.Tokens, b.Pos, b.Seq, b.Logits = append(b.Tokens, 1), append(b.Pos, p), append(b.Seq, 16), append(b.Logits, p == 7)
+	}
+	if got := model.Cuts(s, b); len(got) != 2 || got[0] != 9 || got[1] != 24 {
+		t.Errorf("cuts %v, want [9 24]", got)
+	}
+}
