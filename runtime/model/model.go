@@ -222,6 +222,14 @@ type Batch struct {
 	Logits []bool
 }
 
+// wantsLogits reports whether token i's logits are wanted.
+func (b *Batch) wantsLogits(i int) bool {
+	if b.Logits == nil {
+		return i == len(b.Tokens)-1
+	}
+	return b.Logits[i]
+}
+
 // ErrContextFull is returned when a position does not fit the KV cache.
 var ErrContextFull = errors.New("context is full")
 
@@ -512,8 +520,10 @@ const minPartTokens = 8
 // the sixty or so kernels of a step and meeting after each. With 16
 // sequences of a stories15M-sized model, the meetings and the serial work
 // between them left a thread idle a quarter of the time. The tokens of a
-// sequence stay in one part, so the results are those of an unsplit run
-// (each token's arithmetic does not depend on its batch).
+// sequence stay in one part, so each sequence gets what it gets alone
+// wherever a token's arithmetic does not depend on its batch (the CPU's
+// Q8_0 and Q4_0 kernels; its F16 and F32 ones round a many-token tile
+// differently from one token, split or not).
 func (s *State) Forward(b *Batch) ([]float32, error) {
 	if s.closed {
 		return nil, errors.New("the state was closed")
@@ -521,7 +531,7 @@ func (s *State) Forward(b *Batch) ([]float32, error) {
 	if err := b.check(s); err != nil {
 		return nil, err
 	}
-	if s.parts != nil && s.dev == nil {
+	if s.parts != nil { // host states only
 		if cuts := s.split(b); cuts != nil {
 			return s.forwardParts(b, cuts)
 		}
@@ -542,7 +552,7 @@ func (s *State) forward(b *Batch, logitsBuf []float32) ([]float32, error) {
 	if s.dev != nil {
 		s.rows = s.rows[:0]
 		for i := 0; i < n; i++ {
-			if (b.Logits == nil && i == n-1) || (b.Logits != nil && b.Logits[i]) {
+			if b.wantsLogits(i) {
 				s.rows = append(s.rows, i)
 			}
 		}
@@ -589,7 +599,7 @@ func (s *State) forward(b *Batch, logitsBuf []float32) ([]float32, error) {
 	// Logits only for the tokens that want them.
 	rows := 0
 	for i := 0; i < n; i++ {
-		if (b.Logits == nil && i == n-1) || (b.Logits != nil && b.Logits[i]) {
+		if b.wantsLogits(i) {
 			rmsNorm(s.sel[rows*dim:(rows+1)*dim], x[i*dim:(i+1)*dim], m.Weights.OutputNorm, c.NormEps)
 			rows++
 		}
@@ -626,7 +636,7 @@ func (s *State) split(b *Batch) []int {
 	layers := int64(c.Layers) * int64(c.Dim) * int64(2*c.Dim+2*c.KVDim()+3*c.HiddenDim)
 	classifier := int64(c.VocabSize) * int64(c.Dim)
 	cost := func(i int) int64 {
-		if (b.Logits == nil && i == n-1) || (b.Logits != nil && b.Logits[i]) {
+		if b.wantsLogits(i) {
 			return layers + classifier
 		}
 		return layers

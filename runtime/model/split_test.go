@@ -123,15 +123,7 @@ func testSplit(t *testing.T, wt, kv quant.Type) {
 // A batch is cut only at sequence boundaries, into parts of at least 8
 // tokens; one that cannot be is not split.
 func TestSplitOnlyBetweenSequences(t *testing.T) {
-	l, err := loader.Open(testmodel.Path(t, testmodel.Tiny, quant.Q8_0), 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(l.Close)
-	s, err := l.Model.NewStateKV(4, 64, 64, quant.F16)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, s := tinyState(t, 4)
 	batch := func(lens ...int) *model.Batch {
 		b := &model.Batch{}
 		for seq, n := range lens {
@@ -177,15 +169,7 @@ func TestSplitOnlyBetweenSequences(t *testing.T) {
 // does not, so the first part takes 9 decode tokens and the second the
 // other 7 with the prompt (by token count it would have been 12 | 12).
 func TestSplitBalancesWork(t *testing.T) {
-	l, err := loader.Open(testmodel.Path(t, testmodel.Tiny, quant.Q8_0), 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(l.Close)
-	s, err := l.Model.NewStateKV(17, 64, 64, quant.F16)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, s := tinyState(t, 17)
 	b := &model.Batch{}
 	for seq := range 16 {
 		b.Tokens, b.Pos, b.Seq, b.Logits = append(b.Tokens, 1), append(b.Pos, 5), append(b.Seq, seq), append(b.Logits, true)
@@ -196,4 +180,20 @@ func TestSplitBalancesWork(t *testing.T) {
 	if got := model.Cuts(s, b); len(got) != 2 || got[0] != 9 || got[1] != 24 {
 		t.Errorf("cuts %v, want [9 24]", got)
 	}
+}
+
+// tinyState loads Tiny in Q8_0 on two threads (so that its states have
+// parts on any machine) and makes a state of slots sequences.
+func tinyState(t *testing.T, slots int) (*loader.Loaded, *model.State) {
+	t.Helper()
+	l, err := loader.Open(testmodel.Path(t, testmodel.Tiny, quant.Q8_0), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	s, err := l.Model.NewStateKV(slots, 64, 64, quant.F16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, s
 }

@@ -98,16 +98,13 @@ func Tensors(c Config) []TensorSpec {
 
 // matrixBytes is the bytes of the weights a forward pass reads in full:
 // every layer's matrices and the classifier (the embedding table is read a
-// row per token).
+// row per token; when tied, New has made it the classifier too).
 func (w *Weights) matrixBytes(c Config) int64 {
 	var n int64
 	for _, s := range w.specs(c) {
 		if s.matrix != nil && s.matrix != &w.TokenEmbedding {
 			n += int64(len(s.matrix.Data))
 		}
-	}
-	if w.Output.Data == nil { // not tied yet (New ties it)
-		n += int64(len(w.TokenEmbedding.Data))
 	}
 	return n
 }
