@@ -498,8 +498,9 @@ func newHostState(m *Model, kc *Cache, maxBatch int) *State {
 }
 
 // splitMaxWeightBytes bounds the weights for which a batch runs in parts
-// (see Forward): each thread then reads every weight each step, which
-// costs little while they stay in the last-level cache (32 MiB on a core
+// (see Forward): each thread then reads every layer's weights each step
+// (the classifier's once, shared), which costs little while they stay in
+// the last-level cache (32 MiB on a core
 // complex of current AMD EPYCs and on many Xeons) and would double the
 // memory traffic of a big model, whose steps are bound by it.
 const splitMaxWeightBytes = 32 << 20
@@ -516,8 +517,9 @@ const minPartTokens = 8
 //
 // A batch of several sequences with tokens enough runs in parts when the
 // state has them (small models on the CPU): each thread computes whole
-// sequences, every layer, alone, instead of all threads sharing each of
-// the sixty or so kernels of a step and meeting after each. With 16
+// sequences through every layer, alone, instead of all threads sharing
+// each of the sixty or so kernels of a step and meeting after each; then
+// all threads compute the classifier for the whole batch. With 16
 // sequences of a stories15M-sized model, the meetings and the serial work
 // between them left a thread idle a quarter of the time. The tokens of a
 // sequence stay in one part, so each sequence gets what it gets alone
@@ -536,20 +538,20 @@ func (s *State) Forward(b *Batch) ([]float32, error) {
 			return s.forwardParts(b, cuts)
 		}
 	}
-	return s.forward(b, s.logits)
+	return s.forward(b)
 }
 
-// forward runs a checked batch, writing the logits into logits.
-func (s *State) forward(b *Batch, logitsBuf []float32) ([]float32, error) {
+// forward runs a checked batch, writing the logits into s.logits.
+func (s *State) forward(b *Batch) ([]float32, error) {
 	m, c := s.m, s.m.Config
-	n, dim, kvDim, hidden := len(b.Tokens), c.Dim, c.KVDim(), c.HiddenDim
-	x := s.x[:n*dim]
-	for i, tok := range b.Tokens {
-		if err := m.embed(x[i*dim:(i+1)*dim], tok); err != nil {
-			return nil, err
-		}
-	}
 	if s.dev != nil {
+		n, dim := len(b.Tokens), c.Dim
+		x := s.x[:n*dim]
+		for i, tok := range b.Tokens {
+			if err := m.embed(x[i*dim:(i+1)*dim], tok); err != nil {
+				return nil, err
+			}
+		}
 		s.rows = s.rows[:0]
 		for i := 0; i < n; i++ {
 			if b.wantsLogits(i) {
@@ -557,6 +559,37 @@ func (s *State) forward(b *Batch, logitsBuf []float32) ([]float32, error) {
 			}
 		}
 		return s.dev.Forward(x, b, s.rows)
+	}
+	rows, err := s.layers(b, s.sel)
+	if err != nil || rows == 0 {
+		return s.logits[:0], err
+	}
+	return s.classify(rows)
+}
+
+// classify computes the logits of the first rows final hidden states in
+// s.sel into s.logits.
+func (s *State) classify(rows int) ([]float32, error) {
+	c := s.m.Config
+	logits := s.logits[:rows*c.VocabSize]
+	if err := s.m.backend.MatMul(logits, &s.m.Weights.Output, s.sel[:rows*c.Dim], rows); err != nil {
+		return nil, err
+	}
+	return logits, nil
+}
+
+// layers runs a checked batch on the host through every layer and
+// writes the normalized final hidden states of the tokens that want
+// logits into sel, one row of Dim each in batch order; it returns how
+// many rows it wrote.
+func (s *State) layers(b *Batch, sel []float32) (int, error) {
+	m, c := s.m, s.m.Config
+	n, dim, kvDim, hidden := len(b.Tokens), c.Dim, c.KVDim(), c.HiddenDim
+	x := s.x[:n*dim]
+	for i, tok := range b.Tokens {
+		if err := m.embed(x[i*dim:(i+1)*dim], tok); err != nil {
+			return 0, err
+		}
 	}
 	xb := s.xb[:n*dim]
 	layers := m.Weights.Layers
@@ -568,13 +601,13 @@ func (s *State) forward(b *Batch, logitsBuf []float32) ([]float32, error) {
 		q, k, v := s.q[:n*dim], s.k[:n*kvDim], s.v[:n*kvDim]
 		s.prods = append(s.prods[:0], Product{q, &w.Q}, Product{k, &w.K}, Product{v, &w.V})
 		if err := m.matMuls(xb, n, s.prods); err != nil {
-			return nil, err
+			return 0, err
 		}
 		s.tokens(b, tokRope, l, nil)
 		s.attn.layer, s.attn.batch = l, b
 		m.backend.Parallel(s.attn.items(n), &s.attn)
 		if err := m.backend.MatMul(xb, &w.O, s.xb2[:n*dim], n); err != nil {
-			return nil, err
+			return 0, err
 		}
 		s.tokens(b, tokAddNorm, l, w.FFNNorm)
 
@@ -582,12 +615,12 @@ func (s *State) forward(b *Batch, logitsBuf []float32) ([]float32, error) {
 		hb, hb2 := s.hb[:n*hidden], s.hb2[:n*hidden]
 		s.prods = append(s.prods[:0], Product{hb, &w.Gate}, Product{hb2, &w.Up})
 		if err := m.matMuls(xb, n, s.prods); err != nil {
-			return nil, err
+			return 0, err
 		}
 		s.glu.gate, s.glu.up = hb, hb2
 		m.backend.Parallel(len(hb)/elementwiseChunk+1, &s.glu)
 		if err := m.backend.MatMul(xb, &w.Down, hb, n); err != nil {
-			return nil, err
+			return 0, err
 		}
 		if l+1 < len(layers) {
 			s.tokens(b, tokAddNorm, l, layers[l+1].AttnNorm)
@@ -596,68 +629,44 @@ func (s *State) forward(b *Batch, logitsBuf []float32) ([]float32, error) {
 		}
 	}
 
-	// Logits only for the tokens that want them.
+	// The final norm only for the tokens that want logits.
 	rows := 0
 	for i := 0; i < n; i++ {
 		if b.wantsLogits(i) {
-			rmsNorm(s.sel[rows*dim:(rows+1)*dim], x[i*dim:(i+1)*dim], m.Weights.OutputNorm, c.NormEps)
+			rmsNorm(sel[rows*dim:(rows+1)*dim], x[i*dim:(i+1)*dim], m.Weights.OutputNorm, c.NormEps)
 			rows++
 		}
 	}
-	if rows == 0 {
-		return logitsBuf[:0], nil
-	}
-	logits := logitsBuf[:rows*c.VocabSize]
-	if err := m.backend.MatMul(logits, &m.Weights.Output, s.sel[:rows*dim], rows); err != nil {
-		return nil, err
-	}
-	return logits, nil
+	return rows, nil
 }
 
-// split returns where to cut b into len(s.parts) parts of about equal
-// work, each of at least minPartTokens tokens and ending where a sequence
-// ends (cuts[i] is the end of part i), or nil when b cannot be split so.
-// No slot may have tokens in two parts: a part reads the cache positions
-// its own tokens write.
+// split returns where to cut b into len(s.parts) parts of about as many
+// tokens each, each of at least minPartTokens tokens and ending where a
+// sequence ends (cuts[i] is the end of part i), or nil when b cannot be
+// split so. No slot may have tokens in two parts: a part reads the cache
+// positions its own tokens write.
 //
-// A token's work is its share of the layers' products, plus the
-// classifier's when it wants logits. With a small model's large
-// vocabulary the classifier is the bigger (stories15M: 9.2M multiply-adds
-// a token against 6M for the layers), so the decode tokens, which all
-// want logits, weigh more than a new prompt's tokens, which mostly do not;
-// cutting by token count left the part with the prompt idle for a third
-// of such steps.
+// Every token costs its layers about the same (attention's share, which
+// grows with the position, is some 2% at stories15M's 256 positions); the
+// classifier, which costs more than the layers for a small model's large
+// vocabulary, runs after the parts on all threads (forwardParts).
 func (s *State) split(b *Batch) []int {
 	k, n := len(s.parts), len(b.Tokens)
 	if n < k*minPartTokens || !s.slotsContiguous(b) {
 		return nil
 	}
-	c := s.m.Config
-	layers := int64(c.Layers) * int64(c.Dim) * int64(2*c.Dim+2*c.KVDim()+3*c.HiddenDim)
-	classifier := int64(c.VocabSize) * int64(c.Dim)
-	cost := func(i int) int64 {
-		if b.wantsLogits(i) {
-			return layers + classifier
-		}
-		return layers
-	}
-	var total int64
-	for i := range n {
-		total += cost(i)
-	}
 	cuts := s.partRun.cuts[:0]
-	start, done := 0, int64(0)
+	start := 0
 	for p := 0; p < k-1; p++ {
-		// The sequence boundary nearest this part's share of the work
+		// The sequence boundary nearest this part's share of the tokens
 		// left, leaving the parts after it their fewest tokens.
-		share := (total - done) / int64(k-p)
+		share := (n - start) / (k - p)
 		limit := n - (k-p-1)*minPartTokens // < n: end below indexes b
-		best, bestGap, bestWork, w := -1, int64(math.MaxInt64), int64(0), int64(0)
-		for i := start; i < limit; i++ {
-			w += cost(i)
-			if end := i + 1; end-start >= minPartTokens && b.Seq[end] != b.Seq[i] {
-				if gap := max(w-share, share-w); gap < bestGap {
-					best, bestGap, bestWork = end, gap, w
+		best, bestGap := -1, n
+		for end := start + minPartTokens; end <= limit; end++ {
+			if b.Seq[end] != b.Seq[end-1] {
+				if gap := abs(end - start - share); gap < bestGap {
+					best, bestGap = end, gap
 				}
 			}
 		}
@@ -665,12 +674,14 @@ func (s *State) split(b *Batch) []int {
 			return nil
 		}
 		cuts = append(cuts, best)
-		start, done = best, done+bestWork
+		start = best
 	}
 	cuts = append(cuts, n)
 	s.partRun.cuts = cuts // reused by the next step
 	return cuts
 }
+
+func abs(v int) int { return max(v, -v) }
 
 // slotsContiguous reports whether the tokens of each slot in b are next
 // to each other (as the engine batches them), so that any cut between two
@@ -697,12 +708,16 @@ func (s *State) slotsContiguous(b *Batch) bool {
 	return ok
 }
 
-// forwardParts runs the parts of b that cuts delimits, one per thread,
-// each writing its logits rows where they fall in the whole batch's.
+// forwardParts runs the layers of the parts of b that cuts delimits, one
+// part per thread, each writing the final hidden states of its tokens
+// that want logits where they fall in the whole batch's; then the
+// classifier on all threads at once, for all the batch's rows. That reads
+// the classifier's weights once a step rather than once a part (for
+// stories15M they are 60% of the weights) and with more tokens a pass.
 func (s *State) forwardParts(b *Batch, cuts []int) ([]float32, error) {
 	j := &s.partRun
-	vocab := s.m.Config.VocabSize
-	j.batches, j.logits, j.errs = j.batches[:0], j.logits[:0], j.errs[:0]
+	dim := s.m.Config.Dim
+	j.batches, j.sels, j.errs = j.batches[:0], j.sels[:0], j.errs[:0]
 	flags := b.Logits
 	if flags == nil { // only the last token's logits
 		n := len(b.Tokens)
@@ -723,7 +738,7 @@ func (s *State) forwardParts(b *Batch, cuts []int) ([]float32, error) {
 			}
 		}
 		j.batches = append(j.batches, pb)
-		j.logits = append(j.logits, s.logits[rows*vocab:(rows+want)*vocab:(rows+want)*vocab])
+		j.sels = append(j.sels, s.sel[rows*dim:(rows+want)*dim:(rows+want)*dim])
 		j.errs = append(j.errs, nil)
 		start, rows = end, rows+want
 	}
@@ -734,15 +749,19 @@ func (s *State) forwardParts(b *Batch, cuts []int) ([]float32, error) {
 			return nil, j.errs[i]
 		}
 	}
-	return s.logits[:rows*vocab], nil
+	if rows == 0 {
+		return s.logits[:0], nil
+	}
+	return s.classify(rows)
 }
 
-// partJob runs parts of a split batch, each on the state of its index.
+// partJob runs the layers of parts of a split batch, each on the state
+// of its index.
 type partJob struct {
 	s       *State
 	cuts    []int
 	batches []Batch
-	logits  [][]float32
+	sels    [][]float32 // where each part's final hidden states go
 	errs    []error
 	marks   []bool // logit flags for a batch whose Logits is nil
 	seen    []bool // per slot, for slotsContiguous
@@ -750,7 +769,7 @@ type partJob struct {
 
 func (j *partJob) Range(start, end int) {
 	for p := start; p < end; p++ {
-		_, j.errs[p] = j.s.parts[p].forward(&j.batches[p], j.logits[p])
+		_, j.errs[p] = j.s.parts[p].layers(&j.batches[p], j.sels[p])
 	}
 }
 
