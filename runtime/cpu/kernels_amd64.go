@@ -55,6 +55,9 @@ func platformKernels() []kernelSet {
 		vnni.f32Tile4 = fTile4(f32x4x4AVX512, 4, refF32Dot)
 		vnni.f16Tile4 = fTile4(f16x4x4AVX512, 2, refF16Dot)
 		vnni.quantLane = quantLane
+		if cpu.X86.HasAVX512DQ { // VCVTPD2QQ
+			vnni.exp, vnni.swiGLU = expAVX512, swiGLUAVX512
+		}
 		vnni.q40LaneVec = laneVec(q40LaneVec, q40LaneGroupBytes)
 		vnni.q80LaneVec = laneVec(q80LaneVec, q80LaneGroupBytes)
 		vnni.q40LaneRows = laneRowsKernel(q40LaneRows, q40LaneGroupBytes)
@@ -209,6 +212,22 @@ func expAVX2(x []float32) {
 	refExpF32(x[n:])
 }
 
+func expAVX512(x []float32) {
+	n := len(x) &^ 7
+	if n > 0 {
+		expF32AVX512(&x[0], n)
+	}
+	expAVX2(x[n:])
+}
+
+func swiGLUAVX512(gate, up []float32) {
+	n := len(gate) &^ 7
+	if n > 0 {
+		swiGLUF32AVX512(&gate[0], &up[0], n)
+	}
+	swiGLUAVX2(gate[n:], up[n:])
+}
+
 func swiGLUAVX2(gate, up []float32) {
 	n := len(gate) &^ 3
 	if n > 0 {
@@ -282,6 +301,12 @@ func expF32AVX2(x *float32, n int)
 
 //go:noescape
 func swiGLUF32AVX2(gate, up *float32, n int)
+
+//go:noescape
+func expF32AVX512(x *float32, n int)
+
+//go:noescape
+func swiGLUF32AVX512(gate, up *float32, n int)
 
 //go:noescape
 func dotRowsF32AVX2(q, rows *float32, stride, n, hd int, out *float32)

@@ -1224,6 +1224,76 @@ gluloop:
 	VZEROUPPER
 	RET
 
+// EXP8: Z2's low half (Y2) = e^Y0 for eight float32s, EXP4's operations
+// eight lanes wide (so the same bits); clobbers Z0, Z1. The constants are
+// broadcast from the first float64 of EXP4's vectors.
+#define EXP8 \
+	VCVTPS2PD Y0, Z0; \
+	VMINPD.BCST expdhi<>(SB), Z0, Z0; \
+	VMAXPD.BCST expdlo<>(SB), Z0, Z0; \
+	VMULPD.BCST expdlog2e<>(SB), Z0, Z1; \
+	VRNDSCALEPD $0, Z1, Z1; \
+	VFNMADD231PD.BCST expdln2hi<>(SB), Z1, Z0; \
+	VFNMADD231PD.BCST expdln2lo<>(SB), Z1, Z0; \
+	VBROADCASTSD expdc11<>(SB), Z2; \
+	VFMADD213PD.BCST expdc10<>(SB), Z0, Z2; \
+	VFMADD213PD.BCST expdc9<>(SB), Z0, Z2; \
+	VFMADD213PD.BCST expdc8<>(SB), Z0, Z2; \
+	VFMADD213PD.BCST expdc7<>(SB), Z0, Z2; \
+	VFMADD213PD.BCST expdc6<>(SB), Z0, Z2; \
+	VFMADD213PD.BCST expdc5<>(SB), Z0, Z2; \
+	VFMADD213PD.BCST expdc4<>(SB), Z0, Z2; \
+	VFMADD213PD.BCST expdc3<>(SB), Z0, Z2; \
+	VFMADD213PD.BCST expdc2<>(SB), Z0, Z2; \
+	VFMADD213PD.BCST expdc1<>(SB), Z0, Z2; \
+	VFMADD213PD.BCST expdc0<>(SB), Z0, Z2; \
+	VCVTPD2QQ Z1, Z1; \
+	VPADDQ.BCST expdbias<>(SB), Z1, Z1; \
+	VPSLLQ $52, Z1, Z1; \
+	VMULPD Z1, Z2, Z2; \
+	VCVTPD2PS Z2, Y2
+
+// func expF32AVX512(x *float32, n int): expF32AVX2 eight at a time (n a
+// multiple of 8, > 0).
+TEXT ·expF32AVX512(SB), NOSPLIT, $0-16
+	MOVQ x+0(FP), DI
+	MOVQ n+8(FP), CX
+
+exp8loop:
+	VMOVUPS (DI), Y0
+	EXP8
+	VMOVUPS Y2, (DI)
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JNZ  exp8loop
+
+	VZEROUPPER
+	RET
+
+// func swiGLUF32AVX512(gate, up *float32, n int): swiGLUF32AVX2 eight at a
+// time (n a multiple of 8, > 0).
+TEXT ·swiGLUF32AVX512(SB), NOSPLIT, $0-24
+	MOVQ gate+0(FP), DI
+	MOVQ up+8(FP), SI
+	MOVQ n+16(FP), CX
+	VXORPS Y5, Y5, Y5
+
+glu8loop:
+	VMOVUPS (DI), Y4
+	VSUBPS Y4, Y5, Y0
+	EXP8
+	VADDPS.BCST expone32<>(SB), Y2, Y2
+	VDIVPS Y2, Y4, Y4
+	VMULPS (SI), Y4, Y4
+	VMOVUPS Y4, (DI)
+	ADDQ $32, DI
+	ADDQ $32, SI
+	SUBQ $8, CX
+	JNZ  glu8loop
+
+	VZEROUPPER
+	RET
+
 // ---------------------------------------------------------------------------
 // The KV cache in half precision: conversion, and attention's row kernels
 // over fp16 rows (F16C converts eight values on load).
