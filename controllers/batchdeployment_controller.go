@@ -204,7 +204,17 @@ func (r *BatchDeploymentReconciler) reconcile(ctx context.Context, b *servingv1a
 	if p.MiniBatchesTotal == 0 {
 		msg = "Job " + job.Name + " is running; no worker has reported progress yet"
 	}
-	setCondition(&st.Conditions, gen, servingv1alpha1.ConditionReady, false, "Running", msg)
+	reason := "Running"
+	if job.Status.Failed > 0 {
+		// Workers failing and retried: the run goes on until the Job's
+		// backoff limit, but "Running" alone would hide why nothing moves.
+		reason = "WorkersFailing"
+		msg = fmt.Sprintf("%d worker pods failed, retried up to %d times in all; %s", job.Status.Failed, ptrValue(job.Spec.BackoffLimit), msg)
+		if why, detail, ok := newestWorkerFailure(pods); ok {
+			msg += "; the newest failed with " + why + ": " + detail
+		}
+	}
+	setCondition(&st.Conditions, gen, servingv1alpha1.ConditionReady, false, reason, msg)
 	return ctrl.Result{RequeueAfter: r.ProgressInterval}, nil
 }
 
@@ -327,16 +337,8 @@ func workerCounts(ctx context.Context, logs kubernetes.Interface, p *corev1.Pod)
 // batchFailure says why a run failed: the reason a worker gave, else the
 // Job's.
 func batchFailure(job *batchv1.Job, pods []corev1.Pod) (string, string) {
-	for i := range pods {
-		t, ok := terminated(&pods[i], "batch")
-		if !ok || t.ExitCode == 0 {
-			continue
-		}
-		var c batchCounts
-		if json.Unmarshal([]byte(t.Message), &c) == nil && c.Reason != "" {
-			return c.Reason, firstLine(c.Message, 512)
-		}
-		return orReason(t.Reason, "WorkerFailed"), firstLine(lastLine(t.Message), 512)
+	if reason, msg, ok := newestWorkerFailure(pods); ok {
+		return reason, msg
 	}
 	for _, c := range job.Status.Conditions {
 		if c.Type == batchv1.JobFailed && c.Status == corev1.ConditionTrue {
@@ -344,6 +346,25 @@ func batchFailure(job *batchv1.Job, pods []corev1.Pod) (string, string) {
 		}
 	}
 	return "JobFailed", "Job " + job.Name + " failed"
+}
+
+// newestWorkerFailure is the reason and message of the newest worker pod
+// that ended with an error (pods newest first, as jobPods lists them):
+// the reason `leo-runtime batch` wrote in its termination message, else
+// the container's and the message's last line (a crash's error).
+func newestWorkerFailure(pods []corev1.Pod) (reason, msg string, ok bool) {
+	for i := range pods {
+		t, ok := terminated(&pods[i], "batch")
+		if !ok || t.ExitCode == 0 {
+			continue
+		}
+		var c batchCounts
+		if json.Unmarshal([]byte(t.Message), &c) == nil && c.Reason != "" {
+			return c.Reason, firstLine(c.Message, 512), true
+		}
+		return orReason(t.Reason, "WorkerFailed"), firstLine(lastLine(t.Message), 512), true
+	}
+	return "", "", false
 }
 
 func completion(job *batchv1.Job) *metav1.Time {

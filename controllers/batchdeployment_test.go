@@ -195,3 +195,44 @@ func TestBatchWorkerFailure(t *testing.T) {
 		return wantCondition(b.Status.Conditions, servingv1alpha1.ConditionReady, metav1.ConditionFalse, "InputNotFound")
 	})
 }
+
+// Workers that fail and are retried leave the run Running, with the
+// failures and the newest one's error in the Ready condition, until the
+// Job gives up.
+func TestBatchWorkersFailing(t *testing.T) {
+	ns := namespace(t)
+	readyModel(t, ns, "llama")
+	b := reviews(ns, "llama", false)
+	create(t, b)
+	job := jobOf(t, ns, "reviews")
+	idx := map[string]string{batchv1.JobCompletionIndexAnnotation: "0"}
+	w := runPod(t, job, "reviews-0-a", "batch", "", idx)
+	jobStatus(t, job, 2, 0)
+	eventually(t, "Running", func() error {
+		if err := get(b); err != nil {
+			return err
+		}
+		return wantCondition(b.Status.Conditions, servingv1alpha1.ConditionReady, metav1.ConditionFalse, "Running")
+	})
+	endPod(t, w, 1, "leo-runtime batch: creating /data/0/predictions/.leo-batch/shard-0: permission denied")
+	runPod(t, job, "reviews-0-b", "batch", "", idx)
+	jobStatus(t, job, 2, 1)
+	eventually(t, "WorkersFailing with the worker's error", func() error {
+		if err := get(b); err != nil {
+			return err
+		}
+		if b.Status.Phase != servingv1alpha1.BatchPhaseRunning {
+			return fmt.Errorf("phase %s", b.Status.Phase)
+		}
+		if err := wantCondition(b.Status.Conditions, servingv1alpha1.ConditionReady, metav1.ConditionFalse, "WorkersFailing"); err != nil {
+			return err
+		}
+		msg := condition(b.Status.Conditions, servingv1alpha1.ConditionReady).Message
+		for _, want := range []string{"1 worker pods failed, retried up to 6 times", "the newest failed with Error: ", "permission denied"} {
+			if !strings.Contains(msg, want) {
+				return fmt.Errorf("message %q lacks %q", msg, want)
+			}
+		}
+		return nil
+	})
+}
