@@ -12,11 +12,11 @@ import (
 	"github.com/leo-operator/leo/controllers/desired"
 )
 
-func reviews(ns, model string, suspend bool) *servingv1alpha1.BatchDeployment {
+func reviews(ns string, suspend bool) *servingv1alpha1.BatchDeployment {
 	return &servingv1alpha1.BatchDeployment{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "reviews"},
 		Spec: servingv1alpha1.BatchDeploymentSpec{
-			Model:         model,
+			Model:         "llama",
 			Input:         servingv1alpha1.BatchInput{URI: "pvc://batch-data/reviews", Format: servingv1alpha1.InputFormatCSV},
 			Output:        servingv1alpha1.BatchOutput{URI: "pvc://batch-data/predictions"},
 			InstanceCount: 2,
@@ -41,7 +41,7 @@ func progressLine(filesTotal, ok, failed int, rows, rowsFailed int64, mbTotal, m
 // succeeds.
 func TestBatchRun(t *testing.T) {
 	ns := namespace(t)
-	b := reviews(ns, "llama", true)
+	b := reviews(ns, true)
 	create(t, b)
 	eventually(t, "Suspended, no Job", func() error {
 		if err := get(b); err != nil {
@@ -137,7 +137,7 @@ func TestBatchRun(t *testing.T) {
 func TestBatchErrorThreshold(t *testing.T) {
 	ns := namespace(t)
 	readyModel(t, ns, "llama")
-	b := reviews(ns, "llama", false)
+	b := reviews(ns, false)
 	create(t, b)
 	job := jobOf(t, ns, "reviews")
 	jobStatus(t, job, 2, 0)
@@ -179,7 +179,7 @@ func TestBatchErrorThreshold(t *testing.T) {
 func TestBatchWorkerFailure(t *testing.T) {
 	ns := namespace(t)
 	readyModel(t, ns, "llama")
-	b := reviews(ns, "llama", false)
+	b := reviews(ns, false)
 	create(t, b)
 	job := jobOf(t, ns, "reviews")
 	w := runPod(t, job, "reviews-0-a", "batch", "", map[string]string{batchv1.JobCompletionIndexAnnotation: "0"})
@@ -202,7 +202,7 @@ func TestBatchWorkerFailure(t *testing.T) {
 func TestBatchWorkersFailing(t *testing.T) {
 	ns := namespace(t)
 	readyModel(t, ns, "llama")
-	b := reviews(ns, "llama", false)
+	b := reviews(ns, false)
 	create(t, b)
 	job := jobOf(t, ns, "reviews")
 	idx := map[string]string{batchv1.JobCompletionIndexAnnotation: "0"}

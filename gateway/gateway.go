@@ -70,7 +70,8 @@ type Options struct {
 	// Transport reaches the pods. Default: keep-alive connections, many
 	// per pod.
 	Transport http.RoundTripper
-	// Registry gets the gateway's metrics, and is what /metrics serves.
+	// Registry gets the gateway's metrics, and is what MetricsHandler
+	// serves.
 	// Default: a new registry with the Go and process collectors.
 	Registry *prometheus.Registry
 	// Log gets a line per failed request. Default slog.Default().
@@ -154,8 +155,18 @@ func (g *Gateway) SetEndpoints(eps []Endpoint) {
 // new requests before the gateway stops; requests keep being served.
 func (g *Gateway) Drain() { g.drain.Store(true) }
 
-// ServeHTTP answers the gateway's own paths (/healthz, /readyz, /metrics)
-// and routes everything else.
+// MetricsHandler serves /metrics, the counters the autoscaler reads, for
+// a listener of its own (leo-gateway --metrics-addr): they name every
+// endpoint and deployment and their traffic, which the endpoints' clients,
+// on the public listener, have no business reading.
+func (g *Gateway) MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g.reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// ServeHTTP answers the gateway's own paths (/healthz, /readyz) and
+// routes everything else.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/healthz":
@@ -171,9 +182,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeText(w, http.StatusOK, "ok")
-		return
-	case "/metrics":
-		promhttp.HandlerFor(g.reg, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 		return
 	}
 	start := time.Now()

@@ -480,3 +480,31 @@ func waitFor(t testing.TB, timeout time.Duration, ok func() bool, what func() st
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// /metrics names every endpoint and its traffic: it is served by
+// MetricsHandler, for a listener of its own, and not to the endpoints'
+// clients.
+func TestMetricsOnlyOnTheirListener(t *testing.T) {
+	f := startGateway(t, Options{}, Endpoint{Namespace: "team", Name: "chat", Open: true})
+	resp, err := http.Get(f.srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("/metrics on the public listener: %d, want 404", resp.StatusCode)
+	}
+	code, _, _ := f.call(t, context.Background(), "/endpoints/team/chat/score", scoreBody)
+	ms := httptest.NewServer(f.g.MetricsHandler())
+	defer ms.Close()
+	resp, err = http.Get(ms.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, _ := io.ReadAll(resp.Body)
+	want := fmt.Sprintf(`%s{code="%d",deployment="",endpoint="chat",namespace="team"} 1`, MetricRequests, code)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
+		t.Errorf("the metrics listener: %d, lacking %q in:\n%s", resp.StatusCode, want, body)
+	}
+}

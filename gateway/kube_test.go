@@ -114,10 +114,12 @@ func TestKubeScaleFromZeroAndKeyRotation(t *testing.T) {
 }
 
 // metricValue sums the gateway's samples of a metric whose labels contain
-// match.
+// match, read from its metrics listener.
 func metricValue(t *testing.T, f *front, name, match string) float64 {
 	t.Helper()
-	resp, err := http.Get(f.srv.URL + "/metrics")
+	ms := httptest.NewServer(f.g.MetricsHandler())
+	defer ms.Close()
+	resp, err := http.Get(ms.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/leo-operator/leo/controllers/desired"
 	"github.com/leo-operator/leo/gateway"
 )
 
@@ -37,12 +38,14 @@ const drainFor = 5 * time.Second
 func run() error {
 	var (
 		addr        string
+		metricsAddr string
 		hostSuffix  string
 		wakeTimeout time.Duration
 		maxBody     int64
 		logJSON     bool
 	)
-	flag.StringVar(&addr, "addr", ":8080", "address to listen on (endpoints, /healthz, /readyz, /metrics)")
+	flag.StringVar(&addr, "addr", ":8080", "address to listen on (endpoints, /healthz, /readyz)")
+	flag.StringVar(&metricsAddr, "metrics-addr", fmt.Sprintf(":%d", desired.GatewayMetricsPort), "address for /metrics (the autoscaler reads it), apart from the endpoints' clients")
 	flag.StringVar(&hostSuffix, "host-suffix", "", "route requests for <endpoint>.<namespace>.<suffix> by host, besides /endpoints/<namespace>/<endpoint>/...")
 	flag.DurationVar(&wakeTimeout, "wake-timeout", gateway.DefaultWakeTimeout, "how long a request is held for a deployment scaling from zero (then 503 with Retry-After)")
 	flag.Int64Var(&maxBody, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest request body (413 beyond)")
@@ -77,10 +80,16 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	mln, err := net.Listen("tcp", metricsAddr)
+	if err != nil {
+		return err
+	}
 	srv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
-	served := make(chan error, 1)
+	msrv := &http.Server{Handler: g.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 2)
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("gateway listening", "addr", ln.Addr().String(), "hostSuffix", hostSuffix)
+	go func() { served <- msrv.Serve(mln) }()
+	log.Info("gateway listening", "addr", ln.Addr().String(), "metricsAddr", mln.Addr().String(), "hostSuffix", hostSuffix)
 
 	select {
 	case err := <-served:
@@ -96,6 +105,7 @@ func run() error {
 	time.Sleep(drainFor)
 	shutdown, cancel := context.WithTimeout(context.Background(), 25*time.Second)
 	defer cancel()
+	_ = msrv.Close() // scrapes are short; the endpoints' requests get the grace
 	if err := srv.Shutdown(shutdown); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}

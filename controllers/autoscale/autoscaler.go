@@ -188,7 +188,8 @@ func (a *Autoscaler) gatewayLoads(ctx context.Context) (loads map[deploymentKey]
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for i := range pods.Items {
-		url, ok := podMetricsURL(&pods.Items[i])
+		addr, ok := desired.ReadyPodPort(&pods.Items[i], "metrics", desired.GatewayMetricsPort)
+		url := "http://" + addr + "/metrics"
 		if !ok {
 			continue
 		}

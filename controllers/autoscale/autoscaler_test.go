@@ -82,10 +82,12 @@ func TestAutoscalerFollowsGatewayLoad(t *testing.T) {
 	g := gateway.New(gateway.Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	gw := httptest.NewServer(g)
 	t.Cleanup(gw.Close)
+	gwMetrics := httptest.NewServer(g.MetricsHandler()) // as leo-gateway --metrics-addr
+	t.Cleanup(gwMetrics.Close)
 	testenv.CreateReadyPod(t, k8s, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "leo-gateway-0",
 		Labels: map[string]string{desired.LabelName: autoscale.GatewayName}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "gateway", Image: "leo-gateway:test",
-			Ports: []corev1.ContainerPort{{Name: "http"}}}}}}, port(gw.URL))
+			Ports: []corev1.ContainerPort{{Name: "http"}, {Name: "metrics", ContainerPort: port(gwMetrics.URL)}}}}}}, port(gw.URL))
 	rs := &replicaSet{t: t, k8s: k8s, deploy: deploy, g: g}
 	go rs.run(ctx)
 

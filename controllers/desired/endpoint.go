@@ -326,7 +326,15 @@ func probe(path string, s servingv1alpha1.ProbeSettings, liveness bool) *corev1.
 // gateway pod) serves HTTP, on its container port named http (8080 when
 // it names none), once it is running and ready; false before, and once it
 // is being deleted.
-func ReadyPodAddr(p *corev1.Pod) (string, bool) {
+func ReadyPodAddr(p *corev1.Pod) (string, bool) { return ReadyPodPort(p, "http", runtimePort) }
+
+// GatewayMetricsPort is where leo-gateway serves /metrics unless its pod
+// names a container port "metrics" (its --metrics-addr default).
+const GatewayMetricsPort = 9090
+
+// ReadyPodPort is ReadyPodAddr for the container port named name (def
+// when the pod names none).
+func ReadyPodPort(p *corev1.Pod, name string, def int32) (string, bool) {
 	if p.DeletionTimestamp != nil || p.Status.PodIP == "" || p.Status.Phase != corev1.PodRunning {
 		return "", false
 	}
@@ -339,10 +347,10 @@ func ReadyPodAddr(p *corev1.Pod) (string, bool) {
 	if !ready {
 		return "", false
 	}
-	port := int32(runtimePort)
+	port := def
 	for _, c := range p.Spec.Containers {
 		for _, cp := range c.Ports {
-			if cp.Name == "http" {
+			if cp.Name == name {
 				port = cp.ContainerPort
 			}
 		}
