@@ -144,11 +144,56 @@ func New(o Options) *Gateway {
 func (g *Gateway) SetEndpoints(eps []Endpoint) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.current.Store(newTable(eps, &g.ages, time.Now()))
+	t := newTable(eps, &g.ages, time.Now())
+	prev := g.current.Swap(t)
 	g.synced.Store(true)
 	next := make(chan struct{})
 	old := g.changed.Swap(&next)
 	close(*old)
+	g.prune(prev, t)
+}
+
+// prune forgets what the gateway counted for endpoints, deployments and
+// pods that t no longer has, so that churn does not grow its maps and
+// series: the metric series of the endpoints and deployments prev had and
+// t has not, and the load counters of deployments and pods not in t with
+// nothing in flight (one with requests in flight is forgotten by a later
+// call, once they have ended).
+func (g *Gateway) prune(prev, t *table) {
+	liveDeps, livePods := map[string]bool{}, map[string]bool{}
+	for key, e := range t.endpoints {
+		for name, d := range e.deployments {
+			liveDeps[key+"/"+name] = true
+			for _, p := range d.Pods {
+				livePods[p] = true
+			}
+		}
+	}
+	if prev != nil {
+		for key, e := range prev.endpoints {
+			if _, ok := t.endpoints[key]; !ok {
+				g.met.forget(e.Namespace, e.Name, nil)
+				continue
+			}
+			for name := range e.deployments {
+				if !liveDeps[key+"/"+name] {
+					g.met.forget(e.Namespace, e.Name, &name)
+				}
+			}
+		}
+	}
+	g.load.Range(func(id, v any) bool {
+		if !liveDeps[id.(string)] && v.(*deploymentLoad).inFlight.Load() == 0 {
+			g.load.Delete(id)
+		}
+		return true
+	})
+	g.podLoad.Range(func(addr, v any) bool {
+		if !livePods[addr.(string)] && v.(*atomic.Int64).Load() == 0 {
+			g.podLoad.Delete(addr)
+		}
+		return true
+	})
 }
 
 // Drain makes /readyz answer 503, so that load balancers stop sending

@@ -495,16 +495,68 @@ func TestMetricsOnlyOnTheirListener(t *testing.T) {
 		t.Errorf("/metrics on the public listener: %d, want 404", resp.StatusCode)
 	}
 	code, _, _ := f.call(t, context.Background(), "/endpoints/team/chat/score", scoreBody)
-	ms := httptest.NewServer(f.g.MetricsHandler())
+	want := fmt.Sprintf(`%s{code="%d",deployment="",endpoint="chat",namespace="team"} 1`, MetricRequests, code)
+	if body := scrape(t, f.g); !strings.Contains(body, want) {
+		t.Errorf("the metrics listener lacks %q in:\n%s", want, body)
+	}
+}
+
+// scrape reads g's metrics as its metrics listener serves them.
+func scrape(t *testing.T, g *Gateway) string {
+	t.Helper()
+	ms := httptest.NewServer(g.MetricsHandler())
 	defer ms.Close()
-	resp, err = http.Get(ms.URL + "/metrics")
+	resp, err := http.Get(ms.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	body, _ := io.ReadAll(resp.Body)
-	want := fmt.Sprintf(`%s{code="%d",deployment="",endpoint="chat",namespace="team"} 1`, MetricRequests, code)
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
-		t.Errorf("the metrics listener: %d, lacking %q in:\n%s", resp.StatusCode, want, body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics: %d %s", resp.StatusCode, body)
+	}
+	return string(body)
+}
+
+// Deleted endpoints and deployments leave nothing behind: their metric
+// series, and the load counters of their deployments and pods.
+func TestForgetsDeletedDeployments(t *testing.T) {
+	blue, green, other := startPod(t), startPod(t), startPod(t)
+	dep := func(name string, p *pod) Deployment {
+		return Deployment{Name: name, Traffic: 50, Pods: addrs(p), Replicas: 1, MaxConcurrentPerInstance: 8, Timeout: 30 * time.Second}
+	}
+	chat := Endpoint{Namespace: "ns", Name: "chat", Open: true, Deployments: []Deployment{dep("blue", blue), dep("green", green)}}
+	f := startGateway(t, Options{}, chat, Endpoint{Namespace: "ns", Name: "other", Open: true, Deployments: []Deployment{dep("main", other)}})
+	for range 20 {
+		if code, _, body := f.call(t, t.Context(), "/endpoints/ns/chat/score", scoreBody); code != http.StatusOK {
+			t.Fatalf("chat: %d %s", code, body)
+		}
+	}
+	if code, _, body := f.call(t, t.Context(), "/endpoints/ns/other/score", scoreBody); code != http.StatusOK {
+		t.Fatalf("other: %d %s", code, body)
+	}
+	before := scrape(t, f.g)
+	for _, s := range []string{`deployment="blue"`, `deployment="green"`, `endpoint="other"`} {
+		if !strings.Contains(before, s) {
+			t.Fatalf("no series with %s before the change:\n%s", s, before)
+		}
+	}
+
+	chat.Deployments = chat.Deployments[:1] // green and the other endpoint deleted
+	f.g.SetEndpoints([]Endpoint{chat})
+	after := scrape(t, f.g)
+	if !strings.Contains(after, `deployment="blue"`) {
+		t.Errorf("blue's series are gone too:\n%s", after)
+	}
+	for _, s := range []string{`deployment="green"`, `endpoint="other"`} {
+		if strings.Contains(after, s) {
+			t.Errorf("a series with %s is left:\n%s", s, after)
+		}
+	}
+	var loads, pods []string
+	f.g.load.Range(func(k, _ any) bool { loads = append(loads, k.(string)); return true })
+	f.g.podLoad.Range(func(k, _ any) bool { pods = append(pods, k.(string)); return true })
+	if len(loads) != 1 || loads[0] != "ns/chat/blue" || len(pods) != 1 || pods[0] != blue.Addr {
+		t.Errorf("load counters left: deployments %v, pods %v (want ns/chat/blue, %s)", loads, pods, blue.Addr)
 	}
 }

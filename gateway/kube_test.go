@@ -117,16 +117,8 @@ func TestKubeScaleFromZeroAndKeyRotation(t *testing.T) {
 // match, read from its metrics listener.
 func metricValue(t *testing.T, f *front, name, match string) float64 {
 	t.Helper()
-	ms := httptest.NewServer(f.g.MetricsHandler())
-	defer ms.Close()
-	resp, err := http.Get(ms.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	b, _ := io.ReadAll(resp.Body)
 	sum := 0.0
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(scrape(t, f.g), "\n") {
 		if strings.HasPrefix(line, name+"{") && strings.Contains(line, match) {
 			var v float64
 			if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err == nil {

@@ -55,6 +55,20 @@ func (m *metrics) observe(l requestLabels, status int, took time.Duration) {
 	m.duration.WithLabelValues(l.ns, l.endpoint, l.deployment).Observe(took.Seconds())
 }
 
+// forget deletes the series of an endpoint's deployment, or of the whole
+// endpoint when deployment is nil.
+func (m *metrics) forget(ns, endpoint string, deployment *string) {
+	l := prometheus.Labels{"namespace": ns, "endpoint": endpoint}
+	if deployment != nil {
+		l["deployment"] = *deployment
+	}
+	m.requests.DeletePartialMatch(l)
+	m.duration.DeletePartialMatch(l)
+	m.wakes.DeletePartialMatch(l)
+	m.retries.DeletePartialMatch(l)
+	m.mirrored.DeletePartialMatch(l)
+}
+
 // loadCollector reports the live load counters of every deployment seen.
 type loadCollector struct{ g *Gateway }
 
