@@ -27,6 +27,7 @@ func blueGreen(ns string) *servingv1alpha1.OnlineEndpoint {
 			Deployments: []servingv1alpha1.EndpointDeployment{
 				{Name: "blue", Model: model, InstanceCount: ptr(int32(2)),
 					RequestSettings: servingv1alpha1.RequestSettings{MaxConcurrentRequestsPerInstance: 4, RequestTimeoutMs: 60000},
+					Runtime:         servingv1alpha1.RuntimeOptions{KVCacheTokens: 16384},
 					Resources:       servingv1alpha1.ComputeResources{GPUs: 1}},
 				{Name: "green", Model: model, ScaleSettings: servingv1alpha1.ScaleSettings{
 					Type: servingv1alpha1.ScaleTypeTargetUtilization, MinInstances: ptr(int32(1)), MaxInstances: ptr(int32(4)),
@@ -65,7 +66,8 @@ func TestEndpointServes(t *testing.T) {
 	})
 	c := blue.Spec.Template.Spec.Containers[0]
 	args := strings.Join(c.Args, " ")
-	for _, want := range []string{"serve --model /models/" + m.Status.Artifact.Path, "--max-concurrent-requests 4", "--request-timeout-ms 60000", "--keys-file /etc/leo/keys"} {
+	for _, want := range []string{"serve --model /models/" + m.Status.Artifact.Path, "--max-concurrent-requests 4", "--request-timeout-ms 60000", "--keys-file /etc/leo/keys",
+		"--max-queue-wait-ms 500", "--kv-cache-tokens 16384"} { // maxQueueWaitMs: the CRD's default
 		if !strings.Contains(args, want) {
 			t.Errorf("blue's args %q lack %q", args, want)
 		}

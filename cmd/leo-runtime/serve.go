@@ -31,6 +31,7 @@ type serveConfig struct {
 	kvType                                         string
 	threads, ctxSize, batchTokens, maxNewTokens    int
 	maxConcurrent, maxQueued, timeoutMs            int
+	maxQueueWaitMs, kvCacheTokens                  int
 	kvCacheMiB, maxBodyBytes                       int64
 	shutdownTimeout, drainDelay, keysReload        time.Duration
 }
@@ -44,8 +45,10 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.IntVar(&c.ctxSize, "ctx-size", 0, "positions per sequence, prompt and generated tokens together (default: the model's context length, at most 4096)")
 	fs.IntVar(&c.maxConcurrent, "max-concurrent-requests", 16, "sequences generated at once, each holding a KV cache slot (Azure ML's maxConcurrentRequestsPerInstance)")
 	fs.IntVar(&c.maxQueued, "max-queued-requests", 0, "sequences that may wait for a slot; beyond that requests get 429 (0: 4 × max-concurrent-requests; -1: none)")
+	fs.IntVar(&c.maxQueueWaitMs, "max-queue-wait-ms", 0, "a request waiting this long for a slot gets 429 (Azure ML's maxQueueWaitMs; 0: it waits up to its timeout)")
 	fs.IntVar(&c.timeoutMs, "request-timeout-ms", int(server.DefaultRequestTimeout/time.Millisecond), "a request not finished by then gets 408, waiting time included (Azure ML's requestTimeoutMs)")
 	fs.Int64Var(&c.kvCacheMiB, "kv-cache-mib", 0, "cap on the KV cache's memory; lowers max-concurrent-requests to the slots that fit (0: no cap)")
+	fs.IntVar(&c.kvCacheTokens, "kv-cache-tokens", 0, "cap on the KV cache's positions, all sequences together; lowers max-concurrent-requests to the whole contexts that fit (0: no cap)")
 	fs.StringVar(&c.kvType, "kv-cache-type", "f16", "KV cache element type: f16 (as llama.cpp: half the memory and faster with many streams) or f32")
 	fs.IntVar(&c.batchTokens, "batch-tokens", 256, "most tokens in one forward pass: every running sequence's next token, then prompt chunks")
 	fs.IntVar(&c.maxNewTokens, "default-max-new-tokens", sample.DefaultMaxNewTokens, "max_new_tokens of requests that do not say")
@@ -195,8 +198,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	switch {
 	case c.timeoutMs < 1 || c.maxBodyBytes < 1 || c.maxNewTokens < 1 || c.maxConcurrent < 1 || c.batchTokens < 1:
 		return usagef("--request-timeout-ms, --max-body-bytes, --default-max-new-tokens, --max-concurrent-requests and --batch-tokens must be positive")
-	case c.shutdownTimeout < 0 || c.drainDelay < 0 || c.ctxSize < 0 || c.maxQueued < -1:
-		return usagef("--shutdown-timeout, --drain-delay and --ctx-size must not be negative, --max-queued-requests not below -1")
+	case c.shutdownTimeout < 0 || c.drainDelay < 0 || c.ctxSize < 0 || c.maxQueueWaitMs < 0 || c.kvCacheTokens < 0 || c.maxQueued < -1:
+		return usagef("--shutdown-timeout, --drain-delay, --ctx-size, --max-queue-wait-ms and --kv-cache-tokens must not be negative, --max-queued-requests not below -1")
 	case c.kvCacheMiB < 0 || c.kvCacheMiB > 1<<30:
 		return usagef("--kv-cache-mib must be in [0, %d]", 1<<30)
 	}
@@ -250,7 +253,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	e, err := engine.New(l.Model, l.Tokenizer, engine.Config{
 		MaxConcurrent: c.maxConcurrent, MaxQueued: c.maxQueued, ContextSize: c.ctxSize,
-		BatchTokens: c.batchTokens, KVCacheBytes: c.kvCacheMiB << 20, KVType: kvType,
+		BatchTokens: c.batchTokens, KVCacheBytes: c.kvCacheMiB << 20, KVCacheTokens: c.kvCacheTokens, KVType: kvType,
+		MaxQueueWait: time.Duration(c.maxQueueWaitMs) * time.Millisecond,
 	})
 	if err != nil {
 		_ = hs.Close()

@@ -122,6 +122,12 @@ func RuntimeDeployment(e *servingv1alpha1.OnlineEndpoint, d servingv1alpha1.Endp
 	if d.Runtime.ContextLength > 0 {
 		args = append(args, "--ctx-size", strconv.Itoa(int(d.Runtime.ContextLength)))
 	}
+	if w := rs.MaxQueueWaitMs; w != nil && *w > 0 { // 0: no limit but the request timeout
+		args = append(args, "--max-queue-wait-ms", strconv.Itoa(int(*w)))
+	}
+	if d.Runtime.KVCacheTokens > 0 {
+		args = append(args, "--kv-cache-tokens", strconv.Itoa(int(d.Runtime.KVCacheTokens)))
+	}
 	if e.Spec.AuthMode != servingv1alpha1.AuthModeNone {
 		args = append(args, "--keys-file", keysMount)
 		volumes = append(volumes, corev1.Volume{Name: "keys", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{

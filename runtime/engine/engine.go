@@ -14,7 +14,8 @@
 //
 // Admission follows Azure ML's requestSettings: at most MaxConcurrent
 // sequences run; up to MaxQueued more wait (first come, first served);
-// beyond that Submit fails at once with ErrQueueFull.
+// beyond that Submit fails at once with ErrQueueFull, and one that waits
+// longer than MaxQueueWait ends with ErrQueueWait.
 package engine
 
 import (
@@ -46,9 +47,17 @@ type Config struct {
 	// decoding sequence's next token, and prompt chunks in the rest.
 	// Default 256; at least MaxConcurrent.
 	BatchTokens int
+	// MaxQueueWait, when > 0, is how long a sequence may wait for a slot
+	// (Azure ML's maxQueueWaitMs): one still waiting then ends with
+	// ErrQueueWait (HTTP 429). 0: as long as its context allows.
+	MaxQueueWait time.Duration
 	// KVCacheBytes, when > 0, caps the KV cache's memory: MaxConcurrent is
 	// lowered to the slots that fit (an error if not even one does).
 	KVCacheBytes int64
+	// KVCacheTokens, when > 0, caps the KV cache's size in positions, all
+	// sequences together (Azure ML-style kvCacheTokens): MaxConcurrent is
+	// lowered to the whole contexts that fit (an error if not one does).
+	KVCacheTokens int
 	// KVType is the KV cache's element type: F32 (the zero value) or F16
 	// (llama.cpp's default, which leo-runtime serve uses too: half the
 	// memory, and half the bytes attention reads at each step).
@@ -61,6 +70,9 @@ var (
 	ErrQueueFull = errors.New("too many pending requests")
 	// ErrClosed: the engine is shutting down and admits nothing new (503).
 	ErrClosed = errors.New("the engine is shutting down")
+	// ErrQueueWait ends a sequence that waited MaxQueueWait for a slot
+	// without getting one (HTTP 429).
+	ErrQueueWait = errors.New("no free slot within the queue wait")
 )
 
 // InputError is a request the engine cannot run as given (HTTP 400): a
@@ -194,6 +206,18 @@ func (cfg Config) withDefaults(mc model.Config) (Config, error) {
 		return cfg, fmt.Errorf("context size must be in [2, %d], the model's context length (got %d)", mc.ContextLength, cfg.ContextSize)
 	case cfg.KVCacheBytes < 0:
 		return cfg, fmt.Errorf("KV cache budget must be >= 0 bytes (got %d)", cfg.KVCacheBytes)
+	case cfg.KVCacheTokens < 0:
+		return cfg, fmt.Errorf("KV cache tokens must be >= 0 (got %d)", cfg.KVCacheTokens)
+	case cfg.MaxQueueWait < 0:
+		return cfg, fmt.Errorf("max queue wait must be >= 0 (got %v)", cfg.MaxQueueWait)
+	}
+	if cfg.KVCacheTokens > 0 {
+		fit := cfg.KVCacheTokens / cfg.ContextSize
+		if fit < 1 {
+			return cfg, fmt.Errorf("a KV cache of %d tokens holds no sequence of %d positions; raise it to at least the context size, or lower the context size",
+				cfg.KVCacheTokens, cfg.ContextSize)
+		}
+		cfg.MaxConcurrent = min(cfg.MaxConcurrent, fit)
 	}
 	if cfg.KVCacheBytes > 0 {
 		perSlot := KVBytesPerPosition(mc, cfg.KVType) * int64(cfg.ContextSize)
@@ -320,6 +344,7 @@ func (e *Engine) Run(ctx context.Context) {
 	defer func() { _ = e.state.Close() }() // freeing device memory fails only with a broken device
 	for {
 		e.admit()
+		e.expireWaits()
 		e.dropGone()
 		if len(e.active) == 0 {
 			e.mu.Lock()
@@ -392,6 +417,30 @@ func (e *Engine) admit() {
 		e.stats.reusedTokens.Add(int64(s.pos))
 	}
 	e.running = len(e.active)
+}
+
+// expireWaits ends, with ErrQueueWait, the queued sequences that have
+// waited MaxQueueWait (admit has just given every free slot away, oldest
+// first, so these found none). The loop looks once a step: a wait may
+// run over by a step's time.
+func (e *Engine) expireWaits() {
+	if e.cfg.MaxQueueWait <= 0 {
+		return
+	}
+	now := time.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	kept := e.queue[:0]
+	for _, s := range e.queue {
+		if now.Sub(s.submitted) >= e.cfg.MaxQueueWait {
+			s.end(sample.FinishNone, ErrQueueWait)
+			e.stats.rejected.Add(1)
+			continue
+		}
+		kept = append(kept, s)
+	}
+	clear(e.queue[len(kept):])
+	e.queue = kept
 }
 
 // pickSlot returns the free slot whose cached tokens share the longest

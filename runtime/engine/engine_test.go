@@ -338,6 +338,53 @@ func TestKVBudget(t *testing.T) {
 	}
 }
 
+// kvCacheTokens sizes the cache in whole contexts.
+func TestKVCacheTokens(t *testing.T) {
+	l := testmodel.Load(t, testmodel.Tiny, quant.Q8_0)
+	e, err := engine.New(l.Model, l.Tokenizer, engine.Config{MaxConcurrent: 8, ContextSize: 100, KVCacheTokens: 250})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.Config().MaxConcurrent; got != 2 {
+		t.Errorf("250 tokens of contexts of 100 gave %d slots, want 2", got)
+	}
+	if _, err := engine.New(l.Model, l.Tokenizer, engine.Config{ContextSize: 100, KVCacheTokens: 99}); err == nil || !strings.Contains(err.Error(), "holds no sequence") {
+		t.Errorf("fewer tokens than one context: %v", err)
+	}
+}
+
+// A request that waits MaxQueueWait for a slot ends with ErrQueueWait;
+// the running one goes on, and the next waits anew.
+func TestQueueWait(t *testing.T) {
+	// Long's 8192 positions keep the slot busy for seconds (Tiny's 256
+	// fill in less than the wait).
+	l := testmodel.Load(t, testmodel.Long, quant.Q8_0)
+	const wait = 50 * time.Millisecond
+	e := start(t, l, engine.Config{MaxConcurrent: 1, MaxQueued: 2, MaxQueueWait: wait})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	running := submit(t, e, ctx, long(l))[0]
+	if _, err := running.Recv(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	_, err := submit(t, e, ctx, long(l))[0].Wait(context.Background())
+	waited := time.Since(began)
+	if !errors.Is(err, engine.ErrQueueWait) {
+		t.Fatalf("the queued request ended with %v, want ErrQueueWait", err)
+	}
+	if waited < wait {
+		t.Errorf("it ended after %v, before the %v wait", waited, wait)
+	}
+	if st := e.Stats(); st.Running != 1 || st.Queued != 0 || st.Rejected != 1 {
+		t.Errorf("after the expiry: %+v", st)
+	}
+	if _, err := running.Recv(context.Background()); err != nil {
+		t.Errorf("the running request: %v", err)
+	}
+	t.Logf("a queued request ended %v after it was submitted (wait %v)", waited.Round(time.Millisecond), wait)
+}
+
 func TestCloseDrains(t *testing.T) {
 	l := testmodel.Load(t, testmodel.Tiny, quant.Q8_0)
 	e, err := engine.New(l.Model, l.Tokenizer, engine.Config{MaxConcurrent: 1})

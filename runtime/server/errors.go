@@ -107,6 +107,9 @@ func generationError(r *http.Request, err error, timeout time.Duration) *apiErro
 	case errors.Is(err, context.DeadlineExceeded):
 		return &apiError{Status: http.StatusRequestTimeout, Type: typeTimeout,
 			Message: fmt.Sprintf("the request did not finish within the request timeout (requestTimeoutMs: %d); raise requestTimeoutMs or ask for fewer tokens", timeout.Milliseconds())}
+	case errors.Is(err, engine.ErrQueueWait):
+		return &apiError{Status: http.StatusTooManyRequests, Type: typeRateLimit,
+			Message: "Too many pending requests: no slot was free within the queue wait (maxQueueWaitMs); retry later"}
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		return errClientGone
 	case errors.Is(err, context.Canceled):

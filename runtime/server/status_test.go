@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leo-operator/leo/internal/testmodel"
 	"github.com/leo-operator/leo/runtime/engine"
 )
 
@@ -218,6 +219,30 @@ func TestTimeoutWhileGenerating(t *testing.T) {
 	}
 	wantError(t, decodeJSON(t, []byte(last)), typeTimeout, "", "requestTimeoutMs")
 	eventually(t, "the slots are free", func() bool { return v.e.Stats().Running == 0 })
+}
+
+// A request that waits maxQueueWaitMs for a slot gets Azure's 429.
+func TestQueueWaitExpires(t *testing.T) {
+	// Long's 8192 positions keep the one slot busy for seconds.
+	v := newEnv(t, envConfig{model: testmodel.Long, engine: engine.Config{MaxConcurrent: 1, MaxQueued: 1, MaxQueueWait: 50 * time.Millisecond},
+		opts: Options{RequestTimeout: time.Minute}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, v.srv.URL+"/score", strings.NewReader(scoreBody(`"max_new_tokens": 8000, "ignore_eos": true`, "hi")))
+		if resp, err := v.srv.Client().Do(req); err == nil {
+			_ = resp.Body.Close()
+		}
+	}()
+	eventually(t, "one request running", func() bool { return v.e.Stats().Running == 1 })
+	got, resp := v.post("/score", scoreBody("", "hi"), http.StatusTooManyRequests)
+	wantError(t, got, typeRateLimit, "", "maxQueueWaitMs")
+	if resp.Header.Get("Retry-After") == "" {
+		t.Errorf("no Retry-After")
+	}
+	cancel()
+	<-done
 }
 
 func TestQueueFull(t *testing.T) {
