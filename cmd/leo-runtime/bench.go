@@ -68,6 +68,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	defer func() { _ = g.Close() }() // freeing device memory fails only with a broken device
 	// Random tokens, as llama-bench uses: speed does not depend on them.
 	rng := rand.New(rand.NewPCG(1, 2))
 	prompt := make([]int32, *promptN)

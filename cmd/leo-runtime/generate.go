@@ -137,6 +137,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
+	defer func() { _ = g.Close() }() // freeing device memory fails only with a broken device
 	var emit func(string) error
 	if !*asJSON {
 		emit = func(s string) error { _, err := io.WriteString(stdout, s); return err }

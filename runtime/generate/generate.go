@@ -42,6 +42,10 @@ func New(m *model.Model, tok *tokenizer.Tokenizer, ctxLen, batch int) (*Generato
 	return g, nil
 }
 
+// Close frees the generator's state (on a GPU, its KV cache's device
+// memory); the generator is unusable afterwards.
+func (g *Generator) Close() error { return g.state.Close() }
+
 // Result is a finished generation.
 type Result struct {
 	Prompt []int32             // the prompt's tokens

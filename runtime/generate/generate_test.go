@@ -437,6 +437,22 @@ func TestCancel(t *testing.T) {
 	}
 }
 
+// A closed generator refuses to run instead of using freed memory.
+func TestClose(t *testing.T) {
+	l := load(t, quant.F32)
+	g := newGenerator(t, l, l.tok, 64, 4)
+	in := l.tok.Encode(prompt, true)
+	if _, err := g.Run(context.Background(), in, greedy(2), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Run(context.Background(), in, greedy(2), nil); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("Run after Close: %v, want an error saying the state was closed", err)
+	}
+}
+
 func TestVocabMismatch(t *testing.T) {
 	l := load(t, quant.F32)
 	vocab, err := synth.Llama2Vocab()
