@@ -42,6 +42,23 @@ wait_phase() {
   done
   fail "$1 is not $2 after $3 s (phase \"$phase\")"
 }
+# wait_job JOB SECONDS: until the Job is Complete; Failed ends the demo at
+# once with its condition and the end of its pod's log.
+wait_job() {
+  local done
+  for _ in $(seq "$2"); do
+    done="$("$kubectl" -n "$ns" get job "$1" -o jsonpath='{range .status.conditions[?(@.status=="True")]}{.type} {end}')"
+    case " $done" in
+    *" Complete "*) return 0 ;;
+    *" Failed "*)
+      "$kubectl" -n "$ns" logs "job/$1" --tail=20 >&2 || true
+      fail "the Job $1 failed: $("$kubectl" -n "$ns" get job "$1" -o jsonpath='{range .status.conditions[?(@.type=="Failed")]}{.reason}: {.message}{end}')"
+      ;;
+    esac
+    sleep 1
+  done
+  fail "the Job $1 did not complete in $2 s"
+}
 since() { echo "$(( $(date +%s) - $1 ))s"; }
 fail() {
   echo "demo: $*" >&2
@@ -78,8 +95,7 @@ mkdir -p "$volumes"/{weights,cache,batch/in,batch/out}
 chmod 0777 "$volumes"/{weights,cache,batch,batch/in,batch/out}
 sed -e "s|@VOLUMES@|$volumes|g" -e "s|@RUNTIME_IMAGE@|leo.local/leo-runtime:$(tag leo-runtime)|g" "$here/volumes.yaml" |
   "$kubectl" apply -f -
-"$kubectl" -n "$ns" wait --for=condition=Complete job/write-weights --timeout=5m >/dev/null ||
-  fail "the weights Job did not complete"
+wait_job write-weights 300
 ls -l "$volumes/weights"
 echo "weights written in $(since "$t")"
 
