@@ -5,6 +5,7 @@ package cuda
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/leo-operator/leo/runtime/cpu"
 	"github.com/leo-operator/leo/runtime/model"
@@ -230,7 +231,15 @@ func upload(dm *deviceModel, gs []group, w *model.Weights, cos, sin []float32) e
 	return dm.rope(cos, sin)
 }
 
-// toF16 converts a weight to F16 rows in buf (grown as needed).
+// f16Max is the largest finite half-precision value.
+const f16Max = 65504
+
+// f16Overflow is where rounding to half precision gives infinity.
+const f16Overflow = 65520
+
+// toF16 converts a weight to F16 rows in buf (grown as needed). A value
+// beyond F16's range (BF16 and F32 have far wider ones) is an error, not
+// an infinity that would turn the model's outputs to NaN.
 func toF16(buf []byte, w *model.Weight) ([]byte, error) {
 	in, err := w.Type.RowBytes(w.Cols)
 	if err != nil {
@@ -245,6 +254,12 @@ func toF16(buf []byte, w *model.Weight) ([]byte, error) {
 	for r := 0; r < w.Rows; r++ {
 		if err := quant.Dequantize(w.Type, w.Data[r*in:(r+1)*in], row); err != nil {
 			return nil, err
+		}
+		for c, v := range row {
+			if !(math.Abs(float64(v)) < f16Overflow) { // NaN too
+				return nil, fmt.Errorf("row %d, column %d holds %g, beyond half precision's ±%d: the GPU keeps %s weights as F16; use a file with F16 or quantized weights",
+					r, c, v, f16Max, w.Type)
+			}
 		}
 		if err := quant.Quantize(quant.F16, row, buf[r*out:(r+1)*out]); err != nil {
 			return nil, err
