@@ -48,7 +48,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.IntVar(&c.maxQueueWaitMs, "max-queue-wait-ms", 0, "a request waiting this long for a slot gets 429 (Azure ML's maxQueueWaitMs; 0: it waits up to its timeout)")
 	fs.IntVar(&c.timeoutMs, "request-timeout-ms", int(server.DefaultRequestTimeout/time.Millisecond), "a request not finished by then gets 408, waiting time included (Azure ML's requestTimeoutMs)")
 	fs.Int64Var(&c.kvCacheMiB, "kv-cache-mib", 0, "cap on the KV cache's memory; lowers max-concurrent-requests to the slots that fit (0: no cap)")
-	fs.IntVar(&c.kvCacheTokens, "kv-cache-tokens", 0, "cap on the KV cache's positions, all sequences together; lowers max-concurrent-requests to the whole contexts that fit (0: no cap)")
+	fs.IntVar(&c.kvCacheTokens, "kv-cache-tokens", 0, "cap on the KV cache's positions, all sequences together; lowers max-concurrent-requests to the whole contexts that fit, and the default context to it (0: no cap)")
 	fs.StringVar(&c.kvType, "kv-cache-type", "f16", "KV cache element type: f16 (as llama.cpp: half the memory and faster with many streams) or f32")
 	fs.IntVar(&c.batchTokens, "batch-tokens", 256, "most tokens in one forward pass: every running sequence's next token, then prompt chunks")
 	fs.IntVar(&c.maxNewTokens, "default-max-new-tokens", sample.DefaultMaxNewTokens, "max_new_tokens of requests that do not say")
@@ -245,6 +245,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer l.Close()
 	if c.ctxSize == 0 {
 		c.ctxSize = min(l.Model.Config.ContextLength, 4096)
+		if c.kvCacheTokens > 0 {
+			// A cache smaller than the default context is one sequence's.
+			c.ctxSize = min(c.ctxSize, c.kvCacheTokens)
+		}
 	}
 	tmpl, err := chatTemplate(c.chatTemplate, l.ChatTemplate, log)
 	if err != nil {

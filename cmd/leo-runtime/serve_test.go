@@ -226,6 +226,30 @@ func TestServe(t *testing.T) {
 	}
 }
 
+// --kv-cache-tokens bounds the slots to the whole contexts that fit, and
+// a cache smaller than the default context makes one smaller context.
+func TestServeKVCacheTokens(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--ctx-size", "64", "--kv-cache-tokens", "200"}, "context=64 slots=3"},
+		{[]string{"--kv-cache-tokens", "100"}, "context=100 slots=1"},
+	} {
+		_, stop, stderr := serve(t, append([]string{"--max-concurrent-requests", "8"}, tc.args...)...)
+		deadline := time.Now().Add(time.Minute)
+		for !strings.Contains(stderr.String(), "slots=") && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%v: the log lacks %q:\n%s", tc.args, tc.want, stderr)
+		}
+		if code := stop(); code != 0 {
+			t.Errorf("%v: exit %d", tc.args, code)
+		}
+	}
+}
+
 func TestServeUsageErrors(t *testing.T) {
 	for _, tc := range []struct {
 		env, val string
@@ -237,6 +261,8 @@ func TestServeUsageErrors(t *testing.T) {
 		{"", "", []string{"--kv-cache-type", "q4"}, 2, "--kv-cache-type"},
 		{"", "", []string{"--chat-template", "{% nonsense %}"}, 2, "--chat-template"},
 		{"", "", []string{"--max-concurrent-requests", "0"}, 2, "--max-concurrent-requests"},
+		{"", "", []string{"--max-queue-wait-ms", "-1"}, 2, "--max-queue-wait-ms"},
+		{"", "", []string{"--kv-cache-tokens", "-1"}, 2, "--kv-cache-tokens"},
 		{"", "", []string{"--keys-file", "/nonexistent/keys"}, 1, "keys file"},
 	} {
 		if tc.env != "" {

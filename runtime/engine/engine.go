@@ -259,12 +259,13 @@ func (e *Engine) Submit(ctx context.Context, reqs ...Request) ([]*Stream, error)
 	}
 	seqs := make([]*sequence, len(reqs))
 	now := time.Now()
+	unit := &submission{}
 	for i, r := range reqs {
 		if err := e.check(r); err != nil {
 			return nil, &InputError{err}
 		}
 		seqs[i] = &sequence{
-			ctx: ctx, prompt: r.Prompt, params: r.Params, submitted: now,
+			ctx: ctx, prompt: r.Prompt, params: r.Params, submitted: now, unit: unit,
 			tokens: append(make([]int32, 0, len(r.Prompt)+min(r.Params.MaxNewTokens, e.cfg.ContextSize)), r.Prompt...),
 			stream: newStream(), dec: e.tok.NewDecoder(), stop: sample.NewStopMatcher(r.Params.Stop),
 		}
@@ -413,16 +414,20 @@ func (e *Engine) admit() {
 		sl.cached = sl.cached[:s.pos]
 		s.reused = s.pos
 		s.admitted = time.Now()
+		s.unit.started = true
 		e.active = append(e.active, s)
 		e.stats.reusedTokens.Add(int64(s.pos))
 	}
 	e.running = len(e.active)
 }
 
-// expireWaits ends, with ErrQueueWait, the queued sequences that have
+// expireWaits ends, with ErrQueueWait, the queued requests that have
 // waited MaxQueueWait (admit has just given every free slot away, oldest
-// first, so these found none). The loop looks once a step: a wait may
-// run over by a step's time.
+// first, so these found none). A request of several sequences waits as a
+// whole: once one of them has a slot, the others wait for theirs (they
+// may be waiting for their own siblings' slots), and one refused is
+// counted once. The loop looks once a step: a wait may run over by a
+// step's time.
 func (e *Engine) expireWaits() {
 	if e.cfg.MaxQueueWait <= 0 {
 		return
@@ -432,9 +437,12 @@ func (e *Engine) expireWaits() {
 	defer e.mu.Unlock()
 	kept := e.queue[:0]
 	for _, s := range e.queue {
-		if now.Sub(s.submitted) >= e.cfg.MaxQueueWait {
+		if !s.unit.started && now.Sub(s.submitted) >= e.cfg.MaxQueueWait {
 			s.end(sample.FinishNone, ErrQueueWait)
-			e.stats.rejected.Add(1)
+			if !s.unit.expired {
+				s.unit.expired = true
+				e.stats.rejected.Add(1)
+			}
 			continue
 		}
 		kept = append(kept, s)

@@ -383,6 +383,30 @@ func TestQueueWait(t *testing.T) {
 		t.Errorf("the running request: %v", err)
 	}
 	t.Logf("a queued request ended %v after it was submitted (wait %v)", waited.Round(time.Millisecond), wait)
+
+	// A request of two sequences that finds no slot is refused once.
+	for _, s := range submit(t, e, ctx, long(l), long(l)) {
+		if _, err := s.Wait(context.Background()); !errors.Is(err, engine.ErrQueueWait) {
+			t.Errorf("a sequence of the queued pair ended with %v, want ErrQueueWait", err)
+		}
+	}
+	if st := e.Stats(); st.Rejected != 2 {
+		t.Errorf("Rejected %d after a pair was refused, want 2", st.Rejected)
+	}
+
+	// On a free slot, a pair's first sequence runs and its second waits
+	// for that slot past the queue wait: the request is running, not
+	// refused.
+	cancel()
+	waitFor(t, "an idle engine", func() bool { st := e.Stats(); return st.Running == 0 && st.Queued == 0 })
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	pair := submit(t, e, ctx2, long(l), long(l))
+	short, stop := context.WithTimeout(context.Background(), 4*wait)
+	defer stop()
+	if _, err := pair[1].Wait(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("the second sequence of a running pair ended with %v after %v; want it still waiting", err, 4*wait)
+	}
 }
 
 func TestCloseDrains(t *testing.T) {

@@ -31,6 +31,17 @@ type sequence struct {
 	finish sample.FinishReason
 
 	submitted, admitted, firstToken time.Time
+
+	// unit is what the sequences of one Submit share (guarded by the
+	// engine's mu).
+	unit *submission
+}
+
+// submission is one Submit's sequences as a whole: the queue wait
+// applies to it until one of them gets a slot, and it is refused once.
+type submission struct {
+	started bool // a sequence of it has a slot
+	expired bool // it waited too long, and was counted as refused
 }
 
 // end finishes s's stream; err nil means it finished with reason.

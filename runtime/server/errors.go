@@ -98,10 +98,10 @@ func submitError(err error, promptParam string) *apiError {
 }
 
 // generationError maps the error that ended a sequence (or a wait for
-// it): the request's deadline is a 408 that names the setting; a
-// cancellation is the client going away (statusClientGone) when the
-// request's context says so, else the engine stopping (503); anything
-// else is a 500.
+// it): the request's deadline is a 408 that names the setting; the queue
+// wait running out is a 429 (as a full queue); a cancellation is the
+// client going away (statusClientGone) when the request's context says
+// so, else the engine stopping (503); anything else is a 500.
 func generationError(r *http.Request, err error, timeout time.Duration) *apiError {
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):

@@ -70,7 +70,7 @@ func newMetrics(reg prometheus.Registerer, e *engine.Engine) (*metrics, error) {
 			Name: "leo_prompt_tokens_reused_total", Help: "Prompt tokens whose keys and values were reused from the KV cache of an earlier sequence.",
 		}, stat(func(s engine.Stats) float64 { return float64(s.ReusedPromptTokens) })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "leo_requests_rejected_total", Help: "Requests refused with HTTP 429: the engine's queue, or the server's bound on pending requests, was full.",
+			Name: "leo_requests_rejected_total", Help: "Requests refused with HTTP 429: the engine's queue, or the server's bound on pending requests, was full, or no slot was free within the queue wait.",
 		}, stat(func(s engine.Stats) float64 { return float64(s.Rejected + m.rejected.Load()) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "leo_queue_depth", Help: "Sequences waiting for a KV cache slot.",
