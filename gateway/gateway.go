@@ -94,9 +94,13 @@ type Gateway struct {
 	synced  atomic.Bool
 	drain   atomic.Bool
 
-	load    sync.Map // deployment id ("ns/name/deployment") → *deploymentLoad
-	podLoad sync.Map // "host:port" → *atomic.Int64, requests in flight
-	mirrors chan struct{}
+	// counters orders prune's deletions (write) after the lookup and
+	// increment of a counter (read), so that no request counts itself on
+	// a counter just deleted.
+	counters sync.RWMutex
+	load     sync.Map // deployment id ("ns/name/deployment") → *deploymentLoad
+	podLoad  sync.Map // "host:port" → *atomic.Int64, requests in flight
+	mirrors  chan struct{}
 }
 
 // deploymentLoad counts one deployment's requests in this gateway.
@@ -182,6 +186,8 @@ func (g *Gateway) prune(prev, t *table) {
 			}
 		}
 	}
+	g.counters.Lock()
+	defer g.counters.Unlock()
 	g.load.Range(func(id, v any) bool {
 		if !liveDeps[id.(string)] && v.(*deploymentLoad).inFlight.Load() == 0 {
 			g.load.Delete(id)
@@ -236,6 +242,23 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rec.status = statusClientGone
 	}
 	g.met.observe(labels, rec.status, time.Since(start))
+	g.forgetIfGone(labels)
+}
+
+// forgetIfGone deletes the series a request just counted when its
+// endpoint or deployment was deleted while it ran (prune forgot them
+// then, and observe made them again).
+func (g *Gateway) forgetIfGone(l requestLabels) {
+	if l.endpoint == "" {
+		return
+	}
+	e, ok := g.current.Load().endpoints[l.ns+"/"+l.endpoint]
+	switch {
+	case !ok:
+		g.met.forget(l.ns, l.endpoint, nil)
+	case l.deployment != "" && e.deployments[l.deployment] == nil:
+		g.met.forget(l.ns, l.endpoint, &l.deployment)
+	}
 }
 
 // requestLabels are the metric labels of a request: empty until the
@@ -276,11 +299,11 @@ func (g *Gateway) handle(w *recorder, r *http.Request) requestLabels {
 		}
 		return labels // else the client went away while sending
 	}
-	load := g.deploymentLoad(ns, name, dep.Name)
+	load, inFlight := g.enterDeployment(ns, name, dep.Name)
 	// Instances counted: the ready ones, or while they start (a wake from
 	// zero, a rollout) the ones asked for, at least one.
 	instances := max(len(dep.Pods), int(dep.Replicas), 1)
-	if limit := int64(2 * max(dep.MaxConcurrentPerInstance, 1) * instances); load.inFlight.Add(1) > limit {
+	if limit := int64(2 * max(dep.MaxConcurrentPerInstance, 1) * instances); inFlight > limit {
 		load.inFlight.Add(-1)
 		w.Header().Set("Retry-After", "1")
 		// Azure ML answers a full deployment with these words.
@@ -336,6 +359,24 @@ func (e *endpointEntry) choose(pinned string) (*Deployment, int, string) {
 		return nil, http.StatusServiceUnavailable, fmt.Sprintf("no deployment of endpoint %q receives traffic: set spec.traffic, or pin one with the %s header", e.Name, HeaderDeployment)
 	}
 	return e.deployments[e.pick(rand.Int32N(e.liveTotal))], 0, ""
+}
+
+// enterDeployment counts a request in its deployment's load and returns
+// the load and the count with it.
+func (g *Gateway) enterDeployment(ns, name, dep string) (*deploymentLoad, int64) {
+	g.counters.RLock()
+	defer g.counters.RUnlock()
+	l := g.deploymentLoad(ns, name, dep)
+	return l, l.inFlight.Add(1)
+}
+
+// enterPod counts a request in a pod's load and returns the counter.
+func (g *Gateway) enterPod(addr string) *atomic.Int64 {
+	g.counters.RLock()
+	defer g.counters.RUnlock()
+	c := g.podCounter(addr)
+	c.Add(1)
+	return c
 }
 
 func (g *Gateway) deploymentLoad(ns, name, dep string) *deploymentLoad {
@@ -490,8 +531,7 @@ func (g *Gateway) forward(w *recorder, r *http.Request, ep *endpointEntry, dep *
 		if attempt > 0 {
 			g.met.retries.WithLabelValues(ep.Namespace, ep.Name, dep.Name).Inc()
 		}
-		inFlight := g.podCounter(pod)
-		inFlight.Add(1)
+		inFlight := g.enterPod(pod)
 		// Only a request the pod never received is sent again: one it had
 		// whole (and may have run, or died of) is not replayed on others.
 		var wrote atomic.Bool

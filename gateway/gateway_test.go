@@ -560,3 +560,40 @@ func TestForgetsDeletedDeployments(t *testing.T) {
 		t.Errorf("load counters left: deployments %v, pods %v (want ns/chat/blue, %s)", loads, pods, blue.Addr)
 	}
 }
+
+// A request in flight when its endpoint is deleted leaves no series behind
+// when it ends, and its load counters go at the next change.
+func TestForgetsEndpointDeletedMidRequest(t *testing.T) {
+	arrived, release := make(chan struct{}), make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-release
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `[{"0":"done"}]`)
+	}))
+	defer slow.Close()
+	addr := strings.TrimPrefix(slow.URL, "http://")
+	f := startGateway(t, Options{}, Endpoint{Namespace: "ns", Name: "gone", Open: true, Deployments: []Deployment{
+		{Name: "d", Traffic: 100, Pods: []string{addr}, Replicas: 1, MaxConcurrentPerInstance: 1, Timeout: 30 * time.Second}}})
+	answered := make(chan int)
+	go func() {
+		code, _, _ := f.call(t, context.Background(), "/endpoints/ns/gone/score", scoreBody)
+		answered <- code
+	}()
+	<-arrived
+	f.g.SetEndpoints(nil)
+	close(release)
+	if code := <-answered; code != http.StatusOK {
+		t.Fatalf("the request in flight: %d", code)
+	}
+	if body := scrape(t, f.g); strings.Contains(body, `endpoint="gone"`) {
+		t.Errorf("series of the deleted endpoint are left:\n%s", body)
+	}
+	f.g.SetEndpoints(nil)
+	n := 0
+	f.g.load.Range(func(any, any) bool { n++; return true })
+	f.g.podLoad.Range(func(any, any) bool { n++; return true })
+	if n != 0 {
+		t.Errorf("%d load counters left after the next change", n)
+	}
+}

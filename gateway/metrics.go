@@ -69,7 +69,9 @@ func (m *metrics) forget(ns, endpoint string, deployment *string) {
 	m.mirrored.DeletePartialMatch(l)
 }
 
-// loadCollector reports the live load counters of every deployment seen.
+// loadCollector reports the live load counters of every deployment in
+// the table (one just deleted keeps its counter while requests of its
+// end, unreported).
 type loadCollector struct{ g *Gateway }
 
 var (
@@ -83,8 +85,12 @@ func (c loadCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c loadCollector) Collect(ch chan<- prometheus.Metric) {
+	t := c.g.current.Load()
 	c.g.load.Range(func(_, v any) bool {
 		l := v.(*deploymentLoad)
+		if e := t.endpoints[l.ns+"/"+l.endpoint]; e == nil || e.deployments[l.deployment] == nil {
+			return true
+		}
 		ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(l.inFlight.Load()), l.ns, l.endpoint, l.deployment)
 		ch <- prometheus.MustNewConstMetric(heldDesc, prometheus.GaugeValue, float64(l.held.Load()), l.ns, l.endpoint, l.deployment)
 		return true

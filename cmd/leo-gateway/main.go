@@ -85,7 +85,7 @@ func run() error {
 		return err
 	}
 	srv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
-	msrv := &http.Server{Handler: g.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second}
+	msrv := &http.Server{Handler: g.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
 	served := make(chan error, 2)
 	go func() { served <- srv.Serve(ln) }()
 	go func() { served <- msrv.Serve(mln) }()

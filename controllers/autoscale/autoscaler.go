@@ -189,10 +189,10 @@ func (a *Autoscaler) gatewayLoads(ctx context.Context) (loads map[deploymentKey]
 	var wg sync.WaitGroup
 	for i := range pods.Items {
 		addr, ok := desired.ReadyPodPort(&pods.Items[i], "metrics", desired.GatewayMetricsPort)
-		url := "http://" + addr + "/metrics"
 		if !ok {
 			continue
 		}
+		url := "http://" + addr + "/metrics"
 		wg.Go(func() {
 			fams, err := families(ctx, a.http, url)
 			mu.Lock()
