@@ -205,14 +205,14 @@ func (r *BatchDeploymentReconciler) reconcile(ctx context.Context, b *servingv1a
 		msg = "Job " + job.Name + " is running; no worker has reported progress yet"
 	}
 	reason := "Running"
-	if job.Status.Failed > 0 {
-		// Workers failing and retried: the run goes on until the Job's
-		// backoff limit, but "Running" alone would hide why nothing moves.
+	if why, detail, ok := newestWorkerFailure(newestPerIndex(pods)); ok {
+		// A worker whose newest pod failed, retried by the Job up to its
+		// backoff limit: "Running" alone would hide why nothing moves.
 		reason = "WorkersFailing"
-		msg = fmt.Sprintf("%d worker pods failed, retried up to %d times in all; %s", job.Status.Failed, ptrValue(job.Spec.BackoffLimit), msg)
-		if why, detail, ok := newestWorkerFailure(pods); ok {
-			msg += "; the newest failed with " + why + ": " + detail
-		}
+		msg = fmt.Sprintf("%d worker pods failed, retried up to %d times in all; %s; the newest failed with %s: %s",
+			job.Status.Failed, ptrValue(job.Spec.BackoffLimit), msg, why, detail)
+	} else if job.Status.Failed > 0 {
+		msg += fmt.Sprintf("; %d worker pods failed and were retried", job.Status.Failed)
 	}
 	setCondition(&st.Conditions, gen, servingv1alpha1.ConditionReady, false, reason, msg)
 	return ctrl.Result{RequeueAfter: r.ProgressInterval}, nil
@@ -284,6 +284,28 @@ func (r *BatchDeploymentReconciler) holdSuspended(ctx context.Context, job *batc
 	return r.Patch(ctx, job, patch)
 }
 
+// completionIndex is a Job pod's completion index ("" for none).
+func completionIndex(p *corev1.Pod) string {
+	if idx := p.Labels[batchv1.JobCompletionIndexAnnotation]; idx != "" {
+		return idx
+	}
+	return p.Annotations[batchv1.JobCompletionIndexAnnotation]
+}
+
+// newestPerIndex is the newest pod of each completion index (pods newest
+// first, as jobPods lists them; so is the result).
+func newestPerIndex(pods []corev1.Pod) []corev1.Pod {
+	var out []corev1.Pod
+	seen := map[string]bool{}
+	for i := range pods {
+		if idx := completionIndex(&pods[i]); !seen[idx] {
+			seen[idx] = true
+			out = append(out, pods[i])
+		}
+	}
+	return out
+}
+
 // progress sums the workers' counts: for each completion index, the newest
 // pod's termination message when it has ended, else the last progress line
 // of its log.
@@ -292,10 +314,7 @@ func (r *BatchDeploymentReconciler) progress(ctx context.Context, pods []corev1.
 	seen := map[string]bool{}
 	for i := range pods { // newest first
 		p := &pods[i]
-		idx := p.Labels[batchv1.JobCompletionIndexAnnotation]
-		if idx == "" {
-			idx = p.Annotations[batchv1.JobCompletionIndexAnnotation]
-		}
+		idx := completionIndex(p)
 		if seen[idx] {
 			continue
 		}

@@ -196,9 +196,9 @@ func TestBatchWorkerFailure(t *testing.T) {
 	})
 }
 
-// Workers that fail and are retried leave the run Running, with the
-// failures and the newest one's error in the Ready condition, until the
-// Job gives up.
+// A worker whose newest pod failed (the Job retries it) leaves the run
+// Running with reason WorkersFailing and the pod's error; once a retry
+// runs, the reason is Running again and the message counts the failures.
 func TestBatchWorkersFailing(t *testing.T) {
 	ns := namespace(t)
 	readyModel(t, ns, "llama")
@@ -215,8 +215,7 @@ func TestBatchWorkersFailing(t *testing.T) {
 		return wantCondition(b.Status.Conditions, servingv1alpha1.ConditionReady, metav1.ConditionFalse, "Running")
 	})
 	endPod(t, w, 1, "leo-runtime batch: creating /data/0/predictions/.leo-batch/shard-0: permission denied")
-	runPod(t, job, "reviews-0-b", "batch", "", idx)
-	jobStatus(t, job, 2, 1)
+	jobStatus(t, job, 1, 1)
 	eventually(t, "WorkersFailing with the worker's error", func() error {
 		if err := get(b); err != nil {
 			return err
@@ -232,6 +231,20 @@ func TestBatchWorkersFailing(t *testing.T) {
 			if !strings.Contains(msg, want) {
 				return fmt.Errorf("message %q lacks %q", msg, want)
 			}
+		}
+		return nil
+	})
+	runPod(t, job, "reviews-0-b", "batch", "", idx)
+	jobStatus(t, job, 2, 1)
+	eventually(t, "Running again, the failure counted", func() error {
+		if err := get(b); err != nil {
+			return err
+		}
+		if err := wantCondition(b.Status.Conditions, servingv1alpha1.ConditionReady, metav1.ConditionFalse, "Running"); err != nil {
+			return err
+		}
+		if msg := condition(b.Status.Conditions, servingv1alpha1.ConditionReady).Message; !strings.Contains(msg, "1 worker pods failed and were retried") {
+			return fmt.Errorf("message %q", msg)
 		}
 		return nil
 	})

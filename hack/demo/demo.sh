@@ -45,10 +45,11 @@ wait_phase() {
 # wait_job JOB SECONDS: until the Job is Complete; Failed ends the demo at
 # once with its condition and the end of its pod's log.
 wait_job() {
-  local done
+  local conds
   for _ in $(seq "$2"); do
-    done="$("$kubectl" -n "$ns" get job "$1" -o jsonpath='{range .status.conditions[?(@.status=="True")]}{.type} {end}')"
-    case " $done" in
+    # A failed get (the API server busy) is retried, as no condition yet.
+    conds="$("$kubectl" -n "$ns" get job "$1" -o jsonpath='{range .status.conditions[?(@.status=="True")]}{.type} {end}' || true)"
+    case " $conds" in
     *" Complete "*) return 0 ;;
     *" Failed "*)
       "$kubectl" -n "$ns" logs "job/$1" --tail=20 >&2 || true

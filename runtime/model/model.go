@@ -561,8 +561,11 @@ func (s *State) forward(b *Batch) ([]float32, error) {
 		return s.dev.Forward(x, b, s.rows)
 	}
 	rows, err := s.layers(b, s.sel)
-	if err != nil || rows == 0 {
-		return s.logits[:0], err
+	if err != nil {
+		return nil, err
+	}
+	if rows == 0 {
+		return s.logits[:0], nil
 	}
 	return s.classify(rows)
 }
