@@ -179,9 +179,11 @@ type RuntimeOptions struct {
 	// +optional
 	MaxBatchSize int32 `json:"maxBatchSize,omitempty"`
 
-	// kvCacheTokens is the size of the KV cache shared by all sequences, in
-	// tokens. 0 sizes it to maxBatchSize whole contexts, or to what memory
-	// allows.
+	// kvCacheTokens caps the KV cache shared by all sequences, in tokens:
+	// the pods run as many sequences at once as whole contexts fit in it
+	// (at most maxBatchSize), and a cache smaller than the default context
+	// makes the context that size. 0 sizes it to maxBatchSize whole
+	// contexts.
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=16777216
 	// +optional

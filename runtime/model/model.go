@@ -460,6 +460,9 @@ func (m *Model) NewStateKV(slots, length, maxBatch int, kv quant.Type) (*State, 
 		}, nil
 	}
 	s := newHostState(m, newCache(c, slots, length, kv), maxBatch)
+	// The final hidden states and logits of a batch: its parts', when it
+	// is split, go here too.
+	s.sel = make([]float32, maxBatch*c.Dim)
 	s.logits = make([]float32, maxBatch*c.VocabSize)
 	if sp, ok := m.backend.(Splitter); ok && m.backend.Threads() > 1 && m.Weights.matrixBytes(c) <= splitMaxWeightBytes {
 		for _, pb := range sp.Parts() {
@@ -473,7 +476,8 @@ func (m *Model) NewStateKV(slots, length, maxBatch int, kv quant.Type) (*State, 
 }
 
 // newHostState makes a state computing on the host with cache kc and
-// scratch for batches of up to maxBatch tokens, all but the logits.
+// scratch for batches of up to maxBatch tokens, all but the final hidden
+// states and the logits.
 func newHostState(m *Model, kc *Cache, maxBatch int) *State {
 	c, n := m.Config, maxBatch
 	s := &State{
@@ -481,7 +485,6 @@ func newHostState(m *Model, kc *Cache, maxBatch int) *State {
 		x: make([]float32, n*c.Dim), xb: make([]float32, n*c.Dim), xb2: make([]float32, n*c.Dim),
 		q: make([]float32, n*c.Dim), k: make([]float32, n*c.KVDim()), v: make([]float32, n*c.KVDim()),
 		hb: make([]float32, n*c.HiddenDim), hb2: make([]float32, n*c.HiddenDim),
-		sel: make([]float32, n*c.Dim),
 	}
 	s.attn.s = s
 	s.glu.m = m
