@@ -86,6 +86,18 @@ func (b Backend) Exp(x []float32) { ExpF32(x) }
 // SwiGLU is SwiGLUF32.
 func (b Backend) SwiGLU(gate, up []float32) { SwiGLUF32(gate, up) }
 
+// AddF32 is the function AddF32. It, ScaleMulF32 and RopeF32 are the
+// per-token work between the products (model.TokenOps).
+func (b Backend) AddF32(x, y []float32) { AddF32(x, y) }
+
+// ScaleMulF32 is the function ScaleMulF32.
+func (b Backend) ScaleMulF32(out, x []float32, s float32, gain []float32) {
+	ScaleMulF32(out, x, s, gain)
+}
+
+// RopeF32 is the function RopeF32.
+func (b Backend) RopeF32(vec, cos, sin []float32, hd int) { RopeF32(vec, cos, sin, hd) }
+
 // F32ToF16 is the function F32ToF16. It and RoundF16, DotHeadsF16 and
 // AxpyHeadsF16 keep the KV cache in half precision (model.HalfKV).
 func (b Backend) F32ToF16(dst []uint16, src []float32) { F32ToF16(dst, src) }

@@ -61,6 +61,10 @@ type kernelSet struct {
 	axpyRows                 func(dst, w, rows []float32, stride int)
 	exp                      func(x []float32)
 	swiGLU                   func(gate, up []float32)
+	// The per-token element-wise work between the products.
+	add      func(x, y []float32)
+	scaleMul func(out, x []float32, s float32, gain []float32)
+	rope     func(vec, cos, sin []float32, hd int)
 	// The KV cache in half precision.
 	f32ToF16     func(dst []uint16, src []float32)
 	roundF16     func(x []float32)
@@ -129,6 +133,9 @@ var goKernels = kernelSet{
 	axpyRows:     loopAxpyRows(refAxpyF32),
 	exp:          refExpF32,
 	swiGLU:       refSwiGLUF32,
+	add:          refAddF32,
+	scaleMul:     refScaleMulF32,
+	rope:         refRopeF32,
 	f32ToF16:     refF32ToF16,
 	roundF16:     refRoundF16,
 	dotHeadsF16:  refDotHeadsF16,
@@ -303,6 +310,54 @@ func ExpF32(x []float32) { active.exp(x) }
 // activation.
 func SwiGLUF32(gate, up []float32) {
 	active.swiGLU(gate, up[:len(gate)])
+}
+
+// AddF32 adds y[i] to x[i] (y at least as long as x).
+func AddF32(x, y []float32) { active.add(x, y[:len(x)]) }
+
+// ScaleMulF32 writes x[i]·s·gain[i] into out[i], x[i]·s rounded first
+// (RMSNorm's scaling).
+func ScaleMulF32(out, x []float32, s float32, gain []float32) {
+	active.scaleMul(out[:len(x)], x, s, gain[:len(x)])
+}
+
+// RopeF32 rotates the pairs (x[2i], x[2i+1]), i < len(cos), of every head
+// of hd values in vec by the angle whose cosine and sine are cos[i] and
+// sin[i]: x0·c − x1·s and x0·s + x1·c, each product rounded, as plain Go
+// computes them.
+func RopeF32(vec, cos, sin []float32, hd int) {
+	if 2*len(cos) > hd || len(sin) < len(cos) || hd <= 0 {
+		panic("cpu: RopeF32: more pairs than a head holds")
+	}
+	active.rope(vec, cos, sin[:len(cos)], hd)
+}
+
+func refAddF32(x, y []float32) {
+	y = y[:len(x)]
+	for i := range x {
+		x[i] += y[i]
+	}
+}
+
+func refScaleMulF32(out, x []float32, s float32, gain []float32) {
+	out, gain = out[:len(x)], gain[:len(x)]
+	for i, v := range x {
+		out[i] = v * s * gain[i]
+	}
+}
+
+func refRopeF32(vec, cos, sin []float32, hd int) { ropePairs(vec, cos, sin, hd, 0) }
+
+// ropePairs is RopeF32 for the pairs from the first'th on.
+func ropePairs(vec, cos, sin []float32, hd, first int) {
+	for h := 0; h+hd <= len(vec); h += hd {
+		v := vec[h : h+hd]
+		for i := first; i < len(cos); i++ {
+			x0, x1 := v[2*i], v[2*i+1]
+			v[2*i] = x0*cos[i] - x1*sin[i]
+			v[2*i+1] = x0*sin[i] + x1*cos[i]
+		}
+	}
 }
 
 // AxpyF32 adds a·x[i] to dst[i] for i below the shorter length.

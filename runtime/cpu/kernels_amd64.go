@@ -36,6 +36,9 @@ func platformKernels() []kernelSet {
 		axpyRows: axpyRowsAVX2,
 		exp:      expAVX2,
 		swiGLU:   swiGLUAVX2,
+		add:      refAddF32,
+		scaleMul: refScaleMulF32,
+		rope:     refRopeF32,
 
 		f32ToF16:     f32ToF16,
 		roundF16:     roundF16,
@@ -58,6 +61,7 @@ func platformKernels() []kernelSet {
 		if cpu.X86.HasAVX512DQ { // VCVTPD2QQ
 			vnni.exp, vnni.swiGLU = expAVX512, swiGLUAVX512
 		}
+		vnni.add, vnni.scaleMul, vnni.rope = addAVX512, scaleMulAVX512, ropeAVX512
 		vnni.q40LaneVec = laneVec(q40LaneVec, q40LaneGroupBytes)
 		vnni.q80LaneVec = laneVec(q80LaneVec, q80LaneGroupBytes)
 		vnni.q40LaneRows = laneRowsKernel(q40LaneRows, q40LaneGroupBytes)
@@ -228,6 +232,35 @@ func swiGLUAVX512(gate, up []float32) {
 	swiGLUAVX2(gate[n:], up[n:])
 }
 
+func addAVX512(x, y []float32) {
+	n := len(x) &^ 15
+	if n > 0 {
+		addF32AVX512(&x[0], &y[0], n)
+	}
+	refAddF32(x[n:], y[n:])
+}
+
+func scaleMulAVX512(out, x []float32, s float32, gain []float32) {
+	n := len(x) &^ 15
+	if n > 0 {
+		scaleMulF32AVX512(&out[0], &x[0], s, &gain[0], n)
+	}
+	refScaleMulF32(out[n:], x[n:], s, gain[n:])
+}
+
+// ropeAVX512 rotates eight pairs at a time, the rest in Go.
+func ropeAVX512(vec, cos, sin []float32, hd int) {
+	n := len(cos) &^ 7
+	if n > 0 {
+		for h := 0; h+hd <= len(vec); h += hd {
+			ropeF32AVX512(&vec[h], &cos[0], &sin[0], n)
+		}
+	}
+	if n < len(cos) {
+		ropePairs(vec, cos, sin, hd, n)
+	}
+}
+
 func swiGLUAVX2(gate, up []float32) {
 	n := len(gate) &^ 3
 	if n > 0 {
@@ -307,6 +340,15 @@ func expF32AVX512(x *float32, n int)
 
 //go:noescape
 func swiGLUF32AVX512(gate, up *float32, n int)
+
+//go:noescape
+func addF32AVX512(x, y *float32, n int)
+
+//go:noescape
+func scaleMulF32AVX512(out, x *float32, s float32, gain *float32, n int)
+
+//go:noescape
+func ropeF32AVX512(vec, cos, sin *float32, n int)
 
 //go:noescape
 func dotRowsF32AVX2(q, rows *float32, stride, n, hd int, out *float32)

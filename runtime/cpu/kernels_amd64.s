@@ -1294,6 +1294,102 @@ glu8loop:
 	VZEROUPPER
 	RET
 
+// The per-token element-wise work, sixteen floats at a time, each value's
+// operations in plain Go's order (the same bits).
+
+// func addF32AVX512(x, y *float32, n int): x[i] += y[i] (n a multiple of 16, > 0)
+TEXT ·addF32AVX512(SB), NOSPLIT, $0-24
+	MOVQ x+0(FP), DI
+	MOVQ y+8(FP), SI
+	MOVQ n+16(FP), CX
+
+add16:
+	VMOVUPS (DI), Z0
+	VADDPS (SI), Z0, Z0
+	VMOVUPS Z0, (DI)
+	ADDQ $64, DI
+	ADDQ $64, SI
+	SUBQ $16, CX
+	JNZ  add16
+
+	VZEROUPPER
+	RET
+
+// func scaleMulF32AVX512(out, x *float32, s float32, gain *float32, n int):
+// out[i] = (x[i]·s)·gain[i] (n a multiple of 16, > 0)
+TEXT ·scaleMulF32AVX512(SB), NOSPLIT, $0-40
+	MOVQ out+0(FP), DI
+	MOVQ x+8(FP), SI
+	VBROADCASTSS s+16(FP), Z1
+	MOVQ gain+24(FP), DX
+	MOVQ n+32(FP), CX
+
+scale16:
+	VMULPS (SI), Z1, Z0
+	VMULPS (DX), Z0, Z0
+	VMOVUPS Z0, (DI)
+	ADDQ $64, DI
+	ADDQ $64, SI
+	ADDQ $64, DX
+	SUBQ $16, CX
+	JNZ  scale16
+
+	VZEROUPPER
+	RET
+
+// RoPE: eight pairs (x0, x1) in sixteen lanes; cos and sin duplicated to
+// both lanes of their pair, sin negated in the even ones, so that even
+// lanes get x0·c + x1·(−s) = x0·c − x1·s and odd ones x1·c + x0·s.
+DATA ropedup<>+0(SB)/8, $0x0000000000000000
+DATA ropedup<>+8(SB)/8, $0x0000000100000001
+DATA ropedup<>+16(SB)/8, $0x0000000200000002
+DATA ropedup<>+24(SB)/8, $0x0000000300000003
+DATA ropedup<>+32(SB)/8, $0x0000000400000004
+DATA ropedup<>+40(SB)/8, $0x0000000500000005
+DATA ropedup<>+48(SB)/8, $0x0000000600000006
+DATA ropedup<>+56(SB)/8, $0x0000000700000007
+GLOBL ropedup<>(SB), RODATA|NOPTR, $64
+DATA ropesign<>+0(SB)/8, $0x0000000080000000
+DATA ropesign<>+8(SB)/8, $0x0000000080000000
+DATA ropesign<>+16(SB)/8, $0x0000000080000000
+DATA ropesign<>+24(SB)/8, $0x0000000080000000
+DATA ropesign<>+32(SB)/8, $0x0000000080000000
+DATA ropesign<>+40(SB)/8, $0x0000000080000000
+DATA ropesign<>+48(SB)/8, $0x0000000080000000
+DATA ropesign<>+56(SB)/8, $0x0000000080000000
+GLOBL ropesign<>(SB), RODATA|NOPTR, $64
+
+// func ropeF32AVX512(vec, cos, sin *float32, n int): the first n pairs of
+// one head (n a multiple of 8, > 0)
+TEXT ·ropeF32AVX512(SB), NOSPLIT, $0-32
+	MOVQ vec+0(FP), DI
+	MOVQ cos+8(FP), SI
+	MOVQ sin+16(FP), DX
+	MOVQ n+24(FP), CX
+	VMOVDQU32 ropedup<>(SB), Z5
+	VMOVDQU32 ropesign<>(SB), Z4
+
+rope8:
+	VMOVUPS (SI), Y2
+	VPERMPS Z2, Z5, Z2
+	VMOVUPS (DX), Y3
+	VPERMPS Z3, Z5, Z3
+	VPXORD Z4, Z3, Z3
+	VMOVUPS (DI), Z0
+	VPERMILPS $0xB1, Z0, Z1
+	VMULPS Z2, Z0, Z0
+	VMULPS Z3, Z1, Z1
+	VADDPS Z1, Z0, Z0
+	VMOVUPS Z0, (DI)
+	ADDQ $64, DI
+	ADDQ $32, SI
+	ADDQ $32, DX
+	SUBQ $8, CX
+	JNZ  rope8
+
+	VZEROUPPER
+	RET
+
 // ---------------------------------------------------------------------------
 // The KV cache in half precision: conversion, and attention's row kernels
 // over fp16 rows (F16C converts eight values on load).

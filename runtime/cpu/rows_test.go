@@ -209,3 +209,41 @@ func checkHeadKernels(t *testing.T, r *rand.Rand, hd, heads, group int) {
 		}
 	}
 }
+
+// The per-token element-wise kernels give plain Go's bits: additions,
+// RMSNorm's scaling, and RoPE over heads of several sizes, with tails the
+// SIMD loops leave and heads whose rotated pairs are fewer than their
+// values (partial rotary).
+func TestTokenOpsMatchReference(t *testing.T) {
+	defer func(a *kernelSet) { active = a }(active)
+	r := rand.New(rand.NewPCG(9, 10))
+	vals := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = (r.Float32()*2 - 1) * float32(math.Pow(2, float64(r.IntN(20)-10)))
+		}
+		return v
+	}
+	for i := range kernelSets {
+		active = &kernelSets[i]
+		for _, n := range []int{1, 15, 16, 288, 4096 + 7} {
+			x, y, gain := vals(n), vals(n), vals(n)
+			got, want := append([]float32(nil), x...), append([]float32(nil), x...)
+			AddF32(got, y)
+			refAddF32(want, y)
+			sameBits(t, active.name+" add", 0, n, got, want)
+			s := r.Float32() * 3
+			got, want = make([]float32, n), make([]float32, n)
+			ScaleMulF32(got, x, s, gain)
+			refScaleMulF32(want, x, s, gain)
+			sameBits(t, active.name+" scaleMul", 0, n, got, want)
+		}
+		for _, c := range []struct{ heads, hd, pairs int }{{6, 48, 24}, {4, 64, 32}, {2, 128, 64}, {3, 64, 16}, {5, 40, 20}, {1, 16, 3}} {
+			vec, cos, sin := vals(c.heads*c.hd), vals(c.pairs), vals(c.pairs)
+			got, want := append([]float32(nil), vec...), append([]float32(nil), vec...)
+			RopeF32(got, cos, sin, c.hd)
+			refRopeF32(want, cos, sin, c.hd)
+			sameBits(t, fmt.Sprintf("%s rope %d heads of %d, %d pairs", active.name, c.heads, c.hd, c.pairs), c.hd, c.heads, got, want)
+		}
+	}
+}

@@ -48,6 +48,19 @@ type ElementWise interface {
 	SwiGLU(gate, up []float32)
 }
 
+// TokenOps is implemented by backends with vector kernels for the
+// per-token element-wise work between the products; they must give the
+// plain Go's bits (ops.go), every product and sum rounded in its order.
+type TokenOps interface {
+	// AddF32 adds y[i] to x[i].
+	AddF32(x, y []float32)
+	// ScaleMulF32 writes (x[i]·s)·gain[i] into out[i].
+	ScaleMulF32(out, x []float32, s float32, gain []float32)
+	// RopeF32 rotates the pairs i < len(cos) of each head of hd values:
+	// (x0·c − x1·s, x0·s + x1·c).
+	RopeF32(vec, cos, sin []float32, hd int)
+}
+
 // HalfKV is implemented by backends that can keep the KV cache in half
 // precision, as llama.cpp does by default: half the memory, and half the
 // bytes attention reads. As in GGML, the query and the attention weights
@@ -397,23 +410,24 @@ func (s *State) tokens(b *Batch, op tokenOp, layer int, gain []float32) {
 
 func (j *tokenJob) Range(start, end int) {
 	s, m := j.s, j.s.m
+	ops, _ := m.backend.(TokenOps)
 	dim, kvDim := m.Config.Dim, m.Config.KVDim()
 	eps := m.Config.NormEps
 	for i := start; i < end; i++ {
 		x, xb := s.x[i*dim:(i+1)*dim], s.xb[i*dim:(i+1)*dim]
 		switch j.op {
 		case tokNorm:
-			rmsNorm(xb, x, j.gain, eps)
+			rmsNorm(xb, x, j.gain, eps, ops)
 		case tokAddNorm:
-			add(x, xb)
-			rmsNorm(xb, x, j.gain, eps)
+			add(x, xb, ops)
+			rmsNorm(xb, x, j.gain, eps, ops)
 		case tokAdd:
-			add(x, xb)
+			add(x, xb, ops)
 		case tokRope:
 			pos := j.b.Pos[i]
 			k := s.k[i*kvDim : (i+1)*kvDim]
-			m.rope(s.q[i*dim:(i+1)*dim], pos)
-			m.rope(k, pos)
+			m.rope(s.q[i*dim:(i+1)*dim], pos, ops)
+			m.rope(k, pos, ops)
 			s.Cache.store(m.backend, j.layer, j.b.Seq[i], pos, k, s.v[i*kvDim:(i+1)*kvDim])
 		}
 	}
@@ -636,10 +650,11 @@ func (s *State) layers(b *Batch, sel []float32) (int, error) {
 	}
 
 	// The final norm only for the tokens that want logits.
+	ops, _ := m.backend.(TokenOps)
 	rows := 0
 	for i := 0; i < n; i++ {
 		if b.wantsLogits(i) {
-			rmsNorm(sel[rows*dim:(rows+1)*dim], x[i*dim:(i+1)*dim], m.Weights.OutputNorm, c.NormEps)
+			rmsNorm(sel[rows*dim:(rows+1)*dim], x[i*dim:(i+1)*dim], m.Weights.OutputNorm, c.NormEps, ops)
 			rows++
 		}
 	}
@@ -815,9 +830,13 @@ func (m *Model) embed(dst []float32, tok int32) error {
 // rope rotates each head of vec (queries or keys of one token) by its
 // position: adjacent pairs (x[2i], x[2i+1]) turn by angle pos·θ_i, as in
 // the GGUF and llama2.c weight layouts.
-func (m *Model) rope(vec []float32, pos int) {
+func (m *Model) rope(vec []float32, pos int, ops TokenOps) {
 	hd, half := m.Config.HeadDim(), m.Config.RopeDim/2
 	cos, sin := m.ropeCos[pos*half:(pos+1)*half], m.ropeSin[pos*half:(pos+1)*half]
+	if ops != nil {
+		ops.RopeF32(vec, cos, sin, hd)
+		return
+	}
 	for h := 0; h < len(vec); h += hd {
 		for i := 0; i < half; i++ {
 			x0, x1 := vec[h+2*i], vec[h+2*i+1]
