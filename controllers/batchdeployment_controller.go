@@ -370,11 +370,15 @@ func batchFailure(job *batchv1.Job, pods []corev1.Pod) (string, string) {
 // newestWorkerFailure is the reason and message of the newest worker pod
 // that ended with an error (pods newest first, as jobPods lists them):
 // the reason `leo-runtime batch` wrote in its termination message, else
-// the container's and the message's last line (a crash's error).
+// the container's and the message's last line (a crash's error), or the
+// pod's own for one that failed before its container ran.
 func newestWorkerFailure(pods []corev1.Pod) (reason, msg string, ok bool) {
 	for i := range pods {
 		t, ok := terminated(&pods[i], "batch")
 		if !ok || t.ExitCode == 0 {
+			if p := &pods[i]; !ok && p.Status.Phase == corev1.PodFailed {
+				return orReason(p.Status.Reason, "WorkerFailed"), firstLine(orReason(p.Status.Message, "the pod failed before its container ran"), 512), true
+			}
 			continue
 		}
 		var c batchCounts

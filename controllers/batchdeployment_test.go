@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	servingv1alpha1 "github.com/leo-operator/leo/api/v1alpha1"
@@ -244,6 +245,27 @@ func TestBatchWorkersFailing(t *testing.T) {
 			return err
 		}
 		if msg := condition(b.Status.Conditions, servingv1alpha1.ConditionReady).Message; !strings.Contains(msg, "1 worker pods failed and were retried") {
+			return fmt.Errorf("message %q", msg)
+		}
+		return nil
+	})
+
+	// A pod that fails before its container runs (evicted) counts too,
+	// with the pod's own reason.
+	c := runPod(t, job, "reviews-0-c", "batch", "", idx)
+	updateStatus(t, c, func(p *corev1.Pod) {
+		p.Status.Phase, p.Status.Reason, p.Status.Message = corev1.PodFailed, "Evicted", "The node was low on resource: memory."
+		p.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}
+	})
+	jobStatus(t, job, 1, 2)
+	eventually(t, "WorkersFailing with the eviction", func() error {
+		if err := get(b); err != nil {
+			return err
+		}
+		if err := wantCondition(b.Status.Conditions, servingv1alpha1.ConditionReady, metav1.ConditionFalse, "WorkersFailing"); err != nil {
+			return err
+		}
+		if msg := condition(b.Status.Conditions, servingv1alpha1.ConditionReady).Message; !strings.Contains(msg, "Evicted: The node was low on resource") {
 			return fmt.Errorf("message %q", msg)
 		}
 		return nil

@@ -569,7 +569,7 @@ func (g *Gateway) forward(w *recorder, r *http.Request, ep *endpointEntry, dep *
 				dep = next
 				continue
 			}
-			inFlight.Add(1) // its 503 is the answer, passed on below
+			inFlight = g.enterPod(pod) // its 503 is the answer, passed on below
 		}
 		// Past this point nothing is retried: the answer has begun (a
 		// deadline during a stream can only cut it short).
@@ -702,6 +702,8 @@ func (g *Gateway) mirror(ep *endpointEntry, name string, r *http.Request, path s
 			}
 		}
 		g.met.mirrored.WithLabelValues(ep.Namespace, ep.Name, name, result).Inc()
+		// The copy may end after the request, and after a deletion.
+		g.forgetIfGone(requestLabels{ep.Namespace, ep.Name, name})
 	}()
 }
 

@@ -327,7 +327,7 @@ func ScaleMulF32(out, x []float32, s float32, gain []float32) {
 // computes them.
 func RopeF32(vec, cos, sin []float32, hd int) {
 	if 2*len(cos) > hd || len(sin) < len(cos) || hd <= 0 {
-		panic("cpu: RopeF32: more pairs than a head holds")
+		panic("cpu: RopeF32: more pairs than a head holds, fewer sines than cosines, or no head size")
 	}
 	active.rope(vec, cos, sin[:len(cos)], hd)
 }
@@ -354,8 +354,10 @@ func ropePairs(vec, cos, sin []float32, hd, first int) {
 		v := vec[h : h+hd]
 		for i := first; i < len(cos); i++ {
 			x0, x1 := v[2*i], v[2*i+1]
-			v[2*i] = x0*cos[i] - x1*sin[i]
-			v[2*i+1] = x0*sin[i] + x1*cos[i]
+			// float32() rounds each product, so that no compiler fuses
+			// a multiply-add (Go does with GOAMD64=v3, and on arm64).
+			v[2*i] = float32(x0*cos[i]) - float32(x1*sin[i])
+			v[2*i+1] = float32(x0*sin[i]) + float32(x1*cos[i])
 		}
 	}
 }

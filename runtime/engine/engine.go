@@ -47,9 +47,10 @@ type Config struct {
 	// decoding sequence's next token, and prompt chunks in the rest.
 	// Default 256; at least MaxConcurrent.
 	BatchTokens int
-	// MaxQueueWait, when > 0, is how long a sequence may wait for a slot
-	// (Azure ML's maxQueueWaitMs): one still waiting then ends with
-	// ErrQueueWait (HTTP 429). 0: as long as its context allows.
+	// MaxQueueWait, when > 0, is how long a request may wait for a slot
+	// (Azure ML's maxQueueWaitMs): one none of whose sequences has a slot
+	// by then ends with ErrQueueWait (HTTP 429). 0: as long as its context
+	// allows.
 	MaxQueueWait time.Duration
 	// KVCacheBytes, when > 0, caps the KV cache's memory: MaxConcurrent is
 	// lowered to the slots that fit (an error if not even one does).

@@ -840,8 +840,10 @@ func (m *Model) rope(vec []float32, pos int, ops TokenOps) {
 	for h := 0; h < len(vec); h += hd {
 		for i := 0; i < half; i++ {
 			x0, x1 := vec[h+2*i], vec[h+2*i+1]
-			vec[h+2*i] = x0*cos[i] - x1*sin[i]
-			vec[h+2*i+1] = x0*sin[i] + x1*cos[i]
+			// Each product rounded (float32()), never fused into a
+			// multiply-add: TokenOps kernels give these bits.
+			vec[h+2*i] = float32(x0*cos[i]) - float32(x1*sin[i])
+			vec[h+2*i+1] = float32(x0*sin[i]) + float32(x1*cos[i])
 		}
 	}
 }
