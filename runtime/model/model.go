@@ -560,15 +560,12 @@ func (s *State) Forward(b *Batch) ([]float32, error) {
 
 // forward runs a checked batch, writing the logits into s.logits.
 func (s *State) forward(b *Batch) ([]float32, error) {
-	m, c := s.m, s.m.Config
 	if s.dev != nil {
-		n, dim := len(b.Tokens), c.Dim
-		x := s.x[:n*dim]
-		for i, tok := range b.Tokens {
-			if err := m.embed(x[i*dim:(i+1)*dim], tok); err != nil {
-				return nil, err
-			}
+		x, err := s.embedBatch(b)
+		if err != nil {
+			return nil, err
 		}
+		n := len(b.Tokens)
 		s.rows = s.rows[:0]
 		for i := 0; i < n; i++ {
 			if b.wantsLogits(i) {
@@ -585,6 +582,19 @@ func (s *State) forward(b *Batch) ([]float32, error) {
 		return s.logits[:0], nil
 	}
 	return s.classify(rows)
+}
+
+// embedBatch writes the embeddings of b's tokens into the residual
+// stream s.x and returns its rows in use.
+func (s *State) embedBatch(b *Batch) ([]float32, error) {
+	dim := s.m.Config.Dim
+	x := s.x[:len(b.Tokens)*dim]
+	for i, tok := range b.Tokens {
+		if err := s.m.embed(x[i*dim:(i+1)*dim], tok); err != nil {
+			return nil, err
+		}
+	}
+	return x, nil
 }
 
 // classify computes the logits of the first rows final hidden states in
@@ -605,11 +615,9 @@ func (s *State) classify(rows int) ([]float32, error) {
 func (s *State) layers(b *Batch, sel []float32) (int, error) {
 	m, c := s.m, s.m.Config
 	n, dim, kvDim, hidden := len(b.Tokens), c.Dim, c.KVDim(), c.HiddenDim
-	x := s.x[:n*dim]
-	for i, tok := range b.Tokens {
-		if err := m.embed(x[i*dim:(i+1)*dim], tok); err != nil {
-			return 0, err
-		}
+	x, err := s.embedBatch(b)
+	if err != nil {
+		return 0, err
 	}
 	xb := s.xb[:n*dim]
 	layers := m.Weights.Layers

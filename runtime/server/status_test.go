@@ -227,14 +227,8 @@ func TestQueueWaitExpires(t *testing.T) {
 	v := newEnv(t, envConfig{model: testmodel.Long, engine: engine.Config{MaxConcurrent: 1, MaxQueued: 1, MaxQueueWait: 50 * time.Millisecond},
 		opts: Options{RequestTimeout: time.Minute}})
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, v.srv.URL+"/score", strings.NewReader(scoreBody(`"max_new_tokens": 8000, "ignore_eos": true`, "hi")))
-		if resp, err := v.srv.Client().Do(req); err == nil {
-			_ = resp.Body.Close()
-		}
-	}()
+	var wg sync.WaitGroup
+	wg.Go(func() { v.postUntil(ctx, scoreBody(`"max_new_tokens": 8000, "ignore_eos": true`, "hi")) })
 	eventually(t, "one request running", func() bool { return v.e.Stats().Running == 1 })
 	got, resp := v.post("/score", scoreBody("", "hi"), http.StatusTooManyRequests)
 	wantError(t, got, typeRateLimit, "", "maxQueueWaitMs")
@@ -242,7 +236,16 @@ func TestQueueWaitExpires(t *testing.T) {
 		t.Errorf("no Retry-After")
 	}
 	cancel()
-	<-done
+	wg.Wait()
+}
+
+// postUntil posts body to /score and waits for the answer, or until ctx
+// ends: a client whose request waits or runs in the background.
+func (v *env) postUntil(ctx context.Context, body string) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, v.srv.URL+"/score", strings.NewReader(body))
+	if resp, err := v.srv.Client().Do(req); err == nil {
+		_ = resp.Body.Close()
+	}
 }
 
 func TestQueueFull(t *testing.T) {
@@ -252,13 +255,7 @@ func TestQueueFull(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for range 2 {
-		wg.Go(func() {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, v.srv.URL+"/score", strings.NewReader(scoreBody("", "hi")))
-			resp, err := v.srv.Client().Do(req)
-			if err == nil {
-				_ = resp.Body.Close()
-			}
-		})
+		wg.Go(func() { v.postUntil(ctx, scoreBody("", "hi")) })
 	}
 	eventually(t, "two requests wait", func() bool { return v.e.Stats().Queued == 2 })
 	got, resp := v.post("/score", scoreBody("", "hi"), http.StatusTooManyRequests)
