@@ -87,9 +87,24 @@ if has bench; then
 		done
 		LEO_CUDA_PROFILE=1 LEO_GPU_ENGINE32=1 LEO_GPU_MODELS=$MODELS/llama-2-7b-f16.gguf timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
 			sed 's/^RESULT /RESULT (profiled engine, no graphs) /' >>"$OUT/profile.log"
+		# mmq (int8 tensor cores, quantized weights, 9 to 64 tokens) against
+		# the matvec kernels 8 tokens a pass (LEO_CUDA_MMQ_TOKENS=0), and
+		# for prompts against dequantization + cuBLAS (512: mmq).
+		for t in q8_0 q4_0; do
+			m=$MODELS/llama-2-7b-$t.gguf
+			[ -s "$m" ] || continue
+			for v in 0 64; do
+				LEO_CUDA_MMQ_TOKENS=$v LEO_GPU_ENGINE32=1 LEO_GPU_MODELS=$m timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
+					sed "s/^RESULT /RESULT (LEO_CUDA_MMQ_TOKENS=$v) /" >>"$OUT/profile.log"
+			done
+			LEO_CUDA_MMQ_TOKENS=512 LEO_GPU_PREFILL=1 LEO_GPU_MODELS=$m timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
+				sed "s/^RESULT /RESULT (LEO_CUDA_MMQ_TOKENS=512) /" >>"$OUT/profile.log"
+		done
+		LEO_CUDA_MMQ_TOKENS=64 LEO_CUDA_PROFILE=1 LEO_GPU_ENGINE32=1 LEO_GPU_MODELS=$q4 timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
+			sed 's/^RESULT /RESULT (profiled engine, mmq, no graphs) /' >>"$OUT/profile.log"
 		LEO_CUDA_PDL=1 LEO_GPU_QUICK=1 LEO_GPU_MODELS=$q4 timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
 			sed 's/^RESULT /RESULT (LEO_CUDA_PDL=1) /' >>"$OUT/profile.log"
-		grep -E "RESULT|leo_cuda profile|^  " "$OUT/profile.log" | head -80
+		grep -E "RESULT|leo_cuda profile|^  " "$OUT/profile.log" | head -120
 	fi
 fi
 

@@ -11,9 +11,10 @@
 // which read each weight once for all tokens. Larger ones (prompts) run on
 // cuBLAS, quantized weights dequantized to halves a slice at a time; but
 // quantized weights take the matvec kernels, kMaxCols tokens a pass, up to
-// kQuantMatvecTokens: cheaper than dequantizing the whole model for a
-// batch of decodes, and with int8 activations rounded as the CPU backend
-// rounds them, so that both give the same logits. Steps of
+// kQuantMatvecTokens (batched decode), or mmq, int8 on the tensor cores,
+// where LEO_CUDA_MMQ_TOKENS says: cheaper than dequantizing the whole
+// model for a batch of decodes, and with int8 activations rounded as the
+// CPU backend rounds them, so that both give the same logits. Steps of
 // up to kGraphTokens tokens are captured in a CUDA graph per shape and
 // replayed, so that a decode step is one launch.
 #include <cublas_v2.h>
@@ -41,6 +42,18 @@ constexpr int kGraphTokens = 64;
 // memory, and serving mixes many shapes); later shapes run without one.
 constexpr size_t kMaxGraphs = 128;
 constexpr int kQuantMatvecTokens = 64;
+// mmq takes quantized weights for batches of kMaxCols+1 to
+// LEO_CUDA_MMQ_TOKENS tokens (64: batched decode; 512: prompts too, instead
+// of cuBLAS). By default, kMMQTokens = 0, it is off: it has not run on a
+// GPU yet (docs/cuda.md), and hack/gpu/check.sh measures it against the
+// matvec kernels. Its K slices' partial sums take at most kMMQPartElems
+// floats (16 MiB).
+constexpr int kMMQTokens = 0;
+constexpr size_t kMMQPartElems = size_t(4) << 20;
+// mmq splits a matrix along K until about this many thread blocks per SM
+// stream it.
+constexpr int kMMQBlocksPerSM = 2;
+constexpr int kMMQMaxSplits = 16;
 // Quantized weights go to cuBLAS through a scratch of at most this many
 // halves (128 MiB), a slice of rows at a time.
 constexpr size_t kDequantElems = size_t(64) << 20;
@@ -75,10 +88,12 @@ double gib(size_t b) { return (double)b / (1 << 30); }
 // previous kernel drains, and wait (wait_previous) for its results, which
 // hides most of the gap between the hundreds of small kernels of a step.
 template <typename... Params, typename... Args>
-cudaError_t launch(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t st, Args... args) {
+cudaError_t launch_smem(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                        Args... args) {
 	cudaLaunchConfig_t cfg = {};
 	cfg.gridDim = grid;
 	cfg.blockDim = block;
+	cfg.dynamicSmemBytes = smem;
 	cfg.stream = st;
 	cudaLaunchAttribute attr[1];
 	attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -86,6 +101,61 @@ cudaError_t launch(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, c
 	cfg.attrs = attr;
 	cfg.numAttrs = pdl ? 1 : 0;
 	return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
+template <typename... Params, typename... Args>
+cudaError_t launch(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t st, Args... args) {
+	return launch_smem(pdl, kernel, grid, block, 0, st, args...);
+}
+
+// mmq_kernel is mmq<T, mt, E>.
+template <int T, int E>
+auto mmq_kernel(int mt) {
+	switch (mt) {
+	case 1: return mmq<T, 1, E>;
+	case 2: return mmq<T, 2, E>;
+	case 3: return mmq<T, 3, E>;
+	default: return mmq<T, 4, E>;
+	}
+}
+
+template <int T>
+auto mmq_kernel_e(Epilogue e, int mt) {
+	switch (e) {
+	case kStore: return mmq_kernel<T, kStore>(mt);
+	case kAdd: return mmq_kernel<T, kAdd>(mt);
+	case kQKV: return mmq_kernel<T, kQKV>(mt);
+	default: return mmq_kernel<T, kSwiGLU>(mt);
+	}
+}
+
+// mmq_setup lets every mmq kernel have the shared memory it takes, or says
+// why it cannot.
+int mmq_setup(int device, char *err) {
+	int optin = 0;
+	CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+	for (int e : {kStore, kAdd, kQKV, kSwiGLU})
+		for (int mt = 1; mt <= kMMQTokenTiles; mt++)
+			for (int t : {LEO_TYPE_Q8_0, LEO_TYPE_Q4_0}) {
+				const int bytes = mmq_smem_bytes(t, mt);
+				if (bytes > optin)
+					return fail(err, "mmq takes %d bytes of shared memory a block, and this GPU allows %d", bytes, optin);
+				auto k = t == LEO_TYPE_Q8_0 ? mmq_kernel_e<8>((Epilogue)e, mt) : mmq_kernel_e<2>((Epilogue)e, mt);
+				CUDA_TRY(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+			}
+	return 0;
+}
+
+cudaError_t launch_mmq_finish(bool pdl, cudaStream_t st, Epilogue e, int splits, int n, const Mat &w, float *part,
+                              const Out &o) {
+	const dim3 grid((w.rows / 2 + kMMQFinishThreads - 1) / kMMQFinishThreads, n), block(kMMQFinishThreads);
+	const float *p = part;
+	switch (e) {
+	case kStore: return launch(pdl, mmq_finish<kStore>, grid, block, st, p, splits, n, w.rows, o);
+	case kAdd: return launch(pdl, mmq_finish<kAdd>, grid, block, st, p, splits, n, w.rows, o);
+	case kQKV: return launch(pdl, mmq_finish<kQKV>, grid, block, st, p, splits, n, w.rows, o);
+	default: return launch(pdl, mmq_finish<kSwiGLU>, grid, block, st, p, splits, n, w.rows, o);
+	}
 }
 
 // launch_matvec starts matvec<T, nc, E>.
@@ -124,7 +194,9 @@ size_t quant_bytes(int type, size_t rows, size_t cols) {
 	}
 }
 
-size_t scale_bytes(int type, size_t rows, size_t cols) { return type == LEO_TYPE_F16 ? 0 : rows * cols / 32 * 2; }
+size_t scale_bytes(int type, size_t rows, size_t cols) {
+	return type == LEO_TYPE_F16 ? 0 : rows * scale_stride((int)cols) * 2;
+}
 
 size_t ggml_bytes(int type, size_t rows, size_t cols) {
 	switch (type) {
@@ -176,6 +248,8 @@ struct leo_state {
 	Profile prof;
 	int device, slots, len, max_batch, chunks;
 	bool pdl;  // programmatic dependent launch (compute capability 9.0+)
+	int mmq_tokens;  // mmq takes quantized weights for batches of kMaxCols+1 to this many tokens
+	int sms;         // streaming multiprocessors
 	cudaStream_t stream = nullptr;
 	cublasHandle_t blas = nullptr;
 	void *blas_ws = nullptr;
@@ -186,6 +260,7 @@ struct leo_state {
 	float *xd;
 	int *xs;
 	int32_t *pos, *seq, *rows;
+	float *mmq_part;  // mmq's partial sums, per K slice
 	int *counters;  // attention chunks done, per token and head (zero between steps)
 	// Page-locked host buffers, shared with Go.
 	float *hx = nullptr, *hlogits = nullptr;
@@ -251,9 +326,9 @@ int alloc(leo_state *s, void **p, size_t bytes, char *err) {
 
 // Sizes of a state's buffers, in the order leo_state_new allocates them.
 struct StateSizes {
-	size_t kv, x, q, att, hb, y, part, logits, xh, xq, xd, xs, meta, wtmp, blas, counters;
+	size_t kv, x, q, att, hb, y, part, logits, xh, xq, xd, xs, meta, wtmp, blas, counters, mmq;
 	size_t total() const {
-		return kv + x + q + att + hb + y + part + logits + xh + xq + xd + xs + 3 * meta + wtmp + blas + counters;
+		return kv + x + q + att + hb + y + part + logits + xh + xq + xd + xs + 3 * meta + wtmp + blas + counters + mmq;
 	}
 };
 
@@ -289,7 +364,22 @@ StateSizes sizes(const leo_model *m, int slots, int len, int max_batch) {
 	z.wtmp = max_batch > kQuantMatvecTokens && any_quantized(m) ? kDequantElems * 2 : 0;
 	z.blas = blas ? kBlasWorkspace : 0;
 	z.counters = b * c.heads * 4;
+	z.mmq = max_batch > kMaxCols && any_quantized(m) ? kMMQPartElems * 4 : 0;
 	return z;
+}
+
+// mmq_per says how many blocks of K each of mmq's slices takes for n
+// tokens, mt token tiles a pass: few enough that about kMMQBlocksPerSM
+// thread blocks per SM stream the matrix, and as many as a stage holds (kc)
+// at least, a multiple of it, with the partial sums within the scratch.
+int mmq_per(const leo_state *s, const Mat &w, int n, int mt) {
+	const int kc = kMMQChunk / (w.type == LEO_TYPE_Q8_0 ? 32 : 16), blocks = w.cols / 32;
+	const long groups = (long)((w.rows + kMMQRows - 1) / kMMQRows) * ((n + 16 * mt - 1) / (16 * mt));
+	const long want = (long)s->sms * kMMQBlocksPerSM;
+	int splits = (int)std::min<long>((want + groups - 1) / groups, kMMQMaxSplits);
+	while (splits > 1 && (size_t)splits * n * w.rows > kMMQPartElems) splits--;
+	const int per = ((blocks + splits - 1) / splits + kc - 1) / kc * kc;
+	return std::max(per, kc);
 }
 
 // product computes W · act(x) for n tokens and applies epilogue e: act(x)
@@ -300,18 +390,33 @@ int product(leo_state *s, const char *what, const DevMat &dw, const float *x, in
 	const Mat &w = dw.m;
 	const leo_model *m = s->m;
 	const bool quantized = w.type != LEO_TYPE_F16;
+	const bool tc = quantized && n > kMaxCols && n <= s->mmq_tokens;
 	const bool mv = n <= kMaxCols || (quantized && n <= kQuantMatvecTokens);
-	const bool half = !mv || !quantized;
+	const bool half = !tc && (!mv || !quantized);
 	int round = kRoundNone;
 	if (dw.act == LEO_ACT_Q8_K) {
 		round = kRoundQ8K;
-	} else if (quantized && !mv) {
+	} else if (quantized && !mv && !tc) {
 		round = kRoundQ8_0;
 	}
 	mark(s, "prep");
 	CUDA_TRY(launch(s->pdl, prep, dim3((w.cols + 255) / 256, n), dim3(kPrepThreads), s->stream, x, w.cols, rows, gain,
 	                m->c.norm_eps, half ? s->xh : nullptr, half ? nullptr : s->xq, s->xd, s->xs, round));
 	mark(s, what);
+	if (tc) {
+		Act a{s->xh, s->xq, s->xd, s->xs};
+		const int mt = std::min((n + 15) / 16, kMMQTokenTiles);
+		const int per = mmq_per(s, w, n, mt), splits = (w.cols / 32 + per - 1) / per;
+		const dim3 grid((w.rows + kMMQRows - 1) / kMMQRows, splits, (n + 16 * mt - 1) / (16 * mt));
+		auto k = w.type == LEO_TYPE_Q8_0 ? mmq_kernel_e<8>(e, mt) : mmq_kernel_e<2>(e, mt);
+		CUDA_TRY(launch_smem(s->pdl, k, grid, dim3(kMMQWarps * kWarp), mmq_smem_bytes(w.type, mt), s->stream, w, a, o, n,
+		                     per, s->mmq_part));
+		if (splits > 1) {
+			mark(s, "mmq finish");
+			CUDA_TRY(launch_mmq_finish(s->pdl, s->stream, e, splits, n, w, s->mmq_part, o));
+		}
+		return 0;
+	}
 	if (mv) {
 		Act a{s->xh, s->xq, s->xd, s->xs};
 		const int per_block = kMatvecWarps * kRowsPerWarp, nc = std::min(n, kMaxCols);
@@ -537,7 +642,11 @@ int leo_model_matrix(leo_model *m, int layer, int which, int type, int act, int 
 		dm->m.cols = cols;
 		dm->m.q = dm->buf;
 		dm->m.d = type == LEO_TYPE_F16 ? nullptr : (const __half *)(dm->buf + qb);
+		dm->m.ds = scale_stride(cols);
 		dm->act = act;
+		// Zero the scales' row padding: mmq copies whole aligned runs of a
+		// row's scales.
+		if (all > qb) CUDA_TRY(cudaMemset(dm->buf + qb, 0, all - qb));
 	} else if (dm->m.type != type) {
 		return fail(err, "layer %d: the matrices computed together (Q, K, V; gate, up) must share a type", layer);
 	}
@@ -642,6 +751,20 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 	const char *pdl = getenv("LEO_CUDA_PDL");
 	s->pdl = major >= 9 && pdl && strcmp(pdl, "1") == 0;
 	s->prof.on = getenv("LEO_CUDA_PROFILE") != nullptr;
+	s->sms = 1;
+	cudaDeviceGetAttribute(&s->sms, cudaDevAttrMultiProcessorCount, m->device);
+	// mmq needs the int8 mma of compute capability 8.0 (Ampere) and newer.
+	s->mmq_tokens = kMMQTokens;
+	if (const char *v = getenv("LEO_CUDA_MMQ_TOKENS"); v && *v) s->mmq_tokens = atoi(v);
+	if (major < 8) s->mmq_tokens = 0;
+	if (s->mmq_tokens > kMaxCols && any_quantized(m)) {
+		char why[LEO_ERR_LEN] = "";
+		if (mmq_setup(m->device, why)) {
+			fprintf(stderr, "leo_cuda: batches of quantized weights take the matvec kernels: %s\n", why);
+			cudaGetLastError();  // not the first step's error
+			s->mmq_tokens = 0;
+		}
+	}
 	StateSizes z = sizes(m, slots, len, max_batch);
 	int bad = alloc(s, (void **)&s->kv, z.kv, err) || alloc(s, (void **)&s->x, z.x, err) ||
 	          alloc(s, (void **)&s->q, z.q, err) || alloc(s, (void **)&s->att, z.att, err) ||
@@ -651,7 +774,8 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 	          alloc(s, (void **)&s->xd, z.xd, err) || alloc(s, (void **)&s->xs, z.xs, err) ||
 	          alloc(s, (void **)&s->pos, z.meta, err) || alloc(s, (void **)&s->seq, z.meta, err) ||
 	          alloc(s, (void **)&s->rows, z.meta, err) || alloc(s, (void **)&s->wtmp, z.wtmp, err) ||
-	          alloc(s, &s->blas_ws, z.blas, err) || alloc(s, (void **)&s->counters, z.counters, err);
+	          alloc(s, &s->blas_ws, z.blas, err) || alloc(s, (void **)&s->counters, z.counters, err) ||
+	          alloc(s, (void **)&s->mmq_part, z.mmq, err);
 	cudaError_t e = cudaSuccess;
 	if (!bad) {
 		e = cudaMallocHost((void **)&s->hx, z.x);

@@ -88,9 +88,25 @@ func feed(t *testing.T, st *model.State, prompts [][]int32, steps [][][2]int, vo
 	return out
 }
 
+// kernelPath is a setting of LEO_CUDA_MMQ_TOKENS to run a schedule under.
+type kernelPath struct{ label, mmqTokens string }
+
+// kernelPaths are the settings schedule name runs under for weights of
+// type typ: batches of 9 to 64 tokens of quantized weights both on the
+// matvec kernels and on mmq, whichever is the default; the rest as is.
+func kernelPaths(name string, typ quant.Type) []kernelPath {
+	quantized := typ == quant.Q8_0 || typ == quant.Q4_0
+	if quantized && (strings.HasPrefix(name, "20 tokens") || strings.HasPrefix(name, "50 tokens")) {
+		return []kernelPath{{" (matvec)", "0"}, {" (mmq)", "64"}}
+	}
+	return []kernelPath{{"", os.Getenv("LEO_CUDA_MMQ_TOKENS")}}
+}
+
 // schedules are the batchings the GPU must agree with the CPU under: the
-// matvec kernels (1 to 8 tokens), cuBLAS (more), several sequences in one
-// batch, graphs and direct launches.
+// matvec kernels (1 to 8 tokens), mmq (quantized weights, 9 to 64 tokens:
+// one and four tiles of 16 tokens, with tokens past the batch in the
+// last), cuBLAS (more), several sequences in one batch, graphs and direct
+// launches.
 func schedules(prompts [][]int32) map[string][][][2]int {
 	s := map[string][][][2]int{}
 	chunked := func(name string, size int) {
@@ -108,6 +124,7 @@ func schedules(prompts [][]int32) map[string][][][2]int {
 	chunked("one token a step", 1)
 	chunked("7 tokens a step", 7)
 	chunked("20 tokens a step", 20)
+	chunked("50 tokens a step", 50)
 	for i := range prompts[0] { // every sequence's token i in one step
 		var step [][2]int
 		for p := range prompts {
@@ -206,20 +223,24 @@ func TestGPUMatchesCPU(t *testing.T) {
 				}
 				sort.Strings(names)
 				for _, name := range names {
-					gst, err := gpuL.Model.NewStateKV(4, 128, 128, quant.F16)
-					if err != nil {
-						t.Fatal(err)
-					}
-					got := feed(t, gst, prompts, scheds[name], c.VocabSize)
-					if err := gst.Close(); err != nil {
-						t.Fatal(err)
-					}
-					var a agreement
-					a.add(got, want)
-					byType[typ].add(got, want)
-					t.Logf("%-22s %s", name, a)
-					if float64(a.same) < 0.97*float64(a.all) || a.worst > maxRelErr[typ] {
-						t.Errorf("%s: %s; want >= 97%% here (99%% over all) and rel err <= %g", name, a, maxRelErr[typ])
+					for _, path := range kernelPaths(name, typ) {
+						t.Setenv("LEO_CUDA_MMQ_TOKENS", path.mmqTokens) // read when a state is made
+						gst, err := gpuL.Model.NewStateKV(4, 128, 128, quant.F16)
+						if err != nil {
+							t.Fatal(err)
+						}
+						got := feed(t, gst, prompts, scheds[name], c.VocabSize)
+						if err := gst.Close(); err != nil {
+							t.Fatal(err)
+						}
+						var a agreement
+						a.add(got, want)
+						byType[typ].add(got, want)
+						label := name + path.label
+						t.Logf("%-30s %s", label, a)
+						if float64(a.same) < 0.97*float64(a.all) || a.worst > maxRelErr[typ] {
+							t.Errorf("%s: %s; want >= 97%% here (99%% over all) and rel err <= %g", label, a, maxRelErr[typ])
+						}
 					}
 				}
 			})
@@ -314,9 +335,22 @@ func TestGPULongContext(t *testing.T) {
 // TestGPUSanitizerSmall runs a few steps of a small model: check.sh runs it
 // under compute-sanitizer's memcheck, which is too slow for the rest.
 func TestGPUSanitizerSmall(t *testing.T) {
-	_, gpuL := openBoth(t, writeModel(t, "test-gqa", quant.Q4_0))
-	for _, batch := range []int{3, 12} { // matvec kernels, then cuBLAS
-		st, err := gpuL.Model.NewStateKV(2, 200, 16, quant.F16)
+	for _, c := range []struct {
+		typ     quant.Type
+		batches []int
+	}{
+		{quant.Q4_0, []int{3, 12, 70}}, // matvec kernels, mmq, cuBLAS
+		{quant.Q8_0, []int{12, 40}},    // mmq: one tile of 16 tokens, then three
+	} {
+		t.Run(c.typ.String(), func(t *testing.T) { sanitizerRun(t, c.typ, c.batches) })
+	}
+}
+
+func sanitizerRun(t *testing.T, typ quant.Type, batches []int) {
+	t.Setenv("LEO_CUDA_MMQ_TOKENS", "64") // mmq for 9 to 64 tokens, whatever the default
+	_, gpuL := openBoth(t, writeModel(t, "test-gqa", typ))
+	for _, batch := range batches {
+		st, err := gpuL.Model.NewStateKV(2, 200, 80, quant.F16)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -403,8 +437,10 @@ func BenchmarkGPU(b *testing.B) {
 			bound := bandwidth * 1e9 / float64(wb)
 			var dec, prefill, e1, e32 float64
 			switch {
-			case os.Getenv("LEO_GPU_ENGINE32") != "": // the engine at 32 sequences alone, to profile it
+			case os.Getenv("LEO_GPU_ENGINE32") != "": // the engine at 32 sequences alone, to profile or compare it
 				e32 = measureEngine(b, l, 32, 128)
+			case os.Getenv("LEO_GPU_PREFILL") != "": // prompt processing alone, to compare it
+				prefill = measurePrefill(b, l, 512)
 			case os.Getenv("LEO_GPU_QUICK") != "": // decode alone, for the biggest models
 				dec = measureDecode(b, l, 256)
 			default:

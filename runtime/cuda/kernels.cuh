@@ -3,7 +3,9 @@
 //
 // Layouts on the device (made by repack at upload):
 //   F16   rows × cols halves, row-major.
-//   Q8_0  quants rows × cols int8, then scales rows × cols/32 halves.
+//   Q8_0  quants rows × cols int8, then scales rows × ds halves (row r's
+//         block b at r·ds + b; ds is cols/32 rounded up to 8, the padding
+//         zero, so that each row's scales start 16-byte aligned).
 //   Q4_0  quants rows × cols/2 bytes (each 32-element block's 16 bytes in
 //         GGML's order: byte j holds element j low, j+16 high), then scales.
 // Splitting quants from scales makes every quant load 16 bytes and aligned,
@@ -36,8 +38,12 @@ struct Mat {
 	int type;  // LEO_TYPE_*
 	int rows, cols;
 	const uint8_t *q;  // quants, or the halves of F16
-	const __half *d;   // scales (quantized types)
+	const __half *d;   // scales (quantized types): row r's block b at r·ds + b
+	int ds;
 };
+
+// scale_stride is Mat.ds for rows of cols elements.
+__host__ __device__ inline int scale_stride(int cols) { return (cols / 32 + 7) / 8 * 8; }
 
 // Act is a batch of activation rows of cols elements (the matrix's cols).
 struct Act {
@@ -239,7 +245,7 @@ matvec(Mat w, Act a, Out o, int n) {
 #pragma unroll
 			for (int j = 0; j < kRowsPerWarp; j++) {
 				wv[j] = __ldg((const int4 *)(w.q + (size_t)(r + j) * w.cols + (size_t)c * CE));
-				wd[j] = __half2float(w.d[(size_t)(r + j) * blocks + b]);
+				wd[j] = __half2float(w.d[(size_t)(r + j) * w.ds + b]);
 			}
 #pragma unroll
 			for (int t = 0; t < NC; t++) {
@@ -254,7 +260,7 @@ matvec(Mat w, Act a, Out o, int n) {
 #pragma unroll
 			for (int j = 0; j < kRowsPerWarp; j++) {
 				wv[j] = __ldg((const int4 *)(w.q + (size_t)(r + j) * w.cols / 2 + (size_t)c * 16));
-				wd[j] = __half2float(w.d[(size_t)(r + j) * blocks + c]);
+				wd[j] = __half2float(w.d[(size_t)(r + j) * w.ds + c]);
 			}
 #pragma unroll
 			for (int t = 0; t < NC; t++) {
@@ -275,6 +281,308 @@ matvec(Mat w, Act a, Out o, int n) {
 #pragma unroll
 	for (int t = 0; t < NC; t++)
 		if (lane == t && t0 + t < n) epilogue<E>(o, t0 + t, r, acc[0][t], acc[1][t]);
+}
+
+// mmq: the quantized weights (Q8_0, Q4_0) times int8 activations on the
+// tensor cores (mma.sync m16n8k32: int8 in, int32 out; sm_80 and newer),
+// for batches of more than kMaxCols tokens. The matvec kernels take such a
+// batch kMaxCols tokens a pass and are bound by load instructions (one
+// weight load serves 8 tokens); here a weight byte is read once for up to
+// 64 tokens, and one instruction does 4096 multiply-adds.
+//
+// A thread block computes kMMQRows rows (4 warps of 32: 4 tiles of 8) for
+// 16·MT tokens over a slice of K. Weights and activations stream through
+// shared memory kMMQStages chunks deep by cp.async (which holds no
+// registers while in flight, so that enough bytes are in flight to keep
+// HBM busy); the warps read their mma fragments from there.
+//
+// The roles are swapped from y = W·x: the mma's A operand (16 × 32) is 16
+// tokens' activations, B (32 × 8) is 8 weight rows, so that each lane's
+// results are two adjacent rows of a token, the pair the epilogues take (a
+// RoPE pair, a gate/up pair). K steps by one 32-element block, the
+// quantization block: each mma yields one block's integer dot products,
+// which are scaled by the block's two scales and summed in float32, as the
+// CPU backend sums them.
+//
+// Fragments (PTX ISA, mma.m16n8k32 .s8): g = lane/4, i = lane%4.
+//   A: a[0] token g, k 4i..4i+3; a[1] token g+8, same k; a[2], a[3] the
+//      same tokens at k 16+4i..16+4i+3.
+//   B: b[0] row g, k 4i..4i+3; b[1] row g, k 16+4i..16+4i+3.
+//   C: c[0], c[1] token g, rows 2i, 2i+1; c[2], c[3] token g+8, same rows.
+// A dot product does not care in which order k runs, as long as A and B
+// agree: for Q8_0 lane i reads 8 contiguous bytes 8i..8i+7 of the block
+// (one load) and uses 8i..8i+3 as "k 4i.." and 8i+4..8i+7 as "k 16+4i..".
+// Q4_0 needs no such trick: byte j of a block holds element j (low nibble)
+// and j+16 (high), so lane i's 4 bytes 4i..4i+3 are exactly b[0] (low
+// nibbles) and b[1] (high). A nibble x (0..15) stands for x-8, made in
+// each byte at once without borrows: (x + 0x78) ^ 0x80 is 0xF8 (-8) for 0,
+// 0x07 for 15.
+constexpr int kMMQWarps = 4;
+constexpr int kMMQRowTiles = 4;  // of 8 rows, per warp
+constexpr int kMMQRows = kMMQWarps * kMMQRowTiles * 8;
+constexpr int kMMQTokenTiles = 4;  // of 16 tokens, at most
+constexpr int kMMQChunk = 128;     // bytes of each weight row a stage holds
+constexpr int kMMQStages = 3;
+constexpr int kMMQFinishThreads = 128;
+
+// MMQShape: the shared-memory layout of one stage, for weights of type T
+// and 16·MT tokens.
+template <int T, int MT>
+struct MMQShape {
+	static constexpr int bb = T == 8 ? 32 : 16;  // bytes of a block of weights
+	static constexpr int kc = kMMQChunk / bb;    // blocks a stage holds: 4 (Q8_0) or 8 (Q4_0)
+	// Row pitches, padded so that the 32 lanes' fragment loads (8 rows or
+	// tokens g by 4 lanes i) hit distinct banks: 4 (Q4_0) or 8 (Q8_0)
+	// banks apart from row to row.
+	static constexpr int wpitch = kMMQChunk + (T == 8 ? 32 : 16);
+	static constexpr int apitch = kc * 32 + (T == 8 ? 32 : 16);
+	static constexpr int tokens = 16 * MT;
+	static constexpr int w_off = 0;                                   // quants: [row][wpitch]
+	static constexpr int a_off = w_off + kMMQRows * wpitch;           // activations: [token][apitch]
+	static constexpr int wd_off = a_off + tokens * apitch;            // weight scales: [row][kc] halves
+	static constexpr int ad_off = wd_off + kMMQRows * kc * 2;         // activation scales: [token][kc] floats
+	static constexpr int stage = ad_off + tokens * kc * 4;
+	static constexpr int bytes = kMMQStages * stage;
+	static_assert(a_off % 16 == 0 && wd_off % 16 == 0 && ad_off % 16 == 0 && stage % 16 == 0, "16-byte aligned");
+};
+
+// mmq_smem_bytes is the dynamic shared memory mmq<T, MT, E> takes.
+inline int mmq_smem_bytes(int T, int MT) {
+	switch (MT + 8 * (T == 8)) {
+	case 1: return MMQShape<2, 1>::bytes;
+	case 2: return MMQShape<2, 2>::bytes;
+	case 3: return MMQShape<2, 3>::bytes;
+	case 4: return MMQShape<2, 4>::bytes;
+	case 9: return MMQShape<8, 1>::bytes;
+	case 10: return MMQShape<8, 2>::bytes;
+	case 11: return MMQShape<8, 3>::bytes;
+	default: return MMQShape<8, 4>::bytes;
+	}
+}
+
+// cp_async copies N (4, 8 or 16) bytes from global to shared memory in the
+// background, of which the first src_bytes (0 to N) are read and the rest
+// zero-filled: rows, tokens and blocks past the end come out as zeros.
+template <int N>
+__device__ __forceinline__ void cp_async(void *smem, const void *gmem, int src_bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+	const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+	if (N == 16)
+		asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(src_bytes));
+	else
+		asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;" ::"r"(s), "l"(gmem), "n"(N), "r"(src_bytes));
+#endif
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+	asm volatile("cp.async.commit_group;");
+#endif
+}
+
+// cp_async_wait waits until at most N of this thread's groups are pending.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+	asm volatile("cp.async.wait_group %0;" ::"n"(N));
+#endif
+}
+
+// mma_s8 adds A·B to c (m16n8k32, int8 in, int32 accumulators).
+__device__ __forceinline__ void mma_s8(int (&c)[4], const int (&a)[4], int b0, int b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+	asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+	    : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+	    : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+	__trap();  // forward.cu never launches mmq below compute capability 8.0
+#endif
+}
+
+// The mma's accumulators start at the bits of 1.5·2^23 (as int32): a
+// block's dot product is at most 32·127·127 < 2^22 in magnitude, so the
+// int32 result read as a float is exactly 1.5·2^23 + dot, and subtracting
+// the bias is the conversion to float (a full-rate add, where I2F is
+// quarter rate).
+constexpr int kMMQBias = 0x4B400000;
+constexpr float kMMQBiasValue = 12582912.0f;
+
+// mmq_load starts copying chunk [kb0, kb0 + kc) of blocks (those before
+// end) of rows [rows0, rows0 + kMMQRows) and tokens [t0, t0 + 16·MT) into
+// stage st.
+template <int T, int MT>
+__device__ __forceinline__ void mmq_load(uint8_t *st, const Mat &w, const Act &a, int n, int rows0, int t0, int kb0,
+                                         int end) {
+	using S = MMQShape<T, MT>;
+	const int blocks = w.cols / 32;
+	const size_t row_bytes = (size_t)blocks * S::bb;
+	const int valid = min(S::kc, end - kb0);  // blocks of this chunk inside the slice
+	// Weights: each row's chunk is 8 pieces of 16 bytes.
+	for (int p = threadIdx.x; p < kMMQRows * 8; p += blockDim.x) {
+		const int row = p / 8, part = p % 8, r = rows0 + row;
+		const bool ok = r < w.rows && part * 16 < valid * S::bb;
+		cp_async<16>(st + S::w_off + row * S::wpitch + part * 16,
+		             ok ? w.q + (size_t)r * row_bytes + (size_t)kb0 * S::bb + part * 16 : w.q, ok ? 16 : 0);
+	}
+	// Weight scales: kc halves a row (16 or 8 bytes, aligned: see Mat.ds).
+	for (int row = threadIdx.x; row < kMMQRows; row += blockDim.x) {
+		const int r = rows0 + row;
+		const bool ok = r < w.rows;
+		cp_async<S::kc * 2>(st + S::wd_off + row * S::kc * 2, ok ? w.d + (size_t)r * w.ds + kb0 : w.d,
+		                    ok ? valid * 2 : 0);
+	}
+	// Activations: each token's chunk is kc blocks of 32 bytes.
+	constexpr int apieces = S::kc * 2;
+	for (int p = threadIdx.x; p < S::tokens * apieces; p += blockDim.x) {
+		const int tok = p / apieces, part = p % apieces, t = t0 + tok;
+		const bool ok = t < n && part * 16 < valid * 32;
+		cp_async<16>(st + S::a_off + tok * S::apitch + part * 16,
+		             ok ? a.q + (size_t)t * w.cols + (size_t)kb0 * 32 + part * 16 : (const void *)a.q, ok ? 16 : 0);
+	}
+	// Activation scales: one float a block (rows of blocks floats are not
+	// 16-byte aligned in general).
+	for (int p = threadIdx.x; p < S::tokens * S::kc; p += blockDim.x) {
+		const int tok = p / S::kc, k = p % S::kc, t = t0 + tok;
+		const bool ok = t < n && k < valid;
+		cp_async<4>(st + S::ad_off + p * 4, ok ? a.d + (size_t)t * blocks + kb0 + k : a.d, ok ? 4 : 0);
+	}
+}
+
+// mmq_compute adds one stage's blocks to this warp's tile: rows
+// [32·warp, 32·warp + 32) of the block's, all of its tokens.
+template <int T, int MT>
+__device__ __forceinline__ void mmq_compute(const uint8_t *st, float (&acc)[MT][kMMQRowTiles][4]) {
+	using S = MMQShape<T, MT>;
+	const int lane = threadIdx.x % kWarp, g = lane / 4, i4 = lane % 4;
+	const int wrow = threadIdx.x / kWarp * kMMQRowTiles * 8;
+	const int8_t *as = (const int8_t *)(st + S::a_off);
+	const uint8_t *ws = st + S::w_off;
+	const __half *wds = (const __half *)(st + S::wd_off);
+	const float *ads = (const float *)(st + S::ad_off);
+#pragma unroll
+	for (int kb = 0; kb < S::kc; kb++) {
+		int af[MT][4];
+		float adq[MT][2];
+#pragma unroll
+		for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+			for (int h = 0; h < 2; h++) {
+				const int tok = mt * 16 + g + 8 * h;
+				const int8_t *p = as + tok * S::apitch + kb * 32;
+				if (T == 8) {
+					const int2 v = *(const int2 *)(p + i4 * 8);
+					af[mt][h] = v.x;
+					af[mt][2 + h] = v.y;
+				} else {
+					af[mt][h] = *(const int *)(p + i4 * 4);
+					af[mt][2 + h] = *(const int *)(p + 16 + i4 * 4);
+				}
+				adq[mt][h] = ads[tok * S::kc + kb];
+			}
+#pragma unroll
+		for (int nt = 0; nt < kMMQRowTiles; nt++) {
+			const uint8_t *p = ws + (wrow + nt * 8 + g) * S::wpitch + kb * S::bb;
+			int b0, b1;
+			if (T == 8) {
+				const int2 v = *(const int2 *)(p + i4 * 8);
+				b0 = v.x;
+				b1 = v.y;
+			} else {
+				const int v = *(const int *)(p + i4 * 4);
+				b0 = ((v & 0x0F0F0F0F) + 0x78787878) ^ 0x80808080;
+				b1 = (((v >> 4) & 0x0F0F0F0F) + 0x78787878) ^ 0x80808080;
+			}
+			const int r = wrow + nt * 8 + 2 * i4;
+			const float wd0 = __half2float(wds[r * S::kc + kb]), wd1 = __half2float(wds[(r + 1) * S::kc + kb]);
+#pragma unroll
+			for (int mt = 0; mt < MT; mt++) {
+				int c[4] = {kMMQBias, kMMQBias, kMMQBias, kMMQBias};
+				mma_s8(c, af[mt], b0, b1);
+				acc[mt][nt][0] = fmaf(__int_as_float(c[0]) - kMMQBiasValue, wd0 * adq[mt][0], acc[mt][nt][0]);
+				acc[mt][nt][1] = fmaf(__int_as_float(c[1]) - kMMQBiasValue, wd1 * adq[mt][0], acc[mt][nt][1]);
+				acc[mt][nt][2] = fmaf(__int_as_float(c[2]) - kMMQBiasValue, wd0 * adq[mt][1], acc[mt][nt][2]);
+				acc[mt][nt][3] = fmaf(__int_as_float(c[3]) - kMMQBiasValue, wd1 * adq[mt][1], acc[mt][nt][3]);
+			}
+		}
+	}
+}
+
+// mmq: grid (row groups of kMMQRows, K slices of per blocks, token groups
+// of 16·MT); dynamic shared memory MMQShape<T, MT>::bytes. per is a
+// multiple of the stage's blocks (kc), so that every chunk's weight scales
+// start aligned. With one slice the warps apply the epilogue to their
+// tiles; with several, each slice writes its partial sums to
+// part[(slice·n + t)·rows + r], and mmq_finish adds them up.
+template <int T, int MT, int E>
+__global__ void __launch_bounds__(kMMQWarps * kWarp)
+mmq(Mat w, Act a, Out o, int n, int per, float *part) {
+	static_assert(T == 8 || T == 2, "mmq takes Q8_0 and Q4_0 weights");
+	using S = MMQShape<T, MT>;
+	extern __shared__ __align__(16) uint8_t mmq_smem[];
+	const int lane = threadIdx.x % kWarp, g = lane / 4, i4 = lane % 4;
+	const int rows0 = blockIdx.x * kMMQRows, t0 = blockIdx.z * S::tokens;
+	const int blocks = w.cols / 32;
+	const int first = min(blocks, (int)blockIdx.y * per), end = min(blocks, first + per);
+	const int chunks = (end - first + S::kc - 1) / S::kc;
+	float acc[MT][kMMQRowTiles][4];
+#pragma unroll
+	for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+		for (int nt = 0; nt < kMMQRowTiles; nt++)
+#pragma unroll
+			for (int e = 0; e < 4; e++) acc[mt][nt][e] = 0;
+	// Weights first: they are no earlier kernel's output.
+	wait_previous();
+#pragma unroll
+	for (int c = 0; c < kMMQStages - 1; c++) {
+		if (c < chunks) mmq_load<T, MT>(mmq_smem + c * S::stage, w, a, n, rows0, t0, first + c * S::kc, end);
+		cp_async_commit();
+	}
+	for (int c = 0; c < chunks; c++) {
+		cp_async_wait<kMMQStages - 2>();  // chunk c is in, for this thread's copies...
+		__syncthreads();                  // ...and everyone's; and chunk c-1's stage is free
+		const int next = c + kMMQStages - 1;
+		if (next < chunks)
+			mmq_load<T, MT>(mmq_smem + next % kMMQStages * S::stage, w, a, n, rows0, t0, first + next * S::kc, end);
+		cp_async_commit();
+		mmq_compute<T, MT>(mmq_smem + c % kMMQStages * S::stage, acc);
+	}
+	cp_async_wait<0>();
+	const int wrow = rows0 + threadIdx.x / kWarp * kMMQRowTiles * 8;
+#pragma unroll
+	for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+		for (int nt = 0; nt < kMMQRowTiles; nt++) {
+			const int r = wrow + nt * 8 + 2 * i4;
+#pragma unroll
+			for (int h = 0; h < 2; h++) {
+				const int t = t0 + mt * 16 + g + 8 * h;
+				if (r >= w.rows || t >= n) continue;
+				if (gridDim.y == 1)
+					epilogue<E>(o, t, r, acc[mt][nt][2 * h], acc[mt][nt][2 * h + 1]);
+				else
+					*(float2 *)(part + ((size_t)blockIdx.y * n + t) * w.rows + r) =
+					    make_float2(acc[mt][nt][2 * h], acc[mt][nt][2 * h + 1]);
+			}
+		}
+}
+
+// mmq_finish adds up the slices mmq wrote for rows r, r+1 of token t
+// (grid row t), in slice order, and applies epilogue E.
+template <int E>
+__global__ void __launch_bounds__(kMMQFinishThreads)
+mmq_finish(const float *part, int splits, int n, int rows, Out o) {
+	wait_previous();
+	const int t = blockIdx.y;
+	const int r = (blockIdx.x * blockDim.x + threadIdx.x) * 2;
+	if (r >= rows) return;
+	float v0 = 0, v1 = 0;
+	for (int s = 0; s < splits; s++) {
+		const float2 p = *(const float2 *)(part + ((size_t)s * n + t) * rows + r);
+		v0 += p.x;
+		v1 += p.y;
+	}
+	epilogue<E>(o, t, r, v0, v1);
 }
 
 // How prep rounds the activations of a matrix, to round as the CPU
@@ -544,7 +852,7 @@ __global__ void swiglu_epilogue(const float *gu, int hidden, float *y) {
 // (interleaving gate and up, or stacking Q, K and V).
 __global__ void repack(const uint8_t *src, int type, int rows, int cols, uint8_t *q, __half *d,
                        int row0, int stride) {
-	const int blocks = cols / 32;
+	const int blocks = cols / 32, ds = scale_stride(cols);
 	const size_t n = (size_t)rows * blocks;
 	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
 		const int r = i / blocks, b = i % blocks;
@@ -555,11 +863,11 @@ __global__ void repack(const uint8_t *src, int type, int rows, int cols, uint8_t
 			for (int j = 0; j < 4; j++) dq[j] = s[j];
 		} else if (type == 8) {  // Q8_0: half d, 32 int8
 			const uint8_t *s = src + i * 34;
-			d[dr * blocks + b] = *(const __half *)s;
+			d[dr * ds + b] = *(const __half *)s;
 			for (int j = 0; j < 32; j++) q[dr * cols + b * 32 + j] = s[2 + j];
 		} else {  // Q4_0: half d, 16 bytes
 			const uint8_t *s = src + i * 18;
-			d[dr * blocks + b] = *(const __half *)s;
+			d[dr * ds + b] = *(const __half *)s;
 			for (int j = 0; j < 16; j++) q[dr * cols / 2 + b * 16 + j] = s[2 + j];
 		}
 	}
@@ -574,7 +882,7 @@ __global__ void dequant(Mat w, int r0, int n, __half *out) {
 		const size_t e = i;
 		const size_t r = r0 + e / w.cols;
 		const int c = e % w.cols, b = c / 32, j = c % 32;
-		float dq = __half2float(w.d[r * blocks + b]);
+		float dq = __half2float(w.d[r * w.ds + b]);
 		float v;
 		if (w.type == 8) {
 			v = dq * (float)((const int8_t *)w.q)[r * w.cols + c];
