@@ -12,11 +12,13 @@
 # 7B shape in f16, q8_0, q4_0), reference (copy bandwidth, HF transformers
 # generate() and a CUDA-graph PyTorch decode loop, hack/gpu/reference.py),
 # bench (leo's decode, prompt and engine figures), big (the Llama-2-70B
-# shape in q4_0: generated, loaded, decoded). Logs go to $OUT (or
+# shape in q4_0: generated, loaded, decoded), ncu (Nsight Compute on a
+# decode step's kernels and on mmq: duration, DRAM throughput, occupancy).
+# Logs go to $OUT (or
 # bin/gpu/out) and a table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-STAGES=${STAGES:-build correct memcheck models bench reference big}
+STAGES=${STAGES:-build correct memcheck models bench ncu reference big}
 OUT=${OUT:-bin/gpu/out}
 MODELS=${MODELS:-/tmp/leo-models}
 mkdir -p "$OUT" "$MODELS"
@@ -105,6 +107,26 @@ if has bench; then
 		LEO_CUDA_PDL=1 LEO_GPU_QUICK=1 LEO_GPU_MODELS=$q4 timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
 			sed 's/^RESULT /RESULT (LEO_CUDA_PDL=1) /' >>"$OUT/profile.log"
 		grep -E "RESULT|leo_cuda profile|^  " "$OUT/profile.log" | head -120
+	fi
+fi
+
+if has ncu; then
+	q4=$MODELS/llama-2-7b-q4_0.gguf
+	if command -v ncu >/dev/null && [ -s "$q4" ]; then
+		# One layer of a decode step (7B q4_0, batch 1, without graphs):
+		# after the prompt and some steps (about 290 kernels each), 10
+		# kernels in a row. Then mmq and mmq_finish at 32 sequences.
+		say "ncu: a decode step's kernels, and mmq"
+		n="--clock-control none --section SpeedOfLight --section Occupancy --section LaunchStats"
+		LEO_CUDA_PROFILE=1 LEO_GPU_QUICK=1 LEO_GPU_MODELS=$q4 timeout 150 ncu $n --launch-skip 2000 --launch-count 10 \
+			bin/gpu/cuda.test -test.run '^$' -test.bench BenchmarkGPU -test.benchtime 1x >"$OUT/ncu.log" 2>&1
+		LEO_CUDA_MMQ_TOKENS=64 LEO_CUDA_PROFILE=1 LEO_GPU_ENGINE32=1 LEO_GPU_MODELS=$q4 timeout 150 ncu $n -k regex:mmq \
+			--launch-skip 400 --launch-count 8 \
+			bin/gpu/cuda.test -test.run '^$' -test.bench BenchmarkGPU -test.benchtime 1x >>"$OUT/ncu.log" 2>&1
+		grep -E "^  [a-z_]+<|^  void |Duration|DRAM Throughput|Achieved Occupancy|Registers Per|==ERROR|==WARNING" "$OUT/ncu.log" | head -120
+		summary+=("ncu: $(grep -c 'Duration' "$OUT/ncu.log") kernels profiled (ncu.log)")
+	else
+		summary+=("ncu: skipped (no ncu, or no 7B q4_0 model)")
 	fi
 fi
 
