@@ -14,7 +14,7 @@
 # bench (leo's decode, prompt and engine figures), big (the Llama-2-70B
 # shape in q4_0: generated, loaded, decoded), ncu (Nsight Compute on a
 # decode step's kernels and on mmq: duration, DRAM throughput, occupancy).
-# Logs go to $OUT (or
+# Logs go to $OUT/logs.tar.gz (OUT defaults to
 # bin/gpu/out) and a table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,6 +22,12 @@ STAGES=${STAGES:-build correct memcheck models bench ncu reference big}
 OUT=${OUT:-bin/gpu/out}
 MODELS=${MODELS:-/tmp/leo-models}
 mkdir -p "$OUT" "$MODELS"
+# The logs are written to LOGS and packed into $OUT/logs.tar.gz at the end,
+# also when a timeout stops the script: the device tool brings back at
+# most 8 files.
+LOGS=$(mktemp -d)
+trap 'tar czf "$OUT/logs.tar.gz" -C "$LOGS" . && rm -rf "$LOGS"' EXIT
+trap 'exit 143' TERM INT
 export LEO_CUDA_LIB=$PWD/bin/gpu/libleo_cuda.so
 # The library links cuBLAS dynamically: let the loader find CUDA's own.
 cuda_home=$(dirname "$(dirname "$(command -v nvcc)")")
@@ -37,29 +43,36 @@ nvcc --version | tail -1
 if has build; then
 	say "building libleo_cuda.so"
 	t0=$SECONDS
-	if hack/gpu/build.sh "$LEO_CUDA_LIB" >"$OUT/build.log" 2>&1; then
+	if hack/gpu/build.sh "$LEO_CUDA_LIB" >"$LOGS/build.log" 2>&1; then
 		summary+=("build: ok in $((SECONDS - t0)) s")
 		ldd "$LEO_CUDA_LIB" | grep -E "cublas|not found"
 	else
-		cat "$OUT/build.log"
+		cat "$LOGS/build.log"
 		summary+=("build: FAILED")
 	fi
 fi
 
 if has correct; then
 	say "correctness against the CPU backend"
-	timeout 150 bin/gpu/cuda.test -test.run 'TestGPUMatchesCPU|TestGPULongContext|TestGPUSomeLogits' -test.v >"$OUT/correct.log" 2>&1
+	timeout 150 bin/gpu/cuda.test -test.run 'TestGPUMatchesCPU|TestGPULongContext|TestGPUSomeLogits' -test.v >"$LOGS/correct.log" 2>&1
 	rc=$?
-	grep -E "top-1|FAIL|panic|---" "$OUT/correct.log" | head -80
-	summary+=("correctness (TestGPUMatchesCPU): rc=$rc, $(grep -c -- '--- PASS: TestGPUMatchesCPU/' "$OUT/correct.log") cases passed, $(grep -c -- '--- FAIL: TestGPUMatchesCPU/' "$OUT/correct.log") failed")
+	grep -E "top-1|FAIL|panic|---" "$LOGS/correct.log" | head -80
+	summary+=("correctness (TestGPUMatchesCPU): rc=$rc, $(grep -c -- '--- PASS: TestGPUMatchesCPU/' "$LOGS/correct.log") cases passed, $(grep -c -- '--- FAIL: TestGPUMatchesCPU/' "$LOGS/correct.log") failed")
 fi
 
 if has memcheck; then
 	say "compute-sanitizer memcheck"
-	timeout 150 compute-sanitizer --tool memcheck --leak-check full bin/gpu/cuda.test -test.run TestGPUSanitizerSmall -test.v >"$OUT/memcheck.log" 2>&1
+	timeout 150 compute-sanitizer --tool memcheck --leak-check full bin/gpu/cuda.test -test.run TestGPUSanitizerSmall -test.v >"$LOGS/memcheck.log" 2>&1
 	rc=$?
-	tail -5 "$OUT/memcheck.log"
-	summary+=("memcheck: rc=$rc, $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1)")
+	tail -5 "$LOGS/memcheck.log"
+	summary+=("memcheck: rc=$rc, $(grep -E 'ERROR SUMMARY' "$LOGS/memcheck.log" | tail -1)")
+	# mmq's shared-memory pipeline: races and barriers.
+	for tool in racecheck synccheck; do
+		timeout 150 compute-sanitizer --tool $tool bin/gpu/cuda.test -test.run 'TestGPUSanitizerSmall/test-gqa/Q8_0' -test.v >"$LOGS/$tool.log" 2>&1
+		rc=$?
+		tail -3 "$LOGS/$tool.log"
+		summary+=("$tool (mmq): rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$LOGS/$tool.log" | tail -1)")
+	done
 fi
 
 if has models; then
@@ -76,19 +89,19 @@ fi
 if has bench; then
 	say "leo benchmarks"
 	models=$(ls "$MODELS"/llama-2-7b-*.gguf 2>/dev/null | sort -r | paste -sd, -)
-	LEO_GPU_MODELS=$models timeout 300 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x >"$OUT/bench.log" 2>&1
+	LEO_GPU_MODELS=$models timeout 300 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x >"$LOGS/bench.log" 2>&1
 	summary+=("bench: rc=$?")
-	grep -E "RESULT|FAIL|panic|Error|error" "$OUT/bench.log" | head -20
+	grep -E "RESULT|FAIL|panic|Error|error" "$LOGS/bench.log" | head -20
 	# Where a decode step's time goes (kernel to kernel, without graphs),
 	# and what programmatic dependent launch brings (decode with it; off by default).
 	q4=$MODELS/llama-2-7b-q4_0.gguf
 	if [ -s "$q4" ]; then
 		for m in "$q4" "$MODELS/llama-2-7b-f16.gguf"; do
 			LEO_CUDA_PROFILE=1 LEO_GPU_QUICK=1 LEO_GPU_MODELS=$m timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
-				sed 's/^RESULT /RESULT (profiled, no graphs) /' >>"$OUT/profile.log"
+				sed 's/^RESULT /RESULT (profiled, no graphs) /' >>"$LOGS/profile.log"
 		done
 		LEO_CUDA_PROFILE=1 LEO_GPU_ENGINE32=1 LEO_GPU_MODELS=$MODELS/llama-2-7b-f16.gguf timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
-			sed 's/^RESULT /RESULT (profiled engine, no graphs) /' >>"$OUT/profile.log"
+			sed 's/^RESULT /RESULT (profiled engine, no graphs) /' >>"$LOGS/profile.log"
 		# mmq (int8 tensor cores, quantized weights, 9 to 64 tokens) against
 		# the matvec kernels 8 tokens a pass (LEO_CUDA_MMQ_TOKENS=0), and
 		# for prompts against dequantization + cuBLAS (512: mmq).
@@ -97,16 +110,16 @@ if has bench; then
 			[ -s "$m" ] || continue
 			for v in 0 64; do
 				LEO_CUDA_MMQ_TOKENS=$v LEO_GPU_ENGINE32=1 LEO_GPU_MODELS=$m timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
-					sed "s/^RESULT /RESULT (LEO_CUDA_MMQ_TOKENS=$v) /" >>"$OUT/profile.log"
+					sed "s/^RESULT /RESULT (LEO_CUDA_MMQ_TOKENS=$v) /" >>"$LOGS/profile.log"
 			done
 			LEO_CUDA_MMQ_TOKENS=512 LEO_GPU_PREFILL=1 LEO_GPU_MODELS=$m timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
-				sed "s/^RESULT /RESULT (LEO_CUDA_MMQ_TOKENS=512) /" >>"$OUT/profile.log"
+				sed "s/^RESULT /RESULT (LEO_CUDA_MMQ_TOKENS=512) /" >>"$LOGS/profile.log"
 		done
 		LEO_CUDA_MMQ_TOKENS=64 LEO_CUDA_PROFILE=1 LEO_GPU_ENGINE32=1 LEO_GPU_MODELS=$q4 timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
-			sed 's/^RESULT /RESULT (profiled engine, mmq, no graphs) /' >>"$OUT/profile.log"
+			sed 's/^RESULT /RESULT (profiled engine, mmq, no graphs) /' >>"$LOGS/profile.log"
 		LEO_CUDA_PDL=1 LEO_GPU_QUICK=1 LEO_GPU_MODELS=$q4 timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
-			sed 's/^RESULT /RESULT (LEO_CUDA_PDL=1) /' >>"$OUT/profile.log"
-		grep -E "RESULT|leo_cuda profile|^  " "$OUT/profile.log" | head -120
+			sed 's/^RESULT /RESULT (LEO_CUDA_PDL=1) /' >>"$LOGS/profile.log"
+		grep -E "RESULT|leo_cuda profile|^  " "$LOGS/profile.log" | head -120
 	fi
 fi
 
@@ -119,12 +132,12 @@ if has ncu; then
 		say "ncu: a decode step's kernels, and mmq"
 		n="--clock-control none --section SpeedOfLight --section Occupancy --section LaunchStats"
 		LEO_CUDA_PROFILE=1 LEO_GPU_QUICK=1 LEO_GPU_MODELS=$q4 timeout 150 ncu $n --launch-skip 2000 --launch-count 10 \
-			bin/gpu/cuda.test -test.run '^$' -test.bench BenchmarkGPU -test.benchtime 1x >"$OUT/ncu.log" 2>&1
+			bin/gpu/cuda.test -test.run '^$' -test.bench BenchmarkGPU -test.benchtime 1x >"$LOGS/ncu.log" 2>&1
 		LEO_CUDA_MMQ_TOKENS=64 LEO_CUDA_PROFILE=1 LEO_GPU_ENGINE32=1 LEO_GPU_MODELS=$q4 timeout 150 ncu $n -k regex:mmq \
 			--launch-skip 400 --launch-count 8 \
-			bin/gpu/cuda.test -test.run '^$' -test.bench BenchmarkGPU -test.benchtime 1x >>"$OUT/ncu.log" 2>&1
-		grep -E "^  [a-z_]+<|^  void |Duration|DRAM Throughput|Achieved Occupancy|Registers Per|==ERROR|==WARNING" "$OUT/ncu.log" | head -120
-		summary+=("ncu: $(grep -c 'Duration' "$OUT/ncu.log") kernels profiled (ncu.log)")
+			bin/gpu/cuda.test -test.run '^$' -test.bench BenchmarkGPU -test.benchtime 1x >>"$LOGS/ncu.log" 2>&1
+		grep -E "^  [a-z_]+<|^  void |Duration|DRAM Throughput|Achieved Occupancy|Registers Per|==ERROR|==WARNING" "$LOGS/ncu.log" | head -120
+		summary+=("ncu: $(grep -c 'Duration' "$LOGS/ncu.log") kernels profiled (ncu.log)")
 	else
 		summary+=("ncu: skipped (no ncu, or no 7B q4_0 model)")
 	fi
@@ -132,7 +145,7 @@ fi
 
 if has reference; then
 	say "PyTorch references"
-	PYTHONUNBUFFERED=1 timeout 180 python3 hack/gpu/reference.py --json "$OUT/reference.json" 2>&1 | tee "$OUT/reference.log" | grep -v "^\[reference\] hf" | tail -25
+	PYTHONUNBUFFERED=1 timeout 180 python3 hack/gpu/reference.py --json "$LOGS/reference.json" 2>&1 | tee "$LOGS/reference.log" | grep -v "^\[reference\] hf" | tail -25
 fi
 
 if has big; then
@@ -144,13 +157,13 @@ if has big; then
 		bin/gpu/leo-runtime gen-model --shape llama-2-70b --type q4_0 -o "$f" 2>/dev/null
 		say "  $(du -h "$f" | cut -f1) in $((SECONDS - t0)) s"
 	fi
-	LEO_GPU_MODELS=$f LEO_GPU_QUICK=1 timeout 400 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x >"$OUT/big.log" 2>&1
+	LEO_GPU_MODELS=$f LEO_GPU_QUICK=1 timeout 400 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x >"$LOGS/big.log" 2>&1
 	summary+=("70b: rc=$?")
-	grep -E "RESULT|FAIL|panic|rror" "$OUT/big.log" | head -10
+	grep -E "RESULT|FAIL|panic|rror" "$LOGS/big.log" | head -10
 fi
 
 echo
 echo "=== summary ($gpu)"
 printf '%s\n' "${summary[@]}"
-grep -h RESULT "$OUT"/bench.log "$OUT"/profile.log "$OUT"/big.log 2>/dev/null
-[ -f "$OUT/reference.log" ] && sed -n '/^reference /,$p' "$OUT/reference.log"
+grep -h RESULT "$LOGS"/bench.log "$LOGS"/profile.log "$LOGS"/big.log 2>/dev/null
+[ -f "$LOGS/reference.log" ] && sed -n '/^reference /,$p' "$LOGS/reference.log"

@@ -24,9 +24,10 @@ def shape(T, MT):
     wpitch = kMMQChunk + (32 if T == 8 else 16); apitch = kc * 32 + (32 if T == 8 else 16)
     tokens = 16 * MT
     w_off = 0; a_off = w_off + kMMQRows * wpitch; wd_off = a_off + tokens * apitch
-    ad_off = wd_off + kMMQRows * kc * 2; stage = ad_off + tokens * kc * 4
-    return dict(bb=bb, kc=kc, wpitch=wpitch, apitch=apitch, tokens=tokens, w_off=w_off, a_off=a_off,
-                wd_off=wd_off, ad_off=ad_off, stage=stage)
+    adpitch = kc + 1
+    ad_off = wd_off + kMMQRows * kc * 2; stage = (ad_off + tokens * adpitch * 4 + 15) // 16 * 16
+    return dict(bb=bb, kc=kc, wpitch=wpitch, apitch=apitch, adpitch=adpitch, tokens=tokens, w_off=w_off,
+                a_off=a_off, wd_off=wd_off, ad_off=ad_off, stage=stage)
 
 def mma(A_regs, B_regs):
     A = [[0]*32 for _ in range(16)]; B = [[0]*8 for _ in range(32)]
@@ -102,7 +103,7 @@ def run(T, rows, cols, n, splits_want):
                     ads = {}
                     for p in range(S['tokens'] * kc):
                         tok, k = p // kc, p % kc; t = t0 + tok
-                        ads[p] = ad[t*blocks + kb0 + k] if (t < n and k < valid) else 0.0
+                        ads[tok*S['adpitch'] + k] = ad[t*blocks + kb0 + k] if (t < n and k < valid) else 0.0
                     # compute
                     for warp in range(kMMQWarps):
                         wrow = warp * kMMQRowTiles * 8
@@ -128,7 +129,7 @@ def run(T, rows, cols, n, splits_want):
                                             p = S['a_off'] + tok*S['apitch'] + kb*32
                                             if T == 8: af[h], af[2+h] = u32(st, p + i4*8), u32(st, p + i4*8 + 4)
                                             else: af[h], af[2+h] = u32(st, p + i4*4), u32(st, p + 16 + i4*4)
-                                            aq2[h] = ads[tok*kc + kb]
+                                            aq2[h] = ads[tok*S['adpitch'] + kb]
                                         A_regs.append(af); adq.append(aq2)
                                     D = mma(A_regs, B_regs)
                                     for lane in range(32):
@@ -174,5 +175,6 @@ ok &= run(2, 136, 32*13, 20, 2)
 ok &= run(8, 136, 32*9, 9, 3)
 ok &= run(2, 128, 32*8, 40, 1)
 ok &= run(8, 8, 32*5, 64, 1)
+ok &= run(2, 130, 32*3, 70, 5)   # two token groups, a partial row group, more slices wanted than blocks
 print("OK" if ok else "FAIL")
 sys.exit(0 if ok else 1)

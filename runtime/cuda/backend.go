@@ -115,9 +115,15 @@ func deviceType(ws []*model.Weight) quant.Type {
 	return quant.F16
 }
 
-// deviceBytes is what a weight of type t takes on the GPU.
+// deviceBytes is what a weight of type t takes on the GPU: as in the file,
+// but for the quantized types each row's scales are padded to a multiple of
+// 8 blocks (Mat.ds in kernels.cuh).
 func deviceBytes(t quant.Type, w *model.Weight) uint64 {
 	n, _ := t.RowBytes(w.Cols)
+	if t == quant.Q8_0 || t == quant.Q4_0 {
+		blocks := w.Cols / 32
+		n += ((blocks+7)/8*8 - blocks) * 2
+	}
 	return uint64(n) * uint64(w.Rows)
 }
 

@@ -50,9 +50,6 @@ constexpr int kQuantMatvecTokens = 64;
 // floats (16 MiB).
 constexpr int kMMQTokens = 0;
 constexpr size_t kMMQPartElems = size_t(4) << 20;
-// mmq splits a matrix along K until about this many thread blocks per SM
-// stream it.
-constexpr int kMMQBlocksPerSM = 2;
 constexpr int kMMQMaxSplits = 16;
 // Quantized weights go to cuBLAS through a scratch of at most this many
 // halves (128 MiB), a slice of rows at a time.
@@ -129,21 +126,25 @@ auto mmq_kernel_e(Epilogue e, int mt) {
 	}
 }
 
-// mmq_setup lets every mmq kernel have the shared memory it takes, or says
-// why it cannot.
-int mmq_setup(int device, char *err) {
-	int optin = 0;
-	CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-	for (int e : {kStore, kAdd, kQKV, kSwiGLU})
-		for (int mt = 1; mt <= kMMQTokenTiles; mt++)
-			for (int t : {LEO_TYPE_Q8_0, LEO_TYPE_Q4_0}) {
-				const int bytes = mmq_smem_bytes(t, mt);
-				if (bytes > optin)
-					return fail(err, "mmq takes %d bytes of shared memory a block, and this GPU allows %d", bytes, optin);
-				auto k = t == LEO_TYPE_Q8_0 ? mmq_kernel_e<8>((Epilogue)e, mt) : mmq_kernel_e<2>((Epilogue)e, mt);
-				CUDA_TRY(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-			}
-	return 0;
+// mmq_type indexes leo_state's per-type mmq fields.
+int mmq_type(int type) { return type == LEO_TYPE_Q8_0 ? 0 : 1; }
+
+// mmq_tokens_setting is LEO_CUDA_MMQ_TOKENS (kMMQTokens when unset), or 0
+// where the GPU lacks the int8 mma (compute capability below 8.0).
+int mmq_tokens_setting(int device) {
+	int major = 0;
+	cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+	cudaGetLastError();
+	if (major < 8) return 0;
+	const char *v = getenv("LEO_CUDA_MMQ_TOKENS");
+	if (!v || !*v) return kMMQTokens;
+	char *end = nullptr;
+	const long n = strtol(v, &end, 10);
+	if (*end || n < 0) {
+		fprintf(stderr, "leo_cuda: LEO_CUDA_MMQ_TOKENS=%s is not a number of tokens: mmq stays off\n", v);
+		return 0;
+	}
+	return (int)std::min<long>(n, 1 << 20);
 }
 
 cudaError_t launch_mmq_finish(bool pdl, cudaStream_t st, Epilogue e, int splits, int n, const Mat &w, float *part,
@@ -250,6 +251,10 @@ struct leo_state {
 	bool pdl;  // programmatic dependent launch (compute capability 9.0+)
 	int mmq_tokens;  // mmq takes quantized weights for batches of kMaxCols+1 to this many tokens
 	int sms;         // streaming multiprocessors
+	// Per weight type (mmq_type): the most token tiles of mmq whose shared
+	// memory this GPU allows (0: none), and the thread blocks per SM of each.
+	int mmq_mt[2];
+	int mmq_occ[2][kMMQTokenTiles + 1];
 	cudaStream_t stream = nullptr;
 	cublasHandle_t blas = nullptr;
 	void *blas_ws = nullptr;
@@ -340,7 +345,7 @@ bool any_quantized(const leo_model *m) {
 	return false;
 }
 
-StateSizes sizes(const leo_model *m, int slots, int len, int max_batch) {
+StateSizes sizes(const leo_model *m, int slots, int len, int max_batch, int mmq_tokens) {
 	const leo_config &c = m->c;
 	// Activations are kept for whole groups of kMaxCols tokens (see matvec).
 	const size_t hd = c.dim / c.heads, kv_dim = hd * c.kv_heads, b = (max_batch + kMaxCols - 1) / kMaxCols * kMaxCols;
@@ -361,21 +366,52 @@ StateSizes sizes(const leo_model *m, int slots, int len, int max_batch) {
 	z.xd = b * widest / 32 * 4;
 	z.xs = b * widest / 32 * 4;
 	z.meta = b * 4;
-	z.wtmp = max_batch > kQuantMatvecTokens && any_quantized(m) ? kDequantElems * 2 : 0;
+	// Quantized weights go to cuBLAS past both kQuantMatvecTokens and mmq's tokens.
+	z.wtmp = max_batch > std::max(kQuantMatvecTokens, mmq_tokens) && any_quantized(m) ? kDequantElems * 2 : 0;
 	z.blas = blas ? kBlasWorkspace : 0;
 	z.counters = b * c.heads * 4;
-	z.mmq = max_batch > kMaxCols && any_quantized(m) ? kMMQPartElems * 4 : 0;
+	z.mmq = max_batch > kMaxCols && mmq_tokens > kMaxCols && any_quantized(m) ? kMMQPartElems * 4 : 0;
 	return z;
 }
 
+// mmq_setup lets each mmq kernel have the shared memory it takes, where
+// this GPU allows it (GPUs of compute capability 8.6 and 8.9 allow 99 KB a
+// block, too little for the most token tiles: those take fewer), and
+// records what fits and how many thread blocks of each an SM holds.
+int mmq_setup(leo_state *s, char *err) {
+	int optin = 0;
+	CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, s->device));
+	for (int t : {LEO_TYPE_Q8_0, LEO_TYPE_Q4_0}) {
+		const int ti = mmq_type(t);
+		s->mmq_mt[ti] = 0;
+		for (int mt = 1; mt <= kMMQTokenTiles; mt++) {
+			const int bytes = mmq_smem_bytes(t, mt);
+			if (bytes > optin) break;
+			for (int e : {kStore, kAdd, kQKV, kSwiGLU}) {
+				auto k = t == LEO_TYPE_Q8_0 ? mmq_kernel_e<8>((Epilogue)e, mt) : mmq_kernel_e<2>((Epilogue)e, mt);
+				CUDA_TRY(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+			}
+			int blocks = 1;
+			auto k = t == LEO_TYPE_Q8_0 ? mmq_kernel_e<8>(kAdd, mt) : mmq_kernel_e<2>(kAdd, mt);
+			CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, k, kMMQWarps * kWarp, bytes));
+			s->mmq_occ[ti][mt] = std::max(blocks, 1);
+			s->mmq_mt[ti] = mt;
+		}
+	}
+	if (s->mmq_mt[0] == 0 && s->mmq_mt[1] == 0)
+		return fail(err, "mmq takes at least %d bytes of shared memory a block, and this GPU allows %d",
+		            std::min(mmq_smem_bytes(LEO_TYPE_Q8_0, 1), mmq_smem_bytes(LEO_TYPE_Q4_0, 1)), optin);
+	return 0;
+}
+
 // mmq_per says how many blocks of K each of mmq's slices takes for n
-// tokens, mt token tiles a pass: few enough that about kMMQBlocksPerSM
-// thread blocks per SM stream the matrix, and as many as a stage holds (kc)
-// at least, a multiple of it, with the partial sums within the scratch.
+// tokens, mt token tiles a pass: few enough that the thread blocks fill
+// every SM (as many as one holds), and as many as a stage holds (kc) at
+// least, a multiple of it, with the partial sums within the scratch.
 int mmq_per(const leo_state *s, const Mat &w, int n, int mt) {
 	const int kc = kMMQChunk / (w.type == LEO_TYPE_Q8_0 ? 32 : 16), blocks = w.cols / 32;
 	const long groups = (long)((w.rows + kMMQRows - 1) / kMMQRows) * ((n + 16 * mt - 1) / (16 * mt));
-	const long want = (long)s->sms * kMMQBlocksPerSM;
+	const long want = (long)s->sms * s->mmq_occ[mmq_type(w.type)][mt];
 	int splits = (int)std::min<long>((want + groups - 1) / groups, kMMQMaxSplits);
 	while (splits > 1 && (size_t)splits * n * w.rows > kMMQPartElems) splits--;
 	const int per = ((blocks + splits - 1) / splits + kc - 1) / kc * kc;
@@ -390,7 +426,7 @@ int product(leo_state *s, const char *what, const DevMat &dw, const float *x, in
 	const Mat &w = dw.m;
 	const leo_model *m = s->m;
 	const bool quantized = w.type != LEO_TYPE_F16;
-	const bool tc = quantized && n > kMaxCols && n <= s->mmq_tokens;
+	const bool tc = quantized && n > kMaxCols && n <= s->mmq_tokens && s->mmq_mt[mmq_type(w.type)] > 0;
 	const bool mv = n <= kMaxCols || (quantized && n <= kQuantMatvecTokens);
 	const bool half = !tc && (!mv || !quantized);
 	int round = kRoundNone;
@@ -405,7 +441,7 @@ int product(leo_state *s, const char *what, const DevMat &dw, const float *x, in
 	mark(s, what);
 	if (tc) {
 		Act a{s->xh, s->xq, s->xd, s->xs};
-		const int mt = std::min((n + 15) / 16, kMMQTokenTiles);
+		const int mt = std::min((n + 15) / 16, s->mmq_mt[mmq_type(w.type)]);
 		const int per = mmq_per(s, w, n, mt), splits = (w.cols / 32 + per - 1) / per;
 		const dim3 grid((w.rows + kMMQRows - 1) / kMMQRows, splits, (n + 16 * mt - 1) / (16 * mt));
 		auto k = w.type == LEO_TYPE_Q8_0 ? mmq_kernel_e<8>(e, mt) : mmq_kernel_e<2>(e, mt);
@@ -644,8 +680,8 @@ int leo_model_matrix(leo_model *m, int layer, int which, int type, int act, int 
 		dm->m.d = type == LEO_TYPE_F16 ? nullptr : (const __half *)(dm->buf + qb);
 		dm->m.ds = scale_stride(cols);
 		dm->act = act;
-		// Zero the scales' row padding: mmq copies whole aligned runs of a
-		// row's scales.
+		// Zero the scales' row padding, which no kernel reads: no garbage
+		// on the device.
 		if (all > qb) CUDA_TRY(cudaMemset(dm->buf + qb, 0, all - qb));
 	} else if (dm->m.type != type) {
 		return fail(err, "layer %d: the matrices computed together (Q, K, V; gate, up) must share a type", layer);
@@ -719,7 +755,7 @@ int leo_state_bytes(const leo_model *m, int slots, int len, int max_batch, size_
 	if (slots <= 0 || len <= 0 || len > m->c.context || max_batch <= 0)
 		return fail(err, "bad state size: %d slots of %d positions (context %d), batches of %d", slots, len,
 		            m->c.context, max_batch);
-	*bytes = sizes(m, slots, len, max_batch).total();
+	*bytes = sizes(m, slots, len, max_batch, mmq_tokens_setting(m->device)).total();
 	return 0;
 }
 
@@ -732,11 +768,6 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 	size_t need = 0;
 	if (leo_state_bytes(m, slots, len, max_batch, &need, err)) return 1;
 	CUDA_TRY(cudaSetDevice(m->device));
-	size_t free_b = 0, total_b = 0;
-	CUDA_TRY(cudaMemGetInfo(&free_b, &total_b));
-	if (need > free_b)
-		return fail(err, "the KV cache (%d sequences × %d positions) and buffers need %.2f GiB of GPU memory; %.2f GiB of %.2f are free: lower the context size or the concurrency",
-		            slots, len, gib(need), gib(free_b), gib(total_b));
 	leo_state *s = new leo_state();
 	s->m = m;
 	s->device = m->device;
@@ -753,19 +784,27 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 	s->prof.on = getenv("LEO_CUDA_PROFILE") != nullptr;
 	s->sms = 1;
 	cudaDeviceGetAttribute(&s->sms, cudaDevAttrMultiProcessorCount, m->device);
-	// mmq needs the int8 mma of compute capability 8.0 (Ampere) and newer.
-	s->mmq_tokens = kMMQTokens;
-	if (const char *v = getenv("LEO_CUDA_MMQ_TOKENS"); v && *v) s->mmq_tokens = atoi(v);
-	if (major < 8) s->mmq_tokens = 0;
+	s->mmq_tokens = mmq_tokens_setting(m->device);
 	if (s->mmq_tokens > kMaxCols && any_quantized(m)) {
 		char why[LEO_ERR_LEN] = "";
-		if (mmq_setup(m->device, why)) {
+		if (mmq_setup(s, why)) {
 			fprintf(stderr, "leo_cuda: batches of quantized weights take the matvec kernels: %s\n", why);
 			cudaGetLastError();  // not the first step's error
 			s->mmq_tokens = 0;
 		}
 	}
-	StateSizes z = sizes(m, slots, len, max_batch);
+	StateSizes z = sizes(m, slots, len, max_batch, s->mmq_tokens);
+	size_t free_b = 0, total_b = 0;
+	cudaError_t me = cudaMemGetInfo(&free_b, &total_b);
+	if (me != cudaSuccess || z.total() > free_b) {
+		if (me != cudaSuccess)
+			fail(err, "cudaMemGetInfo: %s", cudaGetErrorString(me));
+		else
+			fail(err, "the KV cache (%d sequences × %d positions) and buffers need %.2f GiB of GPU memory; %.2f GiB of %.2f are free: lower the context size or the concurrency",
+			     slots, len, gib(z.total()), gib(free_b), gib(total_b));
+		delete s;
+		return 1;
+	}
 	int bad = alloc(s, (void **)&s->kv, z.kv, err) || alloc(s, (void **)&s->x, z.x, err) ||
 	          alloc(s, (void **)&s->q, z.q, err) || alloc(s, (void **)&s->att, z.att, err) ||
 	          alloc(s, (void **)&s->hb, z.hb, err) || alloc(s, (void **)&s->y, z.y, err) ||

@@ -93,11 +93,15 @@ type kernelPath struct{ label, mmqTokens string }
 
 // kernelPaths are the settings schedule name runs under for weights of
 // type typ: batches of 9 to 64 tokens of quantized weights both on the
-// matvec kernels and on mmq, whichever is the default; the rest as is.
+// matvec kernels and on mmq, whichever is the default; whole prompts (100
+// tokens: two groups of 64) both on cuBLAS and on mmq; the rest as is.
 func kernelPaths(name string, typ quant.Type) []kernelPath {
 	quantized := typ == quant.Q8_0 || typ == quant.Q4_0
-	if quantized && (strings.HasPrefix(name, "20 tokens") || strings.HasPrefix(name, "50 tokens")) {
+	switch {
+	case quantized && (strings.HasPrefix(name, "20 tokens") || strings.HasPrefix(name, "50 tokens")):
 		return []kernelPath{{" (matvec)", "0"}, {" (mmq)", "64"}}
+	case quantized && name == "whole prompts":
+		return []kernelPath{{" (cuBLAS)", "0"}, {" (mmq)", "512"}}
 	}
 	return []kernelPath{{"", os.Getenv("LEO_CUDA_MMQ_TOKENS")}}
 }
@@ -336,19 +340,21 @@ func TestGPULongContext(t *testing.T) {
 // under compute-sanitizer's memcheck, which is too slow for the rest.
 func TestGPUSanitizerSmall(t *testing.T) {
 	for _, c := range []struct {
+		shape   string
 		typ     quant.Type
 		batches []int
 	}{
-		{quant.Q4_0, []int{3, 12, 70}}, // matvec kernels, mmq, cuBLAS
-		{quant.Q8_0, []int{12, 40}},    // mmq: one tile of 16 tokens, then three
+		{"test-gqa", quant.Q4_0, []int{3, 12, 70}}, // matvec kernels, mmq, cuBLAS
+		{"test-gqa", quant.Q8_0, []int{12, 40}},    // mmq: one tile of 16 tokens, then three
+		{"stories15M", quant.Q4_0, []int{12}},      // mmq with partial row groups and chunks of K
 	} {
-		t.Run(c.typ.String(), func(t *testing.T) { sanitizerRun(t, c.typ, c.batches) })
+		t.Run(c.shape+"/"+c.typ.String(), func(t *testing.T) { sanitizerRun(t, c.shape, c.typ, c.batches) })
 	}
 }
 
-func sanitizerRun(t *testing.T, typ quant.Type, batches []int) {
+func sanitizerRun(t *testing.T, shape string, typ quant.Type, batches []int) {
 	t.Setenv("LEO_CUDA_MMQ_TOKENS", "64") // mmq for 9 to 64 tokens, whatever the default
-	_, gpuL := openBoth(t, writeModel(t, "test-gqa", typ))
+	_, gpuL := openBoth(t, writeModel(t, shape, typ))
 	for _, batch := range batches {
 		st, err := gpuL.Model.NewStateKV(2, 200, 80, quant.F16)
 		if err != nil {

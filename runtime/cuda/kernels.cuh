@@ -339,9 +339,12 @@ struct MMQShape {
 	static constexpr int tokens = 16 * MT;
 	static constexpr int w_off = 0;                                   // quants: [row][wpitch]
 	static constexpr int a_off = w_off + kMMQRows * wpitch;           // activations: [token][apitch]
+	// Activation scales: rows of kc+1 floats, so that tokens g and g+4 of a
+	// fragment load land in different banks.
+	static constexpr int adpitch = kc + 1;
 	static constexpr int wd_off = a_off + tokens * apitch;            // weight scales: [row][kc] halves
-	static constexpr int ad_off = wd_off + kMMQRows * kc * 2;         // activation scales: [token][kc] floats
-	static constexpr int stage = ad_off + tokens * kc * 4;
+	static constexpr int ad_off = wd_off + kMMQRows * kc * 2;         // activation scales: [token][adpitch] floats
+	static constexpr int stage = (ad_off + tokens * adpitch * 4 + 15) / 16 * 16;
 	static constexpr int bytes = kMMQStages * stage;
 	static_assert(a_off % 16 == 0 && wd_off % 16 == 0 && ad_off % 16 == 0 && stage % 16 == 0, "16-byte aligned");
 };
@@ -384,7 +387,7 @@ __device__ __forceinline__ void cp_async_commit() {
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-	asm volatile("cp.async.wait_group %0;" ::"n"(N));
+	asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 #endif
 }
 
@@ -400,7 +403,8 @@ __device__ __forceinline__ void mma_s8(int (&c)[4], const int (&a)[4], int b0, i
 }
 
 // The mma's accumulators start at the bits of 1.5·2^23 (as int32): a
-// block's dot product is at most 32·127·127 < 2^22 in magnitude, so the
+// block's dot product is at most 32·128·127 < 2^22 in magnitude (a file's
+// Q8_0 may hold -128), so the
 // int32 result read as a float is exactly 1.5·2^23 + dot, and subtracting
 // the bias is the conversion to float (a full-rate add, where I2F is
 // quarter rate).
@@ -444,7 +448,8 @@ __device__ __forceinline__ void mmq_load(uint8_t *st, const Mat &w, const Act &a
 	for (int p = threadIdx.x; p < S::tokens * S::kc; p += blockDim.x) {
 		const int tok = p / S::kc, k = p % S::kc, t = t0 + tok;
 		const bool ok = t < n && k < valid;
-		cp_async<4>(st + S::ad_off + p * 4, ok ? a.d + (size_t)t * blocks + kb0 + k : a.d, ok ? 4 : 0);
+		cp_async<4>(st + S::ad_off + (tok * S::adpitch + k) * 4, ok ? a.d + (size_t)t * blocks + kb0 + k : a.d,
+		            ok ? 4 : 0);
 	}
 }
 
@@ -477,7 +482,7 @@ __device__ __forceinline__ void mmq_compute(const uint8_t *st, float (&acc)[MT][
 					af[mt][h] = *(const int *)(p + i4 * 4);
 					af[mt][2 + h] = *(const int *)(p + 16 + i4 * 4);
 				}
-				adq[mt][h] = ads[tok * S::kc + kb];
+				adq[mt][h] = ads[tok * S::adpitch + kb];
 			}
 #pragma unroll
 		for (int nt = 0; nt < kMMQRowTiles; nt++) {
@@ -488,9 +493,9 @@ __device__ __forceinline__ void mmq_compute(const uint8_t *st, float (&acc)[MT][
 				b0 = v.x;
 				b1 = v.y;
 			} else {
-				const int v = *(const int *)(p + i4 * 4);
-				b0 = ((v & 0x0F0F0F0F) + 0x78787878) ^ 0x80808080;
-				b1 = (((v >> 4) & 0x0F0F0F0F) + 0x78787878) ^ 0x80808080;
+				const unsigned v = *(const unsigned *)(p + i4 * 4);
+				b0 = (int)(((v & 0x0F0F0F0Fu) + 0x78787878u) ^ 0x80808080u);
+				b1 = (int)((((v >> 4) & 0x0F0F0F0Fu) + 0x78787878u) ^ 0x80808080u);
 			}
 			const int r = wrow + nt * 8 + 2 * i4;
 			const float wd0 = __half2float(wds[r * S::kc + kb]), wd1 = __half2float(wds[(r + 1) * S::kc + kb]);
@@ -531,7 +536,6 @@ mmq(Mat w, Act a, Out o, int n, int per, float *part) {
 		for (int nt = 0; nt < kMMQRowTiles; nt++)
 #pragma unroll
 			for (int e = 0; e < 4; e++) acc[mt][nt][e] = 0;
-	// Weights first: they are no earlier kernel's output.
 	wait_previous();
 #pragma unroll
 	for (int c = 0; c < kMMQStages - 1; c++) {

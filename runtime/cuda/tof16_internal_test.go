@@ -44,3 +44,24 @@ func TestToF16Range(t *testing.T) {
 		}
 	}
 }
+
+// TestDeviceBytes checks the GPU's size of a quantized matrix against its
+// layout on the device (kernels.cuh): quants, then each row's scales padded
+// to a multiple of 8 blocks.
+func TestDeviceBytes(t *testing.T) {
+	for _, c := range []struct {
+		typ        quant.Type
+		rows, cols int
+		want       uint64
+	}{
+		{quant.Q4_0, 2, 288, 2 * (288/2 + 16*2)},    // 9 blocks: scales padded to 16
+		{quant.Q8_0, 2, 288, 2 * (288 + 16*2)},      // likewise
+		{quant.Q4_0, 3, 4096, 3 * (4096/2 + 128*2)}, // 128 blocks: no padding
+		{quant.F16, 3, 288, 3 * 288 * 2},
+	} {
+		w := &model.Weight{Type: c.typ, Rows: c.rows, Cols: c.cols}
+		if got := deviceBytes(c.typ, w); got != c.want {
+			t.Errorf("%s %d×%d: %d bytes, want %d", c.typ, c.rows, c.cols, got, c.want)
+		}
+	}
+}
