@@ -4,8 +4,9 @@
 # Prepared here with `make gpu-check-build` (Go test binary and leo-runtime
 # in bin/gpu), then run there from the repository root:
 #
-#   hack/gpu/check.sh            # everything
-#   STAGES="build correct bench" hack/gpu/check.sh
+#   hack/gpu/check.sh            # everything: more than one call's 10 minutes
+#   STAGES="build correct memcheck models bench ncu" hack/gpu/check.sh   # estimated 8 minutes (not yet timed)
+#   STAGES="build models reference big" hack/gpu/check.sh                # the rest
 #
 # Stages: build (nvcc), correct (GPU logits against the CPU backend's),
 # memcheck (compute-sanitizer on a small model), models (gen-model, Llama-2
@@ -54,10 +55,11 @@ fi
 
 if has correct; then
 	say "correctness against the CPU backend"
-	timeout 150 bin/gpu/cuda.test -test.run 'TestGPUMatchesCPU|TestGPULongContext|TestGPUSomeLogits' -test.v >"$LOGS/correct.log" 2>&1
+	timeout 200 bin/gpu/cuda.test -test.run 'TestGPUMatchesCPU|TestGPULongContext|TestGPUSomeLogits|TestGPUFusedPrepSameBits' -test.v >"$LOGS/correct.log" 2>&1
 	rc=$?
-	grep -E "top-1|FAIL|panic|---" "$LOGS/correct.log" | head -80
+	grep -E "top-1|FAIL|panic|---|differ" "$LOGS/correct.log" | head -100
 	summary+=("correctness (TestGPUMatchesCPU): rc=$rc, $(grep -c -- '--- PASS: TestGPUMatchesCPU/' "$LOGS/correct.log") cases passed, $(grep -c -- '--- FAIL: TestGPUMatchesCPU/' "$LOGS/correct.log") failed")
+	summary+=("fused prep, same bits (TestGPUFusedPrepSameBits): $(grep -c -- '--- PASS: TestGPUFusedPrepSameBits/' "$LOGS/correct.log") passed, $(grep -c -- '--- FAIL: TestGPUFusedPrepSameBits/' "$LOGS/correct.log") failed")
 fi
 
 if has memcheck; then
@@ -92,16 +94,25 @@ if has bench; then
 	LEO_GPU_MODELS=$models timeout 300 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x >"$LOGS/bench.log" 2>&1
 	summary+=("bench: rc=$?")
 	grep -E "RESULT|FAIL|panic|Error|error" "$LOGS/bench.log" | head -20
-	# Where a decode step's time goes (kernel to kernel, without graphs),
-	# and what programmatic dependent launch brings (decode with it; off by default).
+	# Where a decode step's time goes (kernel to kernel, without graphs;
+	# programmatic dependent launch, LEO_CUDA_PDL=1, measured slower on
+	# 2026-11-27 and is no longer run here).
 	q4=$MODELS/llama-2-7b-q4_0.gguf
 	if [ -s "$q4" ]; then
-		for m in "$q4" "$MODELS/llama-2-7b-f16.gguf"; do
-			LEO_CUDA_PROFILE=1 LEO_GPU_QUICK=1 LEO_GPU_MODELS=$m timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
-				sed 's/^RESULT /RESULT (profiled, no graphs) /' >>"$LOGS/profile.log"
+		LEO_CUDA_PROFILE=1 LEO_GPU_QUICK=1 LEO_GPU_MODELS=$q4 timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
+			sed 's/^RESULT /RESULT (profiled, no graphs) /' >>"$LOGS/profile.log"
+		# Decode with attention and SwiGLU making the next activations
+		# (LEO_CUDA_FUSE_PREP=1: 7 kernels a layer instead of 9) against prep.
+		for t in q4_0 q8_0 f16; do
+			m=$MODELS/llama-2-7b-$t.gguf
+			[ -s "$m" ] || continue
+			for v in 0 1; do
+				LEO_CUDA_FUSE_PREP=$v LEO_GPU_QUICK=1 LEO_GPU_MODELS=$m timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
+					sed "s/^RESULT /RESULT (LEO_CUDA_FUSE_PREP=$v) /" >>"$LOGS/profile.log"
+			done
 		done
-		LEO_CUDA_PROFILE=1 LEO_GPU_ENGINE32=1 LEO_GPU_MODELS=$MODELS/llama-2-7b-f16.gguf timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
-			sed 's/^RESULT /RESULT (profiled engine, no graphs) /' >>"$LOGS/profile.log"
+		LEO_CUDA_FUSE_PREP=1 LEO_CUDA_MMQ_TOKENS=64 LEO_GPU_ENGINE32=1 LEO_GPU_MODELS=$q4 timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
+			sed "s/^RESULT /RESULT (LEO_CUDA_FUSE_PREP=1 LEO_CUDA_MMQ_TOKENS=64) /" >>"$LOGS/profile.log"
 		# mmq (int8 tensor cores, quantized weights, 9 to 64 tokens) against
 		# the matvec kernels 8 tokens a pass (LEO_CUDA_MMQ_TOKENS=0), and
 		# for prompts against dequantization + cuBLAS (512: mmq).
@@ -117,8 +128,6 @@ if has bench; then
 		done
 		LEO_CUDA_MMQ_TOKENS=64 LEO_CUDA_PROFILE=1 LEO_GPU_ENGINE32=1 LEO_GPU_MODELS=$q4 timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
 			sed 's/^RESULT /RESULT (profiled engine, mmq, no graphs) /' >>"$LOGS/profile.log"
-		LEO_CUDA_PDL=1 LEO_GPU_QUICK=1 LEO_GPU_MODELS=$q4 timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
-			sed 's/^RESULT /RESULT (LEO_CUDA_PDL=1) /' >>"$LOGS/profile.log"
 		grep -E "RESULT|leo_cuda profile|^  " "$LOGS/profile.log" | head -120
 	fi
 fi

@@ -266,6 +266,8 @@ struct leo_state {
 	int *xs;
 	int32_t *pos, *seq, *rows;
 	float *mmq_part;  // mmq's partial sums, per K slice
+	bool fuse_prep;        // attention and the SwiGLU epilogues make the next product's activations
+	int *fuse_counters;    // see Out.counters
 	int *counters;  // attention chunks done, per token and head (zero between steps)
 	// Page-locked host buffers, shared with Go.
 	float *hx = nullptr, *hlogits = nullptr;
@@ -331,9 +333,10 @@ int alloc(leo_state *s, void **p, size_t bytes, char *err) {
 
 // Sizes of a state's buffers, in the order leo_state_new allocates them.
 struct StateSizes {
-	size_t kv, x, q, att, hb, y, part, logits, xh, xq, xd, xs, meta, wtmp, blas, counters, mmq;
+	size_t kv, x, q, att, hb, y, part, logits, xh, xq, xd, xs, meta, wtmp, blas, counters, mmq, fuse_counters;
 	size_t total() const {
-		return kv + x + q + att + hb + y + part + logits + xh + xq + xd + xs + 3 * meta + wtmp + blas + counters + mmq;
+		return kv + x + q + att + hb + y + part + logits + xh + xq + xd + xs + 3 * meta + wtmp + blas + counters + mmq +
+		       fuse_counters;
 	}
 };
 
@@ -371,6 +374,9 @@ StateSizes sizes(const leo_model *m, int slots, int len, int max_batch, int mmq_
 	z.blas = blas ? kBlasWorkspace : 0;
 	z.counters = b * c.heads * 4;
 	z.mmq = max_batch > kMaxCols && mmq_tokens > kMaxCols && any_quantized(m) ? kMMQPartElems * 4 : 0;
+	// matvec's token groups (kMaxCols tokens, up to kQuantMatvecTokens) by
+	// blocks of 32 of the hidden layer.
+	z.fuse_counters = (size_t)(kQuantMatvecTokens / kMaxCols) * (c.hidden_dim / 32) * 4;
 	return z;
 }
 
@@ -418,26 +424,56 @@ int mmq_per(const leo_state *s, const Mat &w, int n, int mt) {
 	return std::max(per, kc);
 }
 
-// product computes W · act(x) for n tokens and applies epilogue e: act(x)
-// is x's rows (rows[t] of them when rows is set), normalized by gain when
-// set, in the form W's kernel reads.
-int product(leo_state *s, const char *what, const DevMat &dw, const float *x, int n, const int32_t *rows,
-            const float *gain, Epilogue e, Out o, char *err) {
-	const Mat &w = dw.m;
-	const leo_model *m = s->m;
+// Path is the kernel a product of n tokens takes.
+enum Path { kMatvec, kMMQ, kBlas };
+
+Path path(const leo_state *s, const Mat &w, int n) {
 	const bool quantized = w.type != LEO_TYPE_F16;
-	const bool tc = quantized && n > kMaxCols && n <= s->mmq_tokens && s->mmq_mt[mmq_type(w.type)] > 0;
-	const bool mv = n <= kMaxCols || (quantized && n <= kQuantMatvecTokens);
-	const bool half = !tc && (!mv || !quantized);
+	if (quantized && n > kMaxCols && n <= s->mmq_tokens && s->mmq_mt[mmq_type(w.type)] > 0) return kMMQ;
+	if (n <= kMaxCols || (quantized && n <= kQuantMatvecTokens)) return kMatvec;
+	return kBlas;
+}
+
+// act_out is where and how prep writes the activations of W for n tokens:
+// halves for F16 weights and cuBLAS, int8 blocks for the quantized kernels,
+// rounded to agree with the CPU backend.
+ActOut act_out(const leo_state *s, const DevMat &dw, int n) {
+	const Path p = path(s, dw.m, n);
+	const bool quantized = dw.m.type != LEO_TYPE_F16;
+	const bool half = p == kBlas || !quantized;
 	int round = kRoundNone;
 	if (dw.act == LEO_ACT_Q8_K) {
 		round = kRoundQ8K;
-	} else if (quantized && !mv && !tc) {
+	} else if (quantized && p == kBlas) {
 		round = kRoundQ8_0;
 	}
-	mark(s, "prep");
-	CUDA_TRY(launch(s->pdl, prep, dim3((w.cols + 255) / 256, n), dim3(kPrepThreads), s->stream, x, w.cols, rows, gain,
-	                m->c.norm_eps, half ? s->xh : nullptr, half ? nullptr : s->xq, s->xd, s->xs, round));
+	return ActOut{half ? s->xh : nullptr, half ? nullptr : s->xq, s->xd, s->xs, round, dw.m.cols};
+}
+
+// fusable says whether a kernel other than prep can write a as act_store
+// does (not the 256-element blocks of kRoundQ8K).
+bool fusable(const leo_state *s, const ActOut &a) { return s->fuse_prep && a.round != kRoundQ8K; }
+
+// product computes W · act(x) for n tokens and applies epilogue e: act(x)
+// is x's rows (rows[t] of them when rows is set), normalized by gain when
+// set, in the form W's kernel reads (act_out), made by prep unless prepped
+// says the previous kernel made it. With next set (e is kSwiGLU), the
+// epilogue also makes the next product's activations where its kernel can,
+// and *made_next says whether it did.
+int product(leo_state *s, const char *what, const DevMat &dw, const float *x, int n, const int32_t *rows,
+            const float *gain, Epilogue e, Out o, char *err, bool prepped = false, const ActOut *next = nullptr,
+            bool *made_next = nullptr) {
+	const Mat &w = dw.m;
+	const leo_model *m = s->m;
+	const Path p = path(s, w, n);
+	const bool tc = p == kMMQ, mv = p == kMatvec;
+	const ActOut act = act_out(s, dw, n);
+	if (made_next) *made_next = false;
+	if (!prepped) {
+		mark(s, "prep");
+		CUDA_TRY(launch(s->pdl, prep, dim3((w.cols + 255) / 256, n), dim3(kPrepThreads), s->stream, x, w.cols, rows, gain,
+		                m->c.norm_eps, act.h, act.q, act.d, act.s, act.round));
+	}
 	mark(s, what);
 	if (tc) {
 		Act a{s->xh, s->xq, s->xd, s->xs};
@@ -448,12 +484,20 @@ int product(leo_state *s, const char *what, const DevMat &dw, const float *x, in
 		CUDA_TRY(launch_smem(s->pdl, k, grid, dim3(kMMQWarps * kWarp), mmq_smem_bytes(w.type, mt), s->stream, w, a, o, n,
 		                     per, s->mmq_part));
 		if (splits > 1) {
+			// Only the finishing pass makes whole blocks of outputs.
+			if (next) o.next = *next;
+			if (made_next) *made_next = next != nullptr;
 			mark(s, "mmq finish");
 			CUDA_TRY(launch_mmq_finish(s->pdl, s->stream, e, splits, n, w, s->mmq_part, o));
 		}
 		return 0;
 	}
 	if (mv) {
+		if (next) {
+			o.next = *next;
+			o.counters = s->fuse_counters;
+			if (made_next) *made_next = true;
+		}
 		Act a{s->xh, s->xq, s->xd, s->xs};
 		const int per_block = kMatvecWarps * kRowsPerWarp, nc = std::min(n, kMaxCols);
 		dim3 grid((w.rows + per_block - 1) / per_block, (n + nc - 1) / nc);
@@ -494,7 +538,8 @@ int product(leo_state *s, const char *what, const DevMat &dw, const float *x, in
 	} else if (e == kSwiGLU) {
 		const int hidden = w.rows / 2;
 		CUDA_TRY(launch(s->pdl, swiglu_epilogue, dim3((hidden + 127) / 128, n), dim3(128), s->stream, (const float *)s->y,
-		                hidden, o.y));
+		                hidden, o.y, next ? *next : ActOut{}));
+		if (made_next) *made_next = next != nullptr;
 	}
 	CUDA_TRY(cudaGetLastError());
 	return 0;
@@ -532,19 +577,29 @@ int step(leo_state *s, int n, int nout, int chunks, char *err) {
 		if (product(s, "qkv", L.qkv, s->x, n, nullptr, L.attn_norm, kQKV, qkv, err)) return 1;
 		mark(s, "attention");
 
+		// Attention makes O's activations itself (no prep) where a block
+		// of 32 lies within a head.
+		const ActOut oa = act_out(s, L.o, n);
+		const bool o_prepped = fusable(s, oa) && hd % 32 == 0;
 		CUDA_TRY(launch(s->pdl, attn_chunk, dim3(chunks, c.heads, n), dim3(kAttnThreads), s->stream, (const float *)s->q,
 		                (const __half *)qkv.kc, (const __half *)qkv.vc, (const int *)s->pos, (const int *)s->seq, s->len,
-		                c.heads, c.kv_heads, hd, 1.0f / sqrtf((float)hd), chunks, s->part, s->counters, s->att));
+		                c.heads, c.kv_heads, hd, 1.0f / sqrtf((float)hd), chunks, s->part, s->counters, s->att,
+		                o_prepped ? oa : ActOut{}));
 		Out res{};
 		res.y = s->x;
 		res.ld = c.dim;
-		if (product(s, "o", L.o, s->att, n, nullptr, nullptr, kAdd, res, err)) return 1;
+		if (product(s, "o", L.o, s->att, n, nullptr, nullptr, kAdd, res, err, o_prepped)) return 1;
 
+		// The SwiGLU epilogue makes down's activations where it can.
 		Out glu{};
 		glu.y = s->hb;
 		glu.ld = c.hidden_dim;
-		if (product(s, "gate up", L.gu, s->x, n, nullptr, L.ffn_norm, kSwiGLU, glu, err)) return 1;
-		if (product(s, "down", L.down, s->hb, n, nullptr, nullptr, kAdd, res, err)) return 1;
+		const ActOut da = act_out(s, L.down, n);
+		bool down_prepped = false;
+		if (product(s, "gate up", L.gu, s->x, n, nullptr, L.ffn_norm, kSwiGLU, glu, err, false,
+		            fusable(s, da) ? &da : nullptr, &down_prepped))
+			return 1;
+		if (product(s, "down", L.down, s->hb, n, nullptr, nullptr, kAdd, res, err, down_prepped)) return 1;
 	}
 	if (nout > 0) {
 		Out lo{};
@@ -782,6 +837,12 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 	const char *pdl = getenv("LEO_CUDA_PDL");
 	s->pdl = major >= 9 && pdl && strcmp(pdl, "1") == 0;
 	s->prof.on = getenv("LEO_CUDA_PROFILE") != nullptr;
+	// LEO_CUDA_FUSE_PREP=1: attention and the SwiGLU epilogues make the
+	// next product's activations, the same bits prep would make, saving two
+	// of a layer's nine kernels. Off by default until a GPU run has
+	// measured it (docs/cuda.md).
+	const char *fuse = getenv("LEO_CUDA_FUSE_PREP");
+	s->fuse_prep = fuse && strcmp(fuse, "1") == 0;
 	s->sms = 1;
 	cudaDeviceGetAttribute(&s->sms, cudaDevAttrMultiProcessorCount, m->device);
 	s->mmq_tokens = mmq_tokens_setting(m->device);
@@ -814,7 +875,7 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 	          alloc(s, (void **)&s->pos, z.meta, err) || alloc(s, (void **)&s->seq, z.meta, err) ||
 	          alloc(s, (void **)&s->rows, z.meta, err) || alloc(s, (void **)&s->wtmp, z.wtmp, err) ||
 	          alloc(s, &s->blas_ws, z.blas, err) || alloc(s, (void **)&s->counters, z.counters, err) ||
-	          alloc(s, (void **)&s->mmq_part, z.mmq, err);
+	          alloc(s, (void **)&s->mmq_part, z.mmq, err) || alloc(s, (void **)&s->fuse_counters, z.fuse_counters, err);
 	cudaError_t e = cudaSuccess;
 	if (!bad) {
 		e = cudaMallocHost((void **)&s->hx, z.x);
@@ -829,6 +890,7 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 		// the clearing of a large cache.
 		if (e == cudaSuccess) e = cudaMemsetAsync(s->kv, 0, z.kv, s->stream);
 		if (e == cudaSuccess) e = cudaMemsetAsync(s->counters, 0, z.counters, s->stream);
+		if (e == cudaSuccess) e = cudaMemsetAsync(s->fuse_counters, 0, z.fuse_counters, s->stream);
 		if (e == cudaSuccess) e = cudaStreamSynchronize(s->stream);
 		if (e != cudaSuccess) bad = fail(err, "state: %s", cudaGetErrorString(e));
 	}

@@ -259,6 +259,61 @@ func TestGPUMatchesCPU(t *testing.T) {
 	}
 }
 
+// TestGPUFusedPrepSameBits checks LEO_CUDA_FUSE_PREP=1 (attention and the
+// SwiGLU epilogues make O's and down's activations, instead of prep) against
+// prep: the same bits, on every kernel path (matvec, mmq split along K or
+// not, cuBLAS), for heads whose size is a multiple of 32 and one that is not
+// (stories15M: 48, where attention leaves O's activations to prep).
+func TestGPUFusedPrepSameBits(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, shape := range []string{"test-gqa", "stories15M"} {
+		for _, typ := range []quant.Type{quant.F16, quant.Q8_0, quant.Q4_0} {
+			t.Run(shape+"/"+typ.String(), func(t *testing.T) {
+				_, gpuL := openBoth(t, writeModel(t, shape, typ))
+				c := gpuL.Model.Config
+				prompts := make([][]int32, 2)
+				for p := range prompts {
+					prompts[p] = []int32{1}
+					for range 79 {
+						prompts[p] = append(prompts[p], int32(3+rng.IntN(c.VocabSize-3)))
+					}
+				}
+				scheds := schedules(prompts)
+				for _, name := range []string{"one token a step", "7 tokens a step", "20 tokens a step", "50 tokens a step", "whole prompts"} {
+					for _, mmq := range []string{"0", "64"} {
+						t.Setenv("LEO_CUDA_MMQ_TOKENS", mmq)
+						var runs [2][][][]float32
+						for i, fuse := range []string{"0", "1"} {
+							t.Setenv("LEO_CUDA_FUSE_PREP", fuse)
+							st, err := gpuL.Model.NewStateKV(2, 128, 128, quant.F16)
+							if err != nil {
+								t.Fatal(err)
+							}
+							runs[i] = feed(t, st, prompts, scheds[name], c.VocabSize)
+							if err := st.Close(); err != nil {
+								t.Fatal(err)
+							}
+						}
+						diff := 0
+						for p := range runs[0] {
+							for pos := range runs[0][p] {
+								for k, v := range runs[0][p][pos] {
+									if math.Float32bits(v) != math.Float32bits(runs[1][p][pos][k]) {
+										diff++
+									}
+								}
+							}
+						}
+						if diff > 0 {
+							t.Errorf("%s, LEO_CUDA_MMQ_TOKENS=%s: %d logits differ with LEO_CUDA_FUSE_PREP=1", name, mmq, diff)
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
 // TestGPUSomeLogits asks for the logits of some tokens only, on a state
 // whose batches stay on the matvec kernels (8 tokens: no cuBLAS at all).
 func TestGPUSomeLogits(t *testing.T) {
@@ -354,6 +409,7 @@ func TestGPUSanitizerSmall(t *testing.T) {
 
 func sanitizerRun(t *testing.T, shape string, typ quant.Type, batches []int) {
 	t.Setenv("LEO_CUDA_MMQ_TOKENS", "64") // mmq for 9 to 64 tokens, whatever the default
+	t.Setenv("LEO_CUDA_FUSE_PREP", "1")   // and the fused activations
 	_, gpuL := openBoth(t, writeModel(t, shape, typ))
 	for _, batch := range batches {
 		st, err := gpuL.Model.NewStateKV(2, 200, 80, quant.F16)

@@ -55,6 +55,21 @@ struct Act {
 
 enum Epilogue { kStore, kAdd, kQKV, kSwiGLU };
 
+// ActOut says where and how the activations of a matrix of cols columns are
+// written for its kernel (see prep and act_store): halves (h) and/or int8
+// blocks of 32 (q, d, s), rounded as round says. A kernel that produces a
+// matrix's input can write them itself, saving prep's launch: attention
+// for O, and the SwiGLU epilogues for down. No h and no q: nothing to write.
+struct ActOut {
+	__half *h;
+	int8_t *q;
+	float *d;
+	int *s;
+	int round;  // Rounding
+	int cols;
+	__device__ bool on() const { return h || q; }
+};
+
 // Where the epilogue of a matrix product writes.
 struct Out {
 	float *y;         // kStore, kAdd: y[t*ld + r]; kQKV: the queries; kSwiGLU: [t*ld + r/2]
@@ -64,6 +79,11 @@ struct Out {
 	const int *pos, *seq;
 	const float *cos, *sin;
 	__half *kc, *vc;  // this layer's cache: [(slot*len + pos)*kv_dim + i]
+	// kSwiGLU: the next product's (down's) activations, made from y when
+	// next.on(); matvec counts in counters [token group·(cols/32) + block]
+	// how many of a block's thread blocks are done (zero between products).
+	ActOut next;
+	int *counters;
 };
 
 // wait_previous waits until the kernel before this one in the stream has
@@ -140,6 +160,64 @@ __device__ __forceinline__ void epilogue(const Out &o, int t, int r, float v0, f
 			*(__half2 *)(o.vc + at + i) = __floats2half2_rn(v0, v1);
 		}
 	}
+}
+
+// How prep rounds the activations of a matrix, to round as the CPU
+// backend's kernels for the matrix's type in the file do.
+enum Rounding {
+	kRoundNone = 0,  // F16 weights: halves
+	kRoundQ8_0 = 1,  // Q8_0, Q4_0 weights: int8 blocks of 32 (halves of their values for cuBLAS)
+	kRoundQ8K = 2,   // K-quant weights (held as F16 here): halves of int8 blocks of 256's values
+};
+
+// act_store writes element i of token t's activations, of value v, as a
+// says (round: kRoundNone or kRoundQ8_0). The 32 lanes of a warp call it
+// together for the 32 elements of one block (i = 32b + lane).
+__device__ __forceinline__ void act_store(const ActOut &a, int t, int i, float v) {
+	if (a.q || a.round == kRoundQ8_0) {
+		// As GGML's quantize_row_q8_0 on x86, which the CPU backend
+		// follows: q = x·(127/max|x|) rounded half to even, and the scale
+		// max|x|/127 rounded to half, as a Q8_0 block stores it.
+		float amax = warp_max(fabsf(v));
+		float id = amax != 0 ? 127.0f / amax : 0.0f;
+		int qi = __float2int_rn(v * id);
+		float dq = __half2float(__float2half_rn(amax / 127.0f));
+		if (a.round == kRoundQ8_0) v = dq * (float)qi;
+		if (a.q) {
+			a.q[(size_t)t * a.cols + i] = (int8_t)qi;
+			int qs = warp_sum_int(qi);
+			if (i % kWarp == 0) {
+				a.d[t * (a.cols / 32) + i / 32] = dq;
+				a.s[t * (a.cols / 32) + i / 32] = qs;
+			}
+		}
+	}
+	if (a.h) a.h[(size_t)t * a.cols + i] = __float2half_rn(v);
+}
+
+// swiglu_next makes the next product's activations from a matvec<kSwiGLU>
+// block's outputs. A block of 32 outputs (64 gate/up rows) is made by
+// kSwiGLUBlocks thread blocks of matvec; the last of them to finish,
+// counted in o.counters (which it resets), writes the block's activations
+// for tokens [t0, t0+nt) with act_store, one warp a token, as prep would
+// from the same floats. (gate/up has 2·hidden rows, hidden a multiple of
+// 32, so every warp of every thread block has rows and gets here.)
+constexpr int kSwiGLUBlocks = 64 / (kMatvecWarps * kRowsPerWarp);
+__device__ __noinline__ void swiglu_next(const Out &o, int t0, int nt) {
+	__shared__ bool last;
+	__threadfence();  // this block's outputs, before they are counted
+	__syncthreads();
+	const int b = blockIdx.x / kSwiGLUBlocks;
+	if (threadIdx.x == 0) {
+		int *c = o.counters + blockIdx.y * (o.next.cols / 32) + b;
+		last = atomicAdd(c, 1) == kSwiGLUBlocks - 1;
+		if (last) *c = 0;  // for the next product
+	}
+	__syncthreads();
+	if (!last) return;
+	const int lane = threadIdx.x % kWarp, i = b * 32 + lane;
+	for (int t = t0 + threadIdx.x / kWarp; t < t0 + nt; t += blockDim.x / kWarp)
+		act_store(o.next, t, i, __ldcg(o.y + (size_t)t * o.ld + i));
 }
 
 // dot16 and friends: one 16-byte chunk of a weight row against the
@@ -281,6 +359,7 @@ matvec(Mat w, Act a, Out o, int n) {
 #pragma unroll
 	for (int t = 0; t < NC; t++)
 		if (lane == t && t0 + t < n) epilogue<E>(o, t0 + t, r, acc[0][t], acc[1][t]);
+	if (E == kSwiGLU && o.next.on()) swiglu_next(o, t0, min(NC, n - t0));
 }
 
 // mmq: the quantized weights (Q8_0, Q4_0) times int8 activations on the
@@ -587,15 +666,10 @@ mmq_finish(const float *part, int splits, int n, int rows, Out o) {
 		v1 += p.y;
 	}
 	epilogue<E>(o, t, r, v0, v1);
+	// The next product's activations, as swiglu_epilogue: thread r/2 made
+	// output r/2 (whole warps: rows/2 is a multiple of 32).
+	if (E == kSwiGLU && o.next.on()) act_store(o.next, t, r / 2, o.y[(size_t)t * o.ld + r / 2]);
 }
-
-// How prep rounds the activations of a matrix, to round as the CPU
-// backend's kernels for the matrix's type in the file do.
-enum Rounding {
-	kRoundNone = 0,  // F16 weights: halves
-	kRoundQ8_0 = 1,  // Q8_0, Q4_0 weights: int8 blocks of 32 (halves of their values for cuBLAS)
-	kRoundQ8K = 2,   // K-quant weights (held as F16 here): halves of int8 blocks of 256's values
-};
 
 constexpr int kPrepThreads = 256;
 
@@ -660,25 +734,7 @@ prep(const float *x, int cols, const int *rows, const float *gain, float eps, __
 	const int i = b * 32 + lane;
 	float v = xr[i] * scale;
 	if (gain) v *= gain[i];
-	if (q || round == kRoundQ8_0) {
-		// As GGML's quantize_row_q8_0 on x86, which the CPU backend
-		// follows: q = x·(127/max|x|) rounded half to even, and the scale
-		// max|x|/127 rounded to half, as a Q8_0 block stores it.
-		float amax = warp_max(fabsf(v));
-		float id = amax != 0 ? 127.0f / amax : 0.0f;
-		int qi = __float2int_rn(v * id);
-		float dq = __half2float(__float2half_rn(amax / 127.0f));
-		if (round == kRoundQ8_0) v = dq * (float)qi;
-		if (q) {
-			q[(size_t)t * cols + i] = (int8_t)qi;
-			int qs = warp_sum_int(qi);
-			if (lane == 0) {
-				d[t * (cols / 32) + b] = dq;
-				s[t * (cols / 32) + b] = qs;
-			}
-		}
-	}
-	if (h) h[(size_t)t * cols + i] = __float2half_rn(v);
+	act_store(ActOut{h, q, d, s, round, cols}, t, i, v);
 }
 
 // attend computes positions [first, end) of one head's attention (query
@@ -775,8 +831,10 @@ __device__ void attend(const float *q, const __half *kc, const __half *vc, size_
 }
 
 // attn_merge merges the chunks of head h of token t into y[t*dim + h*hd + i]:
-// out = Σ_c e^(m_c-M)·o_c / Σ_c e^(m_c-M)·s_c.
-__device__ void attn_merge(const float *p, int head_dim, int chunks, float *y) {
+// out = Σ_c e^(m_c-M)·o_c / Σ_c e^(m_c-M)·s_c. When act.on(), it also writes
+// O's activations of those elements (at = h*hd: blocks of 32 lie within a
+// head when hd is a multiple of 32, which forward.cu checks).
+__device__ void attn_merge(const float *p, int head_dim, int chunks, float *y, const ActOut &act, int t, int at) {
 	float m = -INFINITY;
 	for (int c = 0; c < chunks; c++) m = fmaxf(m, __ldcg(p + c * (head_dim + 2) + head_dim));
 	float s = 0;
@@ -792,6 +850,8 @@ __device__ void attn_merge(const float *p, int head_dim, int chunks, float *y) {
 			if (__ldcg(pc + head_dim + 1) > 0) acc += __ldcg(pc + i) * expf(__ldcg(pc + head_dim) - m);
 		}
 		y[i] = acc / s;
+		// (whole warps: head_dim and blockDim are multiples of 32)
+		if (act.on()) act_store(act, t, at + i, acc / s);
 	}
 }
 
@@ -806,7 +866,7 @@ __device__ void attn_merge(const float *p, int head_dim, int chunks, float *y) {
 __global__ void __launch_bounds__(kAttnThreads)
 attn_chunk(const float *q, const __half *kc, const __half *vc, const int *pos, const int *seq,
            int len, int heads, int kv_heads, int head_dim, float scale, int chunks, float *part, int *counters,
-           float *y) {
+           float *y, ActOut act) {
 	wait_previous();
 	const int c = blockIdx.x, h = blockIdx.y, t = blockIdx.z;
 	const int dim = heads * head_dim, kv_dim = kv_heads * head_dim;
@@ -829,7 +889,7 @@ attn_chunk(const float *q, const __half *kc, const __half *vc, const int *pos, c
 		if (last) counters[t * heads + h] = 0;  // for the next layer
 	}
 	__syncthreads();
-	if (last) attn_merge(head_part, head_dim, chunks, y + (size_t)t * dim + h * head_dim);
+	if (last) attn_merge(head_part, head_dim, chunks, y + (size_t)t * dim + h * head_dim, act, t, h * head_dim);
 }
 // qkv_epilogue applies kQKV to rows of a product cuBLAS wrote, y[t*rows + r].
 __global__ void qkv_epilogue(const float *y, int rows, Out o) {
@@ -841,14 +901,18 @@ __global__ void qkv_epilogue(const float *y, int rows, Out o) {
 }
 
 // swiglu_epilogue applies kSwiGLU to interleaved gate/up rows cuBLAS wrote,
-// gu[t*2*hidden + 2i, 2i+1], into y[t*hidden + i].
-__global__ void swiglu_epilogue(const float *gu, int hidden, float *y) {
+// gu[t*2*hidden + 2i, 2i+1], into y[t*hidden + i], and makes the next
+// product's activations when next.on() (whole warps: hidden is a multiple
+// of 32, and so is blockDim).
+__global__ void swiglu_epilogue(const float *gu, int hidden, float *y, ActOut next) {
 	wait_previous();
 	const int t = blockIdx.y;
 	const int i = blockIdx.x * blockDim.x + threadIdx.x;
 	if (i >= hidden) return;
 	float g = gu[(size_t)t * 2 * hidden + 2 * i], u = gu[(size_t)t * 2 * hidden + 2 * i + 1];
-	y[(size_t)t * hidden + i] = g / (1.0f + expf(-g)) * u;
+	const float v = g / (1.0f + expf(-g)) * u;
+	y[(size_t)t * hidden + i] = v;
+	if (next.on()) act_store(next, t, i, v);
 }
 
 // repack moves GGML blocks of a matrix (rows × cols, row-major) into the
