@@ -5,8 +5,10 @@
 # in bin/gpu), then run there from the repository root:
 #
 #   hack/gpu/check.sh            # everything: more than one call's 10 minutes
-#   STAGES="build correct memcheck models bench ncu" hack/gpu/check.sh   # estimated 8 minutes (not yet timed)
-#   STAGES="build models reference big" hack/gpu/check.sh                # the rest
+# so, back to back on one warm machine (estimates, not yet timed):
+#   STAGES="build correct memcheck" hack/gpu/check.sh     # about 5 minutes
+#   STAGES="models bench ncu" hack/gpu/check.sh           # about 6 minutes
+#   STAGES="models reference big" hack/gpu/check.sh       # about 4 minutes
 #
 # Stages: build (nvcc), correct (GPU logits against the CPU backend's),
 # memcheck (compute-sanitizer on a small model), models (gen-model, Llama-2
@@ -29,7 +31,9 @@ mkdir -p "$OUT" "$MODELS"
 LOGS=$(mktemp -d)
 trap 'tar czf "$OUT/logs.tar.gz" -C "$LOGS" . && rm -rf "$LOGS"' EXIT
 trap 'exit 143' TERM INT
-export LEO_CUDA_LIB=$PWD/bin/gpu/libleo_cuda.so
+# The library lives outside bin/gpu, which each call replaces with the
+# copy carried from the build machine: on a warm machine it outlasts a call.
+export LEO_CUDA_LIB=${LEO_CUDA_LIB:-/tmp/leo-gpu/libleo_cuda.so}
 # The library links cuBLAS dynamically: let the loader find CUDA's own.
 cuda_home=$(dirname "$(dirname "$(command -v nvcc)")")
 export LD_LIBRARY_PATH=$cuda_home/lib64:$cuda_home/targets/x86_64-linux/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -41,7 +45,7 @@ gpu=$(nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --fo
 echo "$gpu"
 nvcc --version | tail -1
 
-if has build; then
+if has build || [ ! -s "$LEO_CUDA_LIB" ]; then
 	say "building libleo_cuda.so"
 	t0=$SECONDS
 	if hack/gpu/build.sh "$LEO_CUDA_LIB" >"$LOGS/build.log" 2>&1; then
@@ -55,7 +59,7 @@ fi
 
 if has correct; then
 	say "correctness against the CPU backend"
-	timeout 200 bin/gpu/cuda.test -test.run 'TestGPUMatchesCPU|TestGPULongContext|TestGPUSomeLogits|TestGPUFusedPrepSameBits' -test.v >"$LOGS/correct.log" 2>&1
+	timeout 300 bin/gpu/cuda.test -test.run 'TestGPUMatchesCPU|TestGPULongContext|TestGPUSomeLogits|TestGPUFusedPrepSameBits' -test.v >"$LOGS/correct.log" 2>&1
 	rc=$?
 	grep -E "top-1|FAIL|panic|---|differ" "$LOGS/correct.log" | head -100
 	summary+=("correctness (TestGPUMatchesCPU): rc=$rc, $(grep -c -- '--- PASS: TestGPUMatchesCPU/' "$LOGS/correct.log") cases passed, $(grep -c -- '--- FAIL: TestGPUMatchesCPU/' "$LOGS/correct.log") failed")
@@ -99,10 +103,13 @@ if has bench; then
 	# 2026-11-27 and is no longer run here).
 	q4=$MODELS/llama-2-7b-q4_0.gguf
 	if [ -s "$q4" ]; then
-		LEO_CUDA_PROFILE=1 LEO_GPU_QUICK=1 LEO_GPU_MODELS=$q4 timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
-			sed 's/^RESULT /RESULT (profiled, no graphs) /' >>"$LOGS/profile.log"
+		for m in "$q4" "$MODELS/llama-2-7b-f16.gguf"; do
+			LEO_CUDA_PROFILE=1 LEO_GPU_QUICK=1 LEO_GPU_MODELS=$m timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
+				sed 's/^RESULT /RESULT (profiled, no graphs) /' >>"$LOGS/profile.log"
+		done
 		# Decode with attention and SwiGLU making the next activations
 		# (LEO_CUDA_FUSE_PREP=1: 7 kernels a layer instead of 9) against prep.
+		# The same tokens digest in both RESULT lines: the same decode.
 		for t in q4_0 q8_0 f16; do
 			m=$MODELS/llama-2-7b-$t.gguf
 			[ -s "$m" ] || continue
@@ -111,6 +118,7 @@ if has bench; then
 					sed "s/^RESULT /RESULT (LEO_CUDA_FUSE_PREP=$v) /" >>"$LOGS/profile.log"
 			done
 		done
+		# (its control: the LEO_CUDA_MMQ_TOKENS=64 run of q4_0 below)
 		LEO_CUDA_FUSE_PREP=1 LEO_CUDA_MMQ_TOKENS=64 LEO_GPU_ENGINE32=1 LEO_GPU_MODELS=$q4 timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
 			sed "s/^RESULT /RESULT (LEO_CUDA_FUSE_PREP=1 LEO_CUDA_MMQ_TOKENS=64) /" >>"$LOGS/profile.log"
 		# mmq (int8 tensor cores, quantized weights, 9 to 64 tokens) against

@@ -244,6 +244,14 @@ struct Profile {
 	double step_ms = 0;
 };
 
+// ActBufs are the buffers of a matrix product's activations (see Act).
+struct ActBufs {
+	__half *h = nullptr;
+	int8_t *q = nullptr;
+	float *d = nullptr;
+	int *s = nullptr;
+};
+
 struct leo_state {
 	leo_model *m;
 	Profile prof;
@@ -260,10 +268,12 @@ struct leo_state {
 	void *blas_ws = nullptr;
 	__half *kv = nullptr;  // per layer: keys, then values
 	float *x, *q, *att, *hb, *y, *part, *logits;
-	__half *xh, *wtmp;
-	int8_t *xq;
-	float *xd;
-	int *xs;
+	__half *wtmp;
+	// The activations of the product being computed: in set 0, but down's
+	// in set 1 when the SwiGLU epilogue makes them (fuse_prep), because
+	// matvec<kSwiGLU> writes them while other blocks of it still read
+	// gate/up's in set 0. Without fuse_prep, set 1 is set 0.
+	ActBufs act[2];
 	int32_t *pos, *seq, *rows;
 	float *mmq_part;  // mmq's partial sums, per K slice
 	bool fuse_prep;        // attention and the SwiGLU epilogues make the next product's activations
@@ -334,9 +344,10 @@ int alloc(leo_state *s, void **p, size_t bytes, char *err) {
 // Sizes of a state's buffers, in the order leo_state_new allocates them.
 struct StateSizes {
 	size_t kv, x, q, att, hb, y, part, logits, xh, xq, xd, xs, meta, wtmp, blas, counters, mmq, fuse_counters;
+	int act_sets;  // of xh, xq, xd, xs: 2 with fuse_prep (see leo_state.act)
 	size_t total() const {
-		return kv + x + q + att + hb + y + part + logits + xh + xq + xd + xs + 3 * meta + wtmp + blas + counters + mmq +
-		       fuse_counters;
+		return kv + x + q + att + hb + y + part + logits + act_sets * (xh + xq + xd + xs) + 3 * meta + wtmp + blas +
+		       counters + mmq + fuse_counters;
 	}
 };
 
@@ -348,7 +359,7 @@ bool any_quantized(const leo_model *m) {
 	return false;
 }
 
-StateSizes sizes(const leo_model *m, int slots, int len, int max_batch, int mmq_tokens) {
+StateSizes sizes(const leo_model *m, int slots, int len, int max_batch, int mmq_tokens, bool fuse_prep) {
 	const leo_config &c = m->c;
 	// Activations are kept for whole groups of kMaxCols tokens (see matvec).
 	const size_t hd = c.dim / c.heads, kv_dim = hd * c.kv_heads, b = (max_batch + kMaxCols - 1) / kMaxCols * kMaxCols;
@@ -368,6 +379,7 @@ StateSizes sizes(const leo_model *m, int slots, int len, int max_batch, int mmq_
 	z.xq = b * widest;
 	z.xd = b * widest / 32 * 4;
 	z.xs = b * widest / 32 * 4;
+	z.act_sets = fuse_prep ? 2 : 1;
 	z.meta = b * 4;
 	// Quantized weights go to cuBLAS past both kQuantMatvecTokens and mmq's tokens.
 	z.wtmp = max_batch > std::max(kQuantMatvecTokens, mmq_tokens) && any_quantized(m) ? kDequantElems * 2 : 0;
@@ -376,8 +388,17 @@ StateSizes sizes(const leo_model *m, int slots, int len, int max_batch, int mmq_
 	z.mmq = max_batch > kMaxCols && mmq_tokens > kMaxCols && any_quantized(m) ? kMMQPartElems * 4 : 0;
 	// matvec's token groups (kMaxCols tokens, up to kQuantMatvecTokens) by
 	// blocks of 32 of the hidden layer.
-	z.fuse_counters = (size_t)(kQuantMatvecTokens / kMaxCols) * (c.hidden_dim / 32) * 4;
+	z.fuse_counters = fuse_prep ? (size_t)(kQuantMatvecTokens / kMaxCols) * (c.hidden_dim / 32) * 4 : 0;
 	return z;
+}
+
+// fuse_prep_setting is LEO_CUDA_FUSE_PREP=1: attention and the SwiGLU
+// epilogues make the next product's activations, the same bits prep would
+// make, saving two of a layer's nine kernels. Off by default until a GPU
+// run has measured it (docs/cuda.md).
+bool fuse_prep_setting() {
+	const char *v = getenv("LEO_CUDA_FUSE_PREP");
+	return v && strcmp(v, "1") == 0;
 }
 
 // mmq_setup lets each mmq kernel have the shared memory it takes, where
@@ -434,10 +455,10 @@ Path path(const leo_state *s, const Mat &w, int n) {
 	return kBlas;
 }
 
-// act_out is where and how prep writes the activations of W for n tokens:
-// halves for F16 weights and cuBLAS, int8 blocks for the quantized kernels,
-// rounded to agree with the CPU backend.
-ActOut act_out(const leo_state *s, const DevMat &dw, int n) {
+// act_out is where (set) and how prep writes the activations of W for n
+// tokens: halves for F16 weights and cuBLAS, int8 blocks for the quantized
+// kernels, rounded to agree with the CPU backend.
+ActOut act_out(const leo_state *s, const DevMat &dw, int n, int set) {
 	const Path p = path(s, dw.m, n);
 	const bool quantized = dw.m.type != LEO_TYPE_F16;
 	const bool half = p == kBlas || !quantized;
@@ -447,7 +468,8 @@ ActOut act_out(const leo_state *s, const DevMat &dw, int n) {
 	} else if (quantized && p == kBlas) {
 		round = kRoundQ8_0;
 	}
-	return ActOut{half ? s->xh : nullptr, half ? nullptr : s->xq, s->xd, s->xs, round, dw.m.cols};
+	const ActBufs &b = s->act[set];
+	return ActOut{half ? b.h : nullptr, half ? nullptr : b.q, b.d, b.s, round, dw.m.cols};
 }
 
 // fusable says whether a kernel other than prep can write a as act_store
@@ -461,13 +483,14 @@ bool fusable(const leo_state *s, const ActOut &a) { return s->fuse_prep && a.rou
 // epilogue also makes the next product's activations where its kernel can,
 // and *made_next says whether it did.
 int product(leo_state *s, const char *what, const DevMat &dw, const float *x, int n, const int32_t *rows,
-            const float *gain, Epilogue e, Out o, char *err, bool prepped = false, const ActOut *next = nullptr,
-            bool *made_next = nullptr) {
+            const float *gain, Epilogue e, Out o, char *err, int set = 0, bool prepped = false,
+            const ActOut *next = nullptr, bool *made_next = nullptr) {
 	const Mat &w = dw.m;
 	const leo_model *m = s->m;
 	const Path p = path(s, w, n);
 	const bool tc = p == kMMQ, mv = p == kMatvec;
-	const ActOut act = act_out(s, dw, n);
+	const ActOut act = act_out(s, dw, n, set);
+	const ActBufs &ab = s->act[set];
 	if (made_next) *made_next = false;
 	if (!prepped) {
 		mark(s, "prep");
@@ -476,7 +499,7 @@ int product(leo_state *s, const char *what, const DevMat &dw, const float *x, in
 	}
 	mark(s, what);
 	if (tc) {
-		Act a{s->xh, s->xq, s->xd, s->xs};
+		Act a{ab.h, ab.q, ab.d, ab.s};
 		const int mt = std::min((n + 15) / 16, s->mmq_mt[mmq_type(w.type)]);
 		const int per = mmq_per(s, w, n, mt), splits = (w.cols / 32 + per - 1) / per;
 		const dim3 grid((w.rows + kMMQRows - 1) / kMMQRows, splits, (n + 16 * mt - 1) / (16 * mt));
@@ -498,7 +521,7 @@ int product(leo_state *s, const char *what, const DevMat &dw, const float *x, in
 			o.counters = s->fuse_counters;
 			if (made_next) *made_next = true;
 		}
-		Act a{s->xh, s->xq, s->xd, s->xs};
+		Act a{ab.h, ab.q, ab.d, ab.s};
 		const int per_block = kMatvecWarps * kRowsPerWarp, nc = std::min(n, kMaxCols);
 		dim3 grid((w.rows + per_block - 1) / per_block, (n + nc - 1) / nc);
 		switch (w.type) {
@@ -527,7 +550,7 @@ int product(leo_state *s, const char *what, const DevMat &dw, const float *x, in
 			CUDA_TRY(launch(s->pdl, dequant, dim3(1024), dim3(256), s->stream, w, r0, nr, s->wtmp));
 			a = s->wtmp;
 		}
-		BLAS_TRY(cublasGemmEx(s->blas, CUBLAS_OP_T, CUBLAS_OP_N, nr, n, w.cols, &one, a, CUDA_R_16F, w.cols, s->xh,
+		BLAS_TRY(cublasGemmEx(s->blas, CUBLAS_OP_T, CUBLAS_OP_N, nr, n, w.cols, &one, a, CUDA_R_16F, w.cols, ab.h,
 		                      CUDA_R_16F, w.cols, &beta, c + r0, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
 		                      CUBLAS_GEMM_DEFAULT));
 	}
@@ -579,7 +602,7 @@ int step(leo_state *s, int n, int nout, int chunks, char *err) {
 
 		// Attention makes O's activations itself (no prep) where a block
 		// of 32 lies within a head.
-		const ActOut oa = act_out(s, L.o, n);
+		const ActOut oa = act_out(s, L.o, n, 0);
 		const bool o_prepped = fusable(s, oa) && hd % 32 == 0;
 		CUDA_TRY(launch(s->pdl, attn_chunk, dim3(chunks, c.heads, n), dim3(kAttnThreads), s->stream, (const float *)s->q,
 		                (const __half *)qkv.kc, (const __half *)qkv.vc, (const int *)s->pos, (const int *)s->seq, s->len,
@@ -588,18 +611,18 @@ int step(leo_state *s, int n, int nout, int chunks, char *err) {
 		Out res{};
 		res.y = s->x;
 		res.ld = c.dim;
-		if (product(s, "o", L.o, s->att, n, nullptr, nullptr, kAdd, res, err, o_prepped)) return 1;
+		if (product(s, "o", L.o, s->att, n, nullptr, nullptr, kAdd, res, err, 0, o_prepped)) return 1;
 
 		// The SwiGLU epilogue makes down's activations where it can.
 		Out glu{};
 		glu.y = s->hb;
 		glu.ld = c.hidden_dim;
-		const ActOut da = act_out(s, L.down, n);
+		const ActOut da = act_out(s, L.down, n, 1);
 		bool down_prepped = false;
-		if (product(s, "gate up", L.gu, s->x, n, nullptr, L.ffn_norm, kSwiGLU, glu, err, false,
+		if (product(s, "gate up", L.gu, s->x, n, nullptr, L.ffn_norm, kSwiGLU, glu, err, 0, false,
 		            fusable(s, da) ? &da : nullptr, &down_prepped))
 			return 1;
-		if (product(s, "down", L.down, s->hb, n, nullptr, nullptr, kAdd, res, err, down_prepped)) return 1;
+		if (product(s, "down", L.down, s->hb, n, nullptr, nullptr, kAdd, res, err, 1, down_prepped)) return 1;
 	}
 	if (nout > 0) {
 		Out lo{};
@@ -810,7 +833,7 @@ int leo_state_bytes(const leo_model *m, int slots, int len, int max_batch, size_
 	if (slots <= 0 || len <= 0 || len > m->c.context || max_batch <= 0)
 		return fail(err, "bad state size: %d slots of %d positions (context %d), batches of %d", slots, len,
 		            m->c.context, max_batch);
-	*bytes = sizes(m, slots, len, max_batch, mmq_tokens_setting(m->device)).total();
+	*bytes = sizes(m, slots, len, max_batch, mmq_tokens_setting(m->device), fuse_prep_setting()).total();
 	return 0;
 }
 
@@ -837,12 +860,7 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 	const char *pdl = getenv("LEO_CUDA_PDL");
 	s->pdl = major >= 9 && pdl && strcmp(pdl, "1") == 0;
 	s->prof.on = getenv("LEO_CUDA_PROFILE") != nullptr;
-	// LEO_CUDA_FUSE_PREP=1: attention and the SwiGLU epilogues make the
-	// next product's activations, the same bits prep would make, saving two
-	// of a layer's nine kernels. Off by default until a GPU run has
-	// measured it (docs/cuda.md).
-	const char *fuse = getenv("LEO_CUDA_FUSE_PREP");
-	s->fuse_prep = fuse && strcmp(fuse, "1") == 0;
+	s->fuse_prep = fuse_prep_setting();
 	s->sms = 1;
 	cudaDeviceGetAttribute(&s->sms, cudaDevAttrMultiProcessorCount, m->device);
 	s->mmq_tokens = mmq_tokens_setting(m->device);
@@ -854,7 +872,7 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 			s->mmq_tokens = 0;
 		}
 	}
-	StateSizes z = sizes(m, slots, len, max_batch, s->mmq_tokens);
+	StateSizes z = sizes(m, slots, len, max_batch, s->mmq_tokens, s->fuse_prep);
 	size_t free_b = 0, total_b = 0;
 	cudaError_t me = cudaMemGetInfo(&free_b, &total_b);
 	if (me != cudaSuccess || z.total() > free_b) {
@@ -870,12 +888,17 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 	          alloc(s, (void **)&s->q, z.q, err) || alloc(s, (void **)&s->att, z.att, err) ||
 	          alloc(s, (void **)&s->hb, z.hb, err) || alloc(s, (void **)&s->y, z.y, err) ||
 	          alloc(s, (void **)&s->part, z.part, err) || alloc(s, (void **)&s->logits, z.logits, err) ||
-	          alloc(s, (void **)&s->xh, z.xh, err) || alloc(s, (void **)&s->xq, z.xq, err) ||
-	          alloc(s, (void **)&s->xd, z.xd, err) || alloc(s, (void **)&s->xs, z.xs, err) ||
+	          alloc(s, (void **)&s->act[0].h, z.xh, err) || alloc(s, (void **)&s->act[0].q, z.xq, err) ||
+	          alloc(s, (void **)&s->act[0].d, z.xd, err) || alloc(s, (void **)&s->act[0].s, z.xs, err) ||
 	          alloc(s, (void **)&s->pos, z.meta, err) || alloc(s, (void **)&s->seq, z.meta, err) ||
 	          alloc(s, (void **)&s->rows, z.meta, err) || alloc(s, (void **)&s->wtmp, z.wtmp, err) ||
 	          alloc(s, &s->blas_ws, z.blas, err) || alloc(s, (void **)&s->counters, z.counters, err) ||
 	          alloc(s, (void **)&s->mmq_part, z.mmq, err) || alloc(s, (void **)&s->fuse_counters, z.fuse_counters, err);
+	if (z.act_sets == 2)
+		bad = bad || alloc(s, (void **)&s->act[1].h, z.xh, err) || alloc(s, (void **)&s->act[1].q, z.xq, err) ||
+		      alloc(s, (void **)&s->act[1].d, z.xd, err) || alloc(s, (void **)&s->act[1].s, z.xs, err);
+	else
+		s->act[1] = s->act[0];
 	cudaError_t e = cudaSuccess;
 	if (!bad) {
 		e = cudaMallocHost((void **)&s->hx, z.x);
@@ -890,7 +913,7 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 		// the clearing of a large cache.
 		if (e == cudaSuccess) e = cudaMemsetAsync(s->kv, 0, z.kv, s->stream);
 		if (e == cudaSuccess) e = cudaMemsetAsync(s->counters, 0, z.counters, s->stream);
-		if (e == cudaSuccess) e = cudaMemsetAsync(s->fuse_counters, 0, z.fuse_counters, s->stream);
+		if (e == cudaSuccess && z.fuse_counters) e = cudaMemsetAsync(s->fuse_counters, 0, z.fuse_counters, s->stream);
 		if (e == cudaSuccess) e = cudaStreamSynchronize(s->stream);
 		if (e != cudaSuccess) bad = fail(err, "state: %s", cudaGetErrorString(e));
 	}

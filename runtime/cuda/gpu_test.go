@@ -9,13 +9,17 @@ package cuda_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -260,14 +264,19 @@ func TestGPUMatchesCPU(t *testing.T) {
 }
 
 // TestGPUFusedPrepSameBits checks LEO_CUDA_FUSE_PREP=1 (attention and the
-// SwiGLU epilogues make O's and down's activations, instead of prep) against
-// prep: the same bits, on every kernel path (matvec, mmq split along K or
-// not, cuBLAS), for heads whose size is a multiple of 32 and one that is not
-// (stories15M: 48, where attention leaves O's activations to prep).
+// SwiGLU epilogues make O's and down's activations, instead of prep)
+// against prep: the same bits, on every kernel path (matvec, mmq split
+// along K or not, mmq over two token groups, cuBLAS), for heads whose size
+// is a multiple of 32 and one that is not (stories15M: 48, where attention
+// leaves O's activations to prep), for K-quant weights (which are not
+// fused), and on a model wide enough (test-wide) that the gate/up matvec
+// takes several waves of thread blocks, so that a block writing down's
+// activations early would race others still reading gate/up's. It also
+// checks that fusion happened: fewer prep launches.
 func TestGPUFusedPrepSameBits(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	for _, shape := range []string{"test-gqa", "stories15M"} {
-		for _, typ := range []quant.Type{quant.F16, quant.Q8_0, quant.Q4_0} {
+	for _, shape := range []string{"test-gqa", "stories15M", "test-wide"} {
+		for _, typ := range []quant.Type{quant.F16, quant.Q8_0, quant.Q4_0, quant.Q4K} {
 			t.Run(shape+"/"+typ.String(), func(t *testing.T) {
 				_, gpuL := openBoth(t, writeModel(t, shape, typ))
 				c := gpuL.Model.Config
@@ -279,8 +288,12 @@ func TestGPUFusedPrepSameBits(t *testing.T) {
 					}
 				}
 				scheds := schedules(prompts)
+				mmqSettings := []string{"0"}
+				if typ == quant.Q8_0 || typ == quant.Q4_0 {
+					mmqSettings = []string{"0", "64", "512"} // 512: whole prompts through mmq too
+				}
 				for _, name := range []string{"one token a step", "7 tokens a step", "20 tokens a step", "50 tokens a step", "whole prompts"} {
-					for _, mmq := range []string{"0", "64"} {
+					for _, mmq := range mmqSettings {
 						t.Setenv("LEO_CUDA_MMQ_TOKENS", mmq)
 						var runs [2][][][]float32
 						for i, fuse := range []string{"0", "1"} {
@@ -309,9 +322,76 @@ func TestGPUFusedPrepSameBits(t *testing.T) {
 						}
 					}
 				}
+				// Fusion happened: count prep's launches in the profile (which
+				// runs without graphs and prints when the state is freed).
+				t.Setenv("LEO_CUDA_MMQ_TOKENS", "0")
+				t.Setenv("LEO_CUDA_PROFILE", "1")
+				var preps [2]int
+				for i, fuse := range []string{"0", "1"} {
+					t.Setenv("LEO_CUDA_FUSE_PREP", fuse)
+					st, err := gpuL.Model.NewStateKV(2, 128, 128, quant.F16)
+					if err != nil {
+						t.Fatal(err)
+					}
+					feed(t, st, prompts[:1], scheds["one token a step"][:8], c.VocabSize)
+					preps[i] = profiledCalls(t, "prep", func() {
+						if err := st.Close(); err != nil {
+							t.Fatal(err)
+						}
+					})
+				}
+				// Per step and layer: prep before QKV, O, gate/up and down;
+				// fused, O's goes where the head size is a multiple of 32,
+				// down's always, for types other than K-quants.
+				perLayer := 2
+				if c.Dim/c.Heads%32 != 0 {
+					perLayer = 1
+				}
+				if typ == quant.Q4K {
+					perLayer = 0
+				}
+				if want := preps[0] - 8*c.Layers*perLayer; preps[1] != want {
+					t.Errorf("prep launched %d times fused, %d not: want %d fused", preps[1], preps[0], want)
+				}
 			})
 		}
 	}
+}
+
+// profiledCalls runs f, which frees a state made with LEO_CUDA_PROFILE set,
+// and returns the calls of kernel label in the profile it prints on stderr.
+func profiledCalls(t *testing.T, label string, f func()) int {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved, err := syscall.Dup(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Dup2(int(w.Fd()), 2); err != nil {
+		t.Fatal(err)
+	}
+	f()
+	if err := syscall.Dup2(saved, 2); err != nil {
+		t.Fatal(err)
+	}
+	_ = syscall.Close(saved)
+	_ = w.Close()
+	out, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^\s+` + regexp.QuoteMeta(label) + `\s.*\s(\d+) calls$`).FindStringSubmatch(string(out))
+	if m == nil {
+		t.Fatalf("no %q in the profile:\n%s", label, out)
+	}
+	n, err := strconv.Atoi(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // TestGPUSomeLogits asks for the logits of some tokens only, on a state
@@ -403,13 +483,17 @@ func TestGPUSanitizerSmall(t *testing.T) {
 		{"test-gqa", quant.Q8_0, []int{12, 40}},    // mmq: one tile of 16 tokens, then three
 		{"stories15M", quant.Q4_0, []int{12}},      // mmq with partial row groups and chunks of K
 	} {
-		t.Run(c.shape+"/"+c.typ.String(), func(t *testing.T) { sanitizerRun(t, c.shape, c.typ, c.batches) })
+		for _, fuse := range []string{"0", "1"} { // prep, or attention and SwiGLU making activations
+			t.Run(c.shape+"/"+c.typ.String()+"/fuse="+fuse, func(t *testing.T) {
+				t.Setenv("LEO_CUDA_FUSE_PREP", fuse)
+				sanitizerRun(t, c.shape, c.typ, c.batches)
+			})
+		}
 	}
 }
 
 func sanitizerRun(t *testing.T, shape string, typ quant.Type, batches []int) {
 	t.Setenv("LEO_CUDA_MMQ_TOKENS", "64") // mmq for 9 to 64 tokens, whatever the default
-	t.Setenv("LEO_CUDA_FUSE_PREP", "1")   // and the fused activations
 	_, gpuL := openBoth(t, writeModel(t, shape, typ))
 	for _, batch := range batches {
 		st, err := gpuL.Model.NewStateKV(2, 200, 80, quant.F16)
@@ -471,6 +555,11 @@ func weightBytes(l *loader.Loaded) int64 {
 
 var bandwidth float64
 
+// decodeDigest is an FNV-1a digest of the tokens the last measureDecode
+// generated: equal digests across settings (LEO_CUDA_FUSE_PREP=0 and 1,
+// say) mean the same greedy decode, at sizes the tests do not reach.
+var decodeDigest uint64
+
 // BenchmarkGPU measures, per model: prompt processing of 512 tokens, decode
 // at batch 1 (greedy, logits to the host each step) as a share of the
 // bandwidth bound, and continuous batching through the engine at 1 and 32
@@ -516,8 +605,8 @@ func BenchmarkGPU(b *testing.B) {
 			b.ReportMetric(prefill, "prefill512_tok/s")
 			b.ReportMetric(e1, "engine1_tok/s")
 			b.ReportMetric(e32, "engine32_tok/s")
-			fmt.Printf("RESULT %s: load %.1fs, %.2f GB/token, copy %.0f GB/s, bound %.1f tok/s | decode b1 %.1f tok/s (%.1f%% of bound) | prefill 512 %.0f tok/s | engine b1 %.1f tok/s, b32 %.0f tok/s\n",
-				filepath.Base(path), load.Seconds(), float64(wb)/1e9, bandwidth, bound, dec, 100*dec/bound, prefill, e1, e32)
+			fmt.Printf("RESULT %s: load %.1fs, %.2f GB/token, copy %.0f GB/s, bound %.1f tok/s | decode b1 %.1f tok/s (%.1f%% of bound, tokens %016x) | prefill 512 %.0f tok/s | engine b1 %.1f tok/s, b32 %.0f tok/s\n",
+				filepath.Base(path), load.Seconds(), float64(wb)/1e9, bandwidth, bound, dec, 100*dec/bound, decodeDigest, prefill, e1, e32)
 		})
 	}
 }
@@ -566,6 +655,7 @@ func measureDecode(b *testing.B, l *loader.Loaded, steps int) float64 {
 	}
 	tok := argmax(logits[:vocab])
 	pos := len(prompt.Tokens)
+	decodeDigest = 14695981039346656037
 	step := func() {
 		bt := model.Batch{Tokens: []int32{tok}, Pos: []int{pos}, Seq: []int{0}}
 		logits, err := st.Forward(&bt)
@@ -573,6 +663,7 @@ func measureDecode(b *testing.B, l *loader.Loaded, steps int) float64 {
 			b.Fatal(err)
 		}
 		tok = argmax(logits)
+		decodeDigest = (decodeDigest ^ uint64(uint32(tok))) * 1099511628211
 		pos++
 	}
 	for range 8 { // warm up: the graph is captured once

@@ -202,14 +202,16 @@ __device__ __forceinline__ void act_store(const ActOut &a, int t, int i, float v
 // for tokens [t0, t0+nt) with act_store, one warp a token, as prep would
 // from the same floats. (gate/up has 2·hidden rows, hidden a multiple of
 // 32, so every warp of every thread block has rows and gets here.)
+// (forward.cu writes them to a second set of activation buffers: other
+// blocks of the same matvec still read gate/up's from the first.)
 constexpr int kSwiGLUBlocks = 64 / (kMatvecWarps * kRowsPerWarp);
-__device__ __noinline__ void swiglu_next(const Out &o, int t0, int nt) {
+__device__ __forceinline__ void swiglu_next(ActOut next, const float *y, int ld, int *counters, int t0, int nt) {
 	__shared__ bool last;
 	__threadfence();  // this block's outputs, before they are counted
 	__syncthreads();
 	const int b = blockIdx.x / kSwiGLUBlocks;
 	if (threadIdx.x == 0) {
-		int *c = o.counters + blockIdx.y * (o.next.cols / 32) + b;
+		int *c = counters + blockIdx.y * (next.cols / 32) + b;
 		last = atomicAdd(c, 1) == kSwiGLUBlocks - 1;
 		if (last) *c = 0;  // for the next product
 	}
@@ -217,7 +219,7 @@ __device__ __noinline__ void swiglu_next(const Out &o, int t0, int nt) {
 	if (!last) return;
 	const int lane = threadIdx.x % kWarp, i = b * 32 + lane;
 	for (int t = t0 + threadIdx.x / kWarp; t < t0 + nt; t += blockDim.x / kWarp)
-		act_store(o.next, t, i, __ldcg(o.y + (size_t)t * o.ld + i));
+		act_store(next, t, i, __ldcg(y + (size_t)t * ld + i));
 }
 
 // dot16 and friends: one 16-byte chunk of a weight row against the
@@ -359,7 +361,7 @@ matvec(Mat w, Act a, Out o, int n) {
 #pragma unroll
 	for (int t = 0; t < NC; t++)
 		if (lane == t && t0 + t < n) epilogue<E>(o, t0 + t, r, acc[0][t], acc[1][t]);
-	if (E == kSwiGLU && o.next.on()) swiglu_next(o, t0, min(NC, n - t0));
+	if (E == kSwiGLU && o.next.on()) swiglu_next(o.next, o.y, o.ld, o.counters, t0, min(NC, n - t0));
 }
 
 // mmq: the quantized weights (Q8_0, Q4_0) times int8 activations on the

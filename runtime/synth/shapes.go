@@ -30,6 +30,9 @@ var Shapes = map[string]model.Config{
 	// without; widths are multiples of 256 so that k-quants apply.
 	"test-gqa": llama(256, 512, 2, 8, 2, 512),
 	"test-mha": llama(256, 768, 3, 4, 4, 512),
+	// Wide enough that a GPU kernel over the hidden layer takes several
+	// waves of thread blocks (runtime/cuda's fused-activation test).
+	"test-wide": llama(1024, 8192, 2, 8, 8, 512),
 }
 
 func llama(dim, hidden, layers, heads, kvHeads, ctx int) model.Config {
