@@ -188,7 +188,7 @@ func (a *Autoscaler) gatewayLoads(ctx context.Context) (loads map[deploymentKey]
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for i := range pods.Items {
-		addr, ok := desired.ReadyPodPort(&pods.Items[i], "metrics", desired.GatewayMetricsPort)
+		addr, ok := desired.ReadyPodPort(&pods.Items[i], gatewayMetricsPortName(&pods.Items[i]), desired.GatewayMetricsPort)
 		if !ok {
 			continue
 		}
@@ -208,6 +208,29 @@ func (a *Autoscaler) gatewayLoads(ctx context.Context) (loads map[deploymentKey]
 	}
 	wg.Wait()
 	return loads, complete, nil
+}
+
+// gatewayMetricsPortName is the gateway pod's port that serves /metrics:
+// "metrics", or "http" on a pod that declares no "metrics" port. Gateways
+// from before the metrics listener (chart gateway.metricsPort) served
+// /metrics on their public port; reading them there keeps scale-down going
+// while an upgrade rolls them.
+func gatewayMetricsPortName(p *corev1.Pod) string {
+	hasHTTP := false
+	for _, c := range p.Spec.Containers {
+		for _, cp := range c.Ports {
+			switch cp.Name {
+			case "metrics":
+				return "metrics"
+			case "http":
+				hasHTTP = true
+			}
+		}
+	}
+	if hasHTTP {
+		return "http"
+	}
+	return "metrics"
 }
 
 // decide reads the deployment's pods, asks the policy, and writes a change.

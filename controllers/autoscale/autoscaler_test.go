@@ -88,6 +88,20 @@ func TestAutoscalerFollowsGatewayLoad(t *testing.T) {
 		Labels: map[string]string{desired.LabelName: autoscale.GatewayName}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "gateway", Image: "leo-gateway:test",
 			Ports: []corev1.ContainerPort{{Name: "http"}, {Name: "metrics", ContainerPort: port(gwMetrics.URL)}}}}}}, port(gw.URL))
+	// A gateway of an older release, being rolled by an upgrade: it declares
+	// no metrics port and serves /metrics on its public one. The
+	// autoscaler must read it there, or it would count it unreadable and
+	// never scale down.
+	old := gateway.New(gateway.Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	oldMux := http.NewServeMux()
+	oldMux.Handle("/metrics", old.MetricsHandler())
+	oldMux.Handle("/", old)
+	oldGW := httptest.NewServer(oldMux)
+	t.Cleanup(oldGW.Close)
+	testenv.CreateReadyPod(t, k8s, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "leo-gateway-old",
+		Labels: map[string]string{desired.LabelName: autoscale.GatewayName}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "gateway", Image: "leo-gateway:old",
+			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: port(oldGW.URL)}}}}}}, port(oldGW.URL))
 	rs := &replicaSet{t: t, k8s: k8s, deploy: deploy, g: g}
 	go rs.run(ctx)
 
