@@ -58,7 +58,7 @@ func Open(host cpu.Backend, o Options) (*Backend, error) {
 }
 
 // Supports reports whether the backend computes with weights of type t:
-// F16, Q8_0 and Q4_0 natively, the rest converted to F16 at upload.
+// F16, Q8_0 and Q4_0 natively, the rest converted at upload (deviceType).
 func (b *Backend) Supports(t quant.Type) bool {
 	switch t {
 	case quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0, quant.Q4K, quant.Q6K:
@@ -100,17 +100,28 @@ type group struct {
 }
 
 // deviceType is the type a group of weights gets on the GPU: their own if
-// the kernels compute with it and they agree, else F16.
+// the kernels compute with it and they agree; Q8_0 for quantized weights
+// that do not (K-quants, which have no kernels here, or a mix such as
+// Q4_K_M's Q4_K and Q6_K): 8.5 bits a weight, where F16 would take 16 and
+// be read at half the speed, and a requantization error (a 32-element
+// block's maximum/254 at most) far below the 4- or 6-bit quantization the
+// file already has; else F16 (F32, BF16, mixes with them).
 func deviceType(ws []*model.Weight) quant.Type {
 	t := ws[0].Type
+	same, quantized := true, true
 	for _, w := range ws {
-		if w.Type != t {
-			return quant.F16
+		same = same && w.Type == t
+		switch w.Type {
+		case quant.Q8_0, quant.Q4_0, quant.Q4K, quant.Q6K:
+		default:
+			quantized = false
 		}
 	}
-	switch t {
-	case quant.F16, quant.Q8_0, quant.Q4_0:
+	switch {
+	case same && (t == quant.F16 || t == quant.Q8_0 || t == quant.Q4_0):
 		return t
+	case quantized:
+		return quant.Q8_0
 	}
 	return quant.F16
 }
@@ -202,7 +213,7 @@ func (b *Backend) Upload(c model.Config, w *model.Weights, cos, sin []float32) e
 }
 
 func upload(dm *deviceModel, gs []group, w *model.Weights, cos, sin []float32) error {
-	var f16 []byte
+	var conv []byte
 	for _, g := range gs {
 		t := deviceType(g.ws)
 		for i, m := range g.ws {
@@ -211,12 +222,12 @@ func upload(dm *deviceModel, gs []group, w *model.Weights, cos, sin []float32) e
 				act = actQ8K // the CPU's kernels round activations to Q8_K for these
 			}
 			data := m.Data
-			if m.Type != t { // t is F16: convert on the host
+			if m.Type != t { // convert on the host
 				var err error
-				if f16, err = toF16(f16, m); err != nil {
+				if conv, err = convert(conv, m, t); err != nil {
 					return fmt.Errorf("%s: %w", m.Name, err)
 				}
-				data = f16
+				data = conv
 			}
 			if err := dm.matrix(g.layer, g.which[i], int(t), act, m.Rows, m.Cols, data); err != nil {
 				return fmt.Errorf("%s: %w", m.Name, err)
@@ -243,15 +254,26 @@ const f16Max = 65504
 // f16Overflow is where rounding to half precision gives infinity.
 const f16Overflow = 65520
 
-// toF16 converts a weight to F16 rows in buf (grown as needed). A value
-// beyond F16's range (BF16 and F32 have far wider ones) is an error, not
-// an infinity that would turn the model's outputs to NaN.
-func toF16(buf []byte, w *model.Weight) ([]byte, error) {
+// convert converts a weight to rows of type t (F16 or Q8_0) in buf (grown
+// as needed). A value beyond what t holds is an error, not an infinity
+// that would turn the model's outputs to NaN: for F16 a value beyond its
+// range (BF16 and F32 have far wider ones), for Q8_0 a block whose scale
+// (maximum/127, kept as F16) is, and NaN for both.
+func convert(buf []byte, w *model.Weight, t quant.Type) ([]byte, error) {
 	in, err := w.Type.RowBytes(w.Cols)
 	if err != nil {
 		return nil, err
 	}
-	out := 2 * w.Cols
+	out, err := t.RowBytes(w.Cols)
+	if err != nil {
+		return nil, err
+	}
+	// Values below limit round to at most max: F16's, or Q8_0's 127 steps
+	// of an F16 scale.
+	limit, most := float64(f16Overflow), float64(f16Max)
+	if t == quant.Q8_0 {
+		limit, most = limit*127, most*127
+	}
 	if cap(buf) < out*w.Rows {
 		buf = make([]byte, out*w.Rows)
 	}
@@ -262,12 +284,12 @@ func toF16(buf []byte, w *model.Weight) ([]byte, error) {
 			return nil, err
 		}
 		for c, v := range row {
-			if !(math.Abs(float64(v)) < f16Overflow) { // NaN too
-				return nil, fmt.Errorf("row %d, column %d holds %g, beyond half precision's ±%d: the GPU keeps %s weights as F16; use a file with F16 or quantized weights",
-					r, c, v, f16Max, w.Type)
+			if !(math.Abs(float64(v)) < limit) { // NaN too
+				return nil, fmt.Errorf("row %d, column %d holds %g, beyond what the GPU's %s copy of these %s weights holds (±%g); use a file with F16 or quantized weights",
+					r, c, v, t, w.Type, most)
 			}
 		}
-		if err := quant.Quantize(quant.F16, row, buf[r*out:(r+1)*out]); err != nil {
+		if err := quant.Quantize(t, row, buf[r*out:(r+1)*out]); err != nil {
 			return nil, err
 		}
 	}

@@ -100,7 +100,7 @@ type kernelPath struct{ label, mmqTokens string }
 // matvec kernels and on mmq, whichever is the default; whole prompts (100
 // tokens: two groups of 64) both on cuBLAS and on mmq; the rest as is.
 func kernelPaths(name string, typ quant.Type) []kernelPath {
-	quantized := typ == quant.Q8_0 || typ == quant.Q4_0
+	quantized := typ == quant.Q8_0 || typ == quant.Q4_0 || typ == quant.Q4K // K-quants: Q8_0 on the GPU
 	switch {
 	case quantized && (strings.HasPrefix(name, "20 tokens") || strings.HasPrefix(name, "50 tokens")):
 		return []kernelPath{{" (matvec)", "0"}, {" (mmq)", "64"}}
@@ -143,8 +143,6 @@ func schedules(prompts [][]int32) map[string][][][2]int {
 	return s
 }
 
-func argmax(x []float32) int32 { return sample.Argmax(x) }
-
 func relErr(got, want []float32) float64 {
 	var d, n float64
 	for i := range want {
@@ -170,7 +168,19 @@ func relErr(got, want []float32) float64 {
 // exact evaluation of its own arithmetic (4.8e-3, measured with a float64
 // reference backend) — and enough to flip the top token of random models
 // where its margin is small, hence the top-1 criterion over all positions.
-var maxRelErr = map[quant.Type]float64{quant.F16: 1e-3, quant.Q8_0: 2e-2, quant.Q4_0: 2e-2, quant.Q4K: 2e-2}
+//
+// K-quant weights differ more: the GPU holds them as Q8_0 (deviceType), a
+// requantization the CPU does not make, with activations in int8 blocks of
+// 32 where the CPU's K-quant kernels use blocks of 256. On the CPU alone
+// that moves the top token on 6 of 256 positions, at a rel err of 1.3e-2
+// (TestKQuantsAsQ8_0OnCPU), before the GPU's own differences.
+var maxRelErr = map[quant.Type]float64{quant.F16: 1e-3, quant.Q8_0: 2e-2, quant.Q4_0: 2e-2, quant.Q4K: 3e-2}
+
+// minTop1 is the share of positions whose top token GPU and CPU must agree
+// on, per batching and over all of them, by weight type (see maxRelErr).
+var minTop1 = map[quant.Type][2]float64{
+	quant.F16: {0.97, 0.99}, quant.Q8_0: {0.97, 0.99}, quant.Q4_0: {0.97, 0.99}, quant.Q4K: {0.93, 0.95},
+}
 
 // agreement is how often GPU and CPU agree, over many positions.
 type agreement struct {
@@ -246,8 +256,9 @@ func TestGPUMatchesCPU(t *testing.T) {
 						byType[typ].add(got, want)
 						label := name + path.label
 						t.Logf("%-30s %s", label, a)
-						if float64(a.same) < 0.97*float64(a.all) || a.worst > maxRelErr[typ] {
-							t.Errorf("%s: %s; want >= 97%% here (99%% over all) and rel err <= %g", label, a, maxRelErr[typ])
+						if float64(a.same) < minTop1[typ][0]*float64(a.all) || a.worst > maxRelErr[typ] {
+							t.Errorf("%s: %s; want top-1 equal on >= %.0f%% here (%.0f%% over all) and rel err <= %g",
+								label, a, 100*minTop1[typ][0], 100*minTop1[typ][1], maxRelErr[typ])
 						}
 					}
 				}
@@ -257,8 +268,8 @@ func TestGPUMatchesCPU(t *testing.T) {
 	for _, typ := range types {
 		a := byType[typ]
 		t.Logf("%-5s over all shapes and batchings: %s", typ, a)
-		if float64(a.same) < 0.99*float64(a.all) {
-			t.Errorf("%s: %s; want top-1 equal on >= 99%% of positions", typ, a)
+		if float64(a.same) < minTop1[typ][1]*float64(a.all) {
+			t.Errorf("%s: %s; want top-1 equal on >= %.0f%% of positions", typ, a, 100*minTop1[typ][1])
 		}
 	}
 }
@@ -268,8 +279,8 @@ func TestGPUMatchesCPU(t *testing.T) {
 // against prep: the same bits, on every kernel path (matvec, mmq split
 // along K or not, mmq over two token groups, cuBLAS), for heads whose size
 // is a multiple of 32 and one that is not (stories15M: 48, where attention
-// leaves O's activations to prep), for K-quant weights (which are not
-// fused), and on a model wide enough (test-wide) that the gate/up matvec
+// leaves O's activations to prep), for a K-quant file (held as Q8_0 on
+// the GPU), and on a model wide enough (test-wide) that the gate/up matvec
 // takes several waves of thread blocks, so that a block writing down's
 // activations early would race others still reading gate/up's. It also
 // checks that fusion happened: fewer prep launches.
@@ -289,7 +300,7 @@ func TestGPUFusedPrepSameBits(t *testing.T) {
 				}
 				scheds := schedules(prompts)
 				mmqSettings := []string{"0"}
-				if typ == quant.Q8_0 || typ == quant.Q4_0 {
+				if typ != quant.F16 { // quantized, K-quants held as Q8_0
 					mmqSettings = []string{"0", "64", "512"} // 512: whole prompts through mmq too
 				}
 				for _, name := range []string{"one token a step", "7 tokens a step", "20 tokens a step", "50 tokens a step", "whole prompts"} {
@@ -342,13 +353,10 @@ func TestGPUFusedPrepSameBits(t *testing.T) {
 				}
 				// Per step and layer: prep before QKV, O, gate/up and down;
 				// fused, O's goes where the head size is a multiple of 32,
-				// down's always, for types other than K-quants.
+				// down's always.
 				perLayer := 2
 				if c.Dim/c.Heads%32 != 0 {
 					perLayer = 1
-				}
-				if typ == quant.Q4K {
-					perLayer = 0
 				}
 				if want := preps[0] - 8*c.Layers*perLayer; preps[1] != want {
 					t.Errorf("prep launched %d times fused, %d not: want %d fused", preps[1], preps[0], want)

@@ -5,6 +5,7 @@ package cuda
 import (
 	"encoding/binary"
 	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -24,7 +25,7 @@ func TestToF16Range(t *testing.T) {
 		return w
 	}
 	ok := f32(1, -2, 0.5, 65504, -65519, 3, 0, 1e-3)
-	buf, err := toF16(nil, ok)
+	buf, err := convert(nil, ok, quant.F16)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,8 +39,8 @@ func TestToF16Range(t *testing.T) {
 		}
 	}
 	for _, bad := range []float32{65520, -1e6, float32(math.Inf(1)), float32(math.NaN())} {
-		_, err := toF16(nil, f32(1, 2, 3, 4, 5, bad, 7, 8))
-		if err == nil || !strings.Contains(err.Error(), "row 1, column 1") || !strings.Contains(err.Error(), "beyond half precision") {
+		_, err := convert(nil, f32(1, 2, 3, 4, 5, bad, 7, 8), quant.F16)
+		if err == nil || !strings.Contains(err.Error(), "row 1, column 1") || !strings.Contains(err.Error(), "GPU's F16 copy") {
 			t.Errorf("%v: %v, want an error naming row 1, column 1", bad, err)
 		}
 	}
@@ -63,5 +64,85 @@ func TestDeviceBytes(t *testing.T) {
 		if got := deviceBytes(c.typ, w); got != c.want {
 			t.Errorf("%s %d×%d: %d bytes, want %d", c.typ, c.rows, c.cols, got, c.want)
 		}
+	}
+}
+
+// TestDeviceType checks which type each group of matrices gets on the GPU.
+func TestDeviceType(t *testing.T) {
+	for _, c := range []struct {
+		types []quant.Type
+		want  quant.Type
+	}{
+		{[]quant.Type{quant.F16, quant.F16}, quant.F16},
+		{[]quant.Type{quant.Q4_0, quant.Q4_0, quant.Q4_0}, quant.Q4_0},
+		{[]quant.Type{quant.Q8_0}, quant.Q8_0},
+		{[]quant.Type{quant.Q4K, quant.Q4K, quant.Q6K}, quant.Q8_0}, // Q4_K_M's Q, K, V
+		{[]quant.Type{quant.Q6K}, quant.Q8_0},
+		{[]quant.Type{quant.Q4_0, quant.Q8_0}, quant.Q8_0},
+		{[]quant.Type{quant.F32}, quant.F16},
+		{[]quant.Type{quant.BF16, quant.Q4K}, quant.F16},
+		{[]quant.Type{quant.F16, quant.Q4_0}, quant.F16},
+	} {
+		var ws []*model.Weight
+		for _, typ := range c.types {
+			ws = append(ws, &model.Weight{Type: typ})
+		}
+		if got := deviceType(ws); got != c.want {
+			t.Errorf("%v: %s, want %s", c.types, got, c.want)
+		}
+	}
+}
+
+// TestConvertToQ8_0 converts K-quant weights to Q8_0: each value within
+// half a step of the file's (its 32-element block's maximum/254), plus the
+// rounding of the step to F16 (up to 127 steps of 2^-11 relative error:
+// the maximum/2048).
+func TestConvertToQ8_0(t *testing.T) {
+	const rows, cols = 3, 512
+	rng := rand.New(rand.NewPCG(5, 6))
+	src := make([]float32, rows*cols)
+	for i := range src {
+		src[i] = float32(rng.NormFloat64()) * 0.02
+	}
+	for _, typ := range []quant.Type{quant.Q4K, quant.Q6K} {
+		rb, err := typ.RowBytes(cols)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := &model.Weight{Name: "blk.0.attn_q.weight", Type: typ, Rows: rows, Cols: cols, Data: make([]byte, rows*rb)}
+		for r := range rows {
+			if err := quant.Quantize(typ, src[r*cols:(r+1)*cols], w.Data[r*rb:(r+1)*rb]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		buf, err := convert(nil, w, quant.Q8_0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		qb, _ := quant.Q8_0.RowBytes(cols)
+		want, got := make([]float32, cols), make([]float32, cols)
+		worst := 0.0
+		for r := range rows {
+			if err := quant.Dequantize(typ, w.Data[r*rb:(r+1)*rb], want); err != nil {
+				t.Fatal(err)
+			}
+			if err := quant.Dequantize(quant.Q8_0, buf[r*qb:(r+1)*qb], got); err != nil {
+				t.Fatal(err)
+			}
+			for b := 0; b < cols; b += 32 {
+				amax := 0.0
+				for _, v := range want[b : b+32] {
+					amax = max(amax, math.Abs(float64(v)))
+				}
+				for i := b; i < b+32; i++ {
+					err := math.Abs(float64(got[i] - want[i]))
+					worst = max(worst, err/amax)
+					if bound := amax/254 + amax/2048; err > bound {
+						t.Fatalf("%s row %d element %d: %g, want %g within %g", typ, r, i, got[i], want[i], bound)
+					}
+				}
+			}
+		}
+		t.Logf("%s → Q8_0: worst error %.4f of a block's maximum (bound 1/254 + 1/2048 = %.4f)", typ, worst, 1.0/254+1.0/2048)
 	}
 }
