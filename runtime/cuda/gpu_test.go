@@ -30,7 +30,6 @@ import (
 	"github.com/leo-operator/leo/runtime/model"
 	"github.com/leo-operator/leo/runtime/quant"
 	"github.com/leo-operator/leo/runtime/sample"
-	"github.com/leo-operator/leo/runtime/synth"
 )
 
 func openBoth(t testing.TB, path string) (cpuL, gpuL *loader.Loaded) {
@@ -45,23 +44,6 @@ func openBoth(t testing.TB, path string) (cpuL, gpuL *loader.Loaded) {
 	}
 	t.Cleanup(gpuL.Close)
 	return cpuL, gpuL
-}
-
-func writeModel(t testing.TB, shape string, typ quant.Type) string {
-	t.Helper()
-	vocab, err := synth.Llama2Vocab()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := synth.Shape(shape)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), shape+"-"+typ.String()+".gguf")
-	if err := synth.Write(path, synth.Options{Name: shape, Config: c, Type: typ, Seed: 7, Vocab: vocab}); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // feed runs the prompts through st as the schedule says: each step is a

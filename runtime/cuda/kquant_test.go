@@ -5,7 +5,6 @@ package cuda_test
 import (
 	"math"
 	"math/rand/v2"
-	"path/filepath"
 	"testing"
 
 	"github.com/leo-operator/leo/runtime/cpu"
@@ -13,7 +12,6 @@ import (
 	"github.com/leo-operator/leo/runtime/loader"
 	"github.com/leo-operator/leo/runtime/model"
 	"github.com/leo-operator/leo/runtime/quant"
-	"github.com/leo-operator/leo/runtime/synth"
 )
 
 // TestKQuantsAsQ8_0OnCPU measures, on the CPU, what the GPU's Q8_0 copy
@@ -22,16 +20,7 @@ import (
 // position of four prompts. The GPU test (TestGPUMatchesCPU, Q4_K) sees
 // this difference on top of the GPU's own from the CPU.
 func TestKQuantsAsQ8_0OnCPU(t *testing.T) {
-	vocab, err := synth.Llama2Vocab()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "m.gguf")
-	c, _ := synth.Shape("test-gqa")
-	if err := synth.Write(path, synth.Options{Name: "test-gqa", Config: c, Type: quant.Q4K, Seed: 7, Vocab: vocab}); err != nil {
-		t.Fatal(err)
-	}
-	l, err := loader.OpenWith(path, loader.Options{Threads: 2, Backend: loader.CPU})
+	l, err := loader.OpenWith(writeModel(t, "test-gqa", quant.Q4K), loader.Options{Threads: 2, Backend: loader.CPU})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +38,8 @@ func TestKQuantsAsQ8_0OnCPU(t *testing.T) {
 	if converted != 3 {
 		t.Fatalf("%d of Q, down and output are Q8_0 on the GPU; want all", converted)
 	}
-	q8, err := model.New(l.Model.Config, w, cpu.Backend{Pool: l.Pool})
+	c := l.Model.Config
+	q8, err := model.New(c, w, cpu.Backend{Pool: l.Pool})
 	if err != nil {
 		t.Fatal(err)
 	}

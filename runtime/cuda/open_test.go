@@ -14,7 +14,6 @@ import (
 	"github.com/leo-operator/leo/runtime/cuda"
 	"github.com/leo-operator/leo/runtime/loader"
 	"github.com/leo-operator/leo/runtime/quant"
-	"github.com/leo-operator/leo/runtime/synth"
 )
 
 // fakeLibrary builds testdata/fakelib.c into a shared library with the C
@@ -76,15 +75,7 @@ func TestOpenRefusesOtherABI(t *testing.T) {
 // takes: asked for the GPU if there is one, the loader says why there is
 // none and runs the model on the CPU; asked for the GPU only, it fails.
 func TestLoaderFallsBackToCPU(t *testing.T) {
-	vocab, err := synth.Llama2Vocab()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "m.gguf")
-	c, _ := synth.Shape("test-gqa")
-	if err := synth.Write(path, synth.Options{Name: "test-gqa", Config: c, Type: quant.Q8_0, Seed: 1, Vocab: vocab}); err != nil {
-		t.Fatal(err)
-	}
+	path := writeModel(t, "test-gqa", quant.Q8_0)
 	lib := fakeLibrary(t)
 	l, err := loader.OpenWith(path, loader.Options{Threads: 1, Backend: loader.Auto, CUDA: cuda.Options{Library: lib}})
 	if err != nil {
