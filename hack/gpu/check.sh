@@ -121,10 +121,11 @@ if has bench; then
 		# (its control: the LEO_CUDA_MMQ_TOKENS=64 run of q4_0 below)
 		LEO_CUDA_FUSE_PREP=1 LEO_CUDA_MMQ_TOKENS=64 LEO_GPU_ENGINE32=1 LEO_GPU_MODELS=$q4 timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
 			sed "s/^RESULT /RESULT (LEO_CUDA_FUSE_PREP=1 LEO_CUDA_MMQ_TOKENS=64) /" >>"$LOGS/profile.log"
-		# mmq (int8 tensor cores, quantized weights, 9 to 64 tokens) against
-		# the matvec kernels 8 tokens a pass (LEO_CUDA_MMQ_TOKENS=0), and
-		# for prompts against dequantization + cuBLAS (512: mmq).
-		for t in q8_0 q4_0; do
+		# mmq (tensor cores, 9 to 64 tokens) against the matvec kernels 8
+		# tokens a pass for quantized weights, cuBLAS for F16
+		# (LEO_CUDA_MMQ_TOKENS=0); and for prompts against (dequantization
+		# and) cuBLAS (512: mmq).
+		for t in q8_0 q4_0 f16; do
 			m=$MODELS/llama-2-7b-$t.gguf
 			[ -s "$m" ] || continue
 			for v in 0 64; do

@@ -20,13 +20,16 @@ kMMQWarps, kMMQRowTiles, kMMQChunk, kMMQStages = 4, 4, 128, 3
 kMMQRows = kMMQWarps * kMMQRowTiles * 8
 
 def shape(T, MT):
-    bb = 32 if T == 8 else 16; kc = kMMQChunk // bb
-    wpitch = kMMQChunk + (32 if T == 8 else 16); apitch = kc * 32 + (32 if T == 8 else 16)
+    half = T == 1
+    bb = 64 if half else 32 if T == 8 else 16; ab = 64 if half else 32; kc = kMMQChunk // bb
+    pad = 32 if T == 8 else 16
+    wpitch = kMMQChunk + pad; apitch = kc * ab + pad
     tokens = 16 * MT
     w_off = 0; a_off = w_off + kMMQRows * wpitch; wd_off = a_off + tokens * apitch
     adpitch = kc + 1
-    ad_off = wd_off + kMMQRows * kc * 2; stage = (ad_off + tokens * adpitch * 4 + 15) // 16 * 16
-    return dict(bb=bb, kc=kc, wpitch=wpitch, apitch=apitch, adpitch=adpitch, tokens=tokens, w_off=w_off,
+    ad_off = wd_off + (0 if half else kMMQRows * kc * 2)
+    stage = (ad_off + (0 if half else tokens * adpitch * 4) + 15) // 16 * 16
+    return dict(bb=bb, ab=ab, kc=kc, wpitch=wpitch, apitch=apitch, adpitch=adpitch, tokens=tokens, w_off=w_off,
                 a_off=a_off, wd_off=wd_off, ad_off=ad_off, stage=stage)
 
 def mma(A_regs, B_regs):
@@ -44,6 +47,102 @@ def mma(A_regs, B_regs):
                 B[t*4 + (i & 3) + (16 if i >= 4 else 0)][g] = s8(b)
     return [[sum(A[(g if i < 2 else g + 8)][k] * B[k][t*2 + (i & 1)] for k in range(32))
              for i in range(4)] for g, t in ((l // 4, l % 4) for l in range(32))]
+
+def h16(word, j):  # half j of a 32-bit word, as a float
+    return struct.unpack('<e', struct.pack('<H', (word >> (16*j)) & 0xFFFF))[0]
+
+def mma_f16(A_regs, B_regs):
+    # m16n8k16 .f16: A_regs[lane][0..3], B_regs[lane][0..1] -> D[lane][0..3] (PTX ISA).
+    A = [[0.0]*16 for _ in range(16)]; B = [[0.0]*8 for _ in range(16)]
+    for lane in range(32):
+        g, t = lane // 4, lane % 4
+        for r in range(4):
+            for j in range(2):
+                row = g if r in (0, 2) else g + 8
+                A[row][2*t + j + (8 if r >= 2 else 0)] = h16(A_regs[lane][r], j)
+        for r in range(2):
+            for j in range(2):
+                B[2*t + j + 8*r][g] = h16(B_regs[lane][r], j)
+    return [[sum(A[(g if i < 2 else g + 8)][k] * B[k][t*2 + (i & 1)] for k in range(16))
+             for i in range(4)] for g, t in ((l // 4, l % 4) for l in range(32))]
+
+def run_f16(rows, cols, n, splits_want):
+    # mmq<1, MT>: halves times halves, no scales; the same loads, pipeline
+    # slices and stores as the int8 types.
+    blocks = cols // 32
+    MT = min((n + 15) // 16, 4); S = shape(1, MT); kc = S['kc']
+    wvals = [[f16(random.uniform(-1, 1)) for _ in range(cols)] for _ in range(rows)]
+    wq = bytearray(b''.join(struct.pack('<e', v) for row in wvals for v in row))
+    nbuf = (n + 7) // 8 * 8
+    avals = [[f16(random.uniform(-1, 1)) for _ in range(cols)] for _ in range(nbuf)]
+    ah = bytearray(b''.join(struct.pack('<e', v) for row in avals for v in row))
+    per = ((blocks + splits_want - 1) // splits_want + kc - 1) // kc * kc; per = max(per, kc)
+    splits = (blocks + per - 1) // per
+    grid = ((rows + kMMQRows - 1) // kMMQRows, splits, (n + 16*MT - 1) // (16*MT))
+    part = {}
+    for bx in range(grid[0]):
+        for by in range(grid[1]):
+            for bz in range(grid[2]):
+                rows0 = bx * kMMQRows; t0 = bz * S['tokens']
+                first = min(blocks, by * per); end = min(blocks, first + per)
+                acc = {}
+                for c in range((end - first + kc - 1) // kc):
+                    kb0 = first + c * kc; valid = min(kc, end - kb0)
+                    st = bytearray(S['stage'])
+                    for p in range(kMMQRows * 8):
+                        row, prt = p // 8, p % 8; r = rows0 + row
+                        if r < rows and prt * 16 < valid * S['bb']:
+                            src = r * blocks * S['bb'] + kb0 * S['bb'] + prt * 16
+                            o = S['w_off'] + row*S['wpitch'] + prt*16
+                            st[o:o+16] = wq[src:src+16]
+                    apieces = kc * S['ab'] // 16
+                    for p in range(S['tokens'] * apieces):
+                        tok, prt = p // apieces, p % apieces; t = t0 + tok
+                        if t < n and prt * 16 < valid * S['ab']:
+                            src = (t * cols + kb0 * 32) * (S['ab'] // 32) + prt * 16
+                            o = S['a_off'] + tok*S['apitch'] + prt*16
+                            st[o:o+16] = ah[src:src+16]
+                    for warp in range(kMMQWarps):
+                        wrow = warp * kMMQRowTiles * 8
+                        for ks in range(kMMQChunk // 32):
+                            for nt in range(kMMQRowTiles):
+                                B_regs = []
+                                for lane in range(32):
+                                    g, i4 = lane // 4, lane % 4
+                                    p = S['w_off'] + (wrow + nt*8 + g) * S['wpitch'] + ks*32 + i4*4
+                                    B_regs.append((u32(st, p), u32(st, p + 16)))
+                                for mt in range(MT):
+                                    A_regs = []
+                                    for lane in range(32):
+                                        g, i4 = lane // 4, lane % 4; af = [0]*4
+                                        for h in range(2):
+                                            p = S['a_off'] + (mt*16 + g + 8*h) * S['apitch'] + ks*32 + i4*4
+                                            af[h], af[2+h] = u32(st, p), u32(st, p + 16)
+                                        A_regs.append(af)
+                                    D = mma_f16(A_regs, B_regs)
+                                    for lane in range(32):
+                                        for e in range(4):
+                                            key = (warp, lane, mt, nt, e); acc[key] = acc.get(key, 0.0) + D[lane][e]
+                for warp in range(kMMQWarps):
+                    wrow = rows0 + warp * kMMQRowTiles * 8
+                    for mt in range(MT):
+                        for nt in range(kMMQRowTiles):
+                            for lane in range(32):
+                                g, i4 = lane // 4, lane % 4; r = wrow + nt*8 + 2*i4
+                                for h in range(2):
+                                    t = t0 + mt*16 + g + 8*h
+                                    if r >= rows or t >= n: continue
+                                    part[(by, t, r)] = (acc.get((warp, lane, mt, nt, 2*h), 0.0), acc.get((warp, lane, mt, nt, 2*h+1), 0.0))
+    worst = 0.0; missing = 0
+    for t in range(n):
+        for r in range(0, rows, 2):
+            if any((s_, t, r) not in part for s_ in range(splits)): missing += 1; continue
+            for j in range(2):
+                got = sum(part[(s_, t, r)][j] for s_ in range(splits))
+                want = sum(wvals[r+j][k] * avals[t][k] for k in range(cols))
+                worst = max(worst, abs(got - want) / (abs(want) + 1e-3))
+    print(f"T=1 (F16) rows={rows} cols={cols} n={n} MT={MT} per={per} splits={splits} grid={grid}: missing {missing}, worst rel err {worst:.2e}")
+    return missing == 0 and worst < 1e-9
 
 def run(T, rows, cols, n, splits_want):
     blocks = cols // 32; ds = (blocks + 7) // 8 * 8
@@ -176,5 +275,7 @@ ok &= run(8, 136, 32*9, 9, 3)
 ok &= run(2, 128, 32*8, 40, 1)
 ok &= run(8, 8, 32*5, 64, 1)
 ok &= run(2, 130, 32*3, 70, 5)   # two token groups, a partial row group, more slices wanted than blocks
+ok &= run_f16(136, 32*5, 20, 2)
+ok &= run_f16(128, 32*4, 64, 1)
 print("OK" if ok else "FAIL")
 sys.exit(0 if ok else 1)

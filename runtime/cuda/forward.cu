@@ -11,10 +11,11 @@
 // which read each weight once for all tokens. Larger ones (prompts) run on
 // cuBLAS, quantized weights dequantized to halves a slice at a time; but
 // quantized weights take the matvec kernels, kMaxCols tokens a pass, up to
-// kQuantMatvecTokens (batched decode), or mmq, int8 on the tensor cores,
-// where LEO_CUDA_MMQ_TOKENS says: cheaper than dequantizing the whole
+// kQuantMatvecTokens (batched decode): cheaper than dequantizing the whole
 // model for a batch of decodes, and with int8 activations rounded as the
-// CPU backend rounds them, so that both give the same logits. Steps of
+// CPU backend rounds them, so that both give the same logits. Where
+// LEO_CUDA_MMQ_TOKENS says, mmq takes such batches instead, on the tensor
+// cores (int8, or halves for F16 weights). Steps of
 // up to kGraphTokens tokens are captured in a CUDA graph per shape and
 // replayed, so that a decode step is one launch.
 #include <cublas_v2.h>
@@ -42,9 +43,8 @@ constexpr int kGraphTokens = 64;
 // memory, and serving mixes many shapes); later shapes run without one.
 constexpr size_t kMaxGraphs = 128;
 constexpr int kQuantMatvecTokens = 64;
-// mmq takes quantized weights for batches of kMaxCols+1 to
-// LEO_CUDA_MMQ_TOKENS tokens (64: batched decode; 512: prompts too, instead
-// of cuBLAS). By default, kMMQTokens = 0, it is off: it has not run on a
+// mmq takes batches of kMaxCols+1 to LEO_CUDA_MMQ_TOKENS tokens (64:
+// batched decode; 512: prompts too, instead of cuBLAS), of any weight type. By default, kMMQTokens = 0, it is off: it has not run on a
 // GPU yet (docs/cuda.md), and hack/gpu/check.sh measures it against the
 // matvec kernels. Its K slices' partial sums take at most kMMQPartElems
 // floats (16 MiB).
@@ -126,8 +126,17 @@ auto mmq_kernel_e(Epilogue e, int mt) {
 	}
 }
 
+// mmq_kernel_t is mmq for weights of type t (LEO_TYPE_*).
+auto mmq_kernel_t(int t, Epilogue e, int mt) {
+	switch (t) {
+	case LEO_TYPE_Q8_0: return mmq_kernel_e<8>(e, mt);
+	case LEO_TYPE_Q4_0: return mmq_kernel_e<2>(e, mt);
+	default: return mmq_kernel_e<1>(e, mt);
+	}
+}
+
 // mmq_type indexes leo_state's per-type mmq fields.
-int mmq_type(int type) { return type == LEO_TYPE_Q8_0 ? 0 : 1; }
+int mmq_type(int type) { return type == LEO_TYPE_Q8_0 ? 0 : type == LEO_TYPE_Q4_0 ? 1 : 2; }
 
 // mmq_tokens_setting is LEO_CUDA_MMQ_TOKENS (kMMQTokens when unset), or 0
 // where the GPU lacks the int8 mma (compute capability below 8.0).
@@ -257,12 +266,12 @@ struct leo_state {
 	Profile prof;
 	int device, slots, len, max_batch, chunks;
 	bool pdl;  // programmatic dependent launch (compute capability 9.0+)
-	int mmq_tokens;  // mmq takes quantized weights for batches of kMaxCols+1 to this many tokens
+	int mmq_tokens;  // mmq takes batches of kMaxCols+1 to this many tokens
 	int sms;         // streaming multiprocessors
 	// Per weight type (mmq_type): the most token tiles of mmq whose shared
 	// memory this GPU allows (0: none), and the thread blocks per SM of each.
-	int mmq_mt[2];
-	int mmq_occ[2][kMMQTokenTiles + 1];
+	int mmq_mt[3];
+	int mmq_occ[3][kMMQTokenTiles + 1];
 	cudaStream_t stream = nullptr;
 	cublasHandle_t blas = nullptr;
 	void *blas_ws = nullptr;
@@ -385,7 +394,7 @@ StateSizes sizes(const leo_model *m, int slots, int len, int max_batch, int mmq_
 	z.wtmp = max_batch > std::max(kQuantMatvecTokens, mmq_tokens) && any_quantized(m) ? kDequantElems * 2 : 0;
 	z.blas = blas ? kBlasWorkspace : 0;
 	z.counters = b * c.heads * 4;
-	z.mmq = max_batch > kMaxCols && mmq_tokens > kMaxCols && any_quantized(m) ? kMMQPartElems * 4 : 0;
+	z.mmq = max_batch > kMaxCols && mmq_tokens > kMaxCols ? kMMQPartElems * 4 : 0;
 	// matvec's token groups (kMaxCols tokens, up to kQuantMatvecTokens) by
 	// blocks of 32 of the hidden layer.
 	z.fuse_counters = fuse_prep ? (size_t)(kQuantMatvecTokens / kMaxCols) * (c.hidden_dim / 32) * 4 : 0;
@@ -408,26 +417,28 @@ bool fuse_prep_setting() {
 int mmq_setup(leo_state *s, char *err) {
 	int optin = 0;
 	CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, s->device));
-	for (int t : {LEO_TYPE_Q8_0, LEO_TYPE_Q4_0}) {
+	for (int t : {LEO_TYPE_Q8_0, LEO_TYPE_Q4_0, LEO_TYPE_F16}) {
 		const int ti = mmq_type(t);
 		s->mmq_mt[ti] = 0;
 		for (int mt = 1; mt <= kMMQTokenTiles; mt++) {
 			const int bytes = mmq_smem_bytes(t, mt);
 			if (bytes > optin) break;
 			for (int e : {kStore, kAdd, kQKV, kSwiGLU}) {
-				auto k = t == LEO_TYPE_Q8_0 ? mmq_kernel_e<8>((Epilogue)e, mt) : mmq_kernel_e<2>((Epilogue)e, mt);
-				CUDA_TRY(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+				CUDA_TRY(cudaFuncSetAttribute(mmq_kernel_t(t, (Epilogue)e, mt), cudaFuncAttributeMaxDynamicSharedMemorySize,
+				                              bytes));
 			}
 			int blocks = 1;
-			auto k = t == LEO_TYPE_Q8_0 ? mmq_kernel_e<8>(kAdd, mt) : mmq_kernel_e<2>(kAdd, mt);
+			auto k = mmq_kernel_t(t, kAdd, mt);
 			CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, k, kMMQWarps * kWarp, bytes));
 			s->mmq_occ[ti][mt] = std::max(blocks, 1);
 			s->mmq_mt[ti] = mt;
 		}
 	}
-	if (s->mmq_mt[0] == 0 && s->mmq_mt[1] == 0)
+	if (s->mmq_mt[0] == 0 && s->mmq_mt[1] == 0 && s->mmq_mt[2] == 0)
 		return fail(err, "mmq takes at least %d bytes of shared memory a block, and this GPU allows %d",
-		            std::min(mmq_smem_bytes(LEO_TYPE_Q8_0, 1), mmq_smem_bytes(LEO_TYPE_Q4_0, 1)), optin);
+		            std::min({mmq_smem_bytes(LEO_TYPE_Q8_0, 1), mmq_smem_bytes(LEO_TYPE_Q4_0, 1),
+		                      mmq_smem_bytes(LEO_TYPE_F16, 1)}),
+		            optin);
 	return 0;
 }
 
@@ -436,7 +447,7 @@ int mmq_setup(leo_state *s, char *err) {
 // every SM (as many as one holds), and as many as a stage holds (kc) at
 // least, a multiple of it, with the partial sums within the scratch.
 int mmq_per(const leo_state *s, const Mat &w, int n, int mt) {
-	const int kc = kMMQChunk / (w.type == LEO_TYPE_Q8_0 ? 32 : 16), blocks = w.cols / 32;
+	const int kc = kMMQChunk / (w.type == LEO_TYPE_Q8_0 ? 32 : w.type == LEO_TYPE_Q4_0 ? 16 : 64), blocks = w.cols / 32;
 	const long groups = (long)((w.rows + kMMQRows - 1) / kMMQRows) * ((n + 16 * mt - 1) / (16 * mt));
 	const long want = (long)s->sms * s->mmq_occ[mmq_type(w.type)][mt];
 	int splits = (int)std::min<long>((want + groups - 1) / groups, kMMQMaxSplits);
@@ -450,7 +461,7 @@ enum Path { kMatvec, kMMQ, kBlas };
 
 Path path(const leo_state *s, const Mat &w, int n) {
 	const bool quantized = w.type != LEO_TYPE_F16;
-	if (quantized && n > kMaxCols && n <= s->mmq_tokens && s->mmq_mt[mmq_type(w.type)] > 0) return kMMQ;
+	if (n > kMaxCols && n <= s->mmq_tokens && s->mmq_mt[mmq_type(w.type)] > 0) return kMMQ;
 	if (n <= kMaxCols || (quantized && n <= kQuantMatvecTokens)) return kMatvec;
 	return kBlas;
 }
@@ -503,7 +514,7 @@ int product(leo_state *s, const char *what, const DevMat &dw, const float *x, in
 		const int mt = std::min((n + 15) / 16, s->mmq_mt[mmq_type(w.type)]);
 		const int per = mmq_per(s, w, n, mt), splits = (w.cols / 32 + per - 1) / per;
 		const dim3 grid((w.rows + kMMQRows - 1) / kMMQRows, splits, (n + 16 * mt - 1) / (16 * mt));
-		auto k = w.type == LEO_TYPE_Q8_0 ? mmq_kernel_e<8>(e, mt) : mmq_kernel_e<2>(e, mt);
+		auto k = mmq_kernel_t(w.type, e, mt);
 		CUDA_TRY(launch_smem(s->pdl, k, grid, dim3(kMMQWarps * kWarp), mmq_smem_bytes(w.type, mt), s->stream, w, a, o, n,
 		                     per, s->mmq_part));
 		if (splits > 1) {
@@ -864,10 +875,10 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 	s->sms = 1;
 	cudaDeviceGetAttribute(&s->sms, cudaDevAttrMultiProcessorCount, m->device);
 	s->mmq_tokens = mmq_tokens_setting(m->device);
-	if (s->mmq_tokens > kMaxCols && any_quantized(m)) {
+	if (s->mmq_tokens > kMaxCols) {
 		char why[LEO_ERR_LEN] = "";
 		if (mmq_setup(s, why)) {
-			fprintf(stderr, "leo_cuda: batches of quantized weights take the matvec kernels: %s\n", why);
+			fprintf(stderr, "leo_cuda: mmq is off (batches take the matvec kernels and cuBLAS): %s\n", why);
 			cudaGetLastError();  // not the first step's error
 			s->mmq_tokens = 0;
 		}

@@ -78,15 +78,19 @@ func feed(t *testing.T, st *model.State, prompts [][]int32, steps [][][2]int, vo
 type kernelPath struct{ label, mmqTokens string }
 
 // kernelPaths are the settings schedule name runs under for weights of
-// type typ: batches of 9 to 64 tokens of quantized weights both on the
-// matvec kernels and on mmq, whichever is the default; whole prompts (100
-// tokens: two groups of 64) both on cuBLAS and on mmq; the rest as is.
+// type typ: batches of 9 to 64 tokens both on mmq and as before (quantized
+// weights on the matvec kernels, F16 on cuBLAS), whichever is the default;
+// whole prompts (100 tokens: two groups of 64) both on cuBLAS and on mmq;
+// the rest as is.
 func kernelPaths(name string, typ quant.Type) []kernelPath {
-	quantized := typ == quant.Q8_0 || typ == quant.Q4_0 || typ == quant.Q4K // K-quants: Q8_0 on the GPU
+	before := " (matvec)"
+	if typ == quant.F16 {
+		before = " (cuBLAS)"
+	}
 	switch {
-	case quantized && (strings.HasPrefix(name, "20 tokens") || strings.HasPrefix(name, "50 tokens")):
-		return []kernelPath{{" (matvec)", "0"}, {" (mmq)", "64"}}
-	case quantized && name == "whole prompts":
+	case strings.HasPrefix(name, "20 tokens") || strings.HasPrefix(name, "50 tokens"):
+		return []kernelPath{{before, "0"}, {" (mmq)", "64"}}
+	case name == "whole prompts":
 		return []kernelPath{{" (cuBLAS)", "0"}, {" (mmq)", "512"}}
 	}
 	return []kernelPath{{"", os.Getenv("LEO_CUDA_MMQ_TOKENS")}}
@@ -281,10 +285,7 @@ func TestGPUFusedPrepSameBits(t *testing.T) {
 					}
 				}
 				scheds := schedules(prompts)
-				mmqSettings := []string{"0"}
-				if typ != quant.F16 { // quantized, K-quants held as Q8_0
-					mmqSettings = []string{"0", "64", "512"} // 512: whole prompts through mmq too
-				}
+				mmqSettings := []string{"0", "64", "512"} // 512: whole prompts through mmq too
 				for _, name := range []string{"one token a step", "7 tokens a step", "20 tokens a step", "50 tokens a step", "whole prompts"} {
 					for _, mmq := range mmqSettings {
 						t.Setenv("LEO_CUDA_MMQ_TOKENS", mmq)

@@ -366,10 +366,12 @@ matvec(Mat w, Act a, Out o, int n) {
 
 // mmq: the quantized weights (Q8_0, Q4_0) times int8 activations on the
 // tensor cores (mma.sync m16n8k32: int8 in, int32 out; sm_80 and newer),
-// for batches of more than kMaxCols tokens. The matvec kernels take such a
-// batch kMaxCols tokens a pass and are bound by load instructions (one
-// weight load serves 8 tokens); here a weight byte is read once for up to
-// 64 tokens, and one instruction does 4096 multiply-adds.
+// for batches of more than kMaxCols tokens; and F16 weights times halves
+// (m16n8k16, float32 out), where cuBLAS's epilogue kernels and skinny
+// tiles cost. The matvec kernels take such a batch kMaxCols tokens a pass
+// and are bound by load instructions (one weight load serves 8 tokens);
+// here a weight byte is read once for up to 64 tokens, and one instruction
+// does 4096 multiply-adds.
 //
 // A thread block computes kMMQRows rows (4 warps of 32: 4 tiles of 8) for
 // 16·MT tokens over a slice of K. Weights and activations stream through
@@ -407,32 +409,36 @@ constexpr int kMMQStages = 3;
 constexpr int kMMQFinishThreads = 128;
 
 // MMQShape: the shared-memory layout of one stage, for weights of type T
-// and 16·MT tokens.
+// (F16 = 1 too: halves times halves, the same pipeline without scales) and
+// 16·MT tokens.
 template <int T, int MT>
 struct MMQShape {
-	static constexpr int bb = T == 8 ? 32 : 16;  // bytes of a block of weights
-	static constexpr int kc = kMMQChunk / bb;    // blocks a stage holds: 4 (Q8_0) or 8 (Q4_0)
+	static constexpr bool half = T == 1;
+	static constexpr int bb = half ? 64 : T == 8 ? 32 : 16;  // bytes of a block of 32 weights
+	static constexpr int ab = half ? 64 : 32;                // bytes of a block of 32 activations
+	static constexpr int kc = kMMQChunk / bb;  // blocks a stage holds: 2 (F16), 4 (Q8_0) or 8 (Q4_0)
 	// Row pitches, padded so that the 32 lanes' fragment loads (8 rows or
-	// tokens g by 4 lanes i) hit distinct banks: 4 (Q4_0) or 8 (Q8_0)
+	// tokens g by 4 lanes i) hit distinct banks: 4 (F16, Q4_0) or 8 (Q8_0)
 	// banks apart from row to row.
-	static constexpr int wpitch = kMMQChunk + (T == 8 ? 32 : 16);
-	static constexpr int apitch = kc * 32 + (T == 8 ? 32 : 16);
+	static constexpr int pad = T == 8 ? 32 : 16;
+	static constexpr int wpitch = kMMQChunk + pad;
+	static constexpr int apitch = kc * ab + pad;
 	static constexpr int tokens = 16 * MT;
 	static constexpr int w_off = 0;                                   // quants: [row][wpitch]
 	static constexpr int a_off = w_off + kMMQRows * wpitch;           // activations: [token][apitch]
 	// Activation scales: rows of kc+1 floats, so that tokens g and g+4 of a
-	// fragment load land in different banks.
+	// fragment load land in different banks. F16 has no scales.
 	static constexpr int adpitch = kc + 1;
-	static constexpr int wd_off = a_off + tokens * apitch;            // weight scales: [row][kc] halves
-	static constexpr int ad_off = wd_off + kMMQRows * kc * 2;         // activation scales: [token][adpitch] floats
-	static constexpr int stage = (ad_off + tokens * adpitch * 4 + 15) / 16 * 16;
+	static constexpr int wd_off = a_off + tokens * apitch;                    // weight scales: [row][kc] halves
+	static constexpr int ad_off = wd_off + (half ? 0 : kMMQRows * kc * 2);    // activation scales: [token][adpitch] floats
+	static constexpr int stage = (ad_off + (half ? 0 : tokens * adpitch * 4) + 15) / 16 * 16;
 	static constexpr int bytes = kMMQStages * stage;
 	static_assert(a_off % 16 == 0 && wd_off % 16 == 0 && ad_off % 16 == 0 && stage % 16 == 0, "16-byte aligned");
 };
 
 // mmq_smem_bytes is the dynamic shared memory mmq<T, MT, E> takes.
 inline int mmq_smem_bytes(int T, int MT) {
-	switch (MT + 8 * (T == 8)) {
+	switch (MT + 8 * (T == 8) + 16 * (T == 1)) {
 	case 1: return MMQShape<2, 1>::bytes;
 	case 2: return MMQShape<2, 2>::bytes;
 	case 3: return MMQShape<2, 3>::bytes;
@@ -440,7 +446,11 @@ inline int mmq_smem_bytes(int T, int MT) {
 	case 9: return MMQShape<8, 1>::bytes;
 	case 10: return MMQShape<8, 2>::bytes;
 	case 11: return MMQShape<8, 3>::bytes;
-	default: return MMQShape<8, 4>::bytes;
+	case 12: return MMQShape<8, 4>::bytes;
+	case 17: return MMQShape<1, 1>::bytes;
+	case 18: return MMQShape<1, 2>::bytes;
+	case 19: return MMQShape<1, 3>::bytes;
+	default: return MMQShape<1, 4>::bytes;
 	}
 }
 
@@ -483,6 +493,20 @@ __device__ __forceinline__ void mma_s8(int (&c)[4], const int (&a)[4], int b0, i
 #endif
 }
 
+// mma_f16 adds A·B to c (m16n8k16, halves in, float32 accumulators). Its
+// fragments are those of m16n8k32 .s8 with two halves where that has four
+// int8s: A a[0] token g, k 2i, 2i+1; a[1] token g+8; a[2], a[3] at k
+// 8+2i; B b0 row g, k 2i, 2i+1; b1 at k 8+2i; C as m16n8k32's.
+__device__ __forceinline__ void mma_f16(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+	asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+	    : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+	    : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+	__trap();
+#endif
+}
+
 // The mma's accumulators start at the bits of 1.5·2^23 (as int32): a
 // block's dot product is at most 32·128·127 < 2^22 in magnitude (a file's
 // Q8_0 may hold -128), so the
@@ -510,28 +534,32 @@ __device__ __forceinline__ void mmq_load(uint8_t *st, const Mat &w, const Act &a
 		             ok ? w.q + (size_t)r * row_bytes + (size_t)kb0 * S::bb + part * 16 : w.q, ok ? 16 : 0);
 	}
 	// Weight scales: kc halves a row (16 or 8 bytes, aligned: see Mat.ds).
-	for (int row = threadIdx.x; row < kMMQRows; row += blockDim.x) {
-		const int r = rows0 + row;
-		const bool ok = r < w.rows;
-		cp_async<S::kc * 2>(st + S::wd_off + row * S::kc * 2, ok ? w.d + (size_t)r * w.ds + kb0 : w.d,
-		                    ok ? valid * 2 : 0);
-	}
-	// Activations: each token's chunk is kc blocks of 32 bytes.
-	constexpr int apieces = S::kc * 2;
+	if (!S::half)
+		for (int row = threadIdx.x; row < kMMQRows; row += blockDim.x) {
+			const int r = rows0 + row;
+			const bool ok = r < w.rows;
+			cp_async<S::kc * 2>(st + S::wd_off + row * S::kc * 2, ok ? w.d + (size_t)r * w.ds + kb0 : w.d,
+			                    ok ? valid * 2 : 0);
+		}
+	// Activations: each token's chunk is kc blocks of ab bytes (int8, or
+	// the halves of F16 weights).
+	constexpr int apieces = S::kc * S::ab / 16;
+	const uint8_t *aq = S::half ? (const uint8_t *)a.h : (const uint8_t *)a.q;
 	for (int p = threadIdx.x; p < S::tokens * apieces; p += blockDim.x) {
 		const int tok = p / apieces, part = p % apieces, t = t0 + tok;
-		const bool ok = t < n && part * 16 < valid * 32;
+		const bool ok = t < n && part * 16 < valid * S::ab;
 		cp_async<16>(st + S::a_off + tok * S::apitch + part * 16,
-		             ok ? a.q + (size_t)t * w.cols + (size_t)kb0 * 32 + part * 16 : (const void *)a.q, ok ? 16 : 0);
+		             ok ? aq + ((size_t)t * w.cols + (size_t)kb0 * 32) * (S::ab / 32) + part * 16 : aq, ok ? 16 : 0);
 	}
 	// Activation scales: one float a block (rows of blocks floats are not
 	// 16-byte aligned in general).
-	for (int p = threadIdx.x; p < S::tokens * S::kc; p += blockDim.x) {
-		const int tok = p / S::kc, k = p % S::kc, t = t0 + tok;
-		const bool ok = t < n && k < valid;
-		cp_async<4>(st + S::ad_off + (tok * S::adpitch + k) * 4, ok ? a.d + (size_t)t * blocks + kb0 + k : a.d,
-		            ok ? 4 : 0);
-	}
+	if (!S::half)
+		for (int p = threadIdx.x; p < S::tokens * S::kc; p += blockDim.x) {
+			const int tok = p / S::kc, k = p % S::kc, t = t0 + tok;
+			const bool ok = t < n && k < valid;
+			cp_async<4>(st + S::ad_off + (tok * S::adpitch + k) * 4, ok ? a.d + (size_t)t * blocks + kb0 + k : a.d,
+			            ok ? 4 : 0);
+		}
 }
 
 // mmq_compute adds one stage's blocks to this warp's tile: rows
@@ -541,6 +569,31 @@ __device__ __forceinline__ void mmq_compute(const uint8_t *st, float (&acc)[MT][
 	using S = MMQShape<T, MT>;
 	const int lane = threadIdx.x % kWarp, g = lane / 4, i4 = lane % 4;
 	const int wrow = threadIdx.x / kWarp * kMMQRowTiles * 8;
+	if (S::half) {
+		// F16: k steps of 16 halves (32 bytes), four a stage; lane i's
+		// words at bytes 4i and 16+4i of a step.
+		const uint8_t *as = st + S::a_off, *ws = st + S::w_off;
+#pragma unroll
+		for (int ks = 0; ks < kMMQChunk / 32; ks++) {
+			unsigned af[MT][4];
+#pragma unroll
+			for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+				for (int h = 0; h < 2; h++) {
+					const uint8_t *p = as + (mt * 16 + g + 8 * h) * S::apitch + ks * 32 + i4 * 4;
+					af[mt][h] = *(const unsigned *)p;
+					af[mt][2 + h] = *(const unsigned *)(p + 16);
+				}
+#pragma unroll
+			for (int nt = 0; nt < kMMQRowTiles; nt++) {
+				const uint8_t *p = ws + (wrow + nt * 8 + g) * S::wpitch + ks * 32 + i4 * 4;
+				const unsigned b0 = *(const unsigned *)p, b1 = *(const unsigned *)(p + 16);
+#pragma unroll
+				for (int mt = 0; mt < MT; mt++) mma_f16(acc[mt][nt], af[mt], b0, b1);
+			}
+		}
+		return;
+	}
 	const int8_t *as = (const int8_t *)(st + S::a_off);
 	const uint8_t *ws = st + S::w_off;
 	const __half *wds = (const __half *)(st + S::wd_off);
@@ -602,7 +655,7 @@ __device__ __forceinline__ void mmq_compute(const uint8_t *st, float (&acc)[MT][
 template <int T, int MT, int E>
 __global__ void __launch_bounds__(kMMQWarps * kWarp)
 mmq(Mat w, Act a, Out o, int n, int per, float *part) {
-	static_assert(T == 8 || T == 2, "mmq takes Q8_0 and Q4_0 weights");
+	static_assert(T == 8 || T == 2 || T == 1, "mmq takes Q8_0, Q4_0 and F16 weights");
 	using S = MMQShape<T, MT>;
 	extern __shared__ __align__(16) uint8_t mmq_smem[];
 	const int lane = threadIdx.x % kWarp, g = lane / 4, i4 = lane % 4;
