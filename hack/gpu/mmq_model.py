@@ -48,6 +48,20 @@ def mma(A_regs, B_regs):
     return [[sum(A[(g if i < 2 else g + 8)][k] * B[k][t*2 + (i & 1)] for k in range(32))
              for i in range(4)] for g, t in ((l // 4, l % 4) for l in range(32))]
 
+def tile_outputs(rows0, t0, MT, rows, n):
+    # The outputs a thread block stores, as mmq's store loop: (warp, lane,
+    # mt, nt, h, t, r) for rows r, r+1 of token t, inside the matrix and batch.
+    for warp in range(kMMQWarps):
+        wrow = rows0 + warp * kMMQRowTiles * 8
+        for mt in range(MT):
+            for nt in range(kMMQRowTiles):
+                for lane in range(32):
+                    g, i4 = lane // 4, lane % 4; r = wrow + nt*8 + 2*i4
+                    for h in range(2):
+                        t = t0 + mt*16 + g + 8*h
+                        if r < rows and t < n:
+                            yield warp, lane, mt, nt, h, t, r
+
 def h16(word, j):  # half j of a 32-bit word, as a float
     return struct.unpack('<e', struct.pack('<H', (word >> (16*j)) & 0xFFFF))[0]
 
@@ -123,16 +137,8 @@ def run_f16(rows, cols, n, splits_want):
                                     for lane in range(32):
                                         for e in range(4):
                                             key = (warp, lane, mt, nt, e); acc[key] = acc.get(key, 0.0) + D[lane][e]
-                for warp in range(kMMQWarps):
-                    wrow = rows0 + warp * kMMQRowTiles * 8
-                    for mt in range(MT):
-                        for nt in range(kMMQRowTiles):
-                            for lane in range(32):
-                                g, i4 = lane // 4, lane % 4; r = wrow + nt*8 + 2*i4
-                                for h in range(2):
-                                    t = t0 + mt*16 + g + 8*h
-                                    if r >= rows or t >= n: continue
-                                    part[(by, t, r)] = (acc.get((warp, lane, mt, nt, 2*h), 0.0), acc.get((warp, lane, mt, nt, 2*h+1), 0.0))
+                for warp, lane, mt, nt, h, t, r in tile_outputs(rows0, t0, MT, rows, n):
+                    part[(by, t, r)] = (acc.get((warp, lane, mt, nt, 2*h), 0.0), acc.get((warp, lane, mt, nt, 2*h+1), 0.0))
     worst = 0.0; missing = 0
     for t in range(n):
         for r in range(0, rows, 2):
@@ -238,20 +244,12 @@ def run(T, rows, cols, n, splits_want):
                                             key = (warp, lane, mt, nt, e)
                                             acc[key] = acc.get(key, 0.0) + D[lane][e] * sc
                 # stores
-                for warp in range(kMMQWarps):
-                    wrow = rows0 + warp * kMMQRowTiles * 8
-                    for mt in range(MT):
-                        for nt in range(kMMQRowTiles):
-                            for lane in range(32):
-                                g, i4 = lane // 4, lane % 4; r = wrow + nt*8 + 2*i4
-                                for h in range(2):
-                                    t = t0 + mt*16 + g + 8*h
-                                    if r >= rows or t >= n: continue
-                                    v = (acc.get((warp, lane, mt, nt, 2*h), 0.0), acc.get((warp, lane, mt, nt, 2*h+1), 0.0))
-                                    if grid[1] == 1:
-                                        assert (t, r) not in out; out[(t, r)] = v
-                                    else:
-                                        assert (by, t, r) not in part; part[(by, t, r)] = v
+                for warp, lane, mt, nt, h, t, r in tile_outputs(rows0, t0, MT, rows, n):
+                    v = (acc.get((warp, lane, mt, nt, 2*h), 0.0), acc.get((warp, lane, mt, nt, 2*h+1), 0.0))
+                    if grid[1] == 1:
+                        assert (t, r) not in out; out[(t, r)] = v
+                    else:
+                        assert (by, t, r) not in part; part[(by, t, r)] = v
     if grid[1] > 1:  # mmq_finish
         for t in range(n):
             for r in range(0, rows, 2):
