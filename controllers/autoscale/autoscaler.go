@@ -188,13 +188,12 @@ func (a *Autoscaler) gatewayLoads(ctx context.Context) (loads map[deploymentKey]
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for i := range pods.Items {
-		addr, ok := desired.ReadyPodPort(&pods.Items[i], gatewayMetricsPortName(&pods.Items[i]), desired.GatewayMetricsPort)
-		if !ok {
+		addrs := gatewayMetricsAddrs(&pods.Items[i])
+		if len(addrs) == 0 {
 			continue
 		}
-		url := "http://" + addr + "/metrics"
 		wg.Go(func() {
-			fams, err := families(ctx, a.http, url)
+			fams, url, err := firstFamilies(ctx, a.http, addrs)
 			mu.Lock()
 			defer mu.Unlock()
 			if err == nil {
@@ -210,27 +209,35 @@ func (a *Autoscaler) gatewayLoads(ctx context.Context) (loads map[deploymentKey]
 	return loads, complete, nil
 }
 
-// gatewayMetricsPortName is the gateway pod's port that serves /metrics:
-// "metrics", or "http" on a pod that declares no "metrics" port. Gateways
-// from before the metrics listener (chart gateway.metricsPort) served
-// /metrics on their public port; reading them there keeps scale-down going
-// while an upgrade rolls them.
-func gatewayMetricsPortName(p *corev1.Pod) string {
-	hasHTTP := false
+// gatewayMetricsAddrs are where a ready gateway pod may serve /metrics, to
+// try in order (none when it is not ready): its "metrics" port; or, on a
+// pod that declares none, the default metrics port and then its "http"
+// port. Gateways from before the metrics listener (chart
+// gateway.metricsPort) served /metrics on their public port, so reading
+// them there keeps scale-down going while an upgrade rolls them; a current
+// gateway in a pod of an older chart still serves it on the default port.
+func gatewayMetricsAddrs(p *corev1.Pod) []string {
+	addr, ok := desired.ReadyPodPort(p, "metrics", desired.GatewayMetricsPort)
+	if !ok {
+		return nil
+	}
+	addrs := []string{addr}
+	if !declaresPort(p, "metrics") && declaresPort(p, "http") {
+		public, _ := desired.ReadyPodPort(p, "http", desired.GatewayMetricsPort)
+		addrs = append(addrs, public)
+	}
+	return addrs
+}
+
+func declaresPort(p *corev1.Pod, name string) bool {
 	for _, c := range p.Spec.Containers {
 		for _, cp := range c.Ports {
-			switch cp.Name {
-			case "metrics":
-				return "metrics"
-			case "http":
-				hasHTTP = true
+			if cp.Name == name {
+				return true
 			}
 		}
 	}
-	if hasHTTP {
-		return "http"
-	}
-	return "metrics"
+	return false
 }
 
 // decide reads the deployment's pods, asks the policy, and writes a change.

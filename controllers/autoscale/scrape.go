@@ -26,6 +26,22 @@ const (
 // maxMetricsBytes bounds a scrape: a pod's metrics are a few kilobytes.
 const maxMetricsBytes = 4 << 20
 
+// firstFamilies reads /metrics at the first of addrs (host:port) that
+// answers with them, and says which URL that was (the last one tried, with
+// its error, when none did).
+func firstFamilies(ctx context.Context, c *http.Client, addrs []string) (map[string]*dto.MetricFamily, string, error) {
+	var err error
+	url := ""
+	for _, addr := range addrs {
+		url = "http://" + addr + "/metrics"
+		var fams map[string]*dto.MetricFamily
+		if fams, err = families(ctx, c, url); err == nil {
+			return fams, url, nil
+		}
+	}
+	return nil, url, err
+}
+
 // families fetches and parses a pod's Prometheus metrics.
 func families(ctx context.Context, c *http.Client, url string) (map[string]*dto.MetricFamily, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

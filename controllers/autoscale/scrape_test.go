@@ -1,11 +1,13 @@
 package autoscale
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	corev1 "k8s.io/api/core/v1"
 )
 
 func TestScrapeRefusesMeaninglessValues(t *testing.T) {
@@ -41,6 +43,35 @@ func TestScrapeRefusesMeaninglessValues(t *testing.T) {
 		}
 		if (err == nil) != c.ok {
 			t.Errorf("%s: error %v, want ok=%v", c.name, err, c.ok)
+		}
+	}
+}
+
+// TestGatewayMetricsAddrs: a gateway pod's metrics port; for one that
+// declares none (an older chart), the default port, then its public one,
+// where gateways before the metrics listener served /metrics; none for a
+// pod that is not ready.
+func TestGatewayMetricsAddrs(t *testing.T) {
+	pod := func(ready bool, ports ...corev1.ContainerPort) *corev1.Pod {
+		p := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "gateway", Ports: ports}}},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.7"}}
+		if ready {
+			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+		}
+		return p
+	}
+	for _, c := range []struct {
+		name string
+		pod  *corev1.Pod
+		want []string
+	}{
+		{"metrics port", pod(true, corev1.ContainerPort{Name: "http", ContainerPort: 8080}, corev1.ContainerPort{Name: "metrics", ContainerPort: 9191}), []string{"10.0.0.7:9191"}},
+		{"older chart", pod(true, corev1.ContainerPort{Name: "http", ContainerPort: 8080}), []string{"10.0.0.7:9090", "10.0.0.7:8080"}},
+		{"no ports", pod(true), []string{"10.0.0.7:9090"}},
+		{"not ready", pod(false, corev1.ContainerPort{Name: "http", ContainerPort: 8080}), nil},
+	} {
+		if got := gatewayMetricsAddrs(c.pod); !slices.Equal(got, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
 	}
 }

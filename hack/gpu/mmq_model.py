@@ -138,6 +138,7 @@ def run_f16(rows, cols, n, splits_want):
                                         for e in range(4):
                                             key = (warp, lane, mt, nt, e); acc[key] = acc.get(key, 0.0) + D[lane][e]
                 for warp, lane, mt, nt, h, t, r in tile_outputs(rows0, t0, MT, rows, n):
+                    assert (by, t, r) not in part
                     part[(by, t, r)] = (acc.get((warp, lane, mt, nt, 2*h), 0.0), acc.get((warp, lane, mt, nt, 2*h+1), 0.0))
     worst = 0.0; missing = 0
     for t in range(n):
@@ -275,5 +276,7 @@ ok &= run(8, 8, 32*5, 64, 1)
 ok &= run(2, 130, 32*3, 70, 5)   # two token groups, a partial row group, more slices wanted than blocks
 ok &= run_f16(136, 32*5, 20, 2)
 ok &= run_f16(128, 32*4, 64, 1)
+ok &= run_f16(130, 32*3, 70, 16)  # two token groups, a partial row group, more slices wanted than blocks
+ok &= run_f16(8, 32, 9, 1)        # a partial chunk (one block of two)
 print("OK" if ok else "FAIL")
 sys.exit(0 if ok else 1)

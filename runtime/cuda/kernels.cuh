@@ -167,7 +167,7 @@ __device__ __forceinline__ void epilogue(const Out &o, int t, int r, float v0, f
 enum Rounding {
 	kRoundNone = 0,  // F16 weights: halves
 	kRoundQ8_0 = 1,  // Q8_0, Q4_0 weights: int8 blocks of 32 (halves of their values for cuBLAS)
-	kRoundQ8K = 2,   // K-quant weights (held as F16 here): halves of int8 blocks of 256's values
+	kRoundQ8K = 2,   // K-quant weights held as F16 (grouped with F32/BF16): halves of int8 blocks of 256's values
 };
 
 // act_store writes element i of token t's activations, of value v, as a
@@ -371,7 +371,7 @@ matvec(Mat w, Act a, Out o, int n) {
 // tiles cost. The matvec kernels take such a batch kMaxCols tokens a pass
 // and are bound by load instructions (one weight load serves 8 tokens);
 // here a weight byte is read once for up to 64 tokens, and one instruction
-// does 4096 multiply-adds.
+// does 4096 multiply-adds (2048 for F16).
 //
 // A thread block computes kMMQRows rows (4 warps of 32: 4 tiles of 8) for
 // 16·MT tokens over a slice of K. Weights and activations stream through

@@ -146,3 +146,47 @@ func TestConvertToQ8_0(t *testing.T) {
 		t.Logf("%s → Q8_0: worst error %.4f of a block's maximum (bound 1/254 + 1/2048 = %.4f)", typ, worst, 1.0/254+1.0/2048)
 	}
 }
+
+// TestConvertQ8_0Range: a value whose block's scale (maximum/127) F16
+// cannot hold is an error naming where it is; and a buffer reused for a
+// smaller matrix after a larger one holds the smaller one's rows only.
+func TestConvertQ8_0Range(t *testing.T) {
+	f32 := func(rows int, vals ...float32) *model.Weight {
+		w := &model.Weight{Name: "output.weight", Type: quant.F32, Rows: rows, Cols: len(vals) / rows}
+		for _, v := range vals {
+			w.Data = binary.LittleEndian.AppendUint32(w.Data, math.Float32bits(v))
+		}
+		return w
+	}
+	row := func(v float32) []float32 {
+		r := make([]float32, 32)
+		for i := range r {
+			r[i] = v * float32(i%5-2)
+		}
+		return r
+	}
+	big := f32(2, append(row(1), row(5e6)...)...) // 1e7 > 65520·127
+	if _, err := convert(nil, big, quant.Q8_0); err == nil || !strings.Contains(err.Error(), "row 1, column 0") {
+		t.Errorf("a block beyond Q8_0's scale: %v, want an error naming row 1, column 0", err)
+	}
+	buf, err := convert(nil, f32(2, append(row(1), row(2)...)...), quant.Q8_0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf, err = convert(buf, f32(1, row(0.5)...), quant.Q8_0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := quant.Q8_0.RowBytes(32); len(buf) != want {
+		t.Fatalf("reused buffer holds %d bytes, want one row's %d", len(buf), want)
+	}
+	got := make([]float32, 32)
+	if err := quant.Dequantize(quant.Q8_0, buf, got); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range row(0.5) {
+		if math.Abs(float64(got[i]-v)) > 0.5/127 {
+			t.Errorf("element %d: %v, want %v", i, got[i], v)
+		}
+	}
+}
