@@ -5,10 +5,11 @@
 # in bin/gpu), then run there from the repository root:
 #
 #   hack/gpu/check.sh            # everything: more than one call's 10 minutes
-# so, back to back on one warm machine (estimates, not yet timed):
-#   STAGES="build correct memcheck" hack/gpu/check.sh     # about 5 minutes
-#   STAGES="models bench ncu" hack/gpu/check.sh           # about 6 minutes
-#   STAGES="models reference big" hack/gpu/check.sh       # about 4 minutes
+# so, back to back on one warm machine, in order of value, as far as the
+# session's device time goes (estimates, not yet timed):
+#   STAGES="build correct memcheck" hack/gpu/check.sh     # about 7 minutes
+#   STAGES="models bench reference" hack/gpu/check.sh     # about 6 minutes
+#   STAGES="models ncu big" hack/gpu/check.sh             # about 5 minutes
 #
 # Stages: build (nvcc), correct (GPU logits against the CPU backend's),
 # memcheck (compute-sanitizer on a small model), models (gen-model, Llama-2
