@@ -44,10 +44,11 @@ constexpr int kGraphTokens = 64;
 constexpr size_t kMaxGraphs = 128;
 constexpr int kQuantMatvecTokens = 64;
 // mmq takes batches of kMaxCols+1 to LEO_CUDA_MMQ_TOKENS tokens (64:
-// batched decode; 512: prompts too, instead of cuBLAS), of any weight type. By default, kMMQTokens = 0, it is off: it has not run on a
-// GPU yet (docs/cuda.md), and hack/gpu/check.sh measures it against the
-// matvec kernels. Its K slices' partial sums take at most kMMQPartElems
-// floats (16 MiB).
+// batched decode; 512: prompts too, instead of cuBLAS), of any weight
+// type. By default, kMMQTokens = 0, it is off: it has not run on a GPU yet
+// (docs/cuda.md), and hack/gpu/check.sh measures it against the matvec
+// kernels and cuBLAS. Its K slices' partial sums take at most
+// kMMQPartElems floats (16 MiB).
 constexpr int kMMQTokens = 0;
 constexpr size_t kMMQPartElems = size_t(4) << 20;
 constexpr int kMMQMaxSplits = 16;
