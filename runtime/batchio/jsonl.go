@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strconv"
 	"unicode/utf8"
@@ -59,14 +58,10 @@ func cutLine(data []byte) (line, rest []byte) {
 	return data, nil
 }
 
-// object is one JSON object of a line, read a key at a time so that a
-// wrong type is reported with the key's path, and the keys nothing read
-// are known.
-type object struct {
-	path string // "" for the line's object
-	m    map[string]json.RawMessage
-	used []string // the keys read (few: a slice is cheaper than a map)
-}
+// object is one JSON object of a line, read a key at a time
+// (jsonvalue.Object): a wrong type is reported with the key's path, and
+// the keys nothing read are known. Its methods return row errors.
+type object struct{ *jsonvalue.Object }
 
 // rowError is a row's error; its text is the message after "line N: ".
 type rowError struct{ msg string }
@@ -74,6 +69,14 @@ type rowError struct{ msg string }
 func (e *rowError) Error() string { return e.msg }
 
 func fail(format string, args ...any) error { return &rowError{fmt.Sprintf(format, args...)} }
+
+// rowErr is a field's error as a row's; nil for none (not a typed nil).
+func rowErr(e *jsonvalue.FieldError) error {
+	if e == nil {
+		return nil
+	}
+	return &rowError{e.Msg}
+}
 
 // parseObject parses a line as a JSON object.
 func parseObject(text []byte) (*object, error) {
@@ -91,181 +94,60 @@ func parseObject(text []byte) (*object, error) {
 	if m == nil {
 		return nil, fail("the line must be a JSON object (got null)")
 	}
-	return &object{m: m}, nil
+	return &object{jsonvalue.FromMap("", m)}, nil
 }
 
-// key is the path of o's field k.
-func (o *object) key(k string) string {
-	if o.path == "" {
-		return k
-	}
-	return o.path + "." + k
+// strs, boolean, number, integer, seed and str are jsonvalue.Object's
+// readers with row errors.
+func (o *object) strs(k string) ([]string, error) {
+	v, err := o.Strings(k)
+	return v, rowErr(err)
 }
 
-// raw returns field k, marking it used; absent and null are both "not
-// given" (ok false).
-func (o *object) raw(k string) (json.RawMessage, bool) {
-	v, ok := o.m[k]
-	if !ok {
-		return nil, false
-	}
-	o.used = append(o.used, k)
-	if jsonvalue.Kind(v) == "null" {
-		return nil, false
-	}
-	return v, true
+func (o *object) boolean(k string) (*bool, error) {
+	v, err := o.Bool(k)
+	return v, rowErr(err)
 }
 
-// skip marks k as known but unused.
-func (o *object) skip(keys ...string) {
-	o.used = append(o.used, keys...)
+func (o *object) number(k string) (*float64, error) {
+	v, err := o.Number(k)
+	return v, rowErr(err)
 }
 
-// ignored appends the paths of o's keys that nothing read.
-func (o *object) ignored(dst []string) []string {
-	for k := range o.m {
-		if !slices.Contains(o.used, k) {
-			dst = append(dst, o.key(k))
-		}
-	}
-	return dst
+func (o *object) integer(k string) (*int, error) {
+	v, err := o.Int(k)
+	return v, rowErr(err)
+}
+
+func (o *object) seed(k string) (*uint64, error) {
+	v, err := o.Seed(k)
+	return v, rowErr(err)
 }
 
 func (o *object) typeError(k, want string, raw []byte) error {
-	return fail("%s must be %s (got %s)", o.key(k), want, jsonvalue.Kind(raw))
+	return fail("%s must be %s (got %s)", o.Key(k), want, jsonvalue.Kind(raw))
+}
+
+func (o *object) str(k string) (string, bool, error) {
+	s, ok, err := o.String(k)
+	return s, ok, rowErr(err)
 }
 
 // object returns field k as an object; nil when not given.
 func (o *object) object(k string) (*object, error) {
-	v, ok := o.raw(k)
-	if !ok {
-		return nil, nil
+	v, err := o.Object.Object(k)
+	if err != nil || v == nil {
+		return nil, rowErr(err)
 	}
-	return objectAt(o.key(k), v)
+	return &object{v}, nil
 }
 
 func objectAt(path string, raw json.RawMessage) (*object, error) {
-	if jsonvalue.Kind(raw) != "an object" {
-		return nil, fail("%s must be an object (got %s)", path, jsonvalue.Kind(raw))
+	v, err := jsonvalue.NewObject(path, raw)
+	if err != nil {
+		return nil, rowErr(err)
 	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil { // cannot happen: the line parsed
-		return nil, fail("%s: %v", path, err)
-	}
-	return &object{path: path, m: m}, nil
-}
-
-// str returns field k as a string; ok false when not given.
-func (o *object) str(k string) (s string, ok bool, err error) {
-	v, ok := o.raw(k)
-	if !ok {
-		return "", false, nil
-	}
-	if jsonvalue.Kind(v) != "a string" || json.Unmarshal(v, &s) != nil {
-		return "", false, o.typeError(k, "a string", v)
-	}
-	return s, true, nil
-}
-
-// strs returns field k, a string or an array of strings; nil when not
-// given (or an empty array).
-func (o *object) strs(k string) ([]string, error) {
-	v, ok := o.raw(k)
-	if !ok {
-		return nil, nil
-	}
-	switch jsonvalue.Kind(v) {
-	case "a string":
-		var s string
-		if err := json.Unmarshal(v, &s); err != nil {
-			return nil, o.typeError(k, "a string or an array of strings", v)
-		}
-		return []string{s}, nil
-	case "an array":
-		var elems []json.RawMessage
-		if err := json.Unmarshal(v, &elems); err != nil {
-			return nil, o.typeError(k, "a string or an array of strings", v)
-		}
-		var list []string
-		for i, e := range elems {
-			var s string
-			if jsonvalue.Kind(e) != "a string" || json.Unmarshal(e, &s) != nil {
-				return nil, fail("%s[%d] must be a string (got %s)", o.key(k), i, jsonvalue.Kind(e))
-			}
-			list = append(list, s)
-		}
-		return list, nil
-	}
-	return nil, o.typeError(k, "a string or an array of strings", v)
-}
-
-// boolean returns field k; nil when not given.
-func (o *object) boolean(k string) (*bool, error) {
-	v, ok := o.raw(k)
-	if !ok {
-		return nil, nil
-	}
-	switch string(bytes.TrimSpace(v)) {
-	case "true":
-		return ptr(true), nil
-	case "false":
-		return ptr(false), nil
-	}
-	return nil, o.typeError(k, "true or false", v)
-}
-
-// number returns field k as a float64; nil when not given.
-func (o *object) number(k string) (*float64, error) {
-	v, ok := o.raw(k)
-	if !ok {
-		return nil, nil
-	}
-	if jsonvalue.Kind(v) != "a number" {
-		return nil, o.typeError(k, "a number", v)
-	}
-	f, err := strconv.ParseFloat(string(bytes.TrimSpace(v)), 64)
-	if err != nil { // the syntax is JSON's; only the range can be wrong
-		return nil, fail("%s is out of range (got %s)", o.key(k), jsonvalue.Clip(v))
-	}
-	return &f, nil
-}
-
-// integer returns field k as an int; nil when not given. A number with a
-// fraction or exponent is accepted when its value is whole (100.0, 1e2).
-func (o *object) integer(k string) (*int, error) {
-	v, ok := o.raw(k)
-	if !ok {
-		return nil, nil
-	}
-	if jsonvalue.Kind(v) != "a number" {
-		return nil, o.typeError(k, "an integer", v)
-	}
-	n, ok := jsonvalue.WholeNumber(v)
-	if !ok || n < math.MinInt || n > math.MaxInt {
-		if f, err := strconv.ParseFloat(string(bytes.TrimSpace(v)), 64); err == nil && f != math.Trunc(f) {
-			return nil, fail("%s must be an integer (got %s)", o.key(k), jsonvalue.Clip(v))
-		}
-		return nil, fail("%s is out of range (got %s)", o.key(k), jsonvalue.Clip(v))
-	}
-	i := int(n)
-	return &i, nil
-}
-
-// seed returns field k as a sampling seed; nil when not given. Any
-// integer from -2⁶³ to 2⁶⁴-1 is accepted, also written as a whole float;
-// a negative one stands for the uint64 of the same bits.
-func (o *object) seed(k string) (*uint64, error) {
-	v, ok := o.raw(k)
-	if !ok {
-		return nil, nil
-	}
-	if u, ok := jsonvalue.Seed(v); ok {
-		return &u, nil
-	}
-	if jsonvalue.Kind(v) != "a number" {
-		return nil, o.typeError(k, "an integer", v)
-	}
-	return nil, fail("%s must be an integer in [-2^63, 2^64-1] (got %s)", o.key(k), jsonvalue.Clip(v))
+	return &object{v}, nil
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -295,9 +177,9 @@ func jsonlRow(row *Row, text []byte, column string) error {
 	if err != nil {
 		return err
 	}
-	v, ok := o.raw(column)
+	v, ok := o.Raw(column)
 	if !ok {
-		if _, present := o.m[column]; present {
+		if o.Present(column) {
 			return fail("the prompt %q is null; it must be a string", column)
 		}
 		return fail("the line has no prompt: no key %q", column)
@@ -353,7 +235,7 @@ func jsonlRow(row *Row, text []byte, column string) error {
 	if n != nil && *n != 1 {
 		return fail("parameters.num_return_sequences must be 1 in a batch (got %d): a row has one prediction", *n)
 	}
-	row.Ignored = sorted(p.ignored(nil))
+	row.Ignored = sorted(p.Ignored(nil))
 	return nil
 }
 
@@ -449,7 +331,7 @@ func openAIRow(row *Row, text []byte, seen map[string]int) error {
 	if err := commonBody(&row.Overrides, body, url == URLChat); err != nil {
 		return err
 	}
-	row.Ignored = sorted(body.ignored(o.ignored(row.Ignored)))
+	row.Ignored = sorted(body.Ignored(o.Ignored(row.Ignored)))
 	return nil
 }
 
@@ -463,7 +345,7 @@ func clipString(s string) string {
 
 // chatBody reads a /v1/chat/completions body's messages.
 func chatBody(row *Row, body *object) error {
-	v, ok := body.raw("messages")
+	v, ok := body.Raw("messages")
 	if !ok {
 		return fail(`body.messages is required: a list of {"role", "content"} objects`)
 	}
@@ -490,7 +372,7 @@ func chatBody(row *Row, body *object) error {
 		case err != nil:
 			return err
 		case !ok || role == "":
-			return fail("%s is required: a non-empty string", m.key("role"))
+			return fail("%s is required: a non-empty string", m.Key("role"))
 		case role == "developer": // OpenAI's newer name of the system role
 			role = "system"
 		}
@@ -498,8 +380,8 @@ func chatBody(row *Row, body *object) error {
 		if err != nil {
 			return err
 		}
-		m.skip("name")
-		ignored = m.ignored(ignored)
+		m.Skip("name")
+		ignored = m.Ignored(ignored)
 		size += len(content)
 		if size > MaxPromptBytes {
 			return fail("the messages' contents are over %d bytes (1 MiB) long; at most that is allowed", MaxPromptBytes)
@@ -514,7 +396,7 @@ func chatBody(row *Row, body *object) error {
 // messageContent reads a message's content: a string, a list of text
 // parts (joined with "\n", as serve and vLLM do), or null ("").
 func messageContent(m *object) (string, error) {
-	v, ok := m.raw("content")
+	v, ok := m.Raw("content")
 	if !ok {
 		return "", nil
 	}
@@ -532,7 +414,7 @@ func messageContent(m *object) (string, error) {
 		}
 		var b []byte
 		for i, raw := range parts {
-			part, err := objectAt(fmt.Sprintf("%s[%d]", m.key("content"), i), raw)
+			part, err := objectAt(fmt.Sprintf("%s[%d]", m.Key("content"), i), raw)
 			if err != nil {
 				return "", err
 			}
@@ -541,14 +423,14 @@ func messageContent(m *object) (string, error) {
 				return "", err
 			}
 			if t != "text" {
-				return "", fail("%s is %q; only text parts are supported", part.key("type"), clipString(t))
+				return "", fail("%s is %q; only text parts are supported", part.Key("type"), clipString(t))
 			}
 			text, ok, err := part.str("text")
 			if err != nil {
 				return "", err
 			}
 			if !ok {
-				return "", fail("%s is required: a string", part.key("text"))
+				return "", fail("%s is required: a string", part.Key("text"))
 			}
 			if i > 0 {
 				b = append(b, '\n')
@@ -562,7 +444,7 @@ func messageContent(m *object) (string, error) {
 
 // completionBody reads a /v1/completions body's prompt and echo.
 func completionBody(row *Row, body *object) error {
-	v, ok := body.raw("prompt")
+	v, ok := body.Raw("prompt")
 	if !ok {
 		return fail("body.prompt is required: a string")
 	}
@@ -578,15 +460,15 @@ func completionBody(row *Row, body *object) error {
 	}
 	row.Overrides.ReturnFullText = echo
 	// suffix: only "" (OpenAI's default) is supported.
-	if v, ok := body.raw("suffix"); ok && string(bytes.TrimSpace(v)) != `""` {
+	if v, ok := body.Raw("suffix"); ok && string(bytes.TrimSpace(v)) != `""` {
 		return fail("body.suffix is not supported (got %s)", jsonvalue.Clip(v))
 	}
-	if v, ok := body.raw("best_of"); ok {
+	if v, ok := body.Raw("best_of"); ok {
 		if n, ok := jsonvalue.WholeNumber(v); !ok || n != 1 {
 			return fail("body.best_of is not supported (got %s)", jsonvalue.Clip(v))
 		}
 	}
-	if v, ok := body.raw("logprobs"); ok {
+	if v, ok := body.Raw("logprobs"); ok {
 		return fail("body.logprobs is not supported (got %s)", jsonvalue.Clip(v))
 	}
 	return nil
@@ -647,7 +529,7 @@ func commonBody(ov *Overrides, body *object, chat bool) error {
 	}
 
 	refuse := func(k string, ok func(raw []byte) bool) error {
-		if v, given := body.raw(k); given && (ok == nil || !ok(v)) {
+		if v, given := body.Raw(k); given && (ok == nil || !ok(v)) {
 			return fail("body.%s is not supported (got %s)", k, jsonvalue.Clip(v))
 		}
 		return nil
@@ -666,7 +548,7 @@ func commonBody(ov *Overrides, body *object, chat bool) error {
 		if err := refuse("top_logprobs", zero); err != nil {
 			return err
 		}
-		choice, _ := body.raw("tool_choice")
+		choice, _ := body.Raw("tool_choice")
 		none := string(bytes.TrimSpace(choice)) == `"none"`
 		if err := refuse("tools", func(raw []byte) bool { return none || is("[]")(raw) }); err != nil {
 			return err
@@ -694,6 +576,6 @@ func commonBody(ov *Overrides, body *object, chat bool) error {
 	}); err != nil {
 		return err
 	}
-	body.skip("model", "stream", "stream_options", "user", "metadata", "store")
+	body.Skip("model", "stream", "stream_options", "user", "metadata", "store")
 	return nil
 }

@@ -1,6 +1,7 @@
-// Package jsonvalue reads single JSON values the way leo's request and
-// batch-row decoders both need: the kind of a raw value for error
-// messages, integers that may be written as whole floats (as Python
+// Package jsonvalue reads JSON the way leo's request and batch-row
+// decoders both need: objects a field at a time, with each wrong value's
+// path and the keys nothing read (Object); the kind of a raw value for
+// error messages, integers that may be written as whole floats (as Python
 // clients send them), sampling seeds over the whole uint64 range, and a
 // value shortened for quoting in an error.
 package jsonvalue

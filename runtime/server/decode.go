@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,12 +28,11 @@ type decoder struct {
 	ignored []string
 }
 
-// object is one JSON object of the body.
+// object is one JSON object of the body (jsonvalue.Object), read through
+// the decoder: its readers return a default and record the first error.
 type object struct {
-	d    *decoder
-	path string // "" for the body itself
-	m    map[string]json.RawMessage
-	used map[string]bool
+	d *decoder
+	*jsonvalue.Object
 }
 
 // fail keeps the first error.
@@ -42,6 +40,15 @@ func (d *decoder) fail(e *apiError) {
 	if d.err == nil {
 		d.err = e
 	}
+}
+
+// check records a field's error; it reports whether there was none.
+func (d *decoder) check(e *jsonvalue.FieldError) bool {
+	if e == nil {
+		return true
+	}
+	d.fail(invalid(e.Path, "%s", e.Msg))
+	return false
 }
 
 // body parses data as the request's top-level JSON object.
@@ -67,7 +74,7 @@ func (d *decoder) body(data []byte) *object {
 		d.fail(invalid("", "the request body must be a JSON object (got null)"))
 		return d.empty("")
 	}
-	return &object{d: d, m: m, used: map[string]bool{}}
+	return &object{d, jsonvalue.FromMap("", m)}
 }
 
 // lineCol turns a 0-based byte offset into 1-based line and column
@@ -80,117 +87,90 @@ func lineCol(data []byte, off int64) (line, col int) {
 	return line, col
 }
 
-func (d *decoder) empty(path string) *object {
-	return &object{d: d, path: path, m: map[string]json.RawMessage{}, used: map[string]bool{}}
-}
+func (d *decoder) empty(path string) *object { return &object{d, jsonvalue.FromMap(path, nil)} }
 
-func isNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }
-
-// key is the path of a field of o.
-func (o *object) key(k string) string {
-	if o.path == "" {
-		return k
-	}
-	return o.path + "." + k
-}
-
-// raw returns field k, marking it used; absent and null are both "not
-// given" (ok false): JSON null means the default everywhere.
+// raw returns field k, marking it read; ok false when it is absent or null,
+// or once the body has an error (reads are no-ops from then on).
 func (o *object) raw(k string) (json.RawMessage, bool) {
-	v, ok := o.m[k]
-	if !ok {
+	v, ok := o.Raw(k)
+	if o.d.err != nil {
 		return nil, false
 	}
-	o.used[k] = true
-	if isNull(v) || o.d.err != nil {
-		return nil, false
-	}
-	return v, true
+	return v, ok
 }
 
-// has reports whether field k is given and not null, marking it used.
+// has reports whether field k is given and not null, marking it read.
 func (o *object) has(k string) bool {
 	_, ok := o.raw(k)
 	return ok
 }
 
-// skip marks k as known but unused (OpenAI's "user", say): it is not
-// reported as ignored.
-func (o *object) skip(k string) { o.used[k] = true }
-
 // done records the keys of o that no field took.
-func (o *object) done() {
-	for k := range o.m {
-		if !o.used[k] {
-			o.d.ignored = append(o.d.ignored, o.key(k))
-		}
-	}
-}
+func (o *object) done() { o.d.ignored = o.Ignored(o.d.ignored) }
 
 // typeError blames field path for holding a value of the wrong type.
 func typeError(path, want string, raw []byte) *apiError {
 	return invalid(path, "%s must be %s (got %s)", path, want, jsonvalue.Kind(raw))
 }
 
+// ok reports whether o's readers still read: no error yet (they mark the
+// field read either way).
+func (o *object) ok(k string) bool {
+	if o.d.err != nil {
+		o.Skip(k)
+		return false
+	}
+	return true
+}
+
 // object returns field k as an object; nil when not given.
 func (o *object) object(k string) *object {
-	v, ok := o.raw(k)
-	if !ok {
+	if !o.ok(k) {
 		return nil
 	}
-	return o.d.objectAt(o.key(k), v)
+	v, err := o.Object.Object(k)
+	if !o.d.check(err) || v == nil {
+		return nil
+	}
+	return &object{o.d, v}
 }
 
 // objectAt parses raw, the value at path, as an object.
 func (d *decoder) objectAt(path string, raw json.RawMessage) *object {
-	if bytes.TrimSpace(raw)[0] != '{' {
-		d.fail(typeError(path, "an object", raw))
+	v, err := jsonvalue.NewObject(path, raw)
+	if !d.check(err) {
 		return nil
 	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil { // cannot happen: the body parsed
-		d.fail(invalid(path, "%s: %v", path, err))
-		return nil
-	}
-	return &object{d: d, path: path, m: m, used: map[string]bool{}}
+	return &object{d, v}
 }
 
 // array returns field k as the elements of an array; ok false when not
 // given.
-func (o *object) array(k string) (elems []json.RawMessage, ok bool) {
-	v, ok := o.raw(k)
-	if !ok {
+func (o *object) array(k string) ([]json.RawMessage, bool) {
+	if !o.ok(k) {
 		return nil, false
 	}
-	if bytes.TrimSpace(v)[0] != '[' {
-		o.d.fail(typeError(o.key(k), "an array", v))
+	elems, ok, err := o.Array(k)
+	if !o.d.check(err) {
 		return nil, false
 	}
-	if err := json.Unmarshal(v, &elems); err != nil { // cannot happen: the body parsed
-		o.d.fail(invalid(o.key(k), "%s: %v", o.key(k), err))
-		return nil, false
-	}
-	return elems, true
+	return elems, ok
 }
 
 // str returns field k as a string, "" when not given.
 func (o *object) str(k string) string {
-	v, ok := o.raw(k)
-	if !ok {
+	if !o.ok(k) {
 		return ""
 	}
-	s, err := stringAt(o.key(k), v)
-	if err != nil {
-		o.d.fail(err)
-		return ""
-	}
+	s, _, err := o.String(k)
+	o.d.check(err)
 	return s
 }
 
 func stringAt(path string, raw json.RawMessage) (string, *apiError) {
-	var s string
-	if bytes.TrimSpace(raw)[0] != '"' || json.Unmarshal(raw, &s) != nil {
-		return "", typeError(path, "a string", raw)
+	s, err := jsonvalue.StringAt(path, raw)
+	if err != nil {
+		return "", invalid(err.Path, "%s", err.Msg)
 	}
 	return s, nil
 }
@@ -198,70 +178,36 @@ func stringAt(path string, raw json.RawMessage) (string, *apiError) {
 // strings returns field k, a string or an array of strings (as "stop"
 // and "prompt" may be); nil when not given or not valid.
 func (o *object) strings(k string) []string {
-	v, ok := o.raw(k)
-	if !ok {
+	if !o.ok(k) {
 		return nil
 	}
-	path := o.key(k)
-	switch bytes.TrimSpace(v)[0] {
-	case '"':
-		s, err := stringAt(path, v)
-		if err != nil {
-			o.d.fail(err)
-			return nil
-		}
-		return []string{s}
-	case '[':
-		elems, _ := o.array(k)
-		list := make([]string, 0, len(elems))
-		for i, e := range elems {
-			s, err := stringAt(fmt.Sprintf("%s[%d]", path, i), e)
-			if err != nil {
-				o.d.fail(err)
-				return nil
-			}
-			list = append(list, s)
-		}
-		return list
+	list, err := o.Strings(k)
+	if !o.d.check(err) {
+		return nil
 	}
-	o.d.fail(typeError(path, "a string or an array of strings", v))
-	return nil
+	return list
 }
 
 // boolean returns field k, false when not given.
 func (o *object) boolean(k string) bool {
-	v, ok := o.raw(k)
-	if !ok {
+	if !o.ok(k) {
 		return false
 	}
-	switch string(bytes.TrimSpace(v)) {
-	case "true":
-		return true
-	case "false":
-		return false
-	}
-	o.d.fail(typeError(o.key(k), "true or false", v))
-	return false
+	b, err := o.Bool(k)
+	return o.d.check(err) && b != nil && *b
 }
 
 // number returns field k as a float64, 1 when not given: the default of
 // every such parameter (temperature, top_p, repetition_penalty).
 func (o *object) number(k string) float64 {
-	v, ok := o.raw(k)
-	if !ok {
+	if !o.ok(k) {
 		return 1
 	}
-	path := o.key(k)
-	if jsonvalue.Kind(v) != "a number" {
-		o.d.fail(typeError(path, "a number", v))
+	f, err := o.Number(k)
+	if !o.d.check(err) || f == nil {
 		return 1
 	}
-	f, ok := parseNumber(v)
-	if !ok { // the syntax is JSON's; only the range can be wrong
-		o.d.fail(invalid(path, "%s is out of range (got %s)", path, jsonvalue.Clip(v)))
-		return 1
-	}
-	return f
+	return *f
 }
 
 // parseNumber parses raw as a float64; ok false when it is not a number
@@ -278,36 +224,28 @@ func parseNumber(raw []byte) (float64, bool) {
 // fraction or exponent is accepted when its value is whole (100.0, 1e2),
 // as Python's clients may send.
 func (o *object) integer(k string, def int) int {
-	v, ok := o.raw(k)
-	if !ok {
+	if !o.ok(k) {
 		return def
 	}
-	path := o.key(k)
-	n, ok := jsonvalue.WholeNumber(v)
-	if !ok {
-		o.d.fail(typeError(path, "an integer", v))
+	n, err := o.Int(k)
+	if !o.d.check(err) || n == nil {
 		return def
 	}
-	if n < math.MinInt || n > math.MaxInt {
-		o.d.fail(invalid(path, "%s is out of range (got %s)", path, jsonvalue.Clip(v)))
-		return def
-	}
-	return int(n)
+	return *n
 }
 
 // seed returns field k as a sampling seed, nil when not given. Any
 // integer from -2⁶³ to 2⁶⁴-1 is accepted, also written as a whole float
 // (1.8e19); a negative one stands for the uint64 of the same bits.
 func (o *object) seed(k string) *uint64 {
-	v, ok := o.raw(k)
-	if !ok {
+	if !o.ok(k) {
 		return nil
 	}
-	if u, ok := jsonvalue.Seed(v); ok {
-		return &u
+	u, err := o.Seed(k)
+	if !o.d.check(err) {
+		return nil
 	}
-	o.d.fail(invalid(o.key(k), "%s must be an integer in [-2^63, 2^64-1] (got %s)", o.key(k), jsonvalue.Clip(v)))
-	return nil
+	return u
 }
 
 // Limits on the X-Leo-Ignored-Fields header, which repeats keys the

@@ -171,7 +171,7 @@ func refuseTools(o *object) {
 // joined with "\n", as vLLM does). Null (an assistant turn that only
 // called tools) is "".
 func messageContent(m *object) string {
-	path := m.key("content")
+	path := m.Key("content")
 	raw, ok := m.raw("content")
 	if !ok {
 		return ""
@@ -234,7 +234,7 @@ func decodeOpenAICommon(o *object, j *job, maxTokens int, maxName string) paramN
 		j.includeUsage = so.boolean("include_usage")
 		so.done()
 	}
-	o.skip("user") // an end-user id for OpenAI's abuse monitoring; nothing to do here
+	o.Skip("user") // an end-user id for OpenAI's abuse monitoring; nothing to do here
 
 	zero := func(raw []byte) bool { f, ok := parseNumber(raw); return !ok || f != 0 }
 	refuse(o, "presence_penalty", zero)

@@ -146,7 +146,7 @@ func decodeScoreParams(o *object, defaultMax int, j *job) {
 		p.MaxNewTokens = o.integer("max_new_tokens", defaultMax)
 	} else {
 		j.maxLength = o.integer("max_length", 0)
-		if path := o.key("max_length"); j.maxLength < 1 && o.d.err == nil {
+		if path := o.Key("max_length"); j.maxLength < 1 && o.d.err == nil {
 			o.d.fail(invalid(path, "%s must be >= 1 (got %d)", path, j.maxLength))
 		}
 		// Validated in max_new_tokens' place until the prompt's length
@@ -161,7 +161,7 @@ func decodeScoreParams(o *object, defaultMax int, j *job) {
 	j.echo = o.boolean("return_full_text")
 	j.n = o.integer("num_return_sequences", 1)
 	if o.d.err == nil && (j.n < 1 || j.n > maxChoices) {
-		path := o.key("num_return_sequences")
+		path := o.Key("num_return_sequences")
 		o.d.fail(invalid(path, "%s must be in [1, %d] (got %d)", path, maxChoices, j.n))
 	}
 	j.params = p
