@@ -77,6 +77,36 @@ func TestDecodeNumbers(t *testing.T) {
 	}
 }
 
+// TestDecodeMessages pins the exact message and field of wrong values, the
+// same words batchio uses for batch rows (jsonvalue.Object).
+func TestDecodeMessages(t *testing.T) {
+	for _, c := range []struct {
+		decode       func([]byte) (*job, *apiError)
+		body         string
+		param, value string
+	}{
+		{scoreOf, scoreBody(`"max_new_tokens": 1.5`, "x"), "input_data.parameters.max_new_tokens",
+			"input_data.parameters.max_new_tokens must be an integer (got 1.5)"},
+		{scoreOf, scoreBody(`"max_new_tokens": 1e30`, "x"), "input_data.parameters.max_new_tokens",
+			"input_data.parameters.max_new_tokens is out of range (got 1e30)"},
+		{scoreOf, scoreBody(`"seed": "x"`, "x"), "input_data.parameters.seed",
+			"input_data.parameters.seed must be an integer (got a string)"},
+		{scoreOf, scoreBody(`"seed": true`, "x"), "input_data.parameters.seed",
+			"input_data.parameters.seed must be an integer (got a boolean)"},
+		{scoreOf, scoreBody(`"seed": 2.5`, "x"), "input_data.parameters.seed",
+			"input_data.parameters.seed must be an integer in [-2^63, 2^64-1] (got 2.5)"},
+		{decodeCompletion, `{"prompt": "hi", "n": 1.5}`, "n", "n must be an integer (got 1.5)"},
+		{decodeCompletion, `{"prompt": "hi", "stop": ["a", 1]}`, "stop[1]", "stop[1] must be a string (got a number)"},
+	} {
+		_, err := c.decode([]byte(c.body))
+		if err == nil || err.Param != c.param || err.Message != c.value {
+			t.Errorf("%s: %+v, want param %q, message %q", c.body, err, c.param, c.value)
+		}
+	}
+}
+
+func scoreOf(body []byte) (*job, *apiError) { return decodeScore(body, 10) }
+
 func TestDecodeOpenAI(t *testing.T) {
 	j, err := decodeCompletion([]byte(`{"prompt": "hi", "top_k": -1, "temperature": 0, "stop": ["a", "b"], "best_of": 1, "logprobs": null,
 		"suffix": "", "logit_bias": {}, "presence_penalty": 0, "frequency_penalty": 0.0, "stream": true, "stream_options": {"include_usage": true}}`))
