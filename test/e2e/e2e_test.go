@@ -446,16 +446,28 @@ func (c *cluster) scaleFromZero(gw, key string) {
 	})
 	body := `{"input_data": {"input_string": ["Once upon a time"], "parameters": {"max_new_tokens": 8}}}`
 	ask := func(what string) {
-		start := time.Now()
-		req, _ := http.NewRequest(http.MethodPost, gw+apiPrefix+"/chat/score", strings.NewReader(body))
-		req.Header.Set("Authorization", key)
-		req.Header.Set("azureml-model-deployment", "idle")
-		resp, err := (&http.Client{Timeout: 5 * time.Minute}).Do(req)
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
+		// The gateway learns of the new deployment from its own watch, a
+		// moment after the operator made the Deployment: until then it
+		// answers 404 no_deployment (and wakes nothing), so the clock
+		// starts at the request it takes.
+		var start time.Time
+		var resp *http.Response
+		var b []byte
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			start = time.Now()
+			req, _ := http.NewRequest(http.MethodPost, gw+apiPrefix+"/chat/score", strings.NewReader(body))
+			req.Header.Set("Authorization", key)
+			req.Header.Set("azureml-model-deployment", "idle")
+			var err error
+			if resp, err = (&http.Client{Timeout: 5 * time.Minute}).Do(req); err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			b, _ = io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(b), `"no_deployment"`) || time.Now().After(deadline) {
+				break
+			}
 		}
-		b, _ := io.ReadAll(resp.Body)
-		_ = resp.Body.Close()
 		if resp.StatusCode != http.StatusOK || resp.Header.Get("azureml-model-deployment") != "idle" {
 			t.Fatalf("%s: %d %s", what, resp.StatusCode, b)
 		}
