@@ -222,22 +222,12 @@ func gatewayMetricsAddrs(p *corev1.Pod) []string {
 		return nil
 	}
 	addrs := []string{addr}
-	if !declaresPort(p, "metrics") && declaresPort(p, "http") {
+	_, metrics := desired.ContainerPort(p, "metrics")
+	if _, http := desired.ContainerPort(p, "http"); !metrics && http {
 		public, _ := desired.ReadyPodPort(p, "http", desired.GatewayMetricsPort)
 		addrs = append(addrs, public)
 	}
 	return addrs
-}
-
-func declaresPort(p *corev1.Pod, name string) bool {
-	for _, c := range p.Spec.Containers {
-		for _, cp := range c.Ports {
-			if cp.Name == name {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // decide reads the deployment's pods, asks the policy, and writes a change.

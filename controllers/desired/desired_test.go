@@ -257,3 +257,33 @@ func TestNames(t *testing.T) {
 		t.Errorf("slug %q", s)
 	}
 }
+
+// TestReadyPodPortPrefersLeosContainer: a service mesh's sidecar, injected
+// before or after leo's container with a port of the same name, does not
+// take leo's port; without leo's container any one's counts, and without
+// the name the default does.
+func TestReadyPodPortPrefersLeosContainer(t *testing.T) {
+	pod := func(containers ...corev1.Container) *corev1.Pod {
+		return &corev1.Pod{Spec: corev1.PodSpec{Containers: containers},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.9",
+				Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
+	}
+	port := func(name string, n int32) []corev1.ContainerPort {
+		return []corev1.ContainerPort{{Name: name, ContainerPort: n}}
+	}
+	sidecar := corev1.Container{Name: "istio-proxy", Ports: port("http", 15001)}
+	for _, c := range []struct {
+		name string
+		pod  *corev1.Pod
+		want string
+	}{
+		{"sidecar first", pod(sidecar, corev1.Container{Name: "runtime", Ports: port("http", 8080)}), "10.0.0.9:8080"},
+		{"sidecar after", pod(corev1.Container{Name: "gateway", Ports: port("http", 8081)}, sidecar), "10.0.0.9:8081"},
+		{"no leo container", pod(corev1.Container{Name: "app", Ports: port("http", 7000)}), "10.0.0.9:7000"},
+		{"no such port", pod(corev1.Container{Name: "runtime"}), "10.0.0.9:8080"},
+	} {
+		if got, ok := ReadyPodAddr(c.pod); !ok || got != c.want {
+			t.Errorf("%s: %q %v, want %q", c.name, got, ok, c.want)
+		}
+	}
+}

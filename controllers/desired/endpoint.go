@@ -168,7 +168,7 @@ func RuntimeDeployment(e *servingv1alpha1.OnlineEndpoint, d servingv1alpha1.Endp
 					TerminationGracePeriodSeconds: ptr(int64(30)),
 					Volumes:                       volumes,
 					Containers: []corev1.Container{{
-						Name: "runtime", Image: cfg.RuntimeImage, ImagePullPolicy: cfg.ImagePullPolicy,
+						Name: runtimeContainer, Image: cfg.RuntimeImage, ImagePullPolicy: cfg.ImagePullPolicy,
 						Args:         args,
 						Ports:        []corev1.ContainerPort{{Name: "http", ContainerPort: runtimePort, Protocol: corev1.ProtocolTCP}},
 						Env:          envVars(d.EnvironmentVariables),
@@ -353,13 +353,38 @@ func ReadyPodPort(p *corev1.Pod, name string, def int32) (string, bool) {
 	if !ready {
 		return "", false
 	}
-	port := def
-	for _, c := range p.Spec.Containers {
-		for _, cp := range c.Ports {
-			if cp.Name == name {
-				port = cp.ContainerPort
-			}
-		}
+	port, ok := ContainerPort(p, name)
+	if !ok {
+		port = def
 	}
 	return net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(port))), true
 }
+
+// ContainerPort is the pod's container port named name: that of leo's own
+// container ("runtime" or "gateway") when it has one, so that a sidecar a
+// service mesh injects (before or after it) with a port of the same name
+// does not win; else that of any container.
+func ContainerPort(p *corev1.Pod, name string) (int32, bool) {
+	var other int32
+	found := false
+	for _, c := range p.Spec.Containers {
+		for _, cp := range c.Ports {
+			if cp.Name != name {
+				continue
+			}
+			if c.Name == runtimeContainer || c.Name == gatewayContainer {
+				return cp.ContainerPort, true
+			}
+			if !found {
+				other, found = cp.ContainerPort, true
+			}
+		}
+	}
+	return other, found
+}
+
+// The names of leo's containers in its pods (RuntimeDeployment, the chart's gateway).
+const (
+	runtimeContainer = "runtime"
+	gatewayContainer = "gateway"
+)
