@@ -102,11 +102,18 @@ if has bench; then
 	# Where a decode step's time goes (kernel to kernel, without graphs;
 	# programmatic dependent launch, LEO_CUDA_PDL=1, measured slower on
 	# 2026-11-27 and is no longer run here).
+	# variant LABEL MODEL [VAR=VALUE...]: BenchmarkGPU on MODEL with those
+	# settings, its RESULT line labelled, into profile.log.
+	variant() {
+		local label=$1 model=$2
+		shift 2
+		env "$@" LEO_GPU_MODELS="$model" timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
+			sed "s/^RESULT /RESULT ($label) /" >>"$LOGS/profile.log"
+	}
 	q4=$MODELS/llama-2-7b-q4_0.gguf
 	if [ -s "$q4" ]; then
 		for m in "$q4" "$MODELS/llama-2-7b-f16.gguf"; do
-			LEO_CUDA_PROFILE=1 LEO_GPU_QUICK=1 LEO_GPU_MODELS=$m timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
-				sed 's/^RESULT /RESULT (profiled, no graphs) /' >>"$LOGS/profile.log"
+			variant "profiled, no graphs" "$m" LEO_CUDA_PROFILE=1 LEO_GPU_QUICK=1
 		done
 		# Decode with attention and SwiGLU making the next activations
 		# (LEO_CUDA_FUSE_PREP=1: 7 kernels a layer instead of 9) against prep.
@@ -115,13 +122,11 @@ if has bench; then
 			m=$MODELS/llama-2-7b-$t.gguf
 			[ -s "$m" ] || continue
 			for v in 0 1; do
-				LEO_CUDA_FUSE_PREP=$v LEO_GPU_QUICK=1 LEO_GPU_MODELS=$m timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
-					sed "s/^RESULT /RESULT (LEO_CUDA_FUSE_PREP=$v) /" >>"$LOGS/profile.log"
+				variant "LEO_CUDA_FUSE_PREP=$v" "$m" LEO_CUDA_FUSE_PREP=$v LEO_GPU_QUICK=1
 			done
 		done
 		# (its control: the LEO_CUDA_MMQ_TOKENS=64 run of q4_0 below)
-		LEO_CUDA_FUSE_PREP=1 LEO_CUDA_MMQ_TOKENS=64 LEO_GPU_ENGINE32=1 LEO_GPU_MODELS=$q4 timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
-			sed "s/^RESULT /RESULT (LEO_CUDA_FUSE_PREP=1 LEO_CUDA_MMQ_TOKENS=64) /" >>"$LOGS/profile.log"
+		variant "LEO_CUDA_FUSE_PREP=1 LEO_CUDA_MMQ_TOKENS=64" "$q4" LEO_CUDA_FUSE_PREP=1 LEO_CUDA_MMQ_TOKENS=64 LEO_GPU_ENGINE32=1
 		# mmq (tensor cores, 9 to 64 tokens) against the matvec kernels 8
 		# tokens a pass for quantized weights, cuBLAS for F16
 		# (LEO_CUDA_MMQ_TOKENS=0); and for prompts against (dequantization
@@ -130,14 +135,11 @@ if has bench; then
 			m=$MODELS/llama-2-7b-$t.gguf
 			[ -s "$m" ] || continue
 			for v in 0 64; do
-				LEO_CUDA_MMQ_TOKENS=$v LEO_GPU_ENGINE32=1 LEO_GPU_MODELS=$m timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
-					sed "s/^RESULT /RESULT (LEO_CUDA_MMQ_TOKENS=$v) /" >>"$LOGS/profile.log"
+				variant "LEO_CUDA_MMQ_TOKENS=$v" "$m" LEO_CUDA_MMQ_TOKENS=$v LEO_GPU_ENGINE32=1
 			done
-			LEO_CUDA_MMQ_TOKENS=512 LEO_GPU_PREFILL=1 LEO_GPU_MODELS=$m timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
-				sed "s/^RESULT /RESULT (LEO_CUDA_MMQ_TOKENS=512) /" >>"$LOGS/profile.log"
+			variant "LEO_CUDA_MMQ_TOKENS=512" "$m" LEO_CUDA_MMQ_TOKENS=512 LEO_GPU_PREFILL=1
 		done
-		LEO_CUDA_MMQ_TOKENS=64 LEO_CUDA_PROFILE=1 LEO_GPU_ENGINE32=1 LEO_GPU_MODELS=$q4 timeout 120 bin/gpu/cuda.test -test.run '^$' -test.bench 'BenchmarkGPU' -test.benchtime 1x 2>&1 |
-			sed 's/^RESULT /RESULT (profiled engine, mmq, no graphs) /' >>"$LOGS/profile.log"
+		variant "profiled engine, mmq, no graphs" "$q4" LEO_CUDA_MMQ_TOKENS=64 LEO_CUDA_PROFILE=1 LEO_GPU_ENGINE32=1
 		grep -E "RESULT|leo_cuda profile|^  " "$LOGS/profile.log" | head -120
 	fi
 fi
