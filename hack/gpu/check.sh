@@ -65,11 +65,17 @@ if has correct; then
 	grep -E "top-1|FAIL|panic|---|differ" "$LOGS/correct.log" | head -100
 	summary+=("correctness (TestGPUMatchesCPU): rc=$rc, $(grep -c -- '--- PASS: TestGPUMatchesCPU/' "$LOGS/correct.log") cases passed, $(grep -c -- '--- FAIL: TestGPUMatchesCPU/' "$LOGS/correct.log") failed")
 	summary+=("fused prep, same bits (TestGPUFusedPrepSameBits): $(grep -c -- '--- PASS: TestGPUFusedPrepSameBits/' "$LOGS/correct.log") passed, $(grep -c -- '--- FAIL: TestGPUFusedPrepSameBits/' "$LOGS/correct.log") failed")
+	# The switches that are off by default, all on: the same bounds.
+	switches="LEO_CUDA_FUSE_PREP=1 LEO_CUDA_MATVEC_SPLIT=4 LEO_CUDA_L2_AHEAD=16"
+	env $switches timeout 200 bin/gpu/cuda.test -test.run 'TestGPUMatchesCPU|TestGPULongContext' -test.v >"$LOGS/correct-switches.log" 2>&1
+	rc=$?
+	grep -E "over all|FAIL|panic" "$LOGS/correct-switches.log" | head -20
+	summary+=("correctness with $switches: rc=$rc, $(grep -c -- '--- PASS: TestGPUMatchesCPU/' "$LOGS/correct-switches.log") cases passed, $(grep -c -- '--- FAIL: TestGPUMatchesCPU/' "$LOGS/correct-switches.log") failed")
 fi
 
 if has memcheck; then
 	say "compute-sanitizer memcheck"
-	timeout 150 compute-sanitizer --tool memcheck --leak-check full bin/gpu/cuda.test -test.run TestGPUSanitizerSmall -test.v >"$LOGS/memcheck.log" 2>&1
+	timeout 240 compute-sanitizer --tool memcheck --leak-check full bin/gpu/cuda.test -test.run TestGPUSanitizerSmall -test.v >"$LOGS/memcheck.log" 2>&1
 	rc=$?
 	tail -5 "$LOGS/memcheck.log"
 	summary+=("memcheck: rc=$rc, $(grep -E 'ERROR SUMMARY' "$LOGS/memcheck.log" | tail -1)")
@@ -115,15 +121,21 @@ if has bench; then
 		for m in "$q4" "$MODELS/llama-2-7b-f16.gguf"; do
 			variant "profiled, no graphs" "$m" LEO_CUDA_PROFILE=1 LEO_GPU_QUICK=1
 		done
-		# Decode with attention and SwiGLU making the next activations
-		# (LEO_CUDA_FUSE_PREP=1: 7 kernels a layer instead of 9) against prep.
-		# The same tokens digest in both RESULT lines: the same decode.
+		# Decode at batch 1 under the switches that are off by default, each
+		# against the defaults, on one loaded model (LEO_GPU_SWEEP, two
+		# rounds): attention and SwiGLU making the next activations
+		# (LEO_CUDA_FUSE_PREP=1: 7 kernels a layer instead of 9; the same
+		# tokens digest as the defaults), O's and down's columns split over
+		# 2 or 4 warps (LEO_CUDA_MATVEC_SPLIT), and the next product's first
+		# MiB fetched into L2 by the kernels before it (LEO_CUDA_L2_AHEAD;
+		# the same digest too).
+		sweep="; LEO_CUDA_FUSE_PREP=1; LEO_CUDA_MATVEC_SPLIT=2; LEO_CUDA_MATVEC_SPLIT=4"
+		sweep+="; LEO_CUDA_L2_AHEAD=8; LEO_CUDA_L2_AHEAD=24"
+		sweep+="; LEO_CUDA_FUSE_PREP=1 LEO_CUDA_MATVEC_SPLIT=4 LEO_CUDA_L2_AHEAD=16"
 		for t in q4_0 q8_0 f16; do
 			m=$MODELS/llama-2-7b-$t.gguf
 			[ -s "$m" ] || continue
-			for v in 0 1; do
-				variant "LEO_CUDA_FUSE_PREP=$v" "$m" LEO_CUDA_FUSE_PREP=$v LEO_GPU_QUICK=1
-			done
+			variant "sweep" "$m" LEO_GPU_SWEEP="$sweep"
 		done
 		# (its control: the LEO_CUDA_MMQ_TOKENS=64 run of q4_0 below)
 		variant "LEO_CUDA_FUSE_PREP=1 LEO_CUDA_MMQ_TOKENS=64" "$q4" LEO_CUDA_FUSE_PREP=1 LEO_CUDA_MMQ_TOKENS=64 LEO_GPU_ENGINE32=1
@@ -140,7 +152,7 @@ if has bench; then
 			variant "LEO_CUDA_MMQ_TOKENS=512" "$m" LEO_CUDA_MMQ_TOKENS=512 LEO_GPU_PREFILL=1
 		done
 		variant "profiled engine, mmq, no graphs" "$q4" LEO_CUDA_MMQ_TOKENS=64 LEO_CUDA_PROFILE=1 LEO_GPU_ENGINE32=1
-		grep -E "RESULT|leo_cuda profile|^  " "$LOGS/profile.log" | head -120
+		grep -E "RESULT|SWEEP|leo_cuda profile|^  " "$LOGS/profile.log" | head -160
 	fi
 fi
 
@@ -186,5 +198,5 @@ fi
 echo
 echo "=== summary ($gpu)"
 printf '%s\n' "${summary[@]}"
-grep -h RESULT "$LOGS"/bench.log "$LOGS"/profile.log "$LOGS"/big.log 2>/dev/null
+grep -h -E "RESULT|SWEEP" "$LOGS"/bench.log "$LOGS"/profile.log "$LOGS"/big.log 2>/dev/null
 [ -f "$LOGS/reference.log" ] && sed -n '/^reference /,$p' "$LOGS/reference.log"

@@ -136,8 +136,8 @@ auto mmq_kernel_t(int t, Epilogue e, int mt) {
 	}
 }
 
-// mmq_type indexes leo_state's per-type mmq fields.
-int mmq_type(int type) { return type == LEO_TYPE_Q8_0 ? 0 : type == LEO_TYPE_Q4_0 ? 1 : 2; }
+// type_index indexes leo_state's per-type fields (mmq's, matvec's).
+int type_index(int type) { return type == LEO_TYPE_Q8_0 ? 0 : type == LEO_TYPE_Q4_0 ? 1 : 2; }
 
 // mmq_tokens_setting is LEO_CUDA_MMQ_TOKENS (kMMQTokens when unset), or 0
 // where the GPU lacks the int8 mma (compute capability below 8.0).
@@ -172,28 +172,28 @@ cudaError_t launch_mmq_finish(bool pdl, cudaStream_t st, Epilogue e, int splits,
 // launch_matvec starts matvec<T, nc, E>.
 template <int T, int E>
 cudaError_t launch_matvec(bool pdl, cudaStream_t st, int nc, dim3 grid, const Mat &w, const Act &a, const Out &o,
-                          int n) {
+                          int n, int split, const Ahead &ah) {
 	const dim3 block(kMatvecWarps * kWarp);
 	switch (nc) {
-	case 1: return launch(pdl, matvec<T, 1, E>, grid, block, st, w, a, o, n);
-	case 2: return launch(pdl, matvec<T, 2, E>, grid, block, st, w, a, o, n);
-	case 3: return launch(pdl, matvec<T, 3, E>, grid, block, st, w, a, o, n);
-	case 4: return launch(pdl, matvec<T, 4, E>, grid, block, st, w, a, o, n);
-	case 5: return launch(pdl, matvec<T, 5, E>, grid, block, st, w, a, o, n);
-	case 6: return launch(pdl, matvec<T, 6, E>, grid, block, st, w, a, o, n);
-	case 7: return launch(pdl, matvec<T, 7, E>, grid, block, st, w, a, o, n);
-	default: return launch(pdl, matvec<T, 8, E>, grid, block, st, w, a, o, n);
+	case 1: return launch(pdl, matvec<T, 1, E>, grid, block, st, w, a, o, n, split, ah);
+	case 2: return launch(pdl, matvec<T, 2, E>, grid, block, st, w, a, o, n, split, ah);
+	case 3: return launch(pdl, matvec<T, 3, E>, grid, block, st, w, a, o, n, split, ah);
+	case 4: return launch(pdl, matvec<T, 4, E>, grid, block, st, w, a, o, n, split, ah);
+	case 5: return launch(pdl, matvec<T, 5, E>, grid, block, st, w, a, o, n, split, ah);
+	case 6: return launch(pdl, matvec<T, 6, E>, grid, block, st, w, a, o, n, split, ah);
+	case 7: return launch(pdl, matvec<T, 7, E>, grid, block, st, w, a, o, n, split, ah);
+	default: return launch(pdl, matvec<T, 8, E>, grid, block, st, w, a, o, n, split, ah);
 	}
 }
 
 template <int T>
 cudaError_t launch_matvec_e(bool pdl, cudaStream_t st, Epilogue e, int nc, dim3 grid, const Mat &w, const Act &a,
-                            const Out &o, int n) {
+                            const Out &o, int n, int split, const Ahead &ah) {
 	switch (e) {
-	case kStore: return launch_matvec<T, kStore>(pdl, st, nc, grid, w, a, o, n);
-	case kAdd: return launch_matvec<T, kAdd>(pdl, st, nc, grid, w, a, o, n);
-	case kQKV: return launch_matvec<T, kQKV>(pdl, st, nc, grid, w, a, o, n);
-	default: return launch_matvec<T, kSwiGLU>(pdl, st, nc, grid, w, a, o, n);
+	case kStore: return launch_matvec<T, kStore>(pdl, st, nc, grid, w, a, o, n, split, ah);
+	case kAdd: return launch_matvec<T, kAdd>(pdl, st, nc, grid, w, a, o, n, split, ah);
+	case kQKV: return launch_matvec<T, kQKV>(pdl, st, nc, grid, w, a, o, n, split, ah);
+	default: return launch_matvec<T, kSwiGLU>(pdl, st, nc, grid, w, a, o, n, split, ah);
 	}
 }
 
@@ -269,10 +269,13 @@ struct leo_state {
 	bool pdl;  // programmatic dependent launch (compute capability 9.0+)
 	int mmq_tokens;  // mmq takes batches of kMaxCols+1 to this many tokens
 	int sms;         // streaming multiprocessors
-	// Per weight type (mmq_type): the most token tiles of mmq whose shared
+	// Per weight type (type_index): the most token tiles of mmq whose shared
 	// memory this GPU allows (0: none), and the thread blocks per SM of each.
 	int mmq_mt[3];
 	int mmq_occ[3][kMMQTokenTiles + 1];
+	int split;           // LEO_CUDA_MATVEC_SPLIT: matvec's warps per row pair of O and down
+	size_t l2_ahead;     // LEO_CUDA_L2_AHEAD: bytes of the next product's weights fetched into L2 (0: off)
+	int matvec_occ[3];   // per weight type: one-token matvec thread blocks an SM holds
 	cudaStream_t stream = nullptr;
 	cublasHandle_t blas = nullptr;
 	void *blas_ws = nullptr;
@@ -411,6 +414,67 @@ bool fuse_prep_setting() {
 	return v && strcmp(v, "1") == 0;
 }
 
+// matvec_split_setting is LEO_CUDA_MATVEC_SPLIT: how many warps share each
+// row pair of O and down (1, 2 or 4; see matvec). 1 by default until a GPU
+// run has measured the others (docs/cuda.md).
+int matvec_split_setting() {
+	const char *v = getenv("LEO_CUDA_MATVEC_SPLIT");
+	if (!v || !*v) return 1;
+	if (strcmp(v, "1") && strcmp(v, "2") && strcmp(v, "4")) {
+		fprintf(stderr, "leo_cuda: LEO_CUDA_MATVEC_SPLIT=%s is not 1, 2 or 4: no split\n", v);
+		return 1;
+	}
+	return atoi(v);
+}
+
+// l2_ahead_setting is LEO_CUDA_L2_AHEAD, in MiB (at most 256): how much of
+// the next product's weights the kernels of a decode step fetch into L2
+// ahead of it (see Ahead). 0, off, by default until a GPU run has measured
+// it (docs/cuda.md).
+size_t l2_ahead_setting() {
+	const char *v = getenv("LEO_CUDA_L2_AHEAD");
+	if (!v || !*v) return 0;
+	char *end = nullptr;
+	const long mib = strtol(v, &end, 10);
+	if (*end || mib < 0 || mib > 256) {
+		fprintf(stderr, "leo_cuda: LEO_CUDA_L2_AHEAD=%s is not a number of MiB from 0 to 256: off\n", v);
+		return 0;
+	}
+	return (size_t)mib << 20;
+}
+
+// ahead_of is the start of dm's weights, l2_ahead bytes of whole rows and
+// their scales, for the kernels before dm's product to fetch into L2,
+// issued by their blocks [first, grid). Only for decode (the matvec
+// kernels' batches): bigger batches are not bound by weight reads.
+Ahead ahead_of(const leo_state *s, const DevMat *dm, int n, int first = 0) {
+	Ahead a{};
+	if (!dm || s->l2_ahead == 0 || n > kMaxCols) return a;
+	const Mat &w = dm->m;
+	const size_t row = quant_bytes(w.type, 1, w.cols);
+	const size_t rows = std::min<size_t>(w.rows, (s->l2_ahead + row - 1) / row);
+	a.p[0] = w.q;
+	a.bytes[0] = (unsigned)(rows * row);
+	if (w.type != LEO_TYPE_F16) {
+		a.p[1] = (const uint8_t *)w.d;
+		a.bytes[1] = (unsigned)(rows * w.ds * 2);
+	}
+	a.first = first;
+	return a;
+}
+
+// matvec_setup records how many one-token matvec thread blocks an SM holds,
+// per weight type: a product's last wave, which fetches ahead, is its
+// last sms × that blocks.
+int matvec_setup(leo_state *s, char *err) {
+	const dim3 block(kMatvecWarps * kWarp);
+	CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&s->matvec_occ[0], matvec<8, 1, kAdd>, block.x, 0));
+	CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&s->matvec_occ[1], matvec<2, 1, kAdd>, block.x, 0));
+	CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&s->matvec_occ[2], matvec<1, 1, kAdd>, block.x, 0));
+	for (int &o : s->matvec_occ) o = std::max(o, 1);
+	return 0;
+}
+
 // mmq_setup lets each mmq kernel have the shared memory it takes, where
 // this GPU allows it (GPUs of compute capability 8.6 and 8.9 allow 99 KB a
 // block, too little for the most token tiles: those take fewer), and
@@ -419,7 +483,7 @@ int mmq_setup(leo_state *s, char *err) {
 	int optin = 0;
 	CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, s->device));
 	for (int t : {LEO_TYPE_Q8_0, LEO_TYPE_Q4_0, LEO_TYPE_F16}) {
-		const int ti = mmq_type(t);
+		const int ti = type_index(t);
 		s->mmq_mt[ti] = 0;
 		for (int mt = 1; mt <= kMMQTokenTiles; mt++) {
 			const int bytes = mmq_smem_bytes(t, mt);
@@ -450,7 +514,7 @@ int mmq_setup(leo_state *s, char *err) {
 int mmq_per(const leo_state *s, const Mat &w, int n, int mt) {
 	const int kc = kMMQChunk / (w.type == LEO_TYPE_Q8_0 ? 32 : w.type == LEO_TYPE_Q4_0 ? 16 : 64), blocks = w.cols / 32;
 	const long groups = (long)((w.rows + kMMQRows - 1) / kMMQRows) * ((n + 16 * mt - 1) / (16 * mt));
-	const long want = (long)s->sms * s->mmq_occ[mmq_type(w.type)][mt];
+	const long want = (long)s->sms * s->mmq_occ[type_index(w.type)][mt];
 	int splits = (int)std::min<long>((want + groups - 1) / groups, kMMQMaxSplits);
 	while (splits > 1 && (size_t)splits * n * w.rows > kMMQPartElems) splits--;
 	const int per = ((blocks + splits - 1) / splits + kc - 1) / kc * kc;
@@ -462,7 +526,7 @@ enum Path { kMatvec, kMMQ, kBlas };
 
 Path path(const leo_state *s, const Mat &w, int n) {
 	const bool quantized = w.type != LEO_TYPE_F16;
-	if (n > kMaxCols && n <= s->mmq_tokens && s->mmq_mt[mmq_type(w.type)] > 0) return kMMQ;
+	if (n > kMaxCols && n <= s->mmq_tokens && s->mmq_mt[type_index(w.type)] > 0) return kMMQ;
 	if (n <= kMaxCols || (quantized && n <= kQuantMatvecTokens)) return kMatvec;
 	return kBlas;
 }
@@ -488,31 +552,43 @@ ActOut act_out(const leo_state *s, const DevMat &dw, int n, int set) {
 // does (not the 256-element blocks of kRoundQ8K).
 bool fusable(const leo_state *s, const ActOut &a) { return s->fuse_prep && a.round != kRoundQ8K; }
 
+// Choices of a product beyond its inputs and epilogue (see product).
+struct ProductOpts {
+	int set = 0;             // the activation buffer set (leo_state.act)
+	bool prepped = false;    // the previous kernel made the activations: no prep
+	const ActOut *next = nullptr;  // with kSwiGLU: make the next product's activations where the kernel can,
+	bool *made_next = nullptr;     // and say here whether it did
+	const DevMat *after = nullptr; // the next product, the start of whose weights the kernels fetch into L2
+	bool wide = false;       // a short, wide matrix (O, down): matvec splits its columns (leo_state.split)
+};
+
 // product computes W · act(x) for n tokens and applies epilogue e: act(x)
 // is x's rows (rows[t] of them when rows is set), normalized by gain when
-// set, in the form W's kernel reads (act_out), made by prep unless prepped
-// says the previous kernel made it. With next set (e is kSwiGLU), the
-// epilogue also makes the next product's activations where its kernel can,
-// and *made_next says whether it did.
+// set, in the form W's kernel reads (act_out), made by prep unless
+// opt.prepped says the previous kernel made it. With opt.next set (e is
+// kSwiGLU), the epilogue also makes the next product's activations where
+// its kernel can, and *opt.made_next says whether it did.
 int product(leo_state *s, const char *what, const DevMat &dw, const float *x, int n, const int32_t *rows,
-            const float *gain, Epilogue e, Out o, char *err, int set = 0, bool prepped = false,
-            const ActOut *next = nullptr, bool *made_next = nullptr) {
+            const float *gain, Epilogue e, Out o, char *err, const ProductOpts &opt = ProductOpts()) {
 	const Mat &w = dw.m;
 	const leo_model *m = s->m;
 	const Path p = path(s, w, n);
 	const bool tc = p == kMMQ, mv = p == kMatvec;
+	const int set = opt.set;
+	const ActOut *next = opt.next;
+	bool *made_next = opt.made_next;
 	const ActOut act = act_out(s, dw, n, set);
 	const ActBufs &ab = s->act[set];
 	if (made_next) *made_next = false;
-	if (!prepped) {
+	if (!opt.prepped) {
 		mark(s, "prep");
 		CUDA_TRY(launch(s->pdl, prep, dim3((w.cols + 255) / 256, n), dim3(kPrepThreads), s->stream, x, w.cols, rows, gain,
-		                m->c.norm_eps, act.h, act.q, act.d, act.s, act.round));
+		                m->c.norm_eps, act.h, act.q, act.d, act.s, act.round, ahead_of(s, &dw, n)));
 	}
 	mark(s, what);
 	if (tc) {
 		Act a{ab.h, ab.q, ab.d, ab.s};
-		const int mt = std::min((n + 15) / 16, s->mmq_mt[mmq_type(w.type)]);
+		const int mt = std::min((n + 15) / 16, s->mmq_mt[type_index(w.type)]);
 		const int per = mmq_per(s, w, n, mt), splits = (w.cols / 32 + per - 1) / per;
 		const dim3 grid((w.rows + kMMQRows - 1) / kMMQRows, splits, (n + 16 * mt - 1) / (16 * mt));
 		auto k = mmq_kernel_t(w.type, e, mt);
@@ -534,17 +610,21 @@ int product(leo_state *s, const char *what, const DevMat &dw, const float *x, in
 			if (made_next) *made_next = true;
 		}
 		Act a{ab.h, ab.q, ab.d, ab.s};
-		const int per_block = kMatvecWarps * kRowsPerWarp, nc = std::min(n, kMaxCols);
+		// (not kSwiGLU: swiglu_next counts a fixed number of thread blocks)
+		const int split = opt.wide && e != kSwiGLU ? s->split : 1;
+		const int per_block = kMatvecWarps / split * kRowsPerWarp, nc = std::min(n, kMaxCols);
 		dim3 grid((w.rows + per_block - 1) / per_block, (n + nc - 1) / nc);
+		const int blocks = (int)(grid.x * grid.y);
+		const Ahead ah = ahead_of(s, opt.after, n, std::max(0, blocks - s->sms * s->matvec_occ[type_index(w.type)]));
 		switch (w.type) {
 		case LEO_TYPE_F16:
-			CUDA_TRY(launch_matvec_e<1>(s->pdl, s->stream, e, nc, grid, w, a, o, n));
+			CUDA_TRY(launch_matvec_e<1>(s->pdl, s->stream, e, nc, grid, w, a, o, n, split, ah));
 			break;
 		case LEO_TYPE_Q8_0:
-			CUDA_TRY(launch_matvec_e<8>(s->pdl, s->stream, e, nc, grid, w, a, o, n));
+			CUDA_TRY(launch_matvec_e<8>(s->pdl, s->stream, e, nc, grid, w, a, o, n, split, ah));
 			break;
 		default:
-			CUDA_TRY(launch_matvec_e<2>(s->pdl, s->stream, e, nc, grid, w, a, o, n));
+			CUDA_TRY(launch_matvec_e<2>(s->pdl, s->stream, e, nc, grid, w, a, o, n, split, ah));
 			break;
 		}
 		return 0;
@@ -609,7 +689,12 @@ int step(leo_state *s, int n, int nout, int chunks, char *err) {
 		qkv.sin = m->sin;
 		qkv.kc = s->kv + 2 * l * layer_kv;
 		qkv.vc = qkv.kc + layer_kv;
-		if (product(s, "qkv", L.qkv, s->x, n, nullptr, L.attn_norm, kQKV, qkv, err)) return 1;
+		// The next product's weights, whose start the kernels before it
+		// fetch into L2 (LEO_CUDA_L2_AHEAD).
+		const DevMat *after_down = l + 1 < c.layers ? &m->layers[l + 1].qkv : &m->output;
+		ProductOpts qkv_opt;
+		qkv_opt.after = &L.o;
+		if (product(s, "qkv", L.qkv, s->x, n, nullptr, L.attn_norm, kQKV, qkv, err, qkv_opt)) return 1;
 		mark(s, "attention");
 
 		// Attention makes O's activations itself (no prep) where a block
@@ -619,11 +704,15 @@ int step(leo_state *s, int n, int nout, int chunks, char *err) {
 		CUDA_TRY(launch(s->pdl, attn_chunk, dim3(chunks, c.heads, n), dim3(kAttnThreads), s->stream, (const float *)s->q,
 		                (const __half *)qkv.kc, (const __half *)qkv.vc, (const int *)s->pos, (const int *)s->seq, s->len,
 		                c.heads, c.kv_heads, hd, 1.0f / sqrtf((float)hd), chunks, s->part, s->counters, s->att,
-		                o_prepped ? oa : ActOut{}));
+		                o_prepped ? oa : ActOut{}, ahead_of(s, &L.o, n)));
 		Out res{};
 		res.y = s->x;
 		res.ld = c.dim;
-		if (product(s, "o", L.o, s->att, n, nullptr, nullptr, kAdd, res, err, 0, o_prepped)) return 1;
+		ProductOpts o_opt;
+		o_opt.prepped = o_prepped;
+		o_opt.after = &L.gu;
+		o_opt.wide = true;
+		if (product(s, "o", L.o, s->att, n, nullptr, nullptr, kAdd, res, err, o_opt)) return 1;
 
 		// The SwiGLU epilogue makes down's activations where it can.
 		Out glu{};
@@ -631,10 +720,17 @@ int step(leo_state *s, int n, int nout, int chunks, char *err) {
 		glu.ld = c.hidden_dim;
 		const ActOut da = act_out(s, L.down, n, 1);
 		bool down_prepped = false;
-		if (product(s, "gate up", L.gu, s->x, n, nullptr, L.ffn_norm, kSwiGLU, glu, err, 0, false,
-		            fusable(s, da) ? &da : nullptr, &down_prepped))
-			return 1;
-		if (product(s, "down", L.down, s->hb, n, nullptr, nullptr, kAdd, res, err, 1, down_prepped)) return 1;
+		ProductOpts gu_opt;
+		gu_opt.next = fusable(s, da) ? &da : nullptr;
+		gu_opt.made_next = &down_prepped;
+		gu_opt.after = &L.down;
+		if (product(s, "gate up", L.gu, s->x, n, nullptr, L.ffn_norm, kSwiGLU, glu, err, gu_opt)) return 1;
+		ProductOpts down_opt;
+		down_opt.set = 1;
+		down_opt.prepped = down_prepped;
+		down_opt.after = after_down;
+		down_opt.wide = true;
+		if (product(s, "down", L.down, s->hb, n, nullptr, nullptr, kAdd, res, err, down_opt)) return 1;
 	}
 	if (nout > 0) {
 		Out lo{};
@@ -873,8 +969,14 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 	s->pdl = major >= 9 && pdl && strcmp(pdl, "1") == 0;
 	s->prof.on = getenv("LEO_CUDA_PROFILE") != nullptr;
 	s->fuse_prep = fuse_prep_setting();
+	s->split = matvec_split_setting();
+	s->l2_ahead = l2_ahead_setting();
 	s->sms = 1;
 	cudaDeviceGetAttribute(&s->sms, cudaDevAttrMultiProcessorCount, m->device);
+	if (matvec_setup(s, err)) {
+		delete s;
+		return 1;
+	}
 	s->mmq_tokens = mmq_tokens_setting(m->device);
 	if (s->mmq_tokens > kMaxCols) {
 		char why[LEO_ERR_LEN] = "";

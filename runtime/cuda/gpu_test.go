@@ -486,9 +486,18 @@ func TestGPUSanitizerSmall(t *testing.T) {
 		{"test-gqa", quant.Q8_0, []int{12, 40}},    // mmq: one tile of 16 tokens, then three
 		{"stories15M", quant.Q4_0, []int{12}},      // mmq with partial row groups and chunks of K
 	} {
-		for _, fuse := range []string{"0", "1"} { // prep, or attention and SwiGLU making activations
-			t.Run(c.shape+"/"+c.typ.String()+"/fuse="+fuse, func(t *testing.T) {
-				t.Setenv("LEO_CUDA_FUSE_PREP", fuse)
+		// prep, or attention and SwiGLU making activations; and on the
+		// first model, the matvec kernels' column split and fetches of the
+		// next weights into L2 (a whole matrix of these small models).
+		settings := [][3]string{{"0", "1", "0"}, {"1", "1", "0"}}
+		if c.shape == "test-gqa" && c.typ == quant.Q4_0 {
+			settings = append(settings, [3]string{"1", "4", "1"}, [3]string{"0", "2", "1"})
+		}
+		for _, set := range settings {
+			t.Run(fmt.Sprintf("%s/%s/fuse=%s,split=%s,ahead=%s", c.shape, c.typ, set[0], set[1], set[2]), func(t *testing.T) {
+				t.Setenv("LEO_CUDA_FUSE_PREP", set[0])
+				t.Setenv("LEO_CUDA_MATVEC_SPLIT", set[1])
+				t.Setenv("LEO_CUDA_L2_AHEAD", set[2])
 				sanitizerRun(t, c.shape, c.typ, c.batches)
 			})
 		}
@@ -591,6 +600,9 @@ func BenchmarkGPU(b *testing.B) {
 			bound := bandwidth * 1e9 / float64(wb)
 			var dec, prefill, e1, e32 float64
 			switch {
+			case os.Getenv("LEO_GPU_SWEEP") != "": // decode under several settings, on one loaded model
+				sweepDecode(b, l, filepath.Base(path), bound)
+				return
 			case os.Getenv("LEO_GPU_ENGINE32") != "": // the engine at 32 sequences alone, to profile or compare it
 				e32 = measureEngine(b, l, 32, 128)
 			case os.Getenv("LEO_GPU_PREFILL") != "": // prompt processing alone, to compare it
@@ -611,6 +623,55 @@ func BenchmarkGPU(b *testing.B) {
 			fmt.Printf("RESULT %s: load %.1fs, %.2f GB/token, copy %.0f GB/s, bound %.1f tok/s | decode b1 %.1f tok/s (%.1f%% of bound, tokens %016x) | prefill 512 %.0f tok/s | engine b1 %.1f tok/s, b32 %.0f tok/s\n",
 				filepath.Base(path), load.Seconds(), float64(wb)/1e9, bandwidth, bound, dec, 100*dec/bound, decodeDigest, prefill, e1, e32)
 		})
+	}
+}
+
+// sweepDecode measures decode at batch 1 under each setting of
+// $LEO_GPU_SWEEP: settings separated by ";", each a space-separated list of
+// VAR=VALUE (an empty one: the defaults). The library reads its settings
+// when a state is made, so one loaded model serves them all. Two rounds,
+// the second in reverse order; a SWEEP line per run, with the digest of
+// the tokens generated (equal where a setting computes the same bits).
+func sweepDecode(b *testing.B, l *loader.Loaded, name string, bound float64) {
+	settings := strings.Split(os.Getenv("LEO_GPU_SWEEP"), ";")
+	vars := map[string]bool{}
+	for _, set := range settings {
+		for _, kv := range strings.Fields(set) {
+			k, _, ok := strings.Cut(kv, "=")
+			if !ok {
+				b.Fatalf("LEO_GPU_SWEEP: %q is not VAR=VALUE", kv)
+			}
+			if !vars[k] {
+				b.Setenv(k, os.Getenv(k)) // restored when the benchmark ends
+				vars[k] = true
+			}
+		}
+	}
+	for round := range 2 {
+		for i := range settings {
+			set := settings[i]
+			if round == 1 {
+				set = settings[len(settings)-1-i]
+			}
+			for k := range vars {
+				if err := os.Unsetenv(k); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for _, kv := range strings.Fields(set) {
+				k, v, _ := strings.Cut(kv, "=")
+				if err := os.Setenv(k, v); err != nil {
+					b.Fatal(err)
+				}
+			}
+			label := strings.TrimSpace(set)
+			if label == "" {
+				label = "defaults"
+			}
+			dec := measureDecode(b, l, 256)
+			fmt.Printf("SWEEP %s, round %d: %s: decode b1 %.1f tok/s (%.1f%% of bound, tokens %016x)\n",
+				name, round+1, label, dec, 100*dec/bound, decodeDigest)
+		}
 	}
 }
 

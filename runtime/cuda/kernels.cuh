@@ -86,6 +86,48 @@ struct Out {
 	int *counters;
 };
 
+// Ahead is the start of the weights the next matrix product of a decode
+// step reads (its first rows' quants, and their scales), which the kernels
+// before it fetch into L2 (LEO_CUDA_L2_AHEAD; forward.cu's ahead_of): at a
+// kernel boundary HBM otherwise idles through the tail of one kernel, the
+// launch of the next and its first loads, and through prep and attention,
+// which read little. Blocks [first, grid) issue it, in kAheadPiece pieces:
+// a matvec's last wave, after their own rows, and all blocks of the small
+// kernels. Both sizes are multiples of 16; zero sizes: nothing.
+struct Ahead {
+	const uint8_t *p[2];
+	unsigned bytes[2];
+	int first;
+};
+constexpr unsigned kAheadPiece = 4096;
+
+// l2_prefetch asks for bytes (a multiple of 16, 16-byte aligned) at p to be
+// fetched into L2, without waiting: one bulk request on Hopper (nvcc 12 and
+// newer), else one prefetch per 128-byte line.
+__device__ __forceinline__ void l2_prefetch(const uint8_t *p, unsigned bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && __CUDACC_VER_MAJOR__ >= 12
+	asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#else
+	for (unsigned at = 0; at < bytes; at += 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(p + at));
+#endif
+}
+
+// prefetch_ahead issues the calling block's pieces of a: piece i by thread
+// i mod (issuing threads), so that every issuing thread has at most a few.
+__device__ __forceinline__ void prefetch_ahead(const Ahead &a) {
+	const long long blocks = (long long)gridDim.x * gridDim.y * gridDim.z - a.first;
+	const long long b = blockIdx.x + (long long)gridDim.x * (blockIdx.y + (long long)gridDim.y * blockIdx.z) - a.first;
+	if (blocks <= 0 || b < 0) return;
+#pragma unroll
+	for (int r = 0; r < 2; r++) {
+		const long long pieces = (a.bytes[r] + kAheadPiece - 1) / kAheadPiece;
+		for (long long i = b * blockDim.x + threadIdx.x; i < pieces; i += blocks * blockDim.x) {
+			const unsigned off = (unsigned)i * kAheadPiece;
+			l2_prefetch(a.p[r] + off, min(kAheadPiece, a.bytes[r] - off));
+		}
+	}
+}
+
 // wait_previous waits until the kernel before this one in the stream has
 // finished and its writes are visible, then lets the next kernel's blocks
 // be scheduled. It matters only for kernels started by programmatic
@@ -271,25 +313,42 @@ template <> struct Chunk<2> { static constexpr int elems = 32; };  // Q4_0
 // (Making one token's activations in each block, to save prep's launch,
 // measured three times slower: every block then normalizes and quantizes
 // the whole input; see docs/perf.md.)
+//
+// With split > 1 (2 or 4, LEO_CUDA_MATVEC_SPLIT; forward.cu uses it for the
+// short, wide matrices O and down, whose 2048 row pairs of 7B leave SMs
+// with few warps and one long stretch each), the split warps of a row pair
+// each take a contiguous slice of the columns, and the block adds the
+// slices' sums in slice order: deterministic, as without. Not for
+// kSwiGLU, whose swiglu_next counts kSwiGLUBlocks thread blocks a block of
+// outputs. When done, the last wave's blocks fetch the start of the next
+// product's weights into L2 (ahead).
 template <int T, int NC, int E>
 __global__ void __launch_bounds__(kMatvecWarps * kWarp)
-matvec(Mat w, Act a, Out o, int n) {
-	const int lane = threadIdx.x % kWarp;
-	const int r = (blockIdx.x * kMatvecWarps + threadIdx.x / kWarp) * kRowsPerWarp;
+matvec(Mat w, Act a, Out o, int n, int split, Ahead ahead) {
+	const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+	const int slice = warp % split;
+	const int r = (blockIdx.x * (kMatvecWarps / split) + warp / split) * kRowsPerWarp;
+	const bool rows_here = r < w.rows;
 	constexpr int CE = Chunk<T>::elems;
 	// The weights are no earlier kernel's output: start fetching the rows'
 	// first 512 bytes into L2 while the previous kernel finishes.
-	if (r < w.rows) {
+	if (rows_here && slice == 0) {
 		const size_t row_bytes = T == 1 ? (size_t)w.cols * 2 : T == 8 ? (size_t)w.cols : (size_t)w.cols / 2;
-		const size_t ahead = min(row_bytes, (size_t)512);
-		for (size_t at = lane * 16; at < ahead; at += 512)
+		const size_t head = min(row_bytes, (size_t)512);
+		for (size_t at = lane * 16; at < head; at += 512)
 #pragma unroll
 			for (int j = 0; j < kRowsPerWarp; j++)
 				asm volatile("prefetch.global.L2 [%0];" ::"l"(w.q + (r + j) * row_bytes + at));
 	}
 	wait_previous();
-	if (r >= w.rows) return;
+	if (!rows_here && split == 1) {
+		prefetch_ahead(ahead);
+		return;
+	}
 	const int chunks = w.cols / CE;
+	// This warp's columns, in chunks: all of them without a split. (Q8_0's
+	// chunks are half blocks; the loop finds each chunk's block itself.)
+	const int c_begin = rows_here ? chunks * slice / split : 0, c_end = rows_here ? chunks * (slice + 1) / split : 0;
 	const int blocks = w.cols / 32;
 	const int t0 = blockIdx.y * NC;
 	a.h += (size_t)t0 * w.cols;
@@ -306,7 +365,7 @@ matvec(Mat w, Act a, Out o, int n) {
 	// registers go to the accumulators instead.
 	constexpr int U = NC <= 2 ? 8 : 4;
 #pragma unroll U
-	for (int c = lane; c < chunks; c += kWarp) {
+	for (int c = c_begin + lane; c < c_end; c += kWarp) {
 		if (T == 1) {
 			uint4 wv[kRowsPerWarp];
 #pragma unroll
@@ -357,10 +416,28 @@ matvec(Mat w, Act a, Out o, int n) {
 #pragma unroll
 	for (int j = 0; j < kRowsPerWarp; j++)
 #pragma unroll
-		for (int t = 0; t < NC; t++) acc[j][t] = warp_sum(acc[j][t]);
+		for (int t = 0; t < NC; t++) acc[j][t] = warp_sum(acc[j][t]);  // the same bits in every lane
+	if (split > 1) {
+		// Slice 0's warp adds the other slices' sums to its own, in order.
+		__shared__ float sums[kMatvecWarps][kRowsPerWarp][NC];
+		if (lane == 0)
 #pragma unroll
-	for (int t = 0; t < NC; t++)
-		if (lane == t && t0 + t < n) epilogue<E>(o, t0 + t, r, acc[0][t], acc[1][t]);
+			for (int j = 0; j < kRowsPerWarp; j++)
+#pragma unroll
+				for (int t = 0; t < NC; t++) sums[warp][j][t] = acc[j][t];
+		__syncthreads();
+		if (slice == 0)
+			for (int k = 1; k < split; k++)
+#pragma unroll
+				for (int j = 0; j < kRowsPerWarp; j++)
+#pragma unroll
+					for (int t = 0; t < NC; t++) acc[j][t] += sums[warp + k][j][t];
+	}
+	if (rows_here && slice == 0)
+#pragma unroll
+		for (int t = 0; t < NC; t++)
+			if (lane == t && t0 + t < n) epilogue<E>(o, t0 + t, r, acc[0][t], acc[1][t]);
+	prefetch_ahead(ahead);
 	if (E == kSwiGLU && o.next.on()) swiglu_next(o.next, o.y, o.ld, o.counters, t0, min(NC, n - t0));
 }
 
@@ -733,10 +810,12 @@ constexpr int kPrepThreads = 256;
 // blocks (q, d, s), rounded as round says. Block (b, t) makes elements
 // [256b, 256b+256) of token t (each block computes the row's norm itself:
 // many blocks finish sooner than one); row t reads row rows[t] of x when
-// rows is set (the tokens that want logits).
+// rows is set (the tokens that want logits). Its blocks first fetch ahead
+// (the start of its product's weights) into L2: prep reads little of HBM.
 __global__ void __launch_bounds__(kPrepThreads)
 prep(const float *x, int cols, const int *rows, const float *gain, float eps, __half *h, int8_t *q, float *d, int *s,
-     int round) {
+     int round, Ahead ahead) {
+	prefetch_ahead(ahead);  // weights: no earlier kernel writes them
 	wait_previous();
 	const int t = blockIdx.y;
 	const float *xr = x + (size_t)(rows ? rows[t] : t) * cols;
@@ -917,11 +996,14 @@ __device__ void attn_merge(const float *p, int head_dim, int chunks, float *y, c
 // scores a position (its key row read as 16-byte loads, all in flight at
 // once); then threads share out the positions, 8 dimensions each. The last
 // block of a head to finish (counted in counters, which it resets) merges
-// the head's chunks into y.
+// the head's chunks into y. Its blocks first fetch ahead (the start of O's
+// weights) into L2, while the keys and values, small at short contexts,
+// leave HBM idle.
 __global__ void __launch_bounds__(kAttnThreads)
 attn_chunk(const float *q, const __half *kc, const __half *vc, const int *pos, const int *seq,
            int len, int heads, int kv_heads, int head_dim, float scale, int chunks, float *part, int *counters,
-           float *y, ActOut act) {
+           float *y, ActOut act, Ahead ahead) {
+	prefetch_ahead(ahead);  // weights: no earlier kernel writes them
 	wait_previous();
 	const int c = blockIdx.x, h = blockIdx.y, t = blockIdx.z;
 	const int dim = heads * head_dim, kv_dim = kv_heads * head_dim;
