@@ -65,12 +65,17 @@ if has correct; then
 	grep -E "top-1|FAIL|panic|---|differ" "$LOGS/correct.log" | head -100
 	summary+=("correctness (TestGPUMatchesCPU): rc=$rc, $(grep -c -- '--- PASS: TestGPUMatchesCPU/' "$LOGS/correct.log") cases passed, $(grep -c -- '--- FAIL: TestGPUMatchesCPU/' "$LOGS/correct.log") failed")
 	summary+=("fused prep, same bits (TestGPUFusedPrepSameBits): $(grep -c -- '--- PASS: TestGPUFusedPrepSameBits/' "$LOGS/correct.log") passed, $(grep -c -- '--- FAIL: TestGPUFusedPrepSameBits/' "$LOGS/correct.log") failed")
-	# The switches that are off by default, all on: the same bounds.
-	switches="LEO_CUDA_FUSE_PREP=1 LEO_CUDA_MATVEC_SPLIT=4 LEO_CUDA_L2_AHEAD=16"
-	env $switches timeout 200 bin/gpu/cuda.test -test.run 'TestGPUMatchesCPU|TestGPULongContext' -test.v >"$LOGS/correct-switches.log" 2>&1
-	rc=$?
-	grep -E "over all|FAIL|panic" "$LOGS/correct-switches.log" | head -20
-	summary+=("correctness with $switches: rc=$rc, $(grep -c -- '--- PASS: TestGPUMatchesCPU/' "$LOGS/correct-switches.log") cases passed, $(grep -c -- '--- FAIL: TestGPUMatchesCPU/' "$LOGS/correct-switches.log") failed")
+	# The switches that are off by default, all on (and the other split):
+	# the same bounds.
+	i=0
+	for switches in "LEO_CUDA_FUSE_PREP=2 LEO_CUDA_MATVEC_SPLIT=4 LEO_CUDA_L2_AHEAD=16" "LEO_CUDA_MATVEC_SPLIT=2 LEO_CUDA_L2_AHEAD=1"; do
+		i=$((i + 1))
+		log=$LOGS/correct-switches-$i.log
+		env $switches timeout 200 bin/gpu/cuda.test -test.run 'TestGPUMatchesCPU|TestGPULongContext' -test.v >"$log" 2>&1
+		rc=$?
+		grep -E "over all|FAIL|panic" "$log" | head -20
+		summary+=("correctness with $switches: rc=$rc, $(grep -c -- '--- PASS: TestGPUMatchesCPU/' "$log") cases passed, $(grep -c -- '--- FAIL: TestGPUMatchesCPU/' "$log") failed")
+	done
 fi
 
 if has memcheck; then
@@ -125,13 +130,17 @@ if has bench; then
 		# against the defaults, on one loaded model (LEO_GPU_SWEEP, two
 		# rounds): attention and SwiGLU making the next activations
 		# (LEO_CUDA_FUSE_PREP=1: 7 kernels a layer instead of 9; the same
-		# tokens digest as the defaults), O's and down's columns split over
-		# 2 or 4 warps (LEO_CUDA_MATVEC_SPLIT), and the next product's first
+		# tokens digest as the defaults), and O's and down's making the
+		# normalized ones too (=2: 5 kernels), O's and down's columns split
+		# over 2 or 4 warps (LEO_CUDA_MATVEC_SPLIT), the next product's first
 		# MiB fetched into L2 by the kernels before it (LEO_CUDA_L2_AHEAD;
-		# the same digest too).
-		sweep="; LEO_CUDA_FUSE_PREP=1; LEO_CUDA_MATVEC_SPLIT=2; LEO_CUDA_MATVEC_SPLIT=4"
-		sweep+="; LEO_CUDA_L2_AHEAD=8; LEO_CUDA_L2_AHEAD=24"
-		sweep+="; LEO_CUDA_FUSE_PREP=1 LEO_CUDA_MATVEC_SPLIT=4 LEO_CUDA_L2_AHEAD=16"
+		# the same digest as the defaults), programmatic dependent launch
+		# (LEO_CUDA_PDL=1, which lets the next kernel's fetches start before
+		# the previous kernel ends), and combinations.
+		sweep="; LEO_CUDA_FUSE_PREP=1; LEO_CUDA_FUSE_PREP=2; LEO_CUDA_MATVEC_SPLIT=2; LEO_CUDA_MATVEC_SPLIT=4"
+		sweep+="; LEO_CUDA_L2_AHEAD=8; LEO_CUDA_L2_AHEAD=24; LEO_CUDA_PDL=1; LEO_CUDA_PDL=1 LEO_CUDA_L2_AHEAD=16"
+		sweep+="; LEO_CUDA_FUSE_PREP=2 LEO_CUDA_MATVEC_SPLIT=4 LEO_CUDA_L2_AHEAD=16"
+		sweep+="; LEO_CUDA_FUSE_PREP=2 LEO_CUDA_MATVEC_SPLIT=4 LEO_CUDA_L2_AHEAD=16 LEO_CUDA_PDL=1"
 		for t in q4_0 q8_0 f16; do
 			m=$MODELS/llama-2-7b-$t.gguf
 			[ -s "$m" ] || continue

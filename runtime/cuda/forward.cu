@@ -169,31 +169,36 @@ cudaError_t launch_mmq_finish(bool pdl, cudaStream_t st, Epilogue e, int splits,
 	}
 }
 
-// launch_matvec starts matvec<T, nc, E>.
-template <int T, int E>
+// launch_matvec starts matvec<T, nc, E, S>.
+template <int T, int E, int S>
 cudaError_t launch_matvec(bool pdl, cudaStream_t st, int nc, dim3 grid, const Mat &w, const Act &a, const Out &o,
-                          int n, int split, const Ahead &ah) {
+                          int n, const Ahead &ah) {
 	const dim3 block(kMatvecWarps * kWarp);
 	switch (nc) {
-	case 1: return launch(pdl, matvec<T, 1, E>, grid, block, st, w, a, o, n, split, ah);
-	case 2: return launch(pdl, matvec<T, 2, E>, grid, block, st, w, a, o, n, split, ah);
-	case 3: return launch(pdl, matvec<T, 3, E>, grid, block, st, w, a, o, n, split, ah);
-	case 4: return launch(pdl, matvec<T, 4, E>, grid, block, st, w, a, o, n, split, ah);
-	case 5: return launch(pdl, matvec<T, 5, E>, grid, block, st, w, a, o, n, split, ah);
-	case 6: return launch(pdl, matvec<T, 6, E>, grid, block, st, w, a, o, n, split, ah);
-	case 7: return launch(pdl, matvec<T, 7, E>, grid, block, st, w, a, o, n, split, ah);
-	default: return launch(pdl, matvec<T, 8, E>, grid, block, st, w, a, o, n, split, ah);
+	case 1: return launch(pdl, matvec<T, 1, E, S>, grid, block, st, w, a, o, n, ah);
+	case 2: return launch(pdl, matvec<T, 2, E, S>, grid, block, st, w, a, o, n, ah);
+	case 3: return launch(pdl, matvec<T, 3, E, S>, grid, block, st, w, a, o, n, ah);
+	case 4: return launch(pdl, matvec<T, 4, E, S>, grid, block, st, w, a, o, n, ah);
+	case 5: return launch(pdl, matvec<T, 5, E, S>, grid, block, st, w, a, o, n, ah);
+	case 6: return launch(pdl, matvec<T, 6, E, S>, grid, block, st, w, a, o, n, ah);
+	case 7: return launch(pdl, matvec<T, 7, E, S>, grid, block, st, w, a, o, n, ah);
+	default: return launch(pdl, matvec<T, 8, E, S>, grid, block, st, w, a, o, n, ah);
 	}
 }
 
+// launch_matvec_e starts matvec for epilogue e, with the column split (1,
+// 2 or 4) for kAdd, where it is built.
 template <int T>
 cudaError_t launch_matvec_e(bool pdl, cudaStream_t st, Epilogue e, int nc, dim3 grid, const Mat &w, const Act &a,
                             const Out &o, int n, int split, const Ahead &ah) {
 	switch (e) {
-	case kStore: return launch_matvec<T, kStore>(pdl, st, nc, grid, w, a, o, n, split, ah);
-	case kAdd: return launch_matvec<T, kAdd>(pdl, st, nc, grid, w, a, o, n, split, ah);
-	case kQKV: return launch_matvec<T, kQKV>(pdl, st, nc, grid, w, a, o, n, split, ah);
-	default: return launch_matvec<T, kSwiGLU>(pdl, st, nc, grid, w, a, o, n, split, ah);
+	case kStore: return launch_matvec<T, kStore, 1>(pdl, st, nc, grid, w, a, o, n, ah);
+	case kAdd:
+		if (split == 4) return launch_matvec<T, kAdd, 4>(pdl, st, nc, grid, w, a, o, n, ah);
+		if (split == 2) return launch_matvec<T, kAdd, 2>(pdl, st, nc, grid, w, a, o, n, ah);
+		return launch_matvec<T, kAdd, 1>(pdl, st, nc, grid, w, a, o, n, ah);
+	case kQKV: return launch_matvec<T, kQKV, 1>(pdl, st, nc, grid, w, a, o, n, ah);
+	default: return launch_matvec<T, kSwiGLU, 1>(pdl, st, nc, grid, w, a, o, n, ah);
 	}
 }
 
@@ -285,12 +290,16 @@ struct leo_state {
 	// The activations of the product being computed: in set 0, but down's
 	// in set 1 when the SwiGLU epilogue makes them (fuse_prep), because
 	// matvec<kSwiGLU> writes them while other blocks of it still read
-	// gate/up's in set 0. Without fuse_prep, set 1 is set 0.
+	// gate/up's in set 0; with norm_fuse, a decode step alternates (QKV 1,
+	// O 0, gate/up 1, down 0), each product writing the next one's. Without
+	// fuse_prep, set 1 is set 0.
 	ActBufs act[2];
 	int32_t *pos, *seq, *rows;
 	float *mmq_part;  // mmq's partial sums, per K slice
 	bool fuse_prep;        // attention and the SwiGLU epilogues make the next product's activations
+	bool norm_fuse;        // and in decode steps, O's and down's make the normalized ones (norm_next)
 	int *fuse_counters;    // see Out.counters
+	float *ssq;            // norm_fuse: sums of squares of x's blocks of 32 (see Act)
 	int *counters;  // attention chunks done, per token and head (zero between steps)
 	// Page-locked host buffers, shared with Go.
 	float *hx = nullptr, *hlogits = nullptr;
@@ -356,11 +365,11 @@ int alloc(leo_state *s, void **p, size_t bytes, char *err) {
 
 // Sizes of a state's buffers, in the order leo_state_new allocates them.
 struct StateSizes {
-	size_t kv, x, q, att, hb, y, part, logits, xh, xq, xd, xs, meta, wtmp, blas, counters, mmq, fuse_counters;
+	size_t kv, x, q, att, hb, y, part, logits, xh, xq, xd, xs, meta, wtmp, blas, counters, mmq, fuse_counters, ssq;
 	int act_sets;  // of xh, xq, xd, xs: 2 with fuse_prep (see leo_state.act)
 	size_t total() const {
 		return kv + x + q + att + hb + y + part + logits + act_sets * (xh + xq + xd + xs) + 3 * meta + wtmp + blas +
-		       counters + mmq + fuse_counters;
+		       counters + mmq + fuse_counters + ssq;
 	}
 };
 
@@ -372,7 +381,7 @@ bool any_quantized(const leo_model *m) {
 	return false;
 }
 
-StateSizes sizes(const leo_model *m, int slots, int len, int max_batch, int mmq_tokens, bool fuse_prep) {
+StateSizes sizes(const leo_model *m, int slots, int len, int max_batch, int mmq_tokens, int fuse) {
 	const leo_config &c = m->c;
 	// Activations are kept for whole groups of kMaxCols tokens (see matvec).
 	const size_t hd = c.dim / c.heads, kv_dim = hd * c.kv_heads, b = (max_batch + kMaxCols - 1) / kMaxCols * kMaxCols;
@@ -392,7 +401,7 @@ StateSizes sizes(const leo_model *m, int slots, int len, int max_batch, int mmq_
 	z.xq = b * widest;
 	z.xd = b * widest / 32 * 4;
 	z.xs = b * widest / 32 * 4;
-	z.act_sets = fuse_prep ? 2 : 1;
+	z.act_sets = fuse ? 2 : 1;
 	z.meta = b * 4;
 	// Quantized weights go to cuBLAS past both kQuantMatvecTokens and mmq's tokens.
 	z.wtmp = max_batch > std::max(kQuantMatvecTokens, mmq_tokens) && any_quantized(m) ? kDequantElems * 2 : 0;
@@ -400,18 +409,26 @@ StateSizes sizes(const leo_model *m, int slots, int len, int max_batch, int mmq_
 	z.counters = b * c.heads * 4;
 	z.mmq = max_batch > kMaxCols && mmq_tokens > kMaxCols ? kMMQPartElems * 4 : 0;
 	// matvec's token groups (kMaxCols tokens, up to kQuantMatvecTokens) by
-	// blocks of 32 of the hidden layer.
-	z.fuse_counters = fuse_prep ? (size_t)(kQuantMatvecTokens / kMaxCols) * (c.hidden_dim / 32) * 4 : 0;
+	// blocks of 32 of the hidden layer (swiglu_next) or of x (norm_next).
+	z.fuse_counters = fuse ? (size_t)(kQuantMatvecTokens / kMaxCols) * (widest / 32) * 4 : 0;
+	z.ssq = fuse >= 2 ? (size_t)kMaxCols * (c.dim / 32) * 4 : 0;
 	return z;
 }
 
-// fuse_prep_setting is LEO_CUDA_FUSE_PREP=1: attention and the SwiGLU
+// fuse_prep_setting is LEO_CUDA_FUSE_PREP: 1, attention and the SwiGLU
 // epilogues make the next product's activations, the same bits prep would
-// make, saving two of a layer's nine kernels. Off by default until a GPU
-// run has measured it (docs/cuda.md).
-bool fuse_prep_setting() {
+// make, saving two of a layer's nine kernels; 2, also, in decode steps, O's
+// and down's matvec make the normalized activations of gate/up and of the
+// next layer's QKV (norm_next; not the same bits as prep), leaving five
+// kernels a layer. 0, off, by default until a GPU run has measured them
+// (docs/cuda.md).
+int fuse_prep_setting() {
 	const char *v = getenv("LEO_CUDA_FUSE_PREP");
-	return v && strcmp(v, "1") == 0;
+	if (!v || !*v || strcmp(v, "0") == 0) return 0;
+	if (strcmp(v, "1") == 0) return 1;
+	if (strcmp(v, "2") == 0) return 2;
+	fprintf(stderr, "leo_cuda: LEO_CUDA_FUSE_PREP=%s is not 0, 1 or 2: off\n", v);
+	return 0;
 }
 
 // matvec_split_setting is LEO_CUDA_MATVEC_SPLIT: how many warps share each
@@ -468,9 +485,9 @@ Ahead ahead_of(const leo_state *s, const DevMat *dm, int n, int first = 0) {
 // last sms × that blocks.
 int matvec_setup(leo_state *s, char *err) {
 	const dim3 block(kMatvecWarps * kWarp);
-	CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&s->matvec_occ[0], matvec<8, 1, kAdd>, block.x, 0));
-	CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&s->matvec_occ[1], matvec<2, 1, kAdd>, block.x, 0));
-	CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&s->matvec_occ[2], matvec<1, 1, kAdd>, block.x, 0));
+	CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&s->matvec_occ[0], matvec<8, 1, kAdd, 1>, block.x, 0));
+	CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&s->matvec_occ[1], matvec<2, 1, kAdd, 1>, block.x, 0));
+	CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&s->matvec_occ[2], matvec<1, 1, kAdd, 1>, block.x, 0));
 	for (int &o : s->matvec_occ) o = std::max(o, 1);
 	return 0;
 }
@@ -556,8 +573,10 @@ bool fusable(const leo_state *s, const ActOut &a) { return s->fuse_prep && a.rou
 struct ProductOpts {
 	int set = 0;             // the activation buffer set (leo_state.act)
 	bool prepped = false;    // the previous kernel made the activations: no prep
-	const ActOut *next = nullptr;  // with kSwiGLU: make the next product's activations where the kernel can,
-	bool *made_next = nullptr;     // and say here whether it did
+	const ActOut *next = nullptr;  // with kSwiGLU, or kAdd and next_gain: make the next product's activations
+	bool *made_next = nullptr;     // where the kernel can, and say here whether it did
+	const float *next_gain = nullptr;  // kAdd: the next product's norm gain (norm_next; matvec only)
+	bool normed = false;     // prepped by norm_next: the activations await the norm's scale (Act.ssq)
 	const DevMat *after = nullptr; // the next product, the start of whose weights the kernels fetch into L2
 	bool wide = false;       // a short, wide matrix (O, down): matvec splits its columns (leo_state.split)
 };
@@ -565,9 +584,11 @@ struct ProductOpts {
 // product computes W · act(x) for n tokens and applies epilogue e: act(x)
 // is x's rows (rows[t] of them when rows is set), normalized by gain when
 // set, in the form W's kernel reads (act_out), made by prep unless
-// opt.prepped says the previous kernel made it. With opt.next set (e is
-// kSwiGLU), the epilogue also makes the next product's activations where
-// its kernel can, and *opt.made_next says whether it did.
+// opt.prepped says the previous kernel made it (opt.normed: without the
+// norm's scale, which matvec applies). With opt.next set (e is kSwiGLU, or
+// kAdd with opt.next_gain), the epilogue also makes the next product's
+// activations where its kernel can, and *opt.made_next says whether it
+// did.
 int product(leo_state *s, const char *what, const DevMat &dw, const float *x, int n, const int32_t *rows,
             const float *gain, Epilogue e, Out o, char *err, const ProductOpts &opt = ProductOpts()) {
 	const Mat &w = dw.m;
@@ -580,6 +601,7 @@ int product(leo_state *s, const char *what, const DevMat &dw, const float *x, in
 	const ActOut act = act_out(s, dw, n, set);
 	const ActBufs &ab = s->act[set];
 	if (made_next) *made_next = false;
+	if (opt.normed && !mv) return fail(err, "%s: activations without the norm's scale reach only matvec", what);
 	if (!opt.prepped) {
 		mark(s, "prep");
 		CUDA_TRY(launch(s->pdl, prep, dim3((w.cols + 255) / 256, n), dim3(kPrepThreads), s->stream, x, w.cols, rows, gain,
@@ -594,24 +616,27 @@ int product(leo_state *s, const char *what, const DevMat &dw, const float *x, in
 		auto k = mmq_kernel_t(w.type, e, mt);
 		CUDA_TRY(launch_smem(s->pdl, k, grid, dim3(kMMQWarps * kWarp), mmq_smem_bytes(w.type, mt), s->stream, w, a, o, n,
 		                     per, s->mmq_part));
-		if (splits > 1) {
+		if (splits > 1 && e == kSwiGLU) {
 			// Only the finishing pass makes whole blocks of outputs.
 			if (next) o.next = *next;
 			if (made_next) *made_next = next != nullptr;
+		}
+		if (splits > 1) {
 			mark(s, "mmq finish");
 			CUDA_TRY(launch_mmq_finish(s->pdl, s->stream, e, splits, n, w, s->mmq_part, o));
 		}
 		return 0;
 	}
 	if (mv) {
-		if (next) {
+		if (next && (e == kSwiGLU || (e == kAdd && opt.next_gain && n <= kMaxCols))) {
 			o.next = *next;
 			o.counters = s->fuse_counters;
+			o.gain = opt.next_gain;
+			o.ssq = s->ssq;
 			if (made_next) *made_next = true;
 		}
-		Act a{ab.h, ab.q, ab.d, ab.s};
-		// (not kSwiGLU: swiglu_next counts a fixed number of thread blocks)
-		const int split = opt.wide && e != kSwiGLU ? s->split : 1;
+		Act a{ab.h, ab.q, ab.d, ab.s, opt.normed ? s->ssq : nullptr, m->c.norm_eps};
+		const int split = opt.wide && e == kAdd ? s->split : 1;  // built for kAdd (launch_matvec_e)
 		const int per_block = kMatvecWarps / split * kRowsPerWarp, nc = std::min(n, kMaxCols);
 		dim3 grid((w.rows + per_block - 1) / per_block, (n + nc - 1) / nc);
 		const int blocks = (int)(grid.x * grid.y);
@@ -674,6 +699,13 @@ int step(leo_state *s, int n, int nout, int chunks, char *err) {
 	CUDA_TRY(cudaMemcpyAsync(s->pos, s->hpos, n * 4, cudaMemcpyHostToDevice, s->stream));
 	CUDA_TRY(cudaMemcpyAsync(s->seq, s->hseq, n * 4, cudaMemcpyHostToDevice, s->stream));
 	if (nout > 0) CUDA_TRY(cudaMemcpyAsync(s->rows, s->hrows, nout * 4, cudaMemcpyHostToDevice, s->stream));
+	// With norm_fuse, in decode steps (the matvec kernels), O's and down's
+	// matvec make gate/up's and the next layer's QKV's activations
+	// (norm_next), and the activation sets alternate so that no kernel
+	// writes the set it reads: QKV 1, O 0, gate/up 1, down 0.
+	const bool nf = s->norm_fuse && n <= kMaxCols;
+	const int qkv_set = nf ? 1 : 0, gu_set = nf ? 1 : 0, down_set = nf ? 0 : 1;
+	bool qkv_normed = false;  // the previous layer's down made this layer's QKV activations
 	for (int l = 0; l < c.layers; l++) {
 		const Layer &L = m->layers[l];
 		Out qkv{};
@@ -691,8 +723,11 @@ int step(leo_state *s, int n, int nout, int chunks, char *err) {
 		qkv.vc = qkv.kc + layer_kv;
 		// The next product's weights, whose start the kernels before it
 		// fetch into L2 (LEO_CUDA_L2_AHEAD).
-		const DevMat *after_down = l + 1 < c.layers ? &m->layers[l + 1].qkv : &m->output;
+		const Layer *next_layer = l + 1 < c.layers ? &m->layers[l + 1] : nullptr;
+		const DevMat *after_down = next_layer ? &next_layer->qkv : nout > 0 ? &m->output : nullptr;
 		ProductOpts qkv_opt;
+		qkv_opt.set = qkv_set;
+		qkv_opt.prepped = qkv_opt.normed = qkv_normed;
 		qkv_opt.after = &L.o;
 		if (product(s, "qkv", L.qkv, s->x, n, nullptr, L.attn_norm, kQKV, qkv, err, qkv_opt)) return 1;
 		mark(s, "attention");
@@ -708,28 +743,51 @@ int step(leo_state *s, int n, int nout, int chunks, char *err) {
 		Out res{};
 		res.y = s->x;
 		res.ld = c.dim;
+		// O's matvec makes gate/up's activations where it can (norm_fuse).
+		const ActOut gua = act_out(s, L.gu, n, gu_set);
+		bool gu_normed = false;
 		ProductOpts o_opt;
 		o_opt.prepped = o_prepped;
 		o_opt.after = &L.gu;
 		o_opt.wide = true;
+		if (nf && fusable(s, gua)) {
+			o_opt.next = &gua;
+			o_opt.next_gain = L.ffn_norm;
+			o_opt.made_next = &gu_normed;
+		}
 		if (product(s, "o", L.o, s->att, n, nullptr, nullptr, kAdd, res, err, o_opt)) return 1;
 
 		// The SwiGLU epilogue makes down's activations where it can.
 		Out glu{};
 		glu.y = s->hb;
 		glu.ld = c.hidden_dim;
-		const ActOut da = act_out(s, L.down, n, 1);
+		const ActOut da = act_out(s, L.down, n, down_set);
 		bool down_prepped = false;
 		ProductOpts gu_opt;
+		gu_opt.set = gu_set;
+		gu_opt.prepped = gu_opt.normed = gu_normed;
 		gu_opt.next = fusable(s, da) ? &da : nullptr;
 		gu_opt.made_next = &down_prepped;
 		gu_opt.after = &L.down;
 		if (product(s, "gate up", L.gu, s->x, n, nullptr, L.ffn_norm, kSwiGLU, glu, err, gu_opt)) return 1;
+
+		// Down's matvec makes the next layer's QKV activations where it can
+		// (norm_fuse).
 		ProductOpts down_opt;
-		down_opt.set = 1;
+		down_opt.set = down_set;
 		down_opt.prepped = down_prepped;
 		down_opt.after = after_down;
 		down_opt.wide = true;
+		ActOut qa{};
+		qkv_normed = false;
+		if (nf && next_layer) {
+			qa = act_out(s, next_layer->qkv, n, qkv_set);
+			if (fusable(s, qa)) {
+				down_opt.next = &qa;
+				down_opt.next_gain = next_layer->attn_norm;
+				down_opt.made_next = &qkv_normed;
+			}
+		}
 		if (product(s, "down", L.down, s->hb, n, nullptr, nullptr, kAdd, res, err, down_opt)) return 1;
 	}
 	if (nout > 0) {
@@ -968,7 +1026,9 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 	const char *pdl = getenv("LEO_CUDA_PDL");
 	s->pdl = major >= 9 && pdl && strcmp(pdl, "1") == 0;
 	s->prof.on = getenv("LEO_CUDA_PROFILE") != nullptr;
-	s->fuse_prep = fuse_prep_setting();
+	const int fuse = fuse_prep_setting();
+	s->fuse_prep = fuse >= 1;
+	s->norm_fuse = fuse >= 2;
 	s->split = matvec_split_setting();
 	s->l2_ahead = l2_ahead_setting();
 	s->sms = 1;
@@ -986,7 +1046,7 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 			s->mmq_tokens = 0;
 		}
 	}
-	StateSizes z = sizes(m, slots, len, max_batch, s->mmq_tokens, s->fuse_prep);
+	StateSizes z = sizes(m, slots, len, max_batch, s->mmq_tokens, fuse);
 	size_t free_b = 0, total_b = 0;
 	cudaError_t me = cudaMemGetInfo(&free_b, &total_b);
 	if (me != cudaSuccess || z.total() > free_b) {
@@ -1007,7 +1067,8 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 	          alloc(s, (void **)&s->pos, z.meta, err) || alloc(s, (void **)&s->seq, z.meta, err) ||
 	          alloc(s, (void **)&s->rows, z.meta, err) || alloc(s, (void **)&s->wtmp, z.wtmp, err) ||
 	          alloc(s, &s->blas_ws, z.blas, err) || alloc(s, (void **)&s->counters, z.counters, err) ||
-	          alloc(s, (void **)&s->mmq_part, z.mmq, err) || alloc(s, (void **)&s->fuse_counters, z.fuse_counters, err);
+	          alloc(s, (void **)&s->mmq_part, z.mmq, err) || alloc(s, (void **)&s->fuse_counters, z.fuse_counters, err) ||
+	          alloc(s, (void **)&s->ssq, z.ssq, err);
 	if (z.act_sets == 2)
 		bad = bad || alloc(s, (void **)&s->act[1].h, z.xh, err) || alloc(s, (void **)&s->act[1].q, z.xq, err) ||
 		      alloc(s, (void **)&s->act[1].d, z.xd, err) || alloc(s, (void **)&s->act[1].s, z.xs, err);
@@ -1028,6 +1089,7 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 		if (e == cudaSuccess) e = cudaMemsetAsync(s->kv, 0, z.kv, s->stream);
 		if (e == cudaSuccess) e = cudaMemsetAsync(s->counters, 0, z.counters, s->stream);
 		if (e == cudaSuccess && z.fuse_counters) e = cudaMemsetAsync(s->fuse_counters, 0, z.fuse_counters, s->stream);
+		if (e == cudaSuccess && z.ssq) e = cudaMemsetAsync(s->ssq, 0, z.ssq, s->stream);
 		if (e == cudaSuccess) e = cudaStreamSynchronize(s->stream);
 		if (e != cudaSuccess) bad = fail(err, "state: %s", cudaGetErrorString(e));
 	}

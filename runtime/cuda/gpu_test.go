@@ -329,11 +329,14 @@ func TestGPUFusedPrepSameBits(t *testing.T) {
 					}
 				}
 				// Fusion happened: count prep's launches in the profile (which
-				// runs without graphs and prints when the state is freed).
+				// runs without graphs and prints when the state is freed),
+				// also with LEO_CUDA_FUSE_PREP=2 (O's and down's matvec
+				// making the normalized activations: not the same bits, so
+				// TestGPUMatchesCPU checks it under the CPU's bounds).
 				t.Setenv("LEO_CUDA_MMQ_TOKENS", "0")
 				t.Setenv("LEO_CUDA_PROFILE", "1")
-				var preps [2]int
-				for i, fuse := range []string{"0", "1"} {
+				var preps [3]int
+				for i, fuse := range []string{"0", "1", "2"} {
 					t.Setenv("LEO_CUDA_FUSE_PREP", fuse)
 					st, err := gpuL.Model.NewStateKV(2, 128, 128, quant.F16)
 					if err != nil {
@@ -355,6 +358,16 @@ func TestGPUFusedPrepSameBits(t *testing.T) {
 				}
 				if want := preps[0] - 8*c.Layers*perLayer; preps[1] != want {
 					t.Errorf("prep launched %d times fused, %d not: want %d fused", preps[1], preps[0], want)
+				}
+				// With norm_next too, per step: prep before the first QKV and
+				// the logits, and before O where attention cannot make its
+				// activations.
+				want2 := 8 * 2
+				if perLayer == 1 {
+					want2 += 8 * c.Layers
+				}
+				if preps[2] != want2 {
+					t.Errorf("prep launched %d times with LEO_CUDA_FUSE_PREP=2: want %d", preps[2], want2)
 				}
 			})
 		}
@@ -487,11 +500,13 @@ func TestGPUSanitizerSmall(t *testing.T) {
 		{"stories15M", quant.Q4_0, []int{12}},      // mmq with partial row groups and chunks of K
 	} {
 		// prep, or attention and SwiGLU making activations; and on the
-		// first model, the matvec kernels' column split and fetches of the
-		// next weights into L2 (a whole matrix of these small models).
+		// first model, O's and down's making the normalized ones too
+		// (LEO_CUDA_FUSE_PREP=2), the matvec kernels' column split, and
+		// fetches of the next weights into L2 (a whole matrix of these
+		// small models).
 		settings := [][3]string{{"0", "1", "0"}, {"1", "1", "0"}}
 		if c.shape == "test-gqa" && c.typ == quant.Q4_0 {
-			settings = append(settings, [3]string{"1", "4", "1"}, [3]string{"0", "2", "1"})
+			settings = append(settings, [3]string{"2", "4", "1"}, [3]string{"0", "2", "1"})
 		}
 		for _, set := range settings {
 			t.Run(fmt.Sprintf("%s/%s/fuse=%s,split=%s,ahead=%s", c.shape, c.typ, set[0], set[1], set[2]), func(t *testing.T) {

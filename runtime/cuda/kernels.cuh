@@ -51,6 +51,12 @@ struct Act {
 	const int8_t *q;   // [t*cols + c]
 	const float *d;    // [t*cols/32 + b]
 	const int *s;      // [t*cols/32 + b]
+	// With ssq set (LEO_CUDA_FUSE_PREP=2, matvec only), the activations are
+	// of x·gain, not yet normalized: ssq[t*cols/32 + b] holds the sum of
+	// squares of block b of token t's x, and the kernel scales its dot
+	// products by the token's 1/rms (norm_scale).
+	const float *ssq;
+	float eps;
 };
 
 enum Epilogue { kStore, kAdd, kQKV, kSwiGLU };
@@ -82,8 +88,13 @@ struct Out {
 	// kSwiGLU: the next product's (down's) activations, made from y when
 	// next.on(); matvec counts in counters [token group·(cols/32) + block]
 	// how many of a block's thread blocks are done (zero between products).
+	// kAdd (matvec, LEO_CUDA_FUSE_PREP=2): the next product's activations
+	// of y·gain, and the sums of squares of y's blocks into ssq (see Act):
+	// the norm before QKV and gate/up, without prep (norm_next).
 	ActOut next;
 	int *counters;
+	const float *gain;
+	float *ssq;
 };
 
 // Ahead is the start of the weights the next matrix product of a decode
@@ -91,8 +102,9 @@ struct Out {
 // before it fetch into L2 (LEO_CUDA_L2_AHEAD; forward.cu's ahead_of): at a
 // kernel boundary HBM otherwise idles through the tail of one kernel, the
 // launch of the next and its first loads, and through prep and attention,
-// which read little. Blocks [first, grid) issue it, in kAheadPiece pieces:
-// a matvec's last wave, after their own rows, and all blocks of the small
+// which read little. Blocks [first, grid) issue it, in kAheadPiece pieces
+// dealt out in turn, so that each block issues its few as it finishes: a
+// matvec's last wave, after their own rows, and all blocks of the small
 // kernels. Both sizes are multiples of 16; zero sizes: nothing.
 struct Ahead {
 	const uint8_t *p[2];
@@ -106,14 +118,14 @@ constexpr unsigned kAheadPiece = 4096;
 // newer), else one prefetch per 128-byte line.
 __device__ __forceinline__ void l2_prefetch(const uint8_t *p, unsigned bytes) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && __CUDACC_VER_MAJOR__ >= 12
-	asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+	asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(__cvta_generic_to_global(p)), "r"(bytes) : "memory");
 #else
 	for (unsigned at = 0; at < bytes; at += 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(p + at));
 #endif
 }
 
-// prefetch_ahead issues the calling block's pieces of a: piece i by thread
-// i mod (issuing threads), so that every issuing thread has at most a few.
+// prefetch_ahead issues the calling block's pieces of a: piece i by issuing
+// block i mod blocks, its thread i / blocks (mod the block's threads).
 __device__ __forceinline__ void prefetch_ahead(const Ahead &a) {
 	const long long blocks = (long long)gridDim.x * gridDim.y * gridDim.z - a.first;
 	const long long b = blockIdx.x + (long long)gridDim.x * (blockIdx.y + (long long)gridDim.y * blockIdx.z) - a.first;
@@ -121,7 +133,7 @@ __device__ __forceinline__ void prefetch_ahead(const Ahead &a) {
 #pragma unroll
 	for (int r = 0; r < 2; r++) {
 		const long long pieces = (a.bytes[r] + kAheadPiece - 1) / kAheadPiece;
-		for (long long i = b * blockDim.x + threadIdx.x; i < pieces; i += blocks * blockDim.x) {
+		for (long long i = b + threadIdx.x * blocks; i < pieces; i += blocks * blockDim.x) {
 			const unsigned off = (unsigned)i * kAheadPiece;
 			l2_prefetch(a.p[r] + off, min(kAheadPiece, a.bytes[r] - off));
 		}
@@ -264,6 +276,49 @@ __device__ __forceinline__ void swiglu_next(ActOut next, const float *y, int ld,
 		act_store(next, t, i, __ldcg(y + (size_t)t * ld + i));
 }
 
+// norm_next makes the next product's activations from a matvec<kAdd>
+// block's outputs, which are rows of x after the residual add (O's, or
+// down's): for each block of 32 of x, the last of the thread blocks that
+// computed it, counted in o.counters (which it resets), writes the
+// activations of x·gain with act_store and the block's sum of squares to
+// o.ssq, for tokens [t0, t0+nt), one warp a token. The consumer scales by
+// 1/rms (norm_scale). Unlike prep this rounds x·gain, not x·gain/rms, so
+// the bits differ from prep's (by a rounding of the scale: int8 blocks
+// quantize the same up to float rounding). rows_per_block divides 32, and
+// every thread of the block gets here (x's width is a multiple of 32).
+__device__ __forceinline__ void norm_next(const Out &o, int t0, int nt, int rows_per_block) {
+	__shared__ bool last;
+	__threadfence();  // this block's outputs, before they are counted
+	__syncthreads();
+	const int per = 32 / rows_per_block, b = blockIdx.x / per, nb = o.next.cols / 32;
+	if (threadIdx.x == 0) {
+		int *c = o.counters + blockIdx.y * nb + b;
+		last = atomicAdd(c, 1) == per - 1;
+		if (last) *c = 0;  // for the next product
+	}
+	__syncthreads();
+	if (!last) return;
+	const int lane = threadIdx.x % kWarp, i = b * 32 + lane;
+	for (int t = t0 + threadIdx.x / kWarp; t < t0 + nt; t += blockDim.x / kWarp) {
+		const float v = __ldcg(o.y + (size_t)t * o.ld + i);
+		const float sq = warp_sum(v * v);
+		if (lane == 0) o.ssq[t * nb + b] = sq;
+		act_store(o.next, t, i, v * o.gain[i]);
+	}
+}
+
+// norm_scale is token t's 1/rms from the sums of squares of its blocks
+// (norm_next), computed alike by every lane, as prep computes it: the sum
+// in float64, the mean in float32.
+__device__ __forceinline__ float norm_scale(const Act &a, int t, int cols) {
+	const int nb = cols / 32;
+	double sum = 0;
+	for (int k = threadIdx.x % kWarp; k < nb; k += kWarp) sum += (double)a.ssq[(size_t)t * nb + k];
+	for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffff, sum, o);
+	const float mean = (float)(sum / cols);
+	return (float)(1.0 / sqrt((double)(mean + a.eps)));
+}
+
 // dot16 and friends: one 16-byte chunk of a weight row against the
 // matching activations of one token.
 __device__ __forceinline__ float dot_f16(uint4 w, uint4 a) {
@@ -314,41 +369,43 @@ template <> struct Chunk<2> { static constexpr int elems = 32; };  // Q4_0
 // measured three times slower: every block then normalizes and quantizes
 // the whole input; see docs/perf.md.)
 //
-// With split > 1 (2 or 4, LEO_CUDA_MATVEC_SPLIT; forward.cu uses it for the
+// With S > 1 (2 or 4, LEO_CUDA_MATVEC_SPLIT; forward.cu uses it for the
 // short, wide matrices O and down, whose 2048 row pairs of 7B leave SMs
-// with few warps and one long stretch each), the split warps of a row pair
+// with few warps and one long stretch each), the S warps of a row pair
 // each take a contiguous slice of the columns, and the block adds the
-// slices' sums in slice order: deterministic, as without. Not for
-// kSwiGLU, whose swiglu_next counts kSwiGLUBlocks thread blocks a block of
-// outputs. When done, the last wave's blocks fetch the start of the next
-// product's weights into L2 (ahead).
-template <int T, int NC, int E>
+// slices' sums in slice order: deterministic, as without. Only for kAdd
+// and kStore (kSwiGLU's swiglu_next counts kSwiGLUBlocks thread blocks a
+// block of outputs). When done, the last wave's blocks fetch the start of
+// the next product's weights into L2 (ahead).
+template <int T, int NC, int E, int S>
 __global__ void __launch_bounds__(kMatvecWarps * kWarp)
-matvec(Mat w, Act a, Out o, int n, int split, Ahead ahead) {
+matvec(Mat w, Act a, Out o, int n, Ahead ahead) {
+	static_assert(S == 1 || ((S == 2 || S == 4) && (E == kAdd || E == kStore)), "a split for kAdd or kStore, of 2 or 4");
 	const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-	const int slice = warp % split;
-	const int r = (blockIdx.x * (kMatvecWarps / split) + warp / split) * kRowsPerWarp;
+	const int slice = warp % S;
+	const int r = (blockIdx.x * (kMatvecWarps / S) + warp / S) * kRowsPerWarp;
 	const bool rows_here = r < w.rows;
-	constexpr int CE = Chunk<T>::elems;
-	// The weights are no earlier kernel's output: start fetching the rows'
-	// first 512 bytes into L2 while the previous kernel finishes.
-	if (rows_here && slice == 0) {
-		const size_t row_bytes = T == 1 ? (size_t)w.cols * 2 : T == 8 ? (size_t)w.cols : (size_t)w.cols / 2;
-		const size_t head = min(row_bytes, (size_t)512);
-		for (size_t at = lane * 16; at < head; at += 512)
-#pragma unroll
-			for (int j = 0; j < kRowsPerWarp; j++)
-				asm volatile("prefetch.global.L2 [%0];" ::"l"(w.q + (r + j) * row_bytes + at));
-	}
-	wait_previous();
-	if (!rows_here && split == 1) {
-		prefetch_ahead(ahead);
-		return;
-	}
+	constexpr int CE = Chunk<T>::elems;  // a chunk is 16 bytes of every type
 	const int chunks = w.cols / CE;
 	// This warp's columns, in chunks: all of them without a split. (Q8_0's
 	// chunks are half blocks; the loop finds each chunk's block itself.)
-	const int c_begin = rows_here ? chunks * slice / split : 0, c_end = rows_here ? chunks * (slice + 1) / split : 0;
+	const int c_begin = rows_here ? chunks * slice / S : 0, c_end = rows_here ? chunks * (slice + 1) / S : 0;
+	// The weights are no earlier kernel's output: start fetching the first
+	// 512 bytes of this warp's columns of its rows into L2 while the
+	// previous kernel finishes.
+	if (rows_here) {
+		const size_t row_bytes = (size_t)chunks * 16, start = (size_t)c_begin * 16;
+		const size_t head = min((size_t)(c_end - c_begin) * 16, (size_t)512);
+		for (size_t at = lane * 16; at < head; at += 512)
+#pragma unroll
+			for (int j = 0; j < kRowsPerWarp; j++)
+				asm volatile("prefetch.global.L2 [%0];" ::"l"(w.q + (r + j) * row_bytes + start + at));
+	}
+	wait_previous();
+	if (!rows_here && S == 1) {
+		prefetch_ahead(ahead);
+		return;
+	}
 	const int blocks = w.cols / 32;
 	const int t0 = blockIdx.y * NC;
 	a.h += (size_t)t0 * w.cols;
@@ -417,7 +474,7 @@ matvec(Mat w, Act a, Out o, int n, int split, Ahead ahead) {
 	for (int j = 0; j < kRowsPerWarp; j++)
 #pragma unroll
 		for (int t = 0; t < NC; t++) acc[j][t] = warp_sum(acc[j][t]);  // the same bits in every lane
-	if (split > 1) {
+	if (S > 1) {
 		// Slice 0's warp adds the other slices' sums to its own, in order.
 		__shared__ float sums[kMatvecWarps][kRowsPerWarp][NC];
 		if (lane == 0)
@@ -427,18 +484,28 @@ matvec(Mat w, Act a, Out o, int n, int split, Ahead ahead) {
 				for (int t = 0; t < NC; t++) sums[warp][j][t] = acc[j][t];
 		__syncthreads();
 		if (slice == 0)
-			for (int k = 1; k < split; k++)
+#pragma unroll
+			for (int k = 1; k < S; k++)
 #pragma unroll
 				for (int j = 0; j < kRowsPerWarp; j++)
 #pragma unroll
 					for (int t = 0; t < NC; t++) acc[j][t] += sums[warp + k][j][t];
 	}
+	if (a.ssq && rows_here && slice == 0)
+#pragma unroll
+		for (int t = 0; t < NC; t++) {
+			// (tokens past n: stale sums, never stored)
+			const float sc = norm_scale(a, t0 + t, w.cols);
+			acc[0][t] *= sc;
+			acc[1][t] *= sc;
+		}
 	if (rows_here && slice == 0)
 #pragma unroll
 		for (int t = 0; t < NC; t++)
 			if (lane == t && t0 + t < n) epilogue<E>(o, t0 + t, r, acc[0][t], acc[1][t]);
 	prefetch_ahead(ahead);
 	if (E == kSwiGLU && o.next.on()) swiglu_next(o.next, o.y, o.ld, o.counters, t0, min(NC, n - t0));
+	if (E == kAdd && o.next.on()) norm_next(o, t0, min(NC, n - t0), kMatvecWarps / S * kRowsPerWarp);
 }
 
 // mmq: the quantized weights (Q8_0, Q4_0) times int8 activations on the
