@@ -6,23 +6,27 @@
 #
 #   hack/gpu/check.sh            # everything: more than one call's 10 minutes
 # so, back to back on one warm machine, in order of value, as far as the
-# session's device time goes (estimates, not yet timed):
-#   STAGES="build correct memcheck" hack/gpu/check.sh     # about 7 minutes
-#   STAGES="models bench reference" hack/gpu/check.sh     # about 6 minutes
-#   STAGES="models ncu big" hack/gpu/check.sh             # about 5 minutes
+# session's 15 minutes of device time go (estimates, not yet timed; the
+# machine's start takes one to two of them):
+#   STAGES="build correct switches memcheck" hack/gpu/check.sh   # about 6 minutes
+#   STAGES="models bench reference" hack/gpu/check.sh            # about 7 minutes
+#   STAGES="models ncu big" hack/gpu/check.sh                    # about 5 minutes
+# (TYPES="q4_0 f16" makes and measures fewer models.)
 #
 # Stages: build (nvcc), correct (GPU logits against the CPU backend's),
-# memcheck (compute-sanitizer on a small model), models (gen-model, Llama-2
-# 7B shape in f16, q8_0, q4_0), reference (copy bandwidth, HF transformers
-# generate() and a CUDA-graph PyTorch decode loop, hack/gpu/reference.py),
-# bench (leo's decode, prompt and engine figures), big (the Llama-2-70B
-# shape in q4_0: generated, loaded, decoded), ncu (Nsight Compute on a
-# decode step's kernels and on mmq: duration, DRAM throughput, occupancy).
+# switches (the same with the switches that are off by default turned on),
+# memcheck (compute-sanitizer on small models), models (gen-model,
+# Llama-2 7B shape in f16, q8_0, q4_0), reference (copy bandwidth, HF
+# transformers generate() and a CUDA-graph PyTorch decode loop,
+# hack/gpu/reference.py), bench (leo's decode, prompt and engine figures,
+# and a decode sweep over the switches), big (the Llama-2-70B shape in
+# q4_0: generated, loaded, decoded), ncu (Nsight Compute on a decode step's
+# kernels and on mmq: duration, DRAM throughput, occupancy).
 # Logs go to $OUT/logs.tar.gz (OUT defaults to
 # bin/gpu/out) and a table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-STAGES=${STAGES:-build correct memcheck models bench ncu reference big}
+STAGES=${STAGES:-build correct switches memcheck models bench ncu reference big}
 OUT=${OUT:-bin/gpu/out}
 MODELS=${MODELS:-/tmp/leo-models}
 mkdir -p "$OUT" "$MODELS"
@@ -60,18 +64,22 @@ fi
 
 if has correct; then
 	say "correctness against the CPU backend"
-	timeout 300 bin/gpu/cuda.test -test.run 'TestGPUMatchesCPU|TestGPULongContext|TestGPUSomeLogits|TestGPUFusedPrepSameBits' -test.v >"$LOGS/correct.log" 2>&1
+	timeout 240 bin/gpu/cuda.test -test.run 'TestGPUMatchesCPU|TestGPULongContext|TestGPUSomeLogits|TestGPUFusedPrepSameBits' -test.v >"$LOGS/correct.log" 2>&1
 	rc=$?
 	grep -E "top-1|FAIL|panic|---|differ" "$LOGS/correct.log" | head -100
 	summary+=("correctness (TestGPUMatchesCPU): rc=$rc, $(grep -c -- '--- PASS: TestGPUMatchesCPU/' "$LOGS/correct.log") cases passed, $(grep -c -- '--- FAIL: TestGPUMatchesCPU/' "$LOGS/correct.log") failed")
 	summary+=("fused prep, same bits (TestGPUFusedPrepSameBits): $(grep -c -- '--- PASS: TestGPUFusedPrepSameBits/' "$LOGS/correct.log") passed, $(grep -c -- '--- FAIL: TestGPUFusedPrepSameBits/' "$LOGS/correct.log") failed")
+fi
+
+if has switches; then
 	# The switches that are off by default, all on (and the other split):
-	# the same bounds.
+	# the same bounds as the defaults.
+	say "correctness with the switches that are off by default"
 	i=0
 	for switches in "LEO_CUDA_FUSE_PREP=2 LEO_CUDA_MATVEC_SPLIT=4 LEO_CUDA_L2_AHEAD=16" "LEO_CUDA_MATVEC_SPLIT=2 LEO_CUDA_L2_AHEAD=1"; do
 		i=$((i + 1))
 		log=$LOGS/correct-switches-$i.log
-		env $switches timeout 200 bin/gpu/cuda.test -test.run 'TestGPUMatchesCPU|TestGPULongContext' -test.v >"$log" 2>&1
+		env $switches timeout 150 bin/gpu/cuda.test -test.run 'TestGPUMatchesCPU|TestGPULongContext' -test.v >"$log" 2>&1
 		rc=$?
 		grep -E "over all|FAIL|panic" "$log" | head -20
 		summary+=("correctness with $switches: rc=$rc, $(grep -c -- '--- PASS: TestGPUMatchesCPU/' "$log") cases passed, $(grep -c -- '--- FAIL: TestGPUMatchesCPU/' "$log") failed")

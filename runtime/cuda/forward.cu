@@ -562,7 +562,7 @@ ActOut act_out(const leo_state *s, const DevMat &dw, int n, int set) {
 		round = kRoundQ8_0;
 	}
 	const ActBufs &b = s->act[set];
-	return ActOut{half ? b.h : nullptr, half ? nullptr : b.q, b.d, b.s, round, dw.m.cols};
+	return ActOut{half ? b.h : nullptr, half ? nullptr : b.q, b.d, b.s, round, dw.m.cols, false};
 }
 
 // fusable says whether a kernel other than prep can write a as act_store
@@ -601,7 +601,8 @@ int product(leo_state *s, const char *what, const DevMat &dw, const float *x, in
 	const ActOut act = act_out(s, dw, n, set);
 	const ActBufs &ab = s->act[set];
 	if (made_next) *made_next = false;
-	if (opt.normed && !mv) return fail(err, "%s: activations without the norm's scale reach only matvec", what);
+	if (opt.normed && (!mv || n > kMaxCols))  // (ssq holds kMaxCols tokens)
+		return fail(err, "%s: activations without the norm's scale reach only matvec, 1 to %d tokens", what, kMaxCols);
 	if (!opt.prepped) {
 		mark(s, "prep");
 		CUDA_TRY(launch(s->pdl, prep, dim3((w.cols + 255) / 256, n), dim3(kPrepThreads), s->stream, x, w.cols, rows, gain,

@@ -336,13 +336,14 @@ func TestGPUFusedPrepSameBits(t *testing.T) {
 				t.Setenv("LEO_CUDA_MMQ_TOKENS", "0")
 				t.Setenv("LEO_CUDA_PROFILE", "1")
 				var preps [3]int
+				var logits [3][][][]float32
 				for i, fuse := range []string{"0", "1", "2"} {
 					t.Setenv("LEO_CUDA_FUSE_PREP", fuse)
 					st, err := gpuL.Model.NewStateKV(2, 128, 128, quant.F16)
 					if err != nil {
 						t.Fatal(err)
 					}
-					feed(t, st, prompts[:1], scheds["one token a step"][:8], c.VocabSize)
+					logits[i] = feed(t, st, prompts[:1], scheds["one token a step"][:8], c.VocabSize)
 					preps[i] = profiledCalls(t, "prep", func() {
 						if err := st.Close(); err != nil {
 							t.Fatal(err)
@@ -368,6 +369,13 @@ func TestGPUFusedPrepSameBits(t *testing.T) {
 				}
 				if preps[2] != want2 {
 					t.Errorf("prep launched %d times with LEO_CUDA_FUSE_PREP=2: want %d", preps[2], want2)
+				}
+				// Not the same bits, but the same logits within the bounds
+				// the GPU keeps against the CPU.
+				for pos := range 8 {
+					if e := relErr(logits[2][0][pos], logits[0][0][pos]); e > maxRelErr[typ] {
+						t.Errorf("position %d: LEO_CUDA_FUSE_PREP=2 differs from 0 by rel err %.3g, want <= %g", pos, e, maxRelErr[typ])
+					}
 				}
 			})
 		}

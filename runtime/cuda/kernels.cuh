@@ -73,6 +73,10 @@ struct ActOut {
 	int *s;
 	int round;  // Rounding
 	int cols;
+	// Keep int8 blocks' scales in float32 instead of rounding them to half
+	// as a Q8_0 block stores them (norm_next: values of x·gain, which is
+	// not normalized, can be small enough for a half scale to lose bits).
+	bool float_scale;
 	__device__ bool on() const { return h || q; }
 };
 
@@ -235,7 +239,7 @@ __device__ __forceinline__ void act_store(const ActOut &a, int t, int i, float v
 		float amax = warp_max(fabsf(v));
 		float id = amax != 0 ? 127.0f / amax : 0.0f;
 		int qi = __float2int_rn(v * id);
-		float dq = __half2float(__float2half_rn(amax / 127.0f));
+		float dq = a.float_scale ? amax / 127.0f : __half2float(__float2half_rn(amax / 127.0f));
 		if (a.round == kRoundQ8_0) v = dq * (float)qi;
 		if (a.q) {
 			a.q[(size_t)t * a.cols + i] = (int8_t)qi;
@@ -284,8 +288,11 @@ __device__ __forceinline__ void swiglu_next(ActOut next, const float *y, int ld,
 // o.ssq, for tokens [t0, t0+nt), one warp a token. The consumer scales by
 // 1/rms (norm_scale). Unlike prep this rounds x·gain, not x·gain/rms, so
 // the bits differ from prep's (by a rounding of the scale: int8 blocks
-// quantize the same up to float rounding). rows_per_block divides 32, and
-// every thread of the block gets here (x's width is a multiple of 32).
+// quantize the same up to float rounding, and their scales stay float32:
+// x·gain is not normalized, and a half scale of small values would lose
+// bits; halves for F16 weights are rounded as they are). rows_per_block
+// divides 32, and every thread of the block gets here (x's width is a
+// multiple of 32).
 __device__ __forceinline__ void norm_next(const Out &o, int t0, int nt, int rows_per_block) {
 	__shared__ bool last;
 	__threadfence();  // this block's outputs, before they are counted
@@ -299,11 +306,13 @@ __device__ __forceinline__ void norm_next(const Out &o, int t0, int nt, int rows
 	__syncthreads();
 	if (!last) return;
 	const int lane = threadIdx.x % kWarp, i = b * 32 + lane;
+	ActOut next = o.next;
+	next.float_scale = true;
 	for (int t = t0 + threadIdx.x / kWarp; t < t0 + nt; t += blockDim.x / kWarp) {
 		const float v = __ldcg(o.y + (size_t)t * o.ld + i);
 		const float sq = warp_sum(v * v);
 		if (lane == 0) o.ssq[t * nb + b] = sq;
-		act_store(o.next, t, i, v * o.gain[i]);
+		act_store(next, t, i, v * o.gain[i]);
 	}
 }
 
@@ -935,7 +944,7 @@ prep(const float *x, int cols, const int *rows, const float *gain, float eps, __
 	const int i = b * 32 + lane;
 	float v = xr[i] * scale;
 	if (gain) v *= gain[i];
-	act_store(ActOut{h, q, d, s, round, cols}, t, i, v);
+	act_store(ActOut{h, q, d, s, round, cols, false}, t, i, v);
 }
 
 // attend computes positions [first, end) of one head's attention (query
