@@ -169,19 +169,23 @@ cudaError_t launch_mmq_finish(bool pdl, cudaStream_t st, Epilogue e, int splits,
 	}
 }
 
-// launch_matvec starts matvec<T, nc, E, S>.
+// matvec_cols is the tokens a matvec pass takes for a batch of n: 1, 2, 4
+// or kMaxCols. Tokens past n in the last pass compute on stale rows of the
+// activation buffers (which hold whole groups of kMaxCols tokens) and store
+// nothing; each token's sums are the same bits whatever the pass's width.
+// Four widths instead of eight halve the matvec kernels nvcc builds.
+int matvec_cols(int n) { return n <= 2 ? n : n <= 4 ? 4 : kMaxCols; }
+
+// launch_matvec starts matvec<T, nc, E, S>, nc one of matvec_cols's widths.
 template <int T, int E, int S>
 cudaError_t launch_matvec(bool pdl, cudaStream_t st, int nc, dim3 grid, const Mat &w, const Act &a, const Out &o,
                           int n, const Ahead &ah) {
+	static_assert(kMaxCols == 8, "matvec_cols's widths");
 	const dim3 block(kMatvecWarps * kWarp);
 	switch (nc) {
 	case 1: return launch(pdl, matvec<T, 1, E, S>, grid, block, st, w, a, o, n, ah);
 	case 2: return launch(pdl, matvec<T, 2, E, S>, grid, block, st, w, a, o, n, ah);
-	case 3: return launch(pdl, matvec<T, 3, E, S>, grid, block, st, w, a, o, n, ah);
 	case 4: return launch(pdl, matvec<T, 4, E, S>, grid, block, st, w, a, o, n, ah);
-	case 5: return launch(pdl, matvec<T, 5, E, S>, grid, block, st, w, a, o, n, ah);
-	case 6: return launch(pdl, matvec<T, 6, E, S>, grid, block, st, w, a, o, n, ah);
-	case 7: return launch(pdl, matvec<T, 7, E, S>, grid, block, st, w, a, o, n, ah);
 	default: return launch(pdl, matvec<T, 8, E, S>, grid, block, st, w, a, o, n, ah);
 	}
 }
@@ -638,7 +642,7 @@ int product(leo_state *s, const char *what, const DevMat &dw, const float *x, in
 		}
 		Act a{ab.h, ab.q, ab.d, ab.s, opt.normed ? s->ssq : nullptr, m->c.norm_eps};
 		const int split = opt.wide && e == kAdd ? s->split : 1;  // built for kAdd (launch_matvec_e)
-		const int per_block = kMatvecWarps / split * kRowsPerWarp, nc = std::min(n, kMaxCols);
+		const int per_block = kMatvecWarps / split * kRowsPerWarp, nc = matvec_cols(n);
 		dim3 grid((w.rows + per_block - 1) / per_block, (n + nc - 1) / nc);
 		const int blocks = (int)(grid.x * grid.y);
 		const Ahead ah = ahead_of(s, opt.after, n, std::max(0, blocks - s->sms * s->matvec_occ[type_index(w.type)]));
