@@ -169,7 +169,7 @@ if has bench; then
 			variant "LEO_CUDA_MMQ_TOKENS=512" "$m" LEO_CUDA_MMQ_TOKENS=512 LEO_GPU_PREFILL=1
 		done
 		variant "profiled engine, mmq, no graphs" "$q4" LEO_CUDA_MMQ_TOKENS=64 LEO_CUDA_PROFILE=1 LEO_GPU_ENGINE32=1
-		grep -E "RESULT|SWEEP|leo_cuda profile|^  " "$LOGS/profile.log" | head -160
+		grep -E "RESULT|leo_cuda profile|^  " "$LOGS/profile.log" | head -120
 	fi
 fi
 
@@ -215,5 +215,9 @@ fi
 echo
 echo "=== summary ($gpu)"
 printf '%s\n' "${summary[@]}"
-grep -h -E "RESULT|SWEEP" "$LOGS"/bench.log "$LOGS"/profile.log "$LOGS"/big.log 2>/dev/null
+grep -h RESULT "$LOGS"/bench.log "$LOGS"/profile.log "$LOGS"/big.log 2>/dev/null
+if grep -q '^SWEEP ' "$LOGS/profile.log" 2>/dev/null; then
+	echo "=== decode at batch 1 under the switches (mean of the rounds; against the defaults, same process)"
+	awk -f hack/gpu/sweep-table.awk "$LOGS/profile.log"
+fi
 [ -f "$LOGS/reference.log" ] && sed -n '/^reference /,$p' "$LOGS/reference.log"
