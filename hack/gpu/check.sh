@@ -76,7 +76,8 @@ if has switches; then
 	# the same bounds as the defaults.
 	say "correctness with the switches that are off by default"
 	i=0
-	for switches in "LEO_CUDA_FUSE_PREP=2 LEO_CUDA_MATVEC_SPLIT=4 LEO_CUDA_L2_AHEAD=16" "LEO_CUDA_MATVEC_SPLIT=2 LEO_CUDA_L2_AHEAD=1"; do
+	for switches in "LEO_CUDA_FUSE_PREP=2 LEO_CUDA_MATVEC_SPLIT=4 LEO_CUDA_MATVEC_SPLIT_QKV=2 LEO_CUDA_L2_AHEAD=16" \
+		"LEO_CUDA_MATVEC_SPLIT=2 LEO_CUDA_MATVEC_SPLIT_QKV=4 LEO_CUDA_L2_AHEAD=1"; do
 		i=$((i + 1))
 		log=$LOGS/correct-switches-$i.log
 		env $switches timeout 150 bin/gpu/cuda.test -test.run 'TestGPUMatchesCPU|TestGPULongContext' -test.v >"$log" 2>&1
@@ -140,12 +141,14 @@ if has bench; then
 		# (LEO_CUDA_FUSE_PREP=1: 7 kernels a layer instead of 9; the same
 		# tokens digest as the defaults), and O's and down's making the
 		# normalized ones too (=2: 5 kernels), O's and down's columns split
-		# over 2 or 4 warps (LEO_CUDA_MATVEC_SPLIT), the next product's first
+		# over 2 or 4 warps (LEO_CUDA_MATVEC_SPLIT; QKV's:
+		# LEO_CUDA_MATVEC_SPLIT_QKV), the next product's first
 		# MiB fetched into L2 by the kernels before it (LEO_CUDA_L2_AHEAD;
 		# the same digest as the defaults), programmatic dependent launch
 		# (LEO_CUDA_PDL=1, which lets the next kernel's fetches start before
 		# the previous kernel ends), and combinations.
 		sweep="; LEO_CUDA_FUSE_PREP=1; LEO_CUDA_FUSE_PREP=2; LEO_CUDA_MATVEC_SPLIT=2; LEO_CUDA_MATVEC_SPLIT=4"
+		sweep+="; LEO_CUDA_MATVEC_SPLIT_QKV=2; LEO_CUDA_MATVEC_SPLIT_QKV=4"
 		sweep+="; LEO_CUDA_L2_AHEAD=8; LEO_CUDA_L2_AHEAD=24; LEO_CUDA_PDL=1; LEO_CUDA_PDL=1 LEO_CUDA_L2_AHEAD=16"
 		sweep+="; LEO_CUDA_FUSE_PREP=2 LEO_CUDA_MATVEC_SPLIT=4 LEO_CUDA_L2_AHEAD=16"
 		sweep+="; LEO_CUDA_FUSE_PREP=2 LEO_CUDA_MATVEC_SPLIT=4 LEO_CUDA_L2_AHEAD=16 LEO_CUDA_PDL=1"

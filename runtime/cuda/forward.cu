@@ -191,7 +191,7 @@ cudaError_t launch_matvec(bool pdl, cudaStream_t st, int nc, dim3 grid, const Ma
 }
 
 // launch_matvec_e starts matvec for epilogue e, with the column split (1,
-// 2 or 4) for kAdd, where it is built.
+// 2 or 4) for kAdd and kQKV, where it is built.
 template <int T>
 cudaError_t launch_matvec_e(bool pdl, cudaStream_t st, Epilogue e, int nc, dim3 grid, const Mat &w, const Act &a,
                             const Out &o, int n, int split, const Ahead &ah) {
@@ -201,7 +201,10 @@ cudaError_t launch_matvec_e(bool pdl, cudaStream_t st, Epilogue e, int nc, dim3 
 		if (split == 4) return launch_matvec<T, kAdd, 4>(pdl, st, nc, grid, w, a, o, n, ah);
 		if (split == 2) return launch_matvec<T, kAdd, 2>(pdl, st, nc, grid, w, a, o, n, ah);
 		return launch_matvec<T, kAdd, 1>(pdl, st, nc, grid, w, a, o, n, ah);
-	case kQKV: return launch_matvec<T, kQKV, 1>(pdl, st, nc, grid, w, a, o, n, ah);
+	case kQKV:
+		if (split == 4) return launch_matvec<T, kQKV, 4>(pdl, st, nc, grid, w, a, o, n, ah);
+		if (split == 2) return launch_matvec<T, kQKV, 2>(pdl, st, nc, grid, w, a, o, n, ah);
+		return launch_matvec<T, kQKV, 1>(pdl, st, nc, grid, w, a, o, n, ah);
 	default: return launch_matvec<T, kSwiGLU, 1>(pdl, st, nc, grid, w, a, o, n, ah);
 	}
 }
@@ -283,6 +286,7 @@ struct leo_state {
 	int mmq_mt[3];
 	int mmq_occ[3][kMMQTokenTiles + 1];
 	int split;           // LEO_CUDA_MATVEC_SPLIT: matvec's warps per row pair of O and down
+	int split_qkv;       // LEO_CUDA_MATVEC_SPLIT_QKV: the same for QKV
 	size_t l2_ahead;     // LEO_CUDA_L2_AHEAD: bytes of the next product's weights fetched into L2 (0: off)
 	int matvec_occ[3];   // per weight type: one-token matvec thread blocks an SM holds
 	cudaStream_t stream = nullptr;
@@ -435,14 +439,15 @@ int fuse_prep_setting() {
 	return 0;
 }
 
-// matvec_split_setting is LEO_CUDA_MATVEC_SPLIT: how many warps share each
-// row pair of O and down (1, 2 or 4; see matvec). 1 by default until a GPU
-// run has measured the others (docs/cuda.md).
-int matvec_split_setting() {
-	const char *v = getenv("LEO_CUDA_MATVEC_SPLIT");
+// matvec_split_setting is LEO_CUDA_MATVEC_SPLIT (O and down) or
+// LEO_CUDA_MATVEC_SPLIT_QKV (QKV): how many warps share each row pair of
+// those products (1, 2 or 4; see matvec). 1 by default until a GPU run has
+// measured the others (docs/cuda.md).
+int matvec_split_setting(const char *name) {
+	const char *v = getenv(name);
 	if (!v || !*v) return 1;
 	if (strcmp(v, "1") && strcmp(v, "2") && strcmp(v, "4")) {
-		fprintf(stderr, "leo_cuda: LEO_CUDA_MATVEC_SPLIT=%s is not 1, 2 or 4: no split\n", v);
+		fprintf(stderr, "leo_cuda: %s=%s is not 1, 2 or 4: no split\n", name, v);
 		return 1;
 	}
 	return atoi(v);
@@ -582,7 +587,7 @@ struct ProductOpts {
 	const float *next_gain = nullptr;  // kAdd: the next product's norm gain (norm_next; matvec only)
 	bool normed = false;     // prepped by norm_next: the activations await the norm's scale (Act.ssq)
 	const DevMat *after = nullptr; // the next product, the start of whose weights the kernels fetch into L2
-	bool wide = false;       // a short, wide matrix (O, down): matvec splits its columns (leo_state.split)
+	int split = 1;           // matvec's warps per row pair, each a slice of the columns (kAdd, kQKV: see matvec)
 };
 
 // product computes W · act(x) for n tokens and applies epilogue e: act(x)
@@ -641,7 +646,7 @@ int product(leo_state *s, const char *what, const DevMat &dw, const float *x, in
 			if (made_next) *made_next = true;
 		}
 		Act a{ab.h, ab.q, ab.d, ab.s, opt.normed ? s->ssq : nullptr, m->c.norm_eps};
-		const int split = opt.wide && e == kAdd ? s->split : 1;  // built for kAdd (launch_matvec_e)
+		const int split = e == kAdd || e == kQKV ? opt.split : 1;  // built for these (launch_matvec_e)
 		const int per_block = kMatvecWarps / split * kRowsPerWarp, nc = matvec_cols(n);
 		dim3 grid((w.rows + per_block - 1) / per_block, (n + nc - 1) / nc);
 		const int blocks = (int)(grid.x * grid.y);
@@ -734,6 +739,7 @@ int step(leo_state *s, int n, int nout, int chunks, char *err) {
 		qkv_opt.set = qkv_set;
 		qkv_opt.prepped = qkv_opt.normed = qkv_normed;
 		qkv_opt.after = &L.o;
+		qkv_opt.split = s->split_qkv;
 		if (product(s, "qkv", L.qkv, s->x, n, nullptr, L.attn_norm, kQKV, qkv, err, qkv_opt)) return 1;
 		mark(s, "attention");
 
@@ -754,7 +760,7 @@ int step(leo_state *s, int n, int nout, int chunks, char *err) {
 		ProductOpts o_opt;
 		o_opt.prepped = o_prepped;
 		o_opt.after = &L.gu;
-		o_opt.wide = true;
+		o_opt.split = s->split;
 		if (nf && fusable(s, gua)) {
 			o_opt.next = &gua;
 			o_opt.next_gain = L.ffn_norm;
@@ -782,7 +788,7 @@ int step(leo_state *s, int n, int nout, int chunks, char *err) {
 		down_opt.set = down_set;
 		down_opt.prepped = down_prepped;
 		down_opt.after = after_down;
-		down_opt.wide = true;
+		down_opt.split = s->split;
 		ActOut qa{};
 		qkv_normed = false;
 		if (nf && next_layer) {
@@ -1034,7 +1040,8 @@ int leo_state_new(leo_model *m, int slots, int len, int max_batch, leo_state **o
 	const int fuse = fuse_prep_setting();
 	s->fuse_prep = fuse >= 1;
 	s->norm_fuse = fuse >= 2;
-	s->split = matvec_split_setting();
+	s->split = matvec_split_setting("LEO_CUDA_MATVEC_SPLIT");
+	s->split_qkv = matvec_split_setting("LEO_CUDA_MATVEC_SPLIT_QKV");
 	s->l2_ahead = l2_ahead_setting();
 	s->sms = 1;
 	cudaDeviceGetAttribute(&s->sms, cudaDevAttrMultiProcessorCount, m->device);

@@ -520,6 +520,7 @@ func TestGPUSanitizerSmall(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/%s/fuse=%s,split=%s,ahead=%s", c.shape, c.typ, set[0], set[1], set[2]), func(t *testing.T) {
 				t.Setenv("LEO_CUDA_FUSE_PREP", set[0])
 				t.Setenv("LEO_CUDA_MATVEC_SPLIT", set[1])
+				t.Setenv("LEO_CUDA_MATVEC_SPLIT_QKV", set[1])
 				t.Setenv("LEO_CUDA_L2_AHEAD", set[2])
 				sanitizerRun(t, c.shape, c.typ, c.batches)
 			})

@@ -378,18 +378,19 @@ template <> struct Chunk<2> { static constexpr int elems = 32; };  // Q4_0
 // measured three times slower: every block then normalizes and quantizes
 // the whole input; see docs/perf.md.)
 //
-// With S > 1 (2 or 4, LEO_CUDA_MATVEC_SPLIT; forward.cu uses it for the
-// short, wide matrices O and down, whose 2048 row pairs of 7B leave SMs
-// with few warps and one long stretch each), the S warps of a row pair
-// each take a contiguous slice of the columns, and the block adds the
-// slices' sums in slice order: deterministic, as without. Only for kAdd
-// and kStore (kSwiGLU's swiglu_next counts kSwiGLUBlocks thread blocks a
-// block of outputs). When done, the last wave's blocks fetch the start of
-// the next product's weights into L2 (ahead).
+// With S > 1 (2 or 4, LEO_CUDA_MATVEC_SPLIT for the short, wide matrices O
+// and down, whose 2048 row pairs of 7B leave SMs with few warps and one
+// long stretch each; LEO_CUDA_MATVEC_SPLIT_QKV for QKV, whose 6144 pairs
+// may fill a second wave of thread blocks only partly), the S warps of a
+// row pair each take a contiguous slice of the columns, and the block adds
+// the slices' sums in slice order: deterministic, as without. Not for
+// kSwiGLU (swiglu_next counts kSwiGLUBlocks thread blocks a block of
+// outputs). When done, the last wave's blocks fetch the start of the next
+// product's weights into L2 (ahead).
 template <int T, int NC, int E, int S>
 __global__ void __launch_bounds__(kMatvecWarps * kWarp)
 matvec(Mat w, Act a, Out o, int n, Ahead ahead) {
-	static_assert(S == 1 || ((S == 2 || S == 4) && (E == kAdd || E == kStore)), "a split for kAdd or kStore, of 2 or 4");
+	static_assert(S == 1 || ((S == 2 || S == 4) && E != kSwiGLU), "a split of 2 or 4, not for kSwiGLU");
 	const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
 	const int slice = warp % S;
 	const int r = (blockIdx.x * (kMatvecWarps / S) + warp / S) * kRowsPerWarp;
