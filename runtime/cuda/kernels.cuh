@@ -16,7 +16,13 @@
 // (Q8_0 and Q4_0 weights, dot products by dp4a), as GGML's CUDA code does.
 #pragma once
 
+#if defined(LEO_CUDA_EMU)
+// The kernels on a CPU, for tests without a GPU (emu/cuda_emu.h): each
+// LEO_CUDA_EMU branch below stands in for inline PTX.
+#include "emu/cuda_emu.h"
+#else
 #include <cuda_fp16.h>
+#endif
 #include <stdint.h>
 
 namespace leo {
@@ -117,14 +123,26 @@ struct Ahead {
 };
 constexpr unsigned kAheadPiece = 4096;
 
+// l2_prefetch_line asks for the 128-byte line holding p to be fetched into
+// L2, without waiting.
+__device__ __forceinline__ void l2_prefetch_line(const uint8_t *p) {
+#if defined(LEO_CUDA_EMU)
+	leo_emu::prefetch_line(p);  // checks p lies in the weights
+#else
+	asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#endif
+}
+
 // l2_prefetch asks for bytes (a multiple of 16, 16-byte aligned) at p to be
 // fetched into L2, without waiting: one bulk request on Hopper (nvcc 12 and
 // newer), else one prefetch per 128-byte line.
 __device__ __forceinline__ void l2_prefetch(const uint8_t *p, unsigned bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && __CUDACC_VER_MAJOR__ >= 12
+#if defined(LEO_CUDA_EMU)
+	leo_emu::l2_prefetch(p, bytes);  // checks the range lies in the weights, and logs it
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && __CUDACC_VER_MAJOR__ >= 12
 	asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(__cvta_generic_to_global(p)), "r"(bytes) : "memory");
 #else
-	for (unsigned at = 0; at < bytes; at += 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(p + at));
+	for (unsigned at = 0; at < bytes; at += 128) l2_prefetch_line(p + at);
 #endif
 }
 
@@ -409,7 +427,7 @@ matvec(Mat w, Act a, Out o, int n, Ahead ahead) {
 		for (size_t at = lane * 16; at < head; at += 512)
 #pragma unroll
 			for (int j = 0; j < kRowsPerWarp; j++)
-				asm volatile("prefetch.global.L2 [%0];" ::"l"(w.q + (r + j) * row_bytes + start + at));
+				l2_prefetch_line(w.q + (r + j) * row_bytes + start + at);
 	}
 	wait_previous();
 	if (!rows_here && S == 1) {
@@ -613,7 +631,9 @@ inline int mmq_smem_bytes(int T, int MT) {
 // zero-filled: rows, tokens and blocks past the end come out as zeros.
 template <int N>
 __device__ __forceinline__ void cp_async(void *smem, const void *gmem, int src_bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if defined(LEO_CUDA_EMU)
+	leo_emu::cp_async<N>(smem, gmem, src_bytes);  // lands at issue, at the wait, or either (copy_mode)
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 	const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
 	if (N == 16)
 		asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(src_bytes));
@@ -623,7 +643,9 @@ __device__ __forceinline__ void cp_async(void *smem, const void *gmem, int src_b
 }
 
 __device__ __forceinline__ void cp_async_commit() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if defined(LEO_CUDA_EMU)
+	leo_emu::cp_async_commit();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 	asm volatile("cp.async.commit_group;");
 #endif
 }
@@ -631,14 +653,18 @@ __device__ __forceinline__ void cp_async_commit() {
 // cp_async_wait waits until at most N of this thread's groups are pending.
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if defined(LEO_CUDA_EMU)
+	leo_emu::cp_async_wait(N);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 	asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 #endif
 }
 
 // mma_s8 adds A·B to c (m16n8k32, int8 in, int32 accumulators).
 __device__ __forceinline__ void mma_s8(int (&c)[4], const int (&a)[4], int b0, int b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if defined(LEO_CUDA_EMU)
+	leo_emu::mma_s8(c, a, b0, b1);  // from the PTX fragment layouts
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 	asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
 	    : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
 	    : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
@@ -652,7 +678,9 @@ __device__ __forceinline__ void mma_s8(int (&c)[4], const int (&a)[4], int b0, i
 // int8s: A a[0] token g, k 2i, 2i+1; a[1] token g+8; a[2], a[3] at k
 // 8+2i; B b0 row g, k 2i, 2i+1; b1 at k 8+2i; C as m16n8k32's.
 __device__ __forceinline__ void mma_f16(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if defined(LEO_CUDA_EMU)
+	leo_emu::mma_f16(c, a, b0, b1);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 	asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
 	    : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
 	    : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
@@ -811,7 +839,11 @@ __global__ void __launch_bounds__(kMMQWarps * kWarp)
 mmq(Mat w, Act a, Out o, int n, int per, float *part) {
 	static_assert(T == 8 || T == 2 || T == 1, "mmq takes Q8_0, Q4_0 and F16 weights");
 	using S = MMQShape<T, MT>;
+#if defined(LEO_CUDA_EMU)
+	uint8_t *const mmq_smem = leo_emu::dynamic_smem();  // the launch's buffer
+#else
 	extern __shared__ __align__(16) uint8_t mmq_smem[];
+#endif
 	const int lane = threadIdx.x % kWarp, g = lane / 4, i4 = lane % 4;
 	const int rows0 = blockIdx.x * kMMQRows, t0 = blockIdx.z * S::tokens;
 	const int blocks = w.cols / 32;

@@ -1,0 +1,326 @@
+// kernels_test.cpp: kernels.cuh's kernels run on the CPU under cuda_emu.h,
+// against double-precision references, on random data of fixed seeds and
+// small shapes. emu_test.go builds and runs it:
+//
+//   g++ -std=c++20 -O2 -pthread -fno-strict-aliasing -DLEO_CUDA_EMU runtime/cuda/emu/kernels_test.cpp
+//
+// It prints a line a group of cases and exits non-zero when any fails.
+#include <cstdarg>
+
+#include "../kernels.cuh"
+
+using namespace leo;
+using leo_emu::run_grid;
+
+namespace {
+
+// The case running, for the failure messages (and the fault handler).
+char g_case[256];
+int g_failures;
+
+void set_case(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void set_case(const char *fmt, ...) {
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(g_case, sizeof g_case, fmt, ap);
+	va_end(ap);
+}
+
+// fault reports an access past a buffer's end (Buf's guard page), or a
+// fiber's stack overflow, with the case that made it.
+void fault(int) {
+	const char *m = "kernels_test: segmentation fault (past the end of a buffer?) in ";
+	(void)!write(2, m, strlen(m));
+	(void)!write(2, g_case, strlen(g_case));
+	(void)!write(2, "\n", 1);
+	_exit(2);
+}
+
+// Buf is n Ts that end where an inaccessible page begins, so that a read
+// or write past the end faults instead of passing unseen. The start is
+// 16-byte aligned (the kernels load 16 bytes at a time).
+template <class T> struct Buf {
+	T *p = nullptr;
+	size_t n = 0;
+	void *map = nullptr;
+	size_t len = 0;
+	Buf() = default;
+	explicit Buf(size_t n_) : n(n_) {
+		const size_t bytes = (n * sizeof(T) + 15) / 16 * 16, pages = (bytes + 4095) / 4096;
+		len = (pages + 1) * 4096;
+		map = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (map == MAP_FAILED) abort();
+		mprotect((uint8_t *)map + pages * 4096, 4096, PROT_NONE);
+		p = (T *)((uint8_t *)map + pages * 4096 - bytes);
+	}
+	Buf(const Buf &) = delete;
+	Buf &operator=(const Buf &) = delete;
+	Buf(Buf &&o) noexcept { *this = std::move(o); }
+	Buf &operator=(Buf &&o) noexcept {
+		std::swap(p, o.p);
+		std::swap(n, o.n);
+		std::swap(map, o.map);
+		std::swap(len, o.len);
+		return *this;
+	}
+	~Buf() {
+		if (map) munmap(map, len);
+	}
+	T &operator[](size_t i) { return p[i]; }
+	const T &operator[](size_t i) const { return p[i]; }
+};
+
+std::mt19937 rng(1);
+double uniform(double lo, double hi) { return lo + (hi - lo) * (rng() / 4294967296.0); }
+
+// Weights of type T (1 F16, 8 Q8_0, 2 Q4_0) in the layout of kernels.cuh,
+// registered as weights (the ranges L2 prefetches may touch), and their
+// values as doubles.
+struct Weights {
+	int type, rows, cols, ds;
+	size_t qbytes;
+	Buf<uint8_t> buf;  // quants, then scales
+	std::vector<double> W;
+	Mat mat() const { return Mat{type, rows, cols, buf.p, type == 1 ? nullptr : (const __half *)(buf.p + qbytes), ds}; }
+};
+
+Weights make_weights(int T, int rows, int cols) {
+	Weights w{T, rows, cols, scale_stride(cols), 0, {}, {}};
+	const int blocks = cols / 32;
+	w.qbytes = T == 1 ? (size_t)rows * cols * 2 : T == 8 ? (size_t)rows * cols : (size_t)rows * cols / 2;
+	w.buf = Buf<uint8_t>(w.qbytes + (T == 1 ? 0 : (size_t)rows * w.ds * 2));
+	memset(w.buf.p, 0, w.buf.n);
+	w.W.assign((size_t)rows * cols, 0);
+	__half *d = (__half *)(w.buf.p + w.qbytes);
+	for (int r = 0; r < rows; r++)
+		for (int b = 0; b < blocks; b++) {
+			const float sc = T == 1 ? 1 : (float)(__half)uniform(-0.02, 0.02);
+			if (T != 1) d[(size_t)r * w.ds + b] = (__half)sc;
+			int v[32];
+			for (int j = 0; j < 32; j++) {
+				const size_t e = (size_t)r * cols + b * 32 + j;
+				if (T == 8) {
+					v[j] = (int)(rng() % 256) - 128;  // a file's Q8_0 may hold -128
+					w.buf[e] = (uint8_t)v[j];
+					w.W[e] = (double)sc * v[j];
+				} else if (T == 2) {
+					v[j] = (int)(rng() % 16) - 8;
+					w.W[e] = (double)sc * v[j];
+				} else {
+					const __half h = (__half)uniform(-1, 1);
+					memcpy(w.buf.p + e * 2, &h, 2);
+					w.W[e] = (double)(float)h;
+				}
+			}
+			if (T == 2)  // byte j: element j low, j+16 high, nibble x for x-8
+				for (int j = 0; j < 16; j++)
+					w.buf[((size_t)r * blocks + b) * 16 + j] = (uint8_t)((v[j] + 8) | ((v[j + 16] + 8) << 4));
+		}
+	leo_emu::add_weights(w.buf.p, w.buf.n);
+	return w;
+}
+
+// Acts: activations of tokens rows of cols, for whole groups (alloc) of
+// tokens, those past n stale: halves (F16 weights) or int8 blocks, random,
+// and their values as doubles (n tokens).
+struct Acts {
+	int n, alloc, cols;
+	Buf<__half> h;
+	Buf<int8_t> q;
+	Buf<float> d;
+	Buf<int> s;
+	std::vector<double> X;
+	Act act() const { return Act{h.p, q.p, d.p, s.p, nullptr, 0}; }
+};
+
+Acts make_acts(int T, int n, int alloc, int cols) {
+	const int blocks = cols / 32;
+	Acts a{n, alloc, cols, Buf<__half>((size_t)alloc * cols), Buf<int8_t>((size_t)alloc * cols),
+	       Buf<float>((size_t)alloc * blocks), Buf<int>((size_t)alloc * blocks), {}};
+	a.X.assign((size_t)n * cols, 0);
+	for (int t = 0; t < alloc; t++)
+		for (int b = 0; b < blocks; b++) {
+			const float d = (float)uniform(0.001, 0.02);
+			int sum = 0;
+			for (int j = 0; j < 32; j++) {
+				const size_t i = (size_t)t * cols + b * 32 + j;
+				const int q = (int)(rng() % 255) - 127;
+				a.q[i] = (int8_t)q;
+				sum += q;
+				a.h[i] = (__half)uniform(-1, 1);
+				if (t < n) a.X[i] = T == 1 ? (double)(float)a.h[i] : (double)d * q;
+			}
+			a.d[(size_t)t * blocks + b] = d;
+			a.s[(size_t)t * blocks + b] = sum;
+		}
+	return a;
+}
+
+// expect_near records a failure when got is not within tol of want.
+bool expect_near(double got, double want, double tol, const char *what, int t, int r) {
+	if (std::fabs(got - want) <= tol) return true;  // (false for NaN)
+	if (g_failures++ < 20)
+		printf("FAIL %s: %s t=%d r=%d: got %.9g want %.9g (tol %.3g)\n", g_case, what, t, r, got, want, tol);
+	return false;
+}
+
+void expect(bool ok, const char *what) {
+	if (ok) return;
+	if (g_failures++ < 20) printf("FAIL %s: %s\n", g_case, what);
+}
+
+template <class T> bool same_bits(const T &a, const T &b) { return memcmp(&a, &b, sizeof a) == 0; }
+
+// A sentinel that no kernel writes: outputs past the rows must keep it.
+constexpr float kSentinel = -12345.5f;
+
+// The next matrix's weights, that kernels fetch into L2 (Ahead): their
+// ranges are registered as weights, and check_ahead finds every byte of
+// them fetched exactly once.
+struct AheadWeights {
+	Buf<uint8_t> buf{3 * kAheadPiece + 1024};
+	AheadWeights() { leo_emu::add_weights(buf.p, buf.n); }
+	// The quants of 3.5 pieces (the last partial), and 256 bytes of scales.
+	Ahead ahead(int first) const {
+		return Ahead{{buf.p, buf.p + 3 * kAheadPiece + 512}, {3 * kAheadPiece + 512 - 16 * 3, 256}, first};
+	}
+};
+
+void check_ahead(const Ahead &a, long long blocks) {
+	std::vector<leo_emu::Range> got = leo_emu::prefetched;
+	leo_emu::prefetched.clear();
+	if (blocks - a.first <= 0) {
+		expect(got.empty(), "ahead: fetched with no issuing blocks");
+		return;
+	}
+	for (int r = 0; r < 2; r++) {
+		std::vector<leo_emu::Range> in;
+		for (const leo_emu::Range &g : got)
+			if (g.p >= a.p[r] && g.p < a.p[r] + a.bytes[r]) in.push_back(g);
+		std::sort(in.begin(), in.end(), [](const leo_emu::Range &x, const leo_emu::Range &y) { return x.p < y.p; });
+		const uint8_t *at = a.p[r];
+		bool ok = true;
+		for (const leo_emu::Range &g : in) {
+			ok = ok && g.p == at;
+			at = g.p + g.bytes;
+		}
+		expect(ok && at == a.p[r] + a.bytes[r], "ahead: the pieces do not cover the range exactly once");
+	}
+	size_t total = 0;
+	for (const leo_emu::Range &g : got) total += g.bytes;
+	expect(total == (size_t)a.bytes[0] + a.bytes[1], "ahead: fetched bytes outside the ranges, or twice");
+}
+
+// matvec<T, NC, E, S> over n tokens, launched as forward.cu does.
+template <int T, int NC, int E, int S>
+dim3 matvec_launch(const Mat &w, const Act &a, const Out &o, int n, const Ahead &ah) {
+	const int per_block = kMatvecWarps / S * kRowsPerWarp;
+	const dim3 grid((w.rows + per_block - 1) / per_block, (n + NC - 1) / NC);
+	run_grid(matvec<T, NC, E, S>, grid, dim3(kMatvecWarps * kWarp), 0, w, a, o, n, ah);
+	return grid;
+}
+
+template <int E, int S, int T>
+dim3 matvec_nc(int nc, const Mat &w, const Act &a, const Out &o, int n, const Ahead &ah) {
+	switch (nc) {
+	case 1: return matvec_launch<T, 1, E, S>(w, a, o, n, ah);
+	case 2: return matvec_launch<T, 2, E, S>(w, a, o, n, ah);
+	case 4: return matvec_launch<T, 4, E, S>(w, a, o, n, ah);
+	default: return matvec_launch<T, 8, E, S>(w, a, o, n, ah);
+	}
+}
+
+template <int E, int S>
+dim3 matvec_any(int nc, const Mat &w, const Act &a, const Out &o, int n, const Ahead &ah) {
+	switch (w.type) {
+	case 1: return matvec_nc<E, S, 1>(nc, w, a, o, n, ah);
+	case 8: return matvec_nc<E, S, 8>(nc, w, a, o, n, ah);
+	default: return matvec_nc<E, S, 2>(nc, w, a, o, n, ah);
+	}
+}
+
+template <int E>
+dim3 matvec_split(int split, int nc, const Mat &w, const Act &a, const Out &o, int n, const Ahead &ah) {
+	if constexpr (E == kStore || E == kSwiGLU) {
+		if (split != 1) abort();
+		return matvec_any<E, 1>(nc, w, a, o, n, ah);
+	} else {
+		if (split == 4) return matvec_any<E, 4>(nc, w, a, o, n, ah);
+		if (split == 2) return matvec_any<E, 2>(nc, w, a, o, n, ah);
+		return matvec_any<E, 1>(nc, w, a, o, n, ah);
+	}
+}
+
+int matvec_cols(int n) { return n <= 2 ? n : n <= 4 ? 4 : kMaxCols; }
+int round_up(int n, int m) { return (n + m - 1) / m * m; }
+const char *type_name(int T) { return T == 1 ? "F16" : T == 8 ? "Q8_0" : "Q4_0"; }
+
+// --- a. matvec: kStore, and kAdd with each split ---------------------------
+
+void test_matvec() {
+	AheadWeights aw;
+	int cases = 0;
+	for (int T : {1, 8, 2})
+		for (int cols : {96, 288})
+			for (int n : {1, 2, 3, 4, 5, 8, 13})
+				for (int v = 0; v < 4; v++) {  // kStore; kAdd with splits 1, 2, 4
+					const int E = v == 0 ? kStore : kAdd, split = v == 0 ? 1 : 1 << (v - 1);
+					const int rows = 36;  // not a multiple of a block's rows (8 with S=1)
+					const int nc = matvec_cols(n), alloc = round_up(n, nc), ld = rows + 4;
+					set_case("matvec %s cols=%d n=%d nc=%d %s split=%d", type_name(T), cols, n, nc,
+					         E == kStore ? "kStore" : "kAdd", split);
+					Weights w = make_weights(T, rows, cols);
+					Acts a = make_acts(T, n, alloc, cols);
+					Buf<float> y((size_t)n * ld);
+					std::vector<double> y0(y.n);
+					for (size_t i = 0; i < y.n; i++) y[i] = (i % ld) < (size_t)rows ? (float)uniform(-1, 1) : kSentinel;
+					for (size_t i = 0; i < y.n; i++) y0[i] = y[i];
+					Out o{};
+					o.y = y.p;
+					o.ld = ld;
+					const Ahead ah = aw.ahead(cases++ % 3 == 0 ? 0 : 2);
+					const dim3 grid = E == kStore ? matvec_split<kStore>(split, nc, w.mat(), a.act(), o, n, ah)
+					                              : matvec_split<kAdd>(split, nc, w.mat(), a.act(), o, n, ah);
+					check_ahead(ah, (long long)grid.x * grid.y);
+					for (int t = 0; t < n; t++) {
+						for (int r = 0; r < rows; r++) {
+							double want = 0, mag = 0;
+							for (int k = 0; k < cols; k++) {
+								const double p = w.W[(size_t)r * cols + k] * a.X[(size_t)t * cols + k];
+								want += p;
+								mag += std::fabs(p);
+							}
+							const double base = E == kAdd ? y0[(size_t)t * ld + r] : 0;
+							if (!expect_near(y[(size_t)t * ld + r], base + want, 1e-5 * (mag + std::fabs(base)) + 1e-30, "y", t, r))
+								break;
+						}
+						for (int r = rows; r < ld; r++) expect(y[(size_t)t * ld + r] == kSentinel, "a row past the matrix's written");
+					}
+				}
+	printf("matvec: %d cases\n", cases);
+}
+
+}  // namespace
+
+int main() {
+	setvbuf(stdout, nullptr, _IOLBF, 0);  // the lines before a fault, too
+	// The handler runs on a stack of its own: a fiber's overflowed stack
+	// cannot take it.
+	static std::vector<uint8_t> alt(1 << 16);
+	stack_t st{};
+	st.ss_sp = alt.data();
+	st.ss_size = alt.size();
+	sigaltstack(&st, nullptr);
+	struct sigaction sa {};
+	sa.sa_handler = fault;
+	sa.sa_flags = SA_ONSTACK;
+	sigaction(SIGSEGV, &sa, nullptr);
+	sigaction(SIGBUS, &sa, nullptr);
+	test_matvec();
+	if (g_failures) {
+		printf("FAIL: %d failures\n", g_failures);
+		return 1;
+	}
+	printf("ok\n");
+	return 0;
+}
