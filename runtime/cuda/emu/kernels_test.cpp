@@ -300,6 +300,153 @@ void test_matvec() {
 	printf("matvec: %d cases\n", cases);
 }
 
+// --- activations made by the kernels -------------------------------------
+
+// ActBufs: activation buffers for alloc tokens of cols, filled with
+// garbage (what an earlier product left), in the form a matrix of type T
+// reads them (forward.cu's act_out for matvec): halves for F16, int8
+// blocks for Q8_0 and Q4_0.
+struct ActBufs {
+	int T, alloc, cols;
+	Buf<__half> h;
+	Buf<int8_t> q;
+	Buf<float> d;
+	Buf<int> s;
+	ActBufs(int T_, int alloc_, int cols_)
+	    : T(T_), alloc(alloc_), cols(cols_), h((size_t)alloc * cols), q((size_t)alloc * cols),
+	      d((size_t)alloc * cols / 32), s((size_t)alloc * cols / 32) {
+		for (size_t i = 0; i < h.n; i++) h[i] = (__half)uniform(-1, 1), q[i] = (int8_t)(rng() % 255 - 127);
+		for (size_t i = 0; i < d.n; i++) d[i] = (float)uniform(0.001, 0.02), s[i] = (int)(rng() % 1000);
+	}
+	ActOut out() { return T == 1 ? ActOut{h.p, nullptr, nullptr, nullptr, kRoundNone, cols, false}
+	                             : ActOut{nullptr, q.p, d.p, s.p, kRoundNone, cols, false}; }
+	Act act() const { return Act{h.p, q.p, d.p, s.p, nullptr, 0}; }
+};
+
+// quantize_ref is act_store's int8 block of 32 values v: GGML's
+// quantize_row_q8_0, q = v·(127/max|v|) rounded half to even, the scale
+// max|v|/127 rounded to half unless float_scale.
+void quantize_ref(const float *v, int8_t *q, float *d, int *s, bool float_scale) {
+	float amax = 0;
+	for (int j = 0; j < 32; j++) amax = std::max(amax, std::fabs(v[j]));
+	const float id = amax != 0 ? 127.0f / amax : 0.0f;
+	int sum = 0;
+	for (int j = 0; j < 32; j++) {
+		q[j] = (int8_t)nearbyintf(v[j] * id);
+		sum += q[j];
+	}
+	*d = float_scale ? amax / 127.0f : (float)(__half)(amax / 127.0f);
+	*s = sum;
+}
+
+// quant_error bounds, per element, what making activations of v in the
+// form of type T costs: half a quantization step of its block (int8), or
+// a half's rounding.
+std::vector<double> quant_error(int T, const std::vector<double> &v, int n, int cols) {
+	std::vector<double> e(v.size());
+	for (int t = 0; t < n; t++)
+		for (int b = 0; b < cols / 32; b++) {
+			double amax = 0;
+			for (int j = 0; j < 32; j++) amax = std::max(amax, std::fabs(v[(size_t)t * cols + b * 32 + j]));
+			for (int j = 0; j < 32; j++) {
+				const size_t i = (size_t)t * cols + b * 32 + j;
+				e[i] = T == 1 ? std::fabs(v[i]) * 0x1p-11 : 0.5 * amax / 127 * 1.01 + std::fabs(v[i]) * 1e-6;
+			}
+		}
+	return e;
+}
+
+// check_product checks y[t*ld + r] (n tokens, rows) against W·v, within the
+// float sums' error and, per element, W's share of err.
+void check_product(const float *y, int ld, const Weights &w, const std::vector<double> &v,
+                   const std::vector<double> &err, int n, const char *what) {
+	for (int t = 0; t < n; t++)
+		for (int r = 0; r < w.rows; r++) {
+			double want = 0, mag = 0, tol = 0;
+			for (int k = 0; k < w.cols; k++) {
+				const double wk = w.W[(size_t)r * w.cols + k], vk = v[(size_t)t * w.cols + k];
+				want += wk * vk;
+				mag += std::fabs(wk * vk);
+				tol += std::fabs(wk) * err[(size_t)t * w.cols + k];
+			}
+			if (!expect_near(y[(size_t)t * ld + r], want, tol + 1e-5 * mag + 1e-30, what, t, r)) return;
+		}
+}
+
+// --- b. prep, then matvec on its activations -----------------------------
+
+void test_prep() {
+	AheadWeights aw;
+	int cases = 0;
+	const float eps = 1e-5f;
+	for (int T : {1, 8, 2})
+		for (int cols : {288, 544})
+			for (int n : {1, 3, 8}) {
+				const int nc = matvec_cols(n), alloc = round_up(n, nc), rows = 40;
+				const bool pick = n == 3;  // prep's rows: the tokens that want logits
+				const int xrows = pick ? 5 : n;
+				const int picked[3] = {4, 0, 2};
+				set_case("prep+matvec %s cols=%d n=%d%s", type_name(T), cols, n, pick ? " rows" : "");
+				cases++;
+				Buf<float> x((size_t)xrows * cols), gain(cols);
+				Buf<int> rowsel(3);
+				for (size_t i = 0; i < x.n; i++) x[i] = (float)uniform(-2, 2);
+				for (int i = 0; i < cols; i++) gain[i] = (float)uniform(0.5, 1.5);
+				for (int i = 0; i < 3; i++) rowsel[i] = picked[i];
+				ActBufs ab(T, alloc, cols);
+				const ActOut ao = ab.out();
+				const Ahead ah = aw.ahead(cases % 2);
+				const dim3 grid((cols + 255) / 256, n);
+				run_grid(prep, grid, dim3(kPrepThreads), 0, (const float *)x.p, cols, pick ? (const int *)rowsel.p : nullptr,
+				         (const float *)gain.p, eps, ao.h, ao.q, ao.d, ao.s, ao.round, ah);
+				check_ahead(ah, (long long)grid.x * grid.y);
+				// The reference: x·gain/rms in float as prep computes it, then
+				// act_store's rounding, bit for bit; and in double, for the product.
+				std::vector<double> v((size_t)n * cols);
+				for (int t = 0; t < n; t++) {
+					const float *xr = x.p + (size_t)(pick ? picked[t] : t) * cols;
+					double sum = 0, sumd = 0;
+					for (int i = 0; i < cols; i++) sum += (double)(xr[i] * xr[i]), sumd += (double)xr[i] * xr[i];
+					const float mean = (float)(sum / cols), scale = (float)(1.0 / sqrt((double)(mean + eps)));
+					const double scaled = 1 / std::sqrt(sumd / cols + eps);
+					for (int b = 0; b < cols / 32; b++) {
+						float f[32];
+						for (int j = 0; j < 32; j++) {
+							const int i = b * 32 + j;
+							f[j] = xr[i] * scale;
+							f[j] *= gain[i];
+							v[(size_t)t * cols + i] = (double)xr[i] * scaled * gain[i];
+						}
+						const size_t at = (size_t)t * cols + b * 32;
+						if (T == 1) {
+							for (int j = 0; j < 32; j++)
+								if (!same_bits(ab.h[at + j], (__half)f[j])) {
+									expect(false, "prep: a half differs from x·gain/rms rounded");
+									break;
+								}
+							continue;
+						}
+						int8_t q[32];
+						float d;
+						int s;
+						quantize_ref(f, q, &d, &s, false);
+						const size_t bi = (size_t)t * (cols / 32) + b;
+						expect(memcmp(q, ab.q.p + at, 32) == 0, "prep: int8 quants differ from quantize_row_q8_0's");
+						expect(same_bits(ab.d[bi], d), "prep: a block's scale differs from quantize_row_q8_0's");
+						expect(ab.s[bi] == s, "prep: a block's sum differs from its quants'");
+					}
+				}
+				Weights w = make_weights(T, rows, cols);
+				Buf<float> y((size_t)n * rows);
+				Out o{};
+				o.y = y.p;
+				o.ld = rows;
+				matvec_split<kStore>(1, nc, w.mat(), ab.act(), o, n, Ahead{});
+				check_product(y.p, rows, w, v, quant_error(T, v, n, cols), n, "matvec of prep's");
+			}
+	printf("prep: %d cases\n", cases);
+}
+
 }  // namespace
 
 int main() {
@@ -317,6 +464,7 @@ int main() {
 	sigaction(SIGSEGV, &sa, nullptr);
 	sigaction(SIGBUS, &sa, nullptr);
 	test_matvec();
+	test_prep();
 	if (g_failures) {
 		printf("FAIL: %d failures\n", g_failures);
 		return 1;
