@@ -323,6 +323,13 @@ struct ActBufs {
 	Act act() const { return Act{h.p, q.p, d.p, s.p, nullptr, 0}; }
 };
 
+// values are the activations in b of n tokens, as doubles.
+std::vector<double> values(const ActBufs &b, int n) {
+	std::vector<double> v((size_t)n * b.cols);
+	for (size_t i = 0; i < v.size(); i++) v[i] = b.T == 1 ? (double)(float)b.h[i] : (double)b.d[i / 32] * b.q[i];
+	return v;
+}
+
 // quantize_ref is act_store's int8 block of 32 values v: GGML's
 // quantize_row_q8_0, q = v·(127/max|v|) rounded half to even, the scale
 // max|v|/127 rounded to half unless float_scale.
@@ -442,9 +449,182 @@ void test_prep() {
 				o.y = y.p;
 				o.ld = rows;
 				matvec_split<kStore>(1, nc, w.mat(), ab.act(), o, n, Ahead{});
-				check_product(y.p, rows, w, v, quant_error(T, v, n, cols), n, "matvec of prep's");
+				check_product(y.p, rows, w, values(ab, n), std::vector<double>(v.size()), n, "matvec of prep's");
+				check_product(y.p, rows, w, v, quant_error(T, v, n, cols), n, "matvec of prep's, against the exact norm");
 			}
 	printf("prep: %d cases\n", cases);
+}
+
+// all_zero says the counters are back to zero, as the next product needs.
+bool all_zero(const Buf<int> &c) {
+	for (size_t i = 0; i < c.n; i++)
+		if (c[i] != 0) return false;
+	return true;
+}
+
+// --- c. the norm fused into matvec<kAdd> (LEO_CUDA_FUSE_PREP=2) ----------
+
+// A matvec<kAdd> adds W1·a to x and, with o.next, o.gain, o.ssq and
+// o.counters set, makes the next product's activations of x·gain and the
+// sums of squares of x's blocks (norm_next); a consumer matvec with
+// Act.ssq set scales by 1/rms (norm_scale). Its output must be
+// W2·(gain⊙x/rms(x)) of the new x.
+void test_norm_fusion() {
+	AheadWeights aw;
+	int cases = 0;
+	const float eps = 1e-5f;
+	const int dim = 128, cols1 = 96, rows2 = 40, nb = dim / 32;
+	for (int T : {8, 2, 1})
+		for (int split : {1, 2, 4})
+			for (int n : {1, 2, 3, 8}) {
+				const int nc = matvec_cols(n), alloc = round_up(n, nc), groups = alloc / nc;
+				set_case("norm fusion %s split=%d n=%d nc=%d", type_name(T), split, n, nc);
+				cases++;
+				Weights w1 = make_weights(T, dim, cols1), w2 = make_weights(T, rows2, dim);
+				Acts a1 = make_acts(T, n, alloc, cols1);
+				Buf<float> x((size_t)n * dim), gain(dim), ssq((size_t)alloc * nb);
+				Buf<int> counters((size_t)groups * nb);
+				std::vector<double> x0(x.n);
+				for (size_t i = 0; i < x.n; i++) x0[i] = x[i] = (float)uniform(-1, 1);
+				for (int i = 0; i < dim; i++) gain[i] = (float)uniform(0.5, 1.5);
+				for (size_t i = 0; i < ssq.n; i++) ssq[i] = (float)uniform(1, 100);  // stale
+				memset(counters.p, 0, counters.n * sizeof(int));
+				ActBufs next(T, alloc, dim);
+				Out o{};
+				o.y = x.p;
+				o.ld = dim;
+				o.next = next.out();
+				o.counters = counters.p;
+				o.gain = gain.p;
+				o.ssq = ssq.p;
+				const Ahead ah = aw.ahead(0);
+				const dim3 grid = matvec_split<kAdd>(split, nc, w1.mat(), a1.act(), o, n, ah);
+				check_ahead(ah, (long long)grid.x * grid.y);
+				expect(grid.x / (dim / 32) == 4u * split, "norm fusion: thread blocks per block of 32 outputs");
+				expect(all_zero(counters), "norm fusion: counters not back to zero");
+				// The new x, in double.
+				std::vector<double> xn(x0);
+				for (int t = 0; t < n; t++)
+					for (int r = 0; r < dim; r++) {
+						double mag = 0;
+						for (int k = 0; k < cols1; k++) {
+							const double p = w1.W[(size_t)r * cols1 + k] * a1.X[(size_t)t * cols1 + k];
+							xn[(size_t)t * dim + r] += p;
+							mag += std::fabs(p);
+						}
+						expect_near(x[(size_t)t * dim + r], xn[(size_t)t * dim + r], 1e-5 * (mag + 1), "x", t, r);
+					}
+				for (int t = 0; t < n; t++)
+					for (int b = 0; b < nb; b++) {
+						double sq = 0;
+						for (int j = 0; j < 32; j++) sq += (double)x[(size_t)t * dim + b * 32 + j] * x[(size_t)t * dim + b * 32 + j];
+						expect_near(ssq[(size_t)t * nb + b], sq, 1e-5 * sq, "ssq", t, b);
+					}
+				// The activations: x·gain of the new x, bit for bit as act_store
+				// makes them, with float32 scales.
+				for (int t = 0; t < n; t++)
+					for (int b = 0; b < nb; b++) {
+						float f[32];
+						for (int j = 0; j < 32; j++) f[j] = x[(size_t)t * dim + b * 32 + j] * gain[b * 32 + j];
+						const size_t at = (size_t)t * dim + b * 32, bi = (size_t)t * nb + b;
+						if (T == 1) {
+							for (int j = 0; j < 32; j++)
+								expect(same_bits(next.h[at + j], (__half)f[j]), "norm fusion: a half differs from x·gain rounded");
+							continue;
+						}
+						int8_t q[32];
+						float d;
+						int s;
+						quantize_ref(f, q, &d, &s, true);
+						expect(memcmp(q, next.q.p + at, 32) == 0, "norm fusion: int8 quants differ from quantize_row_q8_0's");
+						expect(same_bits(next.d[bi], d), "norm fusion: a block's scale differs (float32 scales)");
+						expect(next.s[bi] == s, "norm fusion: a block's sum differs from its quants'");
+					}
+				// The consumer.
+				Act a2 = next.act();
+				a2.ssq = ssq.p;
+				a2.eps = eps;
+				Buf<float> y2((size_t)n * rows2);
+				Out o2{};
+				o2.y = y2.p;
+				o2.ld = rows2;
+				matvec_split<kStore>(1, nc, w2.mat(), a2, o2, n, Ahead{});
+				std::vector<double> v((size_t)n * dim);
+				for (int t = 0; t < n; t++) {
+					double sum = 0;
+					for (int i = 0; i < dim; i++) sum += xn[(size_t)t * dim + i] * xn[(size_t)t * dim + i];
+					const double inv = 1 / std::sqrt(sum / dim + eps);
+					for (int i = 0; i < dim; i++) v[(size_t)t * dim + i] = xn[(size_t)t * dim + i] * gain[i] * inv;
+				}
+				check_product(y2.p, rows2, w2, v, quant_error(T, v, n, dim), n, "consumer y, against the exact norm");
+				// Tight: the consumer on the activations it read, scaled by the
+				// 1/rms of the sums of squares it read.
+				std::vector<double> made = values(next, n);
+				for (int t = 0; t < n; t++) {
+					double sum = 0;
+					for (int b = 0; b < nb; b++) sum += ssq[(size_t)t * nb + b];
+					const double inv = 1 / std::sqrt(sum / dim + eps);
+					for (int i = 0; i < dim; i++) made[(size_t)t * dim + i] *= inv;
+				}
+				check_product(y2.p, rows2, w2, made, std::vector<double>(made.size()), n, "consumer y");
+			}
+	printf("norm fusion: %d cases\n", cases);
+}
+
+// --- d. matvec<kSwiGLU> making down's activations (swiglu_next) ----------
+
+// Its activations must be the bits prep makes from the same floats y.
+void test_swiglu() {
+	AheadWeights aw;
+	int cases = 0;
+	const int hidden = 96, rows = 2 * hidden, cols = 128;
+	for (int T : {8, 2, 1})
+		for (int n : {1, 2, 3, 5, 8, 13}) {
+			const int nc = matvec_cols(n), alloc = round_up(n, nc), groups = alloc / nc;
+			set_case("swiglu %s n=%d nc=%d", type_name(T), n, nc);
+			cases++;
+			Weights w = make_weights(T, rows, cols);  // rows 2i gate i, 2i+1 up i
+			Acts a = make_acts(T, n, alloc, cols);
+			Buf<float> y((size_t)n * hidden);
+			Buf<int> counters((size_t)groups * (hidden / 32));
+			memset(counters.p, 0, counters.n * sizeof(int));
+			ActBufs next(T, alloc, hidden), want(T, alloc, hidden);
+			Out o{};
+			o.y = y.p;
+			o.ld = hidden;
+			o.next = next.out();
+			o.counters = counters.p;
+			const Ahead ah = aw.ahead(1);
+			const dim3 grid = matvec_split<kSwiGLU>(1, nc, w.mat(), a.act(), o, n, ah);
+			check_ahead(ah, (long long)grid.x * grid.y);
+			expect(all_zero(counters), "swiglu: counters not back to zero");
+			for (int t = 0; t < n; t++)
+				for (int i = 0; i < hidden; i++) {
+					double g = 0, u = 0, gm = 0, um = 0;
+					for (int k = 0; k < cols; k++) {
+						const double x = a.X[(size_t)t * cols + k];
+						g += w.W[(size_t)(2 * i) * cols + k] * x;
+						gm += std::fabs(w.W[(size_t)(2 * i) * cols + k] * x);
+						u += w.W[(size_t)(2 * i + 1) * cols + k] * x;
+						um += std::fabs(w.W[(size_t)(2 * i + 1) * cols + k] * x);
+					}
+					const double silu = g / (1 + std::exp(-g));
+					const double tol = 1.1 * std::fabs(u) * 1e-5 * gm + std::fabs(silu) * 1e-5 * um + 1e-6 * std::fabs(silu * u);
+					expect_near(y[(size_t)t * hidden + i], silu * u, tol + 1e-30, "y", t, i);
+				}
+			const ActOut wo = want.out();
+			run_grid(prep, dim3((hidden + 255) / 256, n), dim3(kPrepThreads), 0, (const float *)y.p, hidden,
+			         (const int *)nullptr, (const float *)nullptr, 1e-5f, wo.h, wo.q, wo.d, wo.s, wo.round, Ahead{});
+			const size_t e = (size_t)n * hidden, bl = e / 32;
+			if (T == 1)
+				expect(memcmp(next.h.p, want.h.p, e * sizeof(__half)) == 0, "swiglu: halves differ from prep's");
+			else {
+				expect(memcmp(next.q.p, want.q.p, e) == 0, "swiglu: int8 quants differ from prep's");
+				expect(memcmp(next.d.p, want.d.p, bl * sizeof(float)) == 0, "swiglu: scales differ from prep's");
+				expect(memcmp(next.s.p, want.s.p, bl * sizeof(int)) == 0, "swiglu: sums differ from prep's");
+			}
+		}
+	printf("swiglu: %d cases\n", cases);
 }
 
 }  // namespace
@@ -465,6 +645,8 @@ int main() {
 	sigaction(SIGBUS, &sa, nullptr);
 	test_matvec();
 	test_prep();
+	test_norm_fusion();
+	test_swiglu();
 	if (g_failures) {
 		printf("FAIL: %d failures\n", g_failures);
 		return 1;
