@@ -627,6 +627,61 @@ void test_swiglu() {
 	printf("swiglu: %d cases\n", cases);
 }
 
+// --- e. mmq and mmq_finish -----------------------------------------------
+
+template <int T, int MT> void mmq_launch(dim3 grid, const Mat &w, const Act &a, const Out &o, int n, int per, float *part) {
+	run_grid(mmq<T, MT, kStore>, grid, dim3(kMMQWarps * kWarp), mmq_smem_bytes(T, MT), w, a, o, n, per, part);
+}
+
+// mmq<T, MT, kStore> with K in slices of per blocks (mmq_finish adding the
+// slices up when there are several), under each cp.async timing: copies
+// landing at issue, as late as the wait allows (stale shared memory is
+// poisoned), or either at random.
+void test_mmq() {
+	struct Case {
+		int T, MT, rows, cols, n, per;
+	};
+	const Case cs[] = {
+	    {8, 1, 136, 288, 9, 4},  {8, 2, 128, 416, 20, 8}, {8, 4, 130, 256, 64, 256}, {8, 3, 8, 160, 40, 12},
+	    {2, 1, 136, 416, 13, 8}, {2, 2, 130, 288, 20, 16}, {2, 4, 128, 512, 64, 512}, {2, 3, 64, 96, 40, 8},
+	    {1, 1, 136, 160, 9, 2},  {1, 2, 130, 224, 20, 4}, {1, 4, 128, 256, 64, 256}, {1, 3, 8, 96, 40, 6},
+	};
+	int cases = 0;
+	for (int mode = 0; mode < 3; mode++)
+		for (const Case &c : cs) {
+			leo_emu::copy_mode = mode;
+			set_case("mmq %s MT=%d rows=%d cols=%d n=%d per=%d copies=%s", type_name(c.T), c.MT, c.rows, c.cols, c.n, c.per,
+			         mode == 0 ? "at issue" : mode == 1 ? "at the wait" : "random");
+			cases++;
+			Weights w = make_weights(c.T, c.rows, c.cols);
+			Acts a = make_acts(c.T, c.n, c.n, c.cols);
+			const int blocks = c.cols / 32, splits = (blocks + c.per - 1) / c.per;
+			Buf<float> y((size_t)c.n * c.rows), part((size_t)splits * c.n * c.rows);
+			for (size_t i = 0; i < y.n; i++) y[i] = NAN;
+			for (size_t i = 0; i < part.n; i++) part[i] = NAN;
+			Out o{};
+			o.y = y.p;
+			o.ld = c.rows;
+			const dim3 grid((c.rows + kMMQRows - 1) / kMMQRows, splits, (c.n + 16 * c.MT - 1) / (16 * c.MT));
+			const Mat m = w.mat();
+			const Act act = a.act();
+			switch (c.T * 10 + c.MT) {
+#define MMQ_CASE(t, mt) \
+	case t * 10 + mt: mmq_launch<t, mt>(grid, m, act, o, c.n, c.per, part.p); break;
+				MMQ_CASE(8, 1) MMQ_CASE(8, 2) MMQ_CASE(8, 3) MMQ_CASE(8, 4)
+				MMQ_CASE(2, 1) MMQ_CASE(2, 2) MMQ_CASE(2, 3) MMQ_CASE(2, 4)
+				MMQ_CASE(1, 1) MMQ_CASE(1, 2) MMQ_CASE(1, 3) MMQ_CASE(1, 4)
+#undef MMQ_CASE
+			}
+			if (splits > 1)
+				run_grid(mmq_finish<kStore>, dim3((c.rows / 2 + kMMQFinishThreads - 1) / kMMQFinishThreads, c.n),
+				         dim3(kMMQFinishThreads), 0, (const float *)part.p, splits, c.n, c.rows, o);
+			check_product(y.p, c.rows, w, a.X, std::vector<double>(a.X.size()), c.n, "y");
+		}
+	leo_emu::copy_mode = 1;
+	printf("mmq: %d cases\n", cases);
+}
+
 }  // namespace
 
 int main() {
@@ -647,6 +702,7 @@ int main() {
 	test_prep();
 	test_norm_fusion();
 	test_swiglu();
+	test_mmq();
 	if (g_failures) {
 		printf("FAIL: %d failures\n", g_failures);
 		return 1;
