@@ -682,6 +682,71 @@ void test_mmq() {
 	printf("mmq: %d cases\n", cases);
 }
 
+// --- a'. matvec<kQKV>: RoPE, queries rounded to half, keys and values into the cache
+
+void test_qkv() {
+	int cases = 0;
+	const int hd = 32, dim = 2 * hd, kv_dim = hd, rows = dim + 2 * kv_dim, cols = 96, len = 6, slots = 2;
+	const __half sentinel = (__half)-7.0f;
+	for (int T : {1, 8, 2})
+		for (int split : {1, 2, 4})
+			for (int n : {1, 3, 8, 12}) {
+				const int nc = matvec_cols(n), alloc = round_up(n, nc);
+				const int rope_half = split == 2 ? hd / 4 : hd / 2;  // partial rotation too
+				set_case("qkv %s split=%d n=%d nc=%d rope_half=%d", type_name(T), split, n, nc, rope_half);
+				cases++;
+				Weights w = make_weights(T, rows, cols);
+				Acts a = make_acts(T, n, alloc, cols);
+				Buf<float> q((size_t)n * dim), cs((size_t)len * rope_half), sn((size_t)len * rope_half);
+				Buf<int> pos(n), seq(n);
+				Buf<__half> kc((size_t)slots * len * kv_dim), vc((size_t)slots * len * kv_dim);
+				for (int t = 0; t < n; t++) seq[t] = t % slots, pos[t] = t / slots;  // distinct (slot, position)
+				for (size_t i = 0; i < cs.n; i++) {
+					const double th = uniform(0, 6.3);
+					cs[i] = (float)std::cos(th), sn[i] = (float)std::sin(th);
+				}
+				for (size_t i = 0; i < kc.n; i++) kc[i] = vc[i] = sentinel;
+				Out o{};
+				o.y = q.p;
+				o.dim = dim, o.kv_dim = kv_dim, o.head_dim = hd, o.rope_half = rope_half, o.len = len;
+				o.pos = pos.p, o.seq = seq.p, o.cos = cs.p, o.sin = sn.p, o.kc = kc.p, o.vc = vc.p;
+				matvec_split<kQKV>(split, nc, w.mat(), a.act(), o, n, Ahead{});
+				std::vector<bool> written(kc.n);
+				for (int t = 0; t < n; t++)
+					for (int r = 0; r < rows; r += 2) {
+						double v[2], mag = 0;
+						for (int j = 0; j < 2; j++) {
+							v[j] = 0;
+							for (int k = 0; k < cols; k++) {
+								const double p = w.W[(size_t)(r + j) * cols + k] * a.X[(size_t)t * cols + k];
+								v[j] += p;
+								mag += std::fabs(p);
+							}
+						}
+						const int i = (r < dim ? r : r < dim + kv_dim ? r - dim : r - dim - kv_dim) % hd / 2;
+						if (r < dim + kv_dim && i < rope_half) {
+							const double c = cs[(size_t)pos[t] * rope_half + i], s_ = sn[(size_t)pos[t] * rope_half + i];
+							const double x0 = v[0] * c - v[1] * s_, x1 = v[0] * s_ + v[1] * c;
+							v[0] = x0, v[1] = x1;
+						}
+						const size_t at = ((size_t)seq[t] * len + pos[t]) * kv_dim;
+						for (int j = 0; j < 2; j++) {
+							const double tol = std::fabs(v[j]) * 0x1p-10 + 2e-5 * mag + 1e-30;  // a half's rounding, and the sums'
+							if (r < dim)
+								expect_near(q[(size_t)t * dim + r + j], v[j], tol, "query", t, r + j);
+							else if (r < dim + kv_dim) {
+								expect_near((float)kc[at + r - dim + j], v[j], tol, "key", t, r + j);
+								written[at + r - dim + j] = true;
+							} else
+								expect_near((float)vc[at + r - dim - kv_dim + j], v[j], tol, "value", t, r + j);
+						}
+					}
+				for (size_t i = 0; i < kc.n; i++)
+					if (!written[i]) expect(same_bits(kc[i], sentinel) && same_bits(vc[i], sentinel), "qkv: a cache entry of no token's written");
+			}
+	printf("qkv: %d cases\n", cases);
+}
+
 }  // namespace
 
 int main() {
@@ -699,6 +764,7 @@ int main() {
 	sigaction(SIGSEGV, &sa, nullptr);
 	sigaction(SIGBUS, &sa, nullptr);
 	test_matvec();
+	test_qkv();
 	test_prep();
 	test_norm_fusion();
 	test_swiglu();
