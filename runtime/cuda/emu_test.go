@@ -38,4 +38,17 @@ func TestKernelsOnCPUEmulation(t *testing.T) {
 		t.Fatalf("the kernels under emulation: %v\n%s", err, out)
 	}
 	t.Logf("%s", out)
+	// The emulation itself: kernels that break CUDA's rules must be
+	// stopped, with a message that says which rule, or the checks above
+	// prove less than they seem to.
+	for name, want := range map[string]string{
+		"barrier-after-exit": "deadlock",
+		"divergent-shuffle":  "disagree on a shuffle",
+		"prefetch-outside":   "outside the weights",
+	} {
+		out, err := exec.Command(bin, name).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), want) {
+			t.Errorf("self-test %s: %v, output %q; want a failure saying %q", name, err, out, want)
+		}
+	}
 }

@@ -747,9 +747,39 @@ void test_qkv() {
 	printf("qkv: %d cases\n", cases);
 }
 
+// --- the emulation's own checks ------------------------------------------
+
+// Kernels that break CUDA's rules, which the emulation must stop at (run
+// by emu_test.go, one a process: each ends in abort).
+__global__ void barrier_after_exit() {
+	if (threadIdx.x >= 32) return;
+	__syncthreads();
+}
+__global__ void divergent_shuffle() {
+	const int lane = threadIdx.x % 32;
+	float v = (float)lane;
+	if (lane < 16) v += __shfl_xor_sync(0xffffffff, v, 1);
+	else v += __shfl_xor_sync(0xffffffff, v, 2);
+	(void)v;
+}
+__global__ void prefetch_outside(const uint8_t *p) { l2_prefetch(p, 16); }
+
+int self_test(const char *name) {
+	std::vector<uint8_t> not_weights(64);
+	if (!strcmp(name, "barrier-after-exit")) run_grid(barrier_after_exit, dim3(1), dim3(64), 0);
+	else if (!strcmp(name, "divergent-shuffle")) run_grid(divergent_shuffle, dim3(1), dim3(32), 0);
+	else if (!strcmp(name, "prefetch-outside")) run_grid(prefetch_outside, dim3(1), dim3(32), 0, (const uint8_t *)not_weights.data() + 16);
+	else {
+		fprintf(stderr, "unknown self-test %s\n", name);
+		return 2;
+	}
+	printf("self-test %s: not stopped\n", name);
+	return 0;
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char **argv) {
 	setvbuf(stdout, nullptr, _IOLBF, 0);  // the lines before a fault, too
 	// The handler runs on a stack of its own: a fiber's overflowed stack
 	// cannot take it.
@@ -763,6 +793,7 @@ int main() {
 	sa.sa_flags = SA_ONSTACK;
 	sigaction(SIGSEGV, &sa, nullptr);
 	sigaction(SIGBUS, &sa, nullptr);
+	if (argc > 1) return self_test(argv[1]);
 	test_matvec();
 	test_qkv();
 	test_prep();
