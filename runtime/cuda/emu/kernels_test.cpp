@@ -777,6 +777,85 @@ int self_test(const char *name) {
 	return 0;
 }
 
+// --- f. attention: attn_chunk's chunks, and the merge by the last ----------
+
+// Tokens at positions inside the first chunk (a whole sequence: weights
+// rounded to half), at its edge, and across two and three chunks, with
+// empty chunks past a token's position; grouped-query heads. O's
+// activations (act) must be act_store's of the merged output.
+void test_attention() {
+	AheadWeights aw;
+	int cases = 0;
+	const int heads = 4, kv_heads = 2, len = 300, slots = 2, chunks = (len + kAttnChunk - 1) / kAttnChunk;
+	const int positions[] = {0, 5, 127, 128, 200, 299};
+	const int n = 6;
+	for (int hd : {64, 128})
+		for (int T : {8, 1}) {
+			set_case("attention head_dim=%d O's activations %s", hd, type_name(T));
+			cases++;
+			const int dim = heads * hd, kv_dim = kv_heads * hd;
+			const float scale = 1.0f / sqrtf((float)hd);
+			Buf<float> q((size_t)n * dim), part((size_t)n * heads * chunks * (hd + 2)), y((size_t)n * dim);
+			Buf<int> pos(n), seq(n), counters(n * heads);
+			Buf<__half> kc((size_t)slots * len * kv_dim), vc((size_t)slots * len * kv_dim);
+			for (size_t i = 0; i < q.n; i++) q[i] = (float)uniform(-1, 1);
+			for (size_t i = 0; i < kc.n; i++) kc[i] = (__half)uniform(-2, 2), vc[i] = (__half)uniform(-1, 1);
+			for (size_t i = 0; i < part.n; i++) part[i] = NAN;
+			for (int t = 0; t < n; t++) pos[t] = positions[t], seq[t] = t % slots;
+			memset(counters.p, 0, counters.n * sizeof(int));
+			ActBufs act(T, n, dim);
+			const Ahead ah = aw.ahead(3);
+			const dim3 grid(chunks, heads, n);
+			run_grid(attn_chunk, grid, dim3(kAttnThreads), 0, (const float *)q.p, (const __half *)kc.p, (const __half *)vc.p,
+			         (const int *)pos.p, (const int *)seq.p, len, heads, kv_heads, hd, scale, chunks, part.p, counters.p, y.p,
+			         act.out(), ah);
+			check_ahead(ah, (long long)grid.x * grid.y * grid.z);
+			expect(all_zero(counters), "attention: counters not back to zero");
+			for (int t = 0; t < n; t++)
+				for (int h = 0; h < heads; h++) {
+					const size_t base = (size_t)seq[t] * len * kv_dim + (size_t)(h / (heads / kv_heads)) * hd;
+					const int np = pos[t] + 1;
+					std::vector<double> w(np);
+					double m = -INFINITY, sum = 0;
+					for (int p = 0; p < np; p++) {
+						double sc = 0;
+						for (int i = 0; i < hd; i++) sc += (double)q[(size_t)t * dim + h * hd + i] * (float)kc[base + (size_t)p * kv_dim + i];
+						w[p] = sc * scale;
+						m = std::max(m, w[p]);
+					}
+					for (int p = 0; p < np; p++) sum += (w[p] = std::exp(w[p] - m));
+					const bool whole = np <= kAttnChunk;  // weights rounded to half
+					for (int i = 0; i < hd; i++) {
+						double want = 0, mag = 0;
+						for (int p = 0; p < np; p++) {
+							const double c = w[p] / sum * (float)vc[base + (size_t)p * kv_dim + i];
+							want += c;
+							mag += std::fabs(c);
+						}
+						const double tol = (whole ? 0x1p-11 : 0) * mag + 1e-5 * mag + 1e-6;
+						if (!expect_near(y[(size_t)t * dim + h * hd + i], want, tol, "y", t, h * hd + i)) break;
+					}
+				}
+			// O's activations: act_store's of y, bit for bit.
+			for (int t = 0; t < n; t++)
+				for (int b = 0; b < dim / 32; b++) {
+					const size_t at = (size_t)t * dim + b * 32;
+					if (T == 1) {
+						for (int j = 0; j < 32; j++) expect(same_bits(act.h[at + j], (__half)y[at + j]), "attention: O's half differs");
+						continue;
+					}
+					int8_t qq[32];
+					float d;
+					int s;
+					quantize_ref(y.p + at, qq, &d, &s, false);
+					const size_t bi = (size_t)t * (dim / 32) + b;
+					expect(memcmp(qq, act.q.p + at, 32) == 0 && same_bits(act.d[bi], d) && act.s[bi] == s,
+					       "attention: O's int8 activations differ from quantize_row_q8_0's of y");
+				}
+		}
+	printf("attention: %d cases\n", cases);
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -800,6 +879,7 @@ int main(int argc, char **argv) {
 	test_norm_fusion();
 	test_swiglu();
 	test_mmq();
+	test_attention();
 	if (g_failures) {
 		printf("FAIL: %d failures\n", g_failures);
 		return 1;
