@@ -856,6 +856,106 @@ void test_attention() {
 	printf("attention: %d cases\n", cases);
 }
 
+// mmq<T, MT, kSwiGLU> in K slices, then mmq_finish<kSwiGLU> with o.next:
+// y against silu(gate)·up, and down's activations the bits prep makes from
+// the same y.
+void test_mmq_swiglu() {
+	int cases = 0;
+	const int hidden = 64, rows = 2 * hidden, cols = 512, n = 20, per = 8;  // per: a multiple of every type's kc (mmq_per)
+	for (int T : {8, 2, 1}) {
+		set_case("mmq swiglu %s n=%d per=%d", type_name(T), n, per);
+		cases++;
+		leo_emu::copy_mode = 2;
+		Weights w = make_weights(T, rows, cols);
+		Acts a = make_acts(T, n, n, cols);
+		const int splits = (cols / 32 + per - 1) / per;
+		Buf<float> y((size_t)n * hidden), part((size_t)splits * n * rows);
+		ActBufs next(T, n, hidden), want(T, n, hidden);
+		Out o{};
+		o.y = y.p;
+		o.ld = hidden;
+		const dim3 grid((rows + kMMQRows - 1) / kMMQRows, splits, (n + 31) / 32);
+		const Mat m = w.mat();
+		const Act act = a.act();
+		switch (T) {
+		case 8: run_grid(mmq<8, 2, kSwiGLU>, grid, dim3(kMMQWarps * kWarp), mmq_smem_bytes(8, 2), m, act, o, n, per, part.p); break;
+		case 2: run_grid(mmq<2, 2, kSwiGLU>, grid, dim3(kMMQWarps * kWarp), mmq_smem_bytes(2, 2), m, act, o, n, per, part.p); break;
+		default: run_grid(mmq<1, 2, kSwiGLU>, grid, dim3(kMMQWarps * kWarp), mmq_smem_bytes(1, 2), m, act, o, n, per, part.p);
+		}
+		o.next = next.out();  // only the finishing pass makes whole blocks (forward.cu's product)
+		run_grid(mmq_finish<kSwiGLU>, dim3((rows / 2 + kMMQFinishThreads - 1) / kMMQFinishThreads, n),
+		         dim3(kMMQFinishThreads), 0, (const float *)part.p, splits, n, rows, o);
+		for (int t = 0; t < n; t++)
+			for (int i = 0; i < hidden; i++) {
+				double g = 0, u = 0, mag = 0;
+				for (int k = 0; k < cols; k++) {
+					const double x = a.X[(size_t)t * cols + k];
+					g += w.W[(size_t)(2 * i) * cols + k] * x;
+					u += w.W[(size_t)(2 * i + 1) * cols + k] * x;
+					mag += std::fabs(w.W[(size_t)(2 * i) * cols + k] * x) + std::fabs(w.W[(size_t)(2 * i + 1) * cols + k] * x);
+				}
+				const double silu = g / (1 + std::exp(-g));
+				expect_near(y[(size_t)t * hidden + i], silu * u, 1e-5 * mag * (1.1 * std::fabs(u) + std::fabs(silu)) + 1e-30, "y", t, i);
+			}
+		const ActOut wo = want.out();
+		run_grid(prep, dim3((hidden + 255) / 256, n), dim3(kPrepThreads), 0, (const float *)y.p, hidden, (const int *)nullptr,
+		         (const float *)nullptr, 1e-5f, wo.h, wo.q, wo.d, wo.s, wo.round, Ahead{});
+		const size_t e = (size_t)n * hidden;
+		if (T == 1)
+			expect(memcmp(next.h.p, want.h.p, e * sizeof(__half)) == 0, "mmq swiglu: halves differ from prep's");
+		else
+			expect(memcmp(next.q.p, want.q.p, e) == 0 && memcmp(next.d.p, want.d.p, e / 32 * sizeof(float)) == 0 &&
+			           memcmp(next.s.p, want.s.p, e / 32 * sizeof(int)) == 0,
+			       "mmq swiglu: int8 activations differ from prep's");
+	}
+	leo_emu::copy_mode = 1;
+	printf("mmq swiglu: %d cases\n", cases);
+}
+
+// prep with kRoundQ8K (K-quant weights held as F16): halves of
+// quantize_row_q8_K_ref's blocks of 256.
+void test_prep_q8k() {
+	int cases = 0;
+	for (int cols : {256, 768})
+		for (bool norm : {false, true}) {
+			const int n = 3;
+			set_case("prep q8_K cols=%d norm=%d", cols, norm);
+			cases++;
+			Buf<float> x((size_t)n * cols), gain(cols);
+			for (size_t i = 0; i < x.n; i++) x[i] = (float)uniform(-2, 2);
+			for (int i = 0; i < cols; i++) gain[i] = (float)uniform(0.5, 1.5);
+			Buf<__half> h((size_t)n * cols);
+			run_grid(prep, dim3((cols + 255) / 256, n), dim3(kPrepThreads), 0, (const float *)x.p, cols, (const int *)nullptr,
+			         norm ? (const float *)gain.p : nullptr, 1e-5f, h.p, (int8_t *)nullptr, (float *)nullptr, (int *)nullptr,
+			         (int)kRoundQ8K, Ahead{});
+			for (int t = 0; t < n; t++) {
+				const float *xr = x.p + (size_t)t * cols;
+				float scale = 1;
+				if (norm) {
+					double sum = 0;
+					for (int i = 0; i < cols; i++) sum += (double)(xr[i] * xr[i]);
+					scale = (float)(1.0 / sqrt((double)((float)(sum / cols) + 1e-5f)));
+				}
+				for (int b = 0; b < cols / 256; b++) {
+					float v[256], amax = 0, m = 0;
+					for (int j = 0; j < 256; j++) {
+						v[j] = xr[b * 256 + j] * scale;
+						if (norm) v[j] *= gain[b * 256 + j];
+						if (std::fabs(v[j]) > amax) amax = std::fabs(v[j]), m = v[j];
+					}
+					const float iscale = m != 0 ? -127.0f / m : 0.0f, dq = iscale != 0 ? 1.0f / iscale : 0.0f;
+					bool ok = true;
+					for (int j = 0; j < 256; j++) {
+						const int qv = std::min(127, (int)nearbyintf(v[j] * iscale));
+						ok = ok && same_bits(h[(size_t)t * cols + b * 256 + j], (__half)(dq * (float)qv));
+					}
+					expect(ok, "prep q8_K: halves differ from quantize_row_q8_K_ref's");
+				}
+			}
+		}
+	printf("prep q8_K: %d cases\n", cases);
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -876,9 +976,11 @@ int main(int argc, char **argv) {
 	test_matvec();
 	test_qkv();
 	test_prep();
+	test_prep_q8k();
 	test_norm_fusion();
 	test_swiglu();
 	test_mmq();
+	test_mmq_swiglu();
 	test_attention();
 	if (g_failures) {
 		printf("FAIL: %d failures\n", g_failures);
