@@ -90,6 +90,8 @@ demo-api: kube-bins ## no root, no node: a bare control plane and the controller
 
 .PHONY: test
 test: kube-bins s3-bins $(HELM) ## all tests, against a real kube-apiserver and etcd (and S3 server); the serving packages again under the race detector with the controllers; then the fuzzers briefly
+	@# g++: the CUDA kernels' CPU emulation (runtime/cuda/emu) is built by go test
+	command -v $${CXX:-g++} >/dev/null || (apt-get update -qq && apt-get install -y -qq g++)
 	KUBEBUILDER_ASSETS="$(KUBE_BIN_DIR)" VERSITYGW="$(VERSITYGW)" HELM="$(CURDIR)/$(HELM)" $(GO) test -count=1 -timeout 30m ./...
 	$(GO) test -race -count=1 ./runtime/model ./runtime/engine ./runtime/server ./runtime/cpu ./controllers/... ./gateway
 	$(MAKE) fuzz
