@@ -629,8 +629,32 @@ void test_swiglu() {
 
 // --- e. mmq and mmq_finish -----------------------------------------------
 
-template <int T, int MT> void mmq_launch(dim3 grid, const Mat &w, const Act &a, const Out &o, int n, int per, float *part) {
-	run_grid(mmq<T, MT, kStore>, grid, dim3(kMMQWarps * kWarp), mmq_smem_bytes(T, MT), w, a, o, n, per, part);
+template <int T, int MT, int E = kStore>
+void mmq_launch(dim3 grid, const Mat &w, const Act &a, const Out &o, int n, int per, float *part) {
+	run_grid(mmq<T, MT, E>, grid, dim3(kMMQWarps * kWarp), mmq_smem_bytes(T, MT), w, a, o, n, per, part);
+}
+
+// mmq_product runs mmq<w.type, MT, E> as forward.cu's product does: K in
+// slices of per blocks, then mmq_finish<E> when there are several. It
+// returns the number of slices.
+template <int E> int mmq_product(int MT, const Mat &w, const Act &a, const Out &o, int n, int per) {
+	const int splits = (w.cols / 32 + per - 1) / per;
+	Buf<float> part((size_t)splits * n * w.rows);
+	for (size_t i = 0; i < part.n; i++) part[i] = NAN;
+	const dim3 grid((w.rows + kMMQRows - 1) / kMMQRows, splits, (n + 16 * MT - 1) / (16 * MT));
+	switch (w.type * 10 + MT) {
+#define MMQ_CASE(t, mt) \
+	case t * 10 + mt: mmq_launch<t, mt, E>(grid, w, a, o, n, per, part.p); break;
+		MMQ_CASE(8, 1) MMQ_CASE(8, 2) MMQ_CASE(8, 3) MMQ_CASE(8, 4)
+		MMQ_CASE(2, 1) MMQ_CASE(2, 2) MMQ_CASE(2, 3) MMQ_CASE(2, 4)
+		MMQ_CASE(1, 1) MMQ_CASE(1, 2) MMQ_CASE(1, 3) MMQ_CASE(1, 4)
+#undef MMQ_CASE
+	default: abort();
+	}
+	if (splits > 1)
+		run_grid(mmq_finish<E>, dim3((w.rows / 2 + kMMQFinishThreads - 1) / kMMQFinishThreads, n), dim3(kMMQFinishThreads), 0,
+		         (const float *)part.p, splits, n, w.rows, o);
+	return splits;
 }
 
 // mmq<T, MT, kStore> with K in slices of per blocks (mmq_finish adding the
@@ -684,10 +708,87 @@ void test_mmq() {
 
 // --- a'. matvec<kQKV>: RoPE, queries rounded to half, keys and values into the cache
 
+// QKV is the outputs of kQKV for n tokens: queries (heads of hd), keys and
+// values written to a cache of slots × len positions (kv_heads of hd),
+// every token at its own (slot, position), the cache's other entries a
+// sentinel; and RoPE's cos and sin of rope_half pairs a position.
+struct QKV {
+	static constexpr float kSentinelCache = -7.0f;
+	int hd, dim, kv_dim, rows, n, slots, len, rope_half;
+	Buf<float> q, cs, sn;
+	Buf<int> pos, seq;
+	Buf<__half> kc, vc;
+	QKV(int hd_, int heads, int kv_heads, int n_, int slots_, int rope_half_)
+	    : hd(hd_), dim(heads * hd_), kv_dim(kv_heads * hd_), rows(dim + 2 * kv_dim), n(n_), slots(slots_),
+	      len((n_ + slots_ - 1) / slots_), rope_half(rope_half_), q((size_t)n * dim), cs((size_t)len * rope_half),
+	      sn((size_t)len * rope_half), pos(n), seq(n), kc((size_t)slots * len * kv_dim), vc((size_t)slots * len * kv_dim) {
+		for (int t = 0; t < n; t++) seq[t] = t % slots, pos[t] = t / slots;  // distinct (slot, position)
+		for (size_t i = 0; i < cs.n; i++) {
+			const double th = uniform(0, 6.3);
+			cs[i] = (float)std::cos(th), sn[i] = (float)std::sin(th);
+		}
+		for (size_t i = 0; i < kc.n; i++) kc[i] = vc[i] = (__half)kSentinelCache;
+		for (size_t i = 0; i < q.n; i++) q[i] = NAN;
+	}
+	Out out() {
+		Out o{};
+		o.y = q.p;
+		o.dim = dim, o.kv_dim = kv_dim, o.head_dim = hd, o.rope_half = rope_half, o.len = len;
+		o.pos = pos.p, o.seq = seq.p, o.cos = cs.p, o.sin = sn.p, o.kc = kc.p, o.vc = vc.p;
+		return o;
+	}
+	// check checks the outputs against v[t*rows + r], the rows' values
+	// before the epilogue, in double, with mag[t*rows + r] the sum of the
+	// magnitudes of their terms (the float sums' error).
+	void check(const std::vector<double> &v, const std::vector<double> &mag) {
+		const __half sentinel = (__half)kSentinelCache;
+		std::vector<bool> written(kc.n);
+		for (int t = 0; t < n; t++)
+			for (int r = 0; r < rows; r += 2) {
+				double x[2] = {v[(size_t)t * rows + r], v[(size_t)t * rows + r + 1]};
+				const double m = mag[(size_t)t * rows + r] + mag[(size_t)t * rows + r + 1];
+				const int i = (r < dim ? r : r < dim + kv_dim ? r - dim : r - dim - kv_dim) % hd / 2;
+				if (r < dim + kv_dim && i < rope_half) {
+					const double c = cs[(size_t)pos[t] * rope_half + i], s_ = sn[(size_t)pos[t] * rope_half + i];
+					const double x0 = x[0] * c - x[1] * s_, x1 = x[0] * s_ + x[1] * c;
+					x[0] = x0, x[1] = x1;
+				}
+				const size_t at = ((size_t)seq[t] * len + pos[t]) * kv_dim;
+				for (int j = 0; j < 2; j++) {
+					const double tol = std::fabs(x[j]) * 0x1p-10 + 2e-5 * m + 1e-30;  // a half's rounding, and the sums'
+					if (r < dim) {
+						const float got = q[(size_t)t * dim + r + j];
+						expect_near(got, x[j], tol, "query", t, r + j);
+						expect(same_bits(got, (float)(__half)got), "qkv: a query not rounded to half");
+					} else if (r < dim + kv_dim) {
+						expect_near((float)kc[at + r - dim + j], x[j], tol, "key", t, r + j);
+						written[at + r - dim + j] = true;
+					} else
+						expect_near((float)vc[at + r - dim - kv_dim + j], x[j], tol, "value", t, r + j);
+				}
+			}
+		for (size_t i = 0; i < kc.n; i++)
+			if (!written[i]) expect(same_bits(kc[i], sentinel) && same_bits(vc[i], sentinel), "qkv: a cache entry of no token's written");
+	}
+};
+
+// products is W·X for n tokens (v[t*rows + r]) and the sums of the
+// magnitudes of their terms (mag).
+void products(const Weights &w, const std::vector<double> &X, int n, std::vector<double> &v, std::vector<double> &mag) {
+	v.assign((size_t)n * w.rows, 0);
+	mag.assign(v.size(), 0);
+	for (int t = 0; t < n; t++)
+		for (int r = 0; r < w.rows; r++)
+			for (int k = 0; k < w.cols; k++) {
+				const double p = w.W[(size_t)r * w.cols + k] * X[(size_t)t * w.cols + k];
+				v[(size_t)t * w.rows + r] += p;
+				mag[(size_t)t * w.rows + r] += std::fabs(p);
+			}
+}
+
 void test_qkv() {
 	int cases = 0;
-	const int hd = 32, dim = 2 * hd, kv_dim = hd, rows = dim + 2 * kv_dim, cols = 96, len = 6, slots = 2;
-	const __half sentinel = (__half)-7.0f;
+	const int hd = 32, cols = 96, slots = 2;
 	for (int T : {1, 8, 2})
 		for (int split : {1, 2, 4})
 			for (int n : {1, 3, 8, 12}) {
@@ -695,54 +796,13 @@ void test_qkv() {
 				const int rope_half = split == 2 ? hd / 4 : hd / 2;  // partial rotation too
 				set_case("qkv %s split=%d n=%d nc=%d rope_half=%d", type_name(T), split, n, nc, rope_half);
 				cases++;
-				Weights w = make_weights(T, rows, cols);
+				QKV qkv(hd, 2, 1, n, slots, rope_half);
+				Weights w = make_weights(T, qkv.rows, cols);
 				Acts a = make_acts(T, n, alloc, cols);
-				Buf<float> q((size_t)n * dim), cs((size_t)len * rope_half), sn((size_t)len * rope_half);
-				Buf<int> pos(n), seq(n);
-				Buf<__half> kc((size_t)slots * len * kv_dim), vc((size_t)slots * len * kv_dim);
-				for (int t = 0; t < n; t++) seq[t] = t % slots, pos[t] = t / slots;  // distinct (slot, position)
-				for (size_t i = 0; i < cs.n; i++) {
-					const double th = uniform(0, 6.3);
-					cs[i] = (float)std::cos(th), sn[i] = (float)std::sin(th);
-				}
-				for (size_t i = 0; i < kc.n; i++) kc[i] = vc[i] = sentinel;
-				Out o{};
-				o.y = q.p;
-				o.dim = dim, o.kv_dim = kv_dim, o.head_dim = hd, o.rope_half = rope_half, o.len = len;
-				o.pos = pos.p, o.seq = seq.p, o.cos = cs.p, o.sin = sn.p, o.kc = kc.p, o.vc = vc.p;
-				matvec_split<kQKV>(split, nc, w.mat(), a.act(), o, n, Ahead{});
-				std::vector<bool> written(kc.n);
-				for (int t = 0; t < n; t++)
-					for (int r = 0; r < rows; r += 2) {
-						double v[2], mag = 0;
-						for (int j = 0; j < 2; j++) {
-							v[j] = 0;
-							for (int k = 0; k < cols; k++) {
-								const double p = w.W[(size_t)(r + j) * cols + k] * a.X[(size_t)t * cols + k];
-								v[j] += p;
-								mag += std::fabs(p);
-							}
-						}
-						const int i = (r < dim ? r : r < dim + kv_dim ? r - dim : r - dim - kv_dim) % hd / 2;
-						if (r < dim + kv_dim && i < rope_half) {
-							const double c = cs[(size_t)pos[t] * rope_half + i], s_ = sn[(size_t)pos[t] * rope_half + i];
-							const double x0 = v[0] * c - v[1] * s_, x1 = v[0] * s_ + v[1] * c;
-							v[0] = x0, v[1] = x1;
-						}
-						const size_t at = ((size_t)seq[t] * len + pos[t]) * kv_dim;
-						for (int j = 0; j < 2; j++) {
-							const double tol = std::fabs(v[j]) * 0x1p-10 + 2e-5 * mag + 1e-30;  // a half's rounding, and the sums'
-							if (r < dim)
-								expect_near(q[(size_t)t * dim + r + j], v[j], tol, "query", t, r + j);
-							else if (r < dim + kv_dim) {
-								expect_near((float)kc[at + r - dim + j], v[j], tol, "key", t, r + j);
-								written[at + r - dim + j] = true;
-							} else
-								expect_near((float)vc[at + r - dim - kv_dim + j], v[j], tol, "value", t, r + j);
-						}
-					}
-				for (size_t i = 0; i < kc.n; i++)
-					if (!written[i]) expect(same_bits(kc[i], sentinel) && same_bits(vc[i], sentinel), "qkv: a cache entry of no token's written");
+				matvec_split<kQKV>(split, nc, w.mat(), a.act(), qkv.out(), n, Ahead{});
+				std::vector<double> v, mag;
+				products(w, a.X, n, v, mag);
+				qkv.check(v, mag);
 			}
 	printf("qkv: %d cases\n", cases);
 }
@@ -912,6 +972,62 @@ void test_mmq_swiglu() {
 	printf("mmq swiglu: %d cases\n", cases);
 }
 
+// mmq<T, MT, kAdd> and <kQKV>, the epilogue in mmq (one K slice) or in
+// mmq_finish (slices of 8 blocks, the last partial: 10 blocks of K; each
+// type and epilogue both ways, at alternate MT), with
+// token counts that leave a partial token tile, under each cp.async
+// timing in turn. kAdd: y += W·x, rows past the matrix's untouched; kQKV:
+// against test_qkv's reference, with two row groups (the second partial).
+void test_mmq_epilogues() {
+	int cases = 0;
+	const int cols = 320, add_rows = 136, ld = add_rows + 4, per_split = 8;  // per: a multiple of every type's kc
+	for (int T : {8, 2, 1})
+		for (int MT = 1; MT <= 4; MT++)
+			for (int E : {kAdd, kQKV}) {
+					const int split = (T + MT + E) % 2;  // each type and epilogue: both ways, over MT
+					// Two token groups, the second of 5 (MT 1, 2), or one partial group (MT 3, 4).
+					const int n = MT <= 2 ? 16 * MT + 5 : 16 * MT - 5 - 2 * MT, per = split ? per_split : cols / 32;
+					leo_emu::copy_mode = cases % 3;
+					set_case("mmq %s %s MT=%d n=%d per=%d copies=%d", E == kAdd ? "kAdd" : "kQKV", type_name(T), MT, n, per,
+					         leo_emu::copy_mode);
+					cases++;
+					if (E == kAdd) {
+						Weights w = make_weights(T, add_rows, cols);
+						Acts a = make_acts(T, n, n, cols);
+						Buf<float> y((size_t)n * ld);
+						std::vector<double> y0(y.n);
+						for (size_t i = 0; i < y.n; i++) y0[i] = y[i] = (i % ld) < (size_t)add_rows ? (float)uniform(-1, 1) : kSentinel;
+						Out o{};
+						o.y = y.p;
+						o.ld = ld;
+						const int splits = mmq_product<kAdd>(MT, w.mat(), a.act(), o, n, per);
+						expect((splits > 1) == (split == 1), "mmq: slices");
+						std::vector<double> v, mag;
+						products(w, a.X, n, v, mag);
+						for (int t = 0; t < n; t++) {
+							for (int r = 0; r < add_rows; r++) {
+								const size_t i = (size_t)t * add_rows + r;
+								const double base = y0[(size_t)t * ld + r];
+								if (!expect_near(y[(size_t)t * ld + r], base + v[i], 1e-5 * (mag[i] + std::fabs(base)) + 1e-30, "y", t, r))
+									break;
+							}
+							for (int r = add_rows; r < ld; r++) expect(y[(size_t)t * ld + r] == kSentinel, "mmq kAdd: a row past the matrix's written");
+						}
+					} else {
+						QKV qkv(32, 4, 1, n, 4, MT % 2 ? 16 : 8);  // rows 192: two row groups, rope whole or partial
+						Weights w = make_weights(T, qkv.rows, cols);
+						Acts a = make_acts(T, n, n, cols);
+						const int splits = mmq_product<kQKV>(MT, w.mat(), a.act(), qkv.out(), n, per);
+						expect((splits > 1) == (split == 1), "mmq: slices");
+						std::vector<double> v, mag;
+						products(w, a.X, n, v, mag);
+						qkv.check(v, mag);
+					}
+				}
+	leo_emu::copy_mode = 1;
+	printf("mmq add, qkv: %d cases\n", cases);
+}
+
 // prep with kRoundQ8K (K-quant weights held as F16): halves of
 // quantize_row_q8_K_ref's blocks of 256.
 void test_prep_q8k() {
@@ -981,6 +1097,7 @@ int main(int argc, char **argv) {
 	test_swiglu();
 	test_mmq();
 	test_mmq_swiglu();
+	test_mmq_epilogues();
 	test_attention();
 	if (g_failures) {
 		printf("FAIL: %d failures\n", g_failures);
