@@ -1028,6 +1028,77 @@ void test_mmq_epilogues() {
 	printf("mmq add, qkv: %d cases\n", cases);
 }
 
+// --- g. the epilogues after cuBLAS: qkv_epilogue, swiglu_epilogue --------
+
+// qkv_epilogue on a product y (n × rows floats, as cuBLAS writes it),
+// launched as forward.cu does: 160 pairs of rows, two thread blocks (the
+// second partial). Against test_qkv's reference, with y's values exact.
+void test_qkv_epilogue() {
+	int cases = 0;
+	for (int n : {1, 5})
+		for (int rope_half : {32, 16}) {
+			set_case("qkv_epilogue n=%d rope_half=%d", n, rope_half);
+			cases++;
+			QKV qkv(64, 3, 1, n, 2, rope_half);
+			Buf<float> y((size_t)n * qkv.rows);
+			std::vector<double> v(y.n), mag(y.n);
+			for (size_t i = 0; i < y.n; i++) v[i] = y[i] = (float)uniform(-8, 8), mag[i] = std::fabs(v[i]);  // RoPE's float error
+			run_grid(qkv_epilogue, dim3((qkv.rows / 2 + 127) / 128, n), dim3(128), 0, (const float *)y.p, qkv.rows, qkv.out());
+			qkv.check(v, mag);
+		}
+	printf("qkv_epilogue: %d cases\n", cases);
+}
+
+// swiglu_epilogue on interleaved gate/up rows (as cuBLAS writes them),
+// launched as forward.cu does (hidden 160: two thread blocks, the second
+// of one warp): y against silu(gate)·up; and with next on, down's
+// activations must be the bits prep makes from the same y: halves (F16),
+// int8 blocks (Q8_0, Q4_0), or halves of int8 blocks' values (quantized
+// down through cuBLAS, act_out's kRoundQ8_0, which writes no d or s).
+void test_swiglu_epilogue() {
+	int cases = 0;
+	const int hidden = 160;
+	for (int kind = 0; kind < 4; kind++)  // next: off, halves, int8 blocks, halves rounded as Q8_0
+		for (int n : {1, 6}) {
+			static const char *const kinds[] = {"off", "halves", "int8", "halves of Q8_0"};
+			set_case("swiglu_epilogue next=%s n=%d", kinds[kind], n);
+			cases++;
+			Buf<float> gu((size_t)n * 2 * hidden), y((size_t)n * hidden);
+			for (size_t i = 0; i < gu.n; i++) gu[i] = (float)uniform(-6, 6);
+			for (size_t i = 0; i < y.n; i++) y[i] = NAN;
+			ActBufs next(kind == 2 ? 8 : 1, n, hidden), want(kind == 2 ? 8 : 1, n, hidden);
+			ActOut no = next.out(), wo = want.out();
+			if (kind == 0) no = ActOut{};
+			if (kind == 3) no.round = wo.round = kRoundQ8_0;  // as act_out: h, d and s, no q
+			const std::vector<__half> h0(next.h.p, next.h.p + next.h.n);
+			const std::vector<float> d0(next.d.p, next.d.p + next.d.n);
+			const std::vector<int> s0(next.s.p, next.s.p + next.s.n);
+			run_grid(swiglu_epilogue, dim3((hidden + 127) / 128, n), dim3(128), 0, (const float *)gu.p, hidden, y.p, no);
+			for (int t = 0; t < n; t++)
+				for (int i = 0; i < hidden; i++) {
+					const double g = gu[(size_t)t * 2 * hidden + 2 * i], u = gu[(size_t)t * 2 * hidden + 2 * i + 1];
+					const double want_y = g / (1 + std::exp(-g)) * u;
+					expect_near(y[(size_t)t * hidden + i], want_y, 4e-7 * std::fabs(want_y) + 1e-30, "y", t, i);
+				}
+			if (kind == 0) {
+				expect(memcmp(h0.data(), next.h.p, next.h.n * sizeof(__half)) == 0, "swiglu_epilogue: activations written with next off");
+				continue;
+			}
+			run_grid(prep, dim3((hidden + 255) / 256, n), dim3(kPrepThreads), 0, (const float *)y.p, hidden, (const int *)nullptr,
+			         (const float *)nullptr, 1e-5f, wo.h, wo.q, wo.d, wo.s, wo.round, Ahead{});
+			const size_t e = (size_t)n * hidden;
+			if (kind != 2) {
+				expect(memcmp(next.h.p, want.h.p, e * sizeof(__half)) == 0, "swiglu_epilogue: halves differ from prep's");
+				expect(memcmp(d0.data(), next.d.p, next.d.n * sizeof(float)) == 0 && memcmp(s0.data(), next.s.p, next.s.n * sizeof(int)) == 0,
+				       "swiglu_epilogue: block scales or sums written without int8 quants");
+			} else
+				expect(memcmp(next.q.p, want.q.p, e) == 0 && memcmp(next.d.p, want.d.p, e / 32 * sizeof(float)) == 0 &&
+				           memcmp(next.s.p, want.s.p, e / 32 * sizeof(int)) == 0,
+				       "swiglu_epilogue: int8 activations differ from prep's");
+		}
+	printf("swiglu_epilogue: %d cases\n", cases);
+}
+
 // prep with kRoundQ8K (K-quant weights held as F16): halves of
 // quantize_row_q8_K_ref's blocks of 256.
 void test_prep_q8k() {
@@ -1098,6 +1169,8 @@ int main(int argc, char **argv) {
 	test_mmq();
 	test_mmq_swiglu();
 	test_mmq_epilogues();
+	test_qkv_epilogue();
+	test_swiglu_epilogue();
 	test_attention();
 	if (g_failures) {
 		printf("FAIL: %d failures\n", g_failures);
