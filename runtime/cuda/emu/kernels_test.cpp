@@ -1099,6 +1099,111 @@ void test_swiglu_epilogue() {
 	printf("swiglu_epilogue: %d cases\n", cases);
 }
 
+// --- h. repack (GGML blocks to the device layout) and dequant -----------
+
+// Ggml is a matrix of rows × cols in GGML's blocks of type T: Q8_0 a half
+// scale and 32 int8 (34 bytes), Q4_0 a half scale and 16 bytes (18: byte
+// j holds element j low, j+16 high, nibble x for x-8), F16 32 halves; V
+// its values.
+struct Ggml {
+	Buf<uint8_t> src;
+	std::vector<double> V;
+};
+
+int ggml_block_bytes(int T) { return T == 1 ? 64 : T == 8 ? 34 : 18; }
+
+Ggml make_ggml(int T, int rows, int cols) {
+	const int blocks = cols / 32, bb = ggml_block_bytes(T);
+	Ggml g{Buf<uint8_t>((size_t)rows * blocks * bb), std::vector<double>((size_t)rows * cols)};
+	for (size_t i = 0; i < (size_t)rows * blocks; i++) {
+		uint8_t *b = g.src.p + i * bb;
+		double *v = g.V.data() + i * 32;  // block i of the row-major matrix
+		if (T == 1) {
+			for (int j = 0; j < 32; j++) {
+				const __half h = (__half)uniform(-1, 1);
+				memcpy(b + 2 * j, &h, 2);
+				v[j] = (float)h;
+			}
+			continue;
+		}
+		const __half d = (__half)uniform(-0.02, 0.02);
+		memcpy(b, &d, 2);
+		for (int j = 0; j < bb - 2; j++) b[2 + j] = (uint8_t)rng();
+		for (int j = 0; j < 32; j++)
+			v[j] = (double)(float)d * (T == 8 ? (int8_t)b[2 + j] : j < 16 ? (b[2 + j] & 15) - 8 : (b[2 + j - 16] >> 4) - 8);
+	}
+	return g;
+}
+
+// repack of the parts of a matrix as leo_model_matrix uploads them: Q, K
+// and V stacked (row0 0, dim, dim + kv_dim; stride 1), or gate and up
+// interleaved (row0 0 and 1, stride 2). The device buffer must be, byte
+// for byte, the layout at the top of kernels.cuh (quants past the rows'
+// garbage untouched, scales' padding zero as cudaMemset left it); then
+// dequant of row ranges [r0, r0+n) of it must give each element's GGML
+// value rounded to half, bit for bit.
+void test_repack_dequant() {
+	int cases = 0;
+	struct Layout {
+		const char *name;
+		int cols, stride;
+		std::vector<int> rows, row0;
+	};
+	const Layout layouts[] = {{"qkv", 160, 1, {24, 8, 8}, {0, 24, 32}}, {"gate/up", 288, 2, {12, 12}, {0, 1}}};
+	for (int T : {8, 2, 1})
+		for (const Layout &L : layouts) {
+			const int cols = L.cols, blocks = cols / 32, ds = scale_stride(cols);
+			int total = 0;
+			for (int r : L.rows) total += r;
+			const size_t qb = T == 1 ? (size_t)total * cols * 2 : T == 8 ? (size_t)total * cols : (size_t)total * cols / 2;
+			const size_t sb = T == 1 ? 0 : (size_t)total * ds * 2;
+			Buf<uint8_t> dev(qb + sb);
+			memset(dev.p, 0xA5, qb);  // garbage
+			memset(dev.p + qb, 0, sb);
+			std::vector<uint8_t> want(dev.p, dev.p + dev.n);
+			std::vector<double> V((size_t)total * cols, NAN);  // values by destination row
+			for (size_t part = 0; part < L.rows.size(); part++) {
+				const int rows = L.rows[part], row0 = L.row0[part];
+				set_case("repack %s %s part %zu rows=%d row0=%d stride=%d", type_name(T), L.name, part, rows, row0, L.stride);
+				cases++;
+				Ggml g = make_ggml(T, rows, cols);
+				for (int r = 0; r < rows; r++) {
+					const size_t dr = row0 + (size_t)r * L.stride;
+					for (int c = 0; c < cols; c++) V[dr * cols + c] = g.V[(size_t)r * cols + c];
+					for (int b = 0; b < blocks; b++) {
+						const uint8_t *s = g.src.p + ((size_t)r * blocks + b) * ggml_block_bytes(T);
+						if (T == 1) memcpy(&want[(dr * cols + b * 32) * 2], s, 64);
+						else if (T == 8) memcpy(&want[dr * cols + b * 32], s + 2, 32);
+						else memcpy(&want[dr * cols / 2 + b * 16], s + 2, 16);
+						if (T != 1) memcpy(&want[qb + (dr * ds + b) * 2], s, 2);
+					}
+				}
+				// forward.cu's grid; and the last part by one small block, which
+				// loops over the blocks of 32.
+				const size_t nb = (size_t)rows * blocks;
+				const bool small = part + 1 == L.rows.size();
+				run_grid(repack, dim3(small ? 1 : (unsigned)std::min<size_t>((nb + 255) / 256, 65535)), dim3(small ? 64 : 256), 0,
+				         (const uint8_t *)g.src.p, T, rows, cols, dev.p, T == 1 ? (__half *)nullptr : (__half *)(dev.p + qb), row0,
+				         L.stride);
+			}
+			set_case("repack %s %s", type_name(T), L.name);
+			expect(memcmp(want.data(), dev.p, dev.n) == 0, "repack: the device buffer differs from kernels.cuh's layout");
+			if (T == 1) continue;  // (no dequant: cuBLAS reads F16 weights as they are)
+			const Mat m{T, total, cols, dev.p, (const __half *)(dev.p + qb), ds};
+			const int ranges[][3] = {{0, total, 1024}, {5, 9, 3}, {total - 2, 2, 1}};  // r0, n, grid
+			for (const auto &rg : ranges) {
+				set_case("dequant %s %s r0=%d n=%d grid=%d", type_name(T), L.name, rg[0], rg[1], rg[2]);
+				cases++;
+				Buf<__half> out((size_t)rg[1] * cols);
+				run_grid(dequant, dim3(rg[2]), dim3(256), 0, m, rg[0], rg[1], out.p);
+				bool ok = true;
+				for (size_t e = 0; e < out.n; e++) ok = ok && same_bits(out[e], (__half)(float)V[(size_t)rg[0] * cols + e]);
+				expect(ok, "dequant: a half differs from the GGML value rounded");
+			}
+		}
+	printf("repack, dequant: %d cases\n", cases);
+}
+
 // prep with kRoundQ8K (K-quant weights held as F16): halves of
 // quantize_row_q8_K_ref's blocks of 256.
 void test_prep_q8k() {
@@ -1171,6 +1276,7 @@ int main(int argc, char **argv) {
 	test_mmq_epilogues();
 	test_qkv_epilogue();
 	test_swiglu_epilogue();
+	test_repack_dequant();
 	test_attention();
 	if (g_failures) {
 		printf("FAIL: %d failures\n", g_failures);
