@@ -18,8 +18,14 @@
 // cores (int8, or halves for F16 weights). Steps of
 // up to kGraphTokens tokens are captured in a CUDA graph per shape and
 // replayed, so that a decode step is one launch.
+#if defined(LEO_CUDA_EMU)
+// The CUDA runtime and cuBLAS on the host, for tests without a GPU
+// (emu/cuda_runtime_emu.h; docs/cuda.md, "Checks without a GPU").
+#include "emu/cuda_runtime_emu.h"
+#else
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#endif
 
 #include <algorithm>
 #include <cstdarg>
@@ -947,8 +953,9 @@ int leo_model_matrix(leo_model *m, int layer, int which, int type, int act, int 
 	if (e == cudaSuccess) {
 		const size_t blocks = (size_t)rows * cols / 32;
 		const int grid = (int)std::min<size_t>((blocks + 255) / 256, 65535);
-		repack<<<grid, 256>>>((const uint8_t *)staging, type, rows, cols, dm->buf, (__half *)dm->m.d, row0, stride);
-		e = cudaDeviceSynchronize();
+		e = launch(false, repack, dim3(grid), dim3(256), (cudaStream_t)0, (const uint8_t *)staging, type, rows, cols,
+		           dm->buf, (__half *)dm->m.d, row0, stride);
+		if (e == cudaSuccess) e = cudaDeviceSynchronize();
 	}
 	cudaFree(staging);
 	CUDA_TRY(e);
