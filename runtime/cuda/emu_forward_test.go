@@ -100,7 +100,8 @@ func emuFeed(t *testing.T, st *model.State, prompts [][]int32, steps []emuStep, 
 // quantized types, a second sequence's 20 tokens as one batch. Each
 // runs under the default settings, under LEO_CUDA_FUSE_PREP=2 with the
 // matvec splits and LEO_CUDA_L2_AHEAD (whose prefetches the emulation
-// checks against the ranges), and under LEO_CUDA_MMQ_TOKENS=64.
+// checks against the ranges), and under LEO_CUDA_MMQ_TOKENS=64 without
+// graphs (LEO_CUDA_PROFILE).
 func TestForwardOnCPUEmulation(t *testing.T) {
 	lib := buildEmuLibrary(t)
 	settings := []struct {
@@ -110,7 +111,9 @@ func TestForwardOnCPUEmulation(t *testing.T) {
 		{"defaults", nil},
 		{"fused", map[string]string{"LEO_CUDA_FUSE_PREP": "2", "LEO_CUDA_MATVEC_SPLIT": "4",
 			"LEO_CUDA_MATVEC_SPLIT_QKV": "2", "LEO_CUDA_L2_AHEAD": "1"}},
-		{"mmq", map[string]string{"LEO_CUDA_MMQ_TOKENS": "64"}},
+		// LEO_CUDA_PROFILE: steps without graphs, launch by launch, with
+		// events between them (the totals go to stderr).
+		{"mmq", map[string]string{"LEO_CUDA_MMQ_TOKENS": "64", "LEO_CUDA_PROFILE": "1"}},
 	}
 	for _, typ := range []quant.Type{quant.F16, quant.Q8_0, quant.Q4_0} {
 		t.Run(typ.String(), func(t *testing.T) {
