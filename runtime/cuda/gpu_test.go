@@ -632,9 +632,9 @@ func BenchmarkGPU(b *testing.B) {
 			case os.Getenv("LEO_GPU_PREFILL") != "": // prompt processing alone, to compare it
 				prefill = measurePrefill(b, l, 512)
 			case os.Getenv("LEO_GPU_QUICK") != "": // decode alone, for the biggest models
-				dec = measureDecode(b, l, 256)
+				dec = measureDecode(b, l, decodeSteps(b))
 			default:
-				dec = measureDecode(b, l, 256)
+				dec = measureDecode(b, l, decodeSteps(b))
 				prefill = measurePrefill(b, l, 512)
 				e1 = measureEngine(b, l, 1, 256)
 				e32 = measureEngine(b, l, 32, 128)
@@ -692,11 +692,26 @@ func sweepDecode(b *testing.B, l *loader.Loaded, name string, bound float64) {
 			if label == "" {
 				label = "defaults"
 			}
-			dec := measureDecode(b, l, 256)
+			dec := measureDecode(b, l, decodeSteps(b))
 			fmt.Printf("SWEEP %s, round %d: %s: decode b1 %.1f tok/s (%.1f%% of bound, tokens %016x)\n",
 				name, round+1, label, dec, 100*dec/bound, decodeDigest)
 		}
 	}
+}
+
+// decodeSteps is how many steps measureDecode times: 256, or
+// $LEO_GPU_DECODE_STEPS (a dry run of check.sh on the CPU emulation of
+// docs/cuda.md takes a few).
+func decodeSteps(b *testing.B) int {
+	v := os.Getenv("LEO_GPU_DECODE_STEPS")
+	if v == "" {
+		return 256
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("LEO_GPU_DECODE_STEPS=%q: want a number of steps", v)
+	}
+	return n
 }
 
 func measurePrefill(b *testing.B, l *loader.Loaded, n int) float64 {
@@ -726,7 +741,8 @@ func measurePrefill(b *testing.B, l *loader.Loaded, n int) float64 {
 }
 
 func measureDecode(b *testing.B, l *loader.Loaded, steps int) float64 {
-	st, err := l.Model.NewStateKV(1, 1024, 16, quant.F16)
+	// (min: the small shapes of a dry run have shorter contexts)
+	st, err := l.Model.NewStateKV(1, min(1024, l.Model.Config.ContextLength), 16, quant.F16)
 	if err != nil {
 		b.Fatal(err)
 	}
