@@ -4,7 +4,6 @@ package cuda_test
 
 import (
 	"fmt"
-	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,20 +46,6 @@ func buildEmuLibrary(t *testing.T) string {
 // the logits of the last want of them.
 type emuStep struct {
 	seq, pos, n, want int
-}
-
-// emuRelErr is ‖got − want‖/‖want‖.
-func emuRelErr(got, want []float32) float64 {
-	var d, n float64
-	for i := range want {
-		e := float64(got[i]) - float64(want[i])
-		d += e * e
-		n += float64(want[i]) * float64(want[i])
-	}
-	if math.IsNaN(d) {
-		return math.Inf(1)
-	}
-	return math.Sqrt(d / n)
 }
 
 // emuFeed runs steps through st and returns the logits they asked for, by
@@ -177,9 +162,9 @@ func TestForwardOnCPUEmulation(t *testing.T) {
 					var worst float64
 					var diff []string
 					for k, g := range got {
-						e := emuRelErr(g, want[k])
+						e := relErr(g, want[k])
 						worst = max(worst, e)
-						if e > maxRelErrEmu[typ] {
+						if e > maxRelErr[typ] {
 							diff = append(diff, fmt.Sprintf("seq %d pos %d: rel err %.3g", k[0], k[1], e))
 						}
 						if a, b := argmax(g), argmax(want[k]); a != b {
@@ -188,7 +173,7 @@ func TestForwardOnCPUEmulation(t *testing.T) {
 					}
 					t.Logf("%d positions, rel err max %.2e", len(got), worst)
 					if len(diff) > 0 {
-						t.Errorf("the emulated GPU differs from the CPU (rel err bound %g):\n%s", maxRelErrEmu[typ],
+						t.Errorf("the emulated GPU differs from the CPU (rel err bound %g):\n%s", maxRelErr[typ],
 							strings.Join(diff, "\n"))
 					}
 				})
@@ -196,6 +181,3 @@ func TestForwardOnCPUEmulation(t *testing.T) {
 		})
 	}
 }
-
-// maxRelErrEmu are gpu_test.go's maxRelErr bounds (that file needs a GPU).
-var maxRelErrEmu = map[quant.Type]float64{quant.F16: 1e-3, quant.Q8_0: 2e-2, quant.Q4_0: 2e-2}
